@@ -1,0 +1,133 @@
+//! The command line: clap definitions and dispatch to `ops`. No logic lives here.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::exit::ExitStatus;
+use crate::ops::{self, Common};
+use crate::render::Format;
+
+const ABOUT: &str = "Declarative planner and deployer for container services.
+
+Declare services, replicas, health checks, warm-up probes and load-balancer membership in
+gantry.toml; gantry validates it, plans the difference from what it last applied, and prints
+the plan as text, Markdown or JSON.";
+
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about = ABOUT, propagate_version = true, after_help = "\
+Exit codes (the same for every command):
+  0 success    1 error before anything changed    2 plan --detailed-exitcode found changes
+  3 failed, previous revision restored    4 failed, NOT restored    5 locked    6 stale plan file")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short = 'f', long = "file", global = true, default_value = "gantry.toml", value_name = "PATH")]
+    pub file: PathBuf,
+    /// State directory (default: `.gantry/` beside the configuration file).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration; report every problem with file:line:col.
+    #[command(after_help = "Examples:
+  gantry validate
+  gantry validate -f deploy/prod.toml
+
+Exits 0 when the configuration is valid, 1 otherwise.")]
+    Validate,
+
+    /// Show what apply would change, offline (no Docker engine, no network).
+    #[command(after_help = "Examples:
+  gantry plan
+  gantry plan --detailed-exitcode              # 0 = no changes, 2 = changes, 1 = error
+  gantry plan --format markdown > plan.md      # for a pull-request comment
+  gantry plan --format json | jq '.summary'
+  gantry plan --out release.plan               # apply exactly this later
+
+When $GITHUB_STEP_SUMMARY is set, the Markdown view is appended to it as well.")]
+    Plan {
+        /// Output format. JSON is the canonical form; text and Markdown are rendered from it.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Exit 2 when there are changes, 0 when there are none, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the plan (JSON, with the state's lineage and serial) for `gantry apply PLANFILE`.
+        #[arg(long, value_name = "PLANFILE")]
+        out: Option<PathBuf>,
+    },
+
+    /// Print the dependency graph as Graphviz DOT.
+    #[command(after_help = "Examples:
+  gantry graph
+  gantry graph | dot -Tsvg > graph.svg")]
+    Graph,
+
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  gantry completions bash > /etc/bash_completion.d/gantry
+  gantry completions zsh > \"${fpath[1]}/_gantry\"
+  gantry completions fish > ~/.config/fish/completions/gantry.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parses `args` and runs the command, writing to `out` and `err`. Returns the exit status;
+/// a usage error is 1 (clap's own default of 2 would read as "changes present").
+pub fn run(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: &mut dyn Write, color: bool) -> ExitStatus {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let rendered = if color { e.render().ansi().to_string() } else { e.render().to_string() };
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    let _ = crate::render::write_out(out, &rendered);
+                    ExitStatus::Success
+                }
+                _ => {
+                    let _ = crate::render::write_out(err, &rendered);
+                    ExitStatus::Error
+                }
+            };
+        }
+    };
+    let common = Common { config: cli.file, state_dir: cli.state_dir, color };
+    let result = match cli.command {
+        Command::Validate => ops::validate::validate(&common, out).map(|_| ExitStatus::Success),
+        Command::Plan { format, detailed_exitcode, out: plan_out } => {
+            let opts = ops::plan::PlanOptions {
+                format,
+                detailed_exitcode,
+                out: plan_out,
+                step_summary: std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty()).map(PathBuf::from),
+            };
+            ops::plan::plan(&common, &opts, out)
+        }
+        Command::Graph => ops::graph::graph(&common, out).map(|_| ExitStatus::Success),
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gantry", &mut buf);
+            ops::emit(out, &String::from_utf8_lossy(&buf)).map(|_| ExitStatus::Success)
+        }
+    };
+    match result {
+        Ok(status) => status,
+        Err(e) => {
+            let text = e.to_string();
+            let text = if text.starts_with("error") { text } else { format!("error: {text}\n") };
+            let _ = crate::render::write_out(err, &text);
+            if let ops::Error::Invalid { count, .. } = &e {
+                let _ = crate::render::write_out(err, &format!("{count} problem{} found.\n", if *count == 1 { "" } else { "s" }));
+            }
+            e.exit_status()
+        }
+    }
+}

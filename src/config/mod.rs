@@ -1,0 +1,306 @@
+//! Reading `gantry.toml` into raw [`types`] without losing a single error.
+//!
+//! serde stops at the first error of a value, so the file is parsed once into a spanned
+//! tree and every resource (`[project]`, each `[[host]]`, `[service.X]`, `[lb.X]`) is
+//! deserialized on its own. When one fails, the failing entry is set aside and the resource
+//! is tried again, so that a typo in `health` and a wrong type in `rollout` are both
+//! reported in the same run, each at its own `line:col`.
+
+pub mod types;
+
+use std::cell::OnceCell;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::diag::{Diagnostic, closest, list_names};
+pub use types::*;
+
+/// A resource's name as written, with where it was written.
+#[derive(Debug, Clone)]
+pub struct Named<T> {
+    pub name: String,
+    pub span: Range<usize>,
+    /// `None` when the resource could not be read; its problems are in the diagnostics,
+    /// and references to it are still valid (no cascade of "does not exist").
+    pub value: Option<T>,
+}
+
+/// Everything read from the file, plus what went wrong while reading it.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub project: Option<TomlProject>,
+    pub hosts: Vec<TomlHost>,
+    pub services: Vec<Named<TomlService>>,
+    pub lbs: Vec<Named<TomlLb>>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+const TOP_LEVEL_KEYS: [&str; 4] = ["project", "host", "service", "lb"];
+
+/// Parses the configuration source. Never panics; problems become diagnostics.
+pub fn parse(source: &str) -> RawConfig {
+    let mut raw = RawConfig::default();
+    let (doc, errors) = DeTable::parse_recoverable(source);
+    if !errors.is_empty() {
+        raw.diagnostics = errors.iter().map(syntax_diagnostic).collect();
+        return raw;
+    }
+    let reader = Reader {
+        source,
+        fresh: OnceCell::new(),
+    };
+    let doc_span = doc.span();
+    let mut saw_project = false;
+    for (key, value) in doc.into_inner() {
+        let key_span = key.span();
+        match key.get_ref().as_ref() {
+            "project" => {
+                saw_project = true;
+                raw.project = reader.read(value, &["project"], &mut raw.diagnostics);
+            }
+            "host" => {
+                let span = value.span();
+                match value.into_inner() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            let path = ["host".to_string(), i.to_string()];
+                            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                            if let Some(h) = reader.read(item, &path, &mut raw.diagnostics) {
+                                raw.hosts.push(h);
+                            }
+                        }
+                    }
+                    other => raw.diagnostics.push(
+                        Diagnostic::at(
+                            format!("`host` must be an array of tables, found {}", other.type_str()),
+                            span,
+                        )
+                        .help("declare each host with a `[[host]]` header"),
+                    ),
+                }
+            }
+            section @ ("service" | "lb") => {
+                let span = value.span();
+                let DeValue::Table(table) = value.into_inner() else {
+                    raw.diagnostics.push(
+                        Diagnostic::at(format!("`{section}` must be a table of named entries"), span)
+                            .help(format!("declare each one as `[{section}.NAME]`")),
+                    );
+                    continue;
+                };
+                for (name, value) in table {
+                    let named_span = name.span();
+                    let name = name.into_inner().into_owned();
+                    let path = [section, name.as_str()];
+                    if section == "service" {
+                        let value = reader.read(value, &path, &mut raw.diagnostics);
+                        raw.services.push(Named { name, span: named_span, value });
+                    } else {
+                        let value = reader.read(value, &path, &mut raw.diagnostics);
+                        raw.lbs.push(Named { name, span: named_span, value });
+                    }
+                }
+            }
+            other => raw
+                .diagnostics
+                .push(unknown_key(other, key_span, &TOP_LEVEL_KEYS)),
+        }
+    }
+    if !saw_project {
+        raw.diagnostics.push(
+            Diagnostic::at("missing `[project]` table", doc_span.start..doc_span.start)
+                .help("add `[project]` with `name = \"...\"` at the top of the file"),
+        );
+    }
+    raw
+}
+
+struct Reader<'s> {
+    source: &'s str,
+    /// A second copy of the document, parsed only when some resource fails, so that the
+    /// failing resource can be re-read without cloning every resource on the happy path.
+    fresh: OnceCell<Spanned<DeTable<'s>>>,
+}
+
+impl<'s> Reader<'s> {
+    fn read<T: DeserializeOwned>(
+        &self,
+        value: Spanned<DeValue<'s>>,
+        path: &[&str],
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.collect_all_errors::<T>(path, diags);
+                None
+            }
+        }
+    }
+
+    /// Re-reads the resource at `path` over and over, each time removing the entry that
+    /// caused the last error, until it reads or no entry can be blamed.
+    fn collect_all_errors<T: DeserializeOwned>(&self, path: &[&str], diags: &mut Vec<Diagnostic>) {
+        let doc = self.fresh.get_or_init(|| DeTable::parse_recoverable(self.source).0);
+        let Some(mut value) = lookup(doc, path) else {
+            return;
+        };
+        let mut removed: Vec<String> = Vec::new();
+        // Each round removes one entry, so the loop is bounded by the entries of the value.
+        loop {
+            let Err(err) = T::deserialize(ValueDeserializer::from(value.clone())) else {
+                return;
+            };
+            let message = err.message().to_string();
+            if let Some(field) = missing_field(&message)
+                && removed.iter().any(|r| r == field)
+            {
+                return; // caused by our own removal, already reported
+            }
+            let span = err.span().unwrap_or_else(|| value.span());
+            diags.push(toml_error_diagnostic(&message, span.clone()));
+            if missing_field(&message).is_some() {
+                return;
+            }
+            match remove_innermost(&mut value, &span) {
+                Some(key) => removed.push(key),
+                None => return,
+            }
+        }
+    }
+}
+
+fn lookup<'s>(doc: &Spanned<DeTable<'s>>, path: &[&str]) -> Option<Spanned<DeValue<'s>>> {
+    let (first, rest) = path.split_first()?;
+    let mut current = doc.get_ref().get(*first)?.clone();
+    for part in rest {
+        current = match current.into_inner() {
+            DeValue::Table(t) => t.get(*part)?.clone(),
+            DeValue::Array(a) => a.get(part.parse::<usize>().ok()?)?.clone(),
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+/// Removes the deepest table entry whose key or value contains `span`; returns its key.
+fn remove_innermost(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> Option<String> {
+    let contains = |outer: Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    match value.get_mut() {
+        DeValue::Table(table) => {
+            let key = table
+                .iter()
+                .find(|(k, v)| contains(k.span()) || contains(v.span()))
+                .map(|(k, _)| k.clone())?;
+            let child = table.get_mut(key.get_ref().as_ref())?;
+            if !contains(key.span())
+                && let Some(inner) = remove_innermost(child, span)
+            {
+                return Some(inner);
+            }
+            table.remove(key.get_ref().as_ref());
+            Some(key.into_inner().into_owned())
+        }
+        DeValue::Array(items) => items
+            .iter_mut()
+            .find(|v| contains(v.span()) && v.get_ref().is_table())
+            .and_then(|v| remove_innermost(v, span)),
+        _ => None,
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+fn syntax_diagnostic(err: &toml::de::Error) -> Diagnostic {
+    let message = err.message().trim().to_string();
+    let mut d = Diagnostic::new(format!("invalid TOML: {message}"));
+    d.span = err.span();
+    d.label = Some("here".into());
+    d
+}
+
+/// Rewrites serde's messages into the user's vocabulary (keys, not fields) with a suggestion.
+fn toml_error_diagnostic(message: &str, span: Range<usize>) -> Diagnostic {
+    let message = message.trim();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let expected: Vec<&str> = rest
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        return unknown_key(name, span, &expected);
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        return Diagnostic::at(format!("unknown value `{name}`"), span)
+            .label("not allowed here")
+            .help(message.to_string());
+    }
+    if let Some(field) = missing_field(message) {
+        return Diagnostic::at(format!("missing required key `{field}`"), span)
+            .label(format!("`{field}` is required in this table"));
+    }
+    Diagnostic::at(message.replace("invalid type: ", "wrong type: "), span).label("here")
+}
+
+fn unknown_key(name: &str, span: Range<usize>, expected: &[&str]) -> Diagnostic {
+    let mut d = Diagnostic::at(format!("unknown key `{name}`"), span).label("not a known key");
+    d.help = Some(match closest(name, expected.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`? (known keys: {})", list_names(expected.iter().copied())),
+        None => format!("known keys here: {}", list_names(expected.iter().copied())),
+    });
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_bad_key_of_one_service_at_once() {
+        let src = r#"
+[project]
+name = "p"
+
+[service.api]
+image = "app:1"
+replica = 3
+port = "eighty"
+
+[service.api.health]
+htp = "/healthz"
+"#;
+        let raw = parse(src);
+        let messages: Vec<&str> = raw.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(raw.diagnostics.len(), 3, "{messages:?}");
+        assert!(messages.iter().any(|m| m.contains("`replica`")));
+        assert!(messages.iter().any(|m| m.contains("wrong type")));
+        assert!(messages.iter().any(|m| m.contains("`htp`")));
+        let replica = raw.diagnostics.iter().find(|d| d.message.contains("replica")).unwrap();
+        assert_eq!(replica.help.as_deref().map(|h| h.contains("did you mean `replicas`")), Some(true));
+        assert_eq!(raw.services.len(), 1);
+        assert!(raw.services[0].value.is_none());
+    }
+
+    #[test]
+    fn syntax_errors_stop_before_semantics() {
+        let raw = parse("[project\nname = 1\n");
+        assert!(!raw.diagnostics.is_empty());
+        assert!(raw.diagnostics[0].message.starts_with("invalid TOML"));
+        assert!(raw.diagnostics[0].span.is_some());
+    }
+
+    #[test]
+    fn missing_required_key_is_reported_once() {
+        let raw = parse("[project]\nname = \"p\"\n[service.a]\nreplicas = 2\n");
+        assert_eq!(raw.diagnostics.len(), 1);
+        assert!(raw.diagnostics[0].message.contains("`image`"));
+    }
+}

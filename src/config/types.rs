@@ -1,0 +1,303 @@
+//! The raw shape of `gantry.toml`, exactly as serde reads it.
+//!
+//! Nothing here is validated beyond TOML types and key names: durations, sizes, images
+//! and cross references stay as spanned strings so that `model::validate` can report every
+//! problem of a file at once, each pointing at its own line and column.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A span-carrying string; the schema sees a plain string.
+pub type SpStr = Spanned<String>;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "gantry configuration (gantry.toml)")]
+pub struct TomlManifest {
+    /// The project: names every container and state file gantry creates.
+    pub project: TomlProject,
+    /// Docker engines to deploy to. Without any, the local engine is used as host `local`.
+    #[serde(default)]
+    pub host: Vec<TomlHost>,
+    /// Services by name.
+    #[serde(default)]
+    pub service: BTreeMap<String, TomlService>,
+    /// Load balancers by name.
+    #[serde(default)]
+    pub lb: BTreeMap<String, TomlLb>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlProject {
+    /// Lower-case letters, digits and `-`; prefixes container names (`<project>-<service>-<revision>-<n>`).
+    #[schemars(with = "String")]
+    pub name: SpStr,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlHost {
+    /// Name services use in `hosts = [...]`.
+    #[schemars(with = "String")]
+    pub name: SpStr,
+    /// Docker endpoint: `unix:///var/run/docker.sock` or `tcp://10.0.0.5:2376`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub docker: Option<SpStr>,
+    /// Address load balancers use to reach replicas published on this host (default 127.0.0.1).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub address: Option<SpStr>,
+    /// TLS client material for `tcp://` endpoints.
+    #[serde(default)]
+    pub tls: Option<TomlTls>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlTls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// Either one port or an inclusive range `"18080-18089"`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TomlPorts {
+    One(u16),
+    Range(String),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlService {
+    /// Image reference with an immutable tag or a digest: `registry.example/app:3074f46`.
+    #[schemars(with = "String")]
+    pub image: SpStr,
+    /// Allow a tag that can move (`latest`, or no tag at all). Off by default: rollbacks need
+    /// to know exactly what ran.
+    #[serde(default)]
+    pub allow_mutable_tag: bool,
+    /// Number of replicas (per host).
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub replicas: Option<Spanned<i64>>,
+    /// Command and arguments; the image's default when absent.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Container port the service listens on; probes and load balancers use it.
+    #[serde(default)]
+    #[schemars(with = "Option<u16>")]
+    pub port: Option<Spanned<u16>>,
+    /// Host ports to publish replicas on: one port, or a range `"18080-18089"` large enough
+    /// for every replica plus the surge of a rollout. Default: ports chosen by the engine.
+    #[serde(default)]
+    #[schemars(with = "Option<TomlPorts>")]
+    pub host_ports: Option<Spanned<TomlPorts>>,
+    /// Plain environment variables (shown in plans).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A dotenv file, relative to the config file; its values are secret.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub env_file: Option<SpStr>,
+    /// Names of variables taken from gantry's own environment at apply time; never printed.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub secret_env: Vec<SpStr>,
+    /// Services that must be healthy before this one is changed.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub depends_on: Vec<SpStr>,
+    /// Hosts this service runs on (default: all).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub hosts: Option<Vec<SpStr>>,
+    /// Time between SIGTERM and SIGKILL, e.g. `"30s"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub stop_grace_period: Option<SpStr>,
+    #[serde(default)]
+    pub resources: Option<TomlResources>,
+    /// Docker labels added to every replica.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Log rotation of the json-file driver.
+    #[serde(default)]
+    pub log: Option<TomlLog>,
+    /// Load balancers this service's replicas are members of.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub lb: Vec<SpStr>,
+    #[serde(default)]
+    pub health: Option<TomlHealth>,
+    #[serde(default)]
+    pub warmup: Option<TomlWarmup>,
+    #[serde(default)]
+    pub rollout: Option<TomlRollout>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlResources {
+    /// CPUs, e.g. `1.5`.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    pub cpus: Option<Spanned<f64>>,
+    /// Memory limit, e.g. `"1000M"`, `"2g"` (binary units, as `docker run --memory`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub memory: Option<SpStr>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlLog {
+    /// Size at which a log file is rotated, e.g. `"100m"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_size: Option<SpStr>,
+    /// Number of rotated files kept.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub max_files: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlHealth {
+    /// Path of a host-side HTTP probe on the replica's published port; healthy = 2xx.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub http: Option<SpStr>,
+    /// Run the image's own Docker HEALTHCHECK with this command instead of an HTTP probe.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub interval: Option<SpStr>,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<SpStr>,
+    /// Consecutive failures (after `start_period`) that make a replica unhealthy.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub retries: Option<Spanned<i64>>,
+    /// Grace time after start during which failures do not count.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub start_period: Option<SpStr>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlWarmup {
+    /// Path requested to warm the replica up.
+    #[schemars(with = "String")]
+    pub http: SpStr,
+    /// A success is a 2xx answered within this, e.g. `"500ms"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_latency: Option<SpStr>,
+    /// This many CONSECUTIVE successes are needed; a slow or failed answer resets the count.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub successes: Option<Spanned<i64>>,
+    /// Requests kept in flight while warming up.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub concurrency: Option<Spanned<i64>>,
+    /// The warm-up step fails when not done within this.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub deadline: Option<SpStr>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlRollout {
+    /// `rolling` or `blue-green`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub strategy: Option<SpStr>,
+    /// Replicas replaced per step.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub batch: Option<Spanned<i64>>,
+    /// `start-first` (surge: new replicas before old ones stop) or `stop-first`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub order: Option<SpStr>,
+    /// Wait after leaving the load balancer, before SIGTERM.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub drain: Option<SpStr>,
+    /// Real traffic on the new batch, health watched, before the next batch.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub soak: Option<SpStr>,
+    /// `rollback` (restore the previous revision) or `pause` (stop where it is).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub on_failure: Option<SpStr>,
+    /// Blue-green: how long the old colour is kept after the switch.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub scale_down_delay: Option<SpStr>,
+    /// Blue-green: replicas of the old colour kept after `scale_down_delay`.
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub keep_old_replicas: Option<Spanned<i64>>,
+    /// Blue-green: a command that must exit 0 against the preview before traffic moves.
+    #[serde(default)]
+    pub preview_check: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlLb {
+    /// `nginx`, `haproxy` or `command`.
+    #[schemars(with = "String")]
+    pub kind: SpStr,
+    /// nginx: name of the `upstream` block gantry renders.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub upstream: Option<SpStr>,
+    /// nginx: the include file gantry owns and rewrites atomically.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub upstream_file: Option<SpStr>,
+    /// nginx: configuration check run before every reload (default `["nginx", "-t"]`).
+    #[serde(default)]
+    pub check: Option<Vec<String>>,
+    /// nginx: reload command (default `["nginx", "-s", "reload"]`).
+    #[serde(default)]
+    pub reload: Option<Vec<String>>,
+    /// haproxy: runtime API socket (`stats socket ... level admin`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub socket: Option<SpStr>,
+    /// haproxy: backend whose servers gantry manages.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backend: Option<SpStr>,
+    /// command: run to add a replica; `{service}`, `{replica}`, `{address}`, `{port}` are substituted.
+    #[serde(default)]
+    pub join: Option<Vec<String>>,
+    /// command: run to remove a replica.
+    #[serde(default)]
+    pub leave: Option<Vec<String>>,
+    /// command: exits 0 once a leaving replica has no sessions left.
+    #[serde(default)]
+    pub drain_check: Option<Vec<String>>,
+    /// command: time limit of each command (default `"30s"`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<SpStr>,
+}

@@ -1,0 +1,5 @@
+//! The real adapters: everything that touches the file system (and, later, Docker, load
+//! balancers and the network) lives here, behind small functions and traits the core
+//! can be tested without.
+
+pub mod fs;

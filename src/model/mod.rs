@@ -1,0 +1,314 @@
+//! The validated model: what the user asked for, with every default filled in.
+//!
+//! `ServiceSpec` and `LbSpec` are also the recorded form in the state file and the
+//! before/after of the JSON plan, so "what changed" is a comparison of two values of the
+//! same type. No I/O happens here; facts about files come in through [`FileFacts`].
+
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use units::{ByteSize, Duration, ImageRef};
+pub use validate::{EnvFileFacts, FileFacts, validate};
+
+/// Name of the implicit host when the config declares none.
+pub const LOCAL_HOST: &str = "local";
+pub const DEFAULT_DOCKER: &str = "unix:///var/run/docker.sock";
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub project: String,
+    pub hosts: Vec<Host>,
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub lbs: BTreeMap<String, LbSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub docker: String,
+    pub address: String,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// One service as it should run. Field order is the order plans show attributes in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub image: String,
+    pub replicas: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ports: Option<PortRange>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Keys and a content digest only: the values of an env file are secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<EnvFileSpec>,
+    /// Names only; the values are read from gantry's environment at apply time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    pub hosts: Vec<String>,
+    pub stop_grace_period: Duration,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LogSpec::is_empty")]
+    pub log: LogSpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lb: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupSpec>,
+    pub rollout: RolloutSpec,
+}
+
+impl ServiceSpec {
+    /// Attributes that live in the container itself (or decide where it runs): changing one
+    /// means new containers. Everything else (replicas, probes, rollout, dependencies, LB
+    /// membership, stop grace) is applied in place.
+    pub const CONTAINER_ATTRIBUTES: [&'static str; 11] = [
+        "image",
+        "command",
+        "port",
+        "host_ports",
+        "env",
+        "env_file",
+        "secret_env",
+        "hosts",
+        "resources",
+        "labels",
+        "log",
+    ];
+}
+
+/// An inclusive range of host ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn len(&self) -> u32 {
+        u32::from(self.end) - u32::from(self.start) + 1
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFileSpec {
+    /// As written in the config, relative to it.
+    pub path: String,
+    /// Variable names the file defines, sorted.
+    pub keys: Vec<String>,
+    /// SHA-256 of the file's bytes, so that a changed value rolls the service without the
+    /// value itself ever being stored.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.cpus.is_none() && self.memory.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+}
+
+impl LogSpec {
+    pub fn is_empty(&self) -> bool {
+        self.max_size.is_none() && self.max_files.is_none()
+    }
+}
+
+/// How a replica is judged healthy. Semantics, stated once: after `start_period`, a replica
+/// is healthy at its first passing probe and unhealthy after `retries` consecutive failures.
+/// Exactly one of `http` and `command` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// GET this path on the replica's published port; 2xx is a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// Docker HEALTHCHECK command run inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// Warm-up: `successes` consecutive 2xx answers, each within `max_latency`, with
+/// `concurrency` requests in flight, before `deadline`. A slow answer resets the count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupSpec {
+    pub http: String,
+    pub max_latency: Duration,
+    pub successes: u32,
+    pub concurrency: u32,
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    pub strategy: Strategy,
+    pub batch: u32,
+    pub order: Order,
+    pub drain: Duration,
+    pub soak: Duration,
+    pub on_failure: OnFailure,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlueGreenSpec {
+    pub scale_down_delay: Duration,
+    pub keep_old_replicas: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_check: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    Rolling,
+    BlueGreen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    StartFirst,
+    StopFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    Rollback,
+    Pause,
+}
+
+macro_rules! keyword_enum {
+    ($ty:ty { $($word:literal => $variant:expr),+ $(,)? }) => {
+        impl $ty {
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+            pub fn parse_word(s: &str) -> Option<Self> {
+                match s { $($word => Some($variant),)+ _ => None }
+            }
+            pub fn word(self) -> &'static str {
+                $(if self == $variant { return $word; })+
+                unreachable!()
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.word())
+            }
+        }
+    };
+}
+
+keyword_enum!(Strategy { "rolling" => Strategy::Rolling, "blue-green" => Strategy::BlueGreen });
+keyword_enum!(Order { "start-first" => Order::StartFirst, "stop-first" => Order::StopFirst });
+keyword_enum!(OnFailure { "rollback" => OnFailure::Rollback, "pause" => OnFailure::Pause });
+keyword_enum!(LbKind { "nginx" => LbKind::Nginx, "haproxy" => LbKind::Haproxy, "command" => LbKind::Command });
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbKind {
+    Nginx,
+    Haproxy,
+    Command,
+}
+
+/// A load balancer gantry manages membership of. Its members are the services whose `lb`
+/// names it; membership changes belong to those services' steps, not to the LB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LbSpec {
+    Nginx {
+        upstream: String,
+        upstream_file: String,
+        check: Vec<String>,
+        reload: Vec<String>,
+    },
+    Haproxy {
+        socket: String,
+        backend: String,
+    },
+    Command {
+        join: Vec<String>,
+        leave: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drain_check: Option<Vec<String>>,
+        timeout: Duration,
+    },
+}
+
+impl LbSpec {
+    pub fn kind(&self) -> LbKind {
+        match self {
+            LbSpec::Nginx { .. } => LbKind::Nginx,
+            LbSpec::Haproxy { .. } => LbKind::Haproxy,
+            LbSpec::Command { .. } => LbKind::Command,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! One module per command. Each takes an options struct, does the I/O through `drivers`,
+//! calls the pure core, and writes through the writers it is given.
+
+pub mod graph;
+pub mod plan;
+pub mod validate;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::diag::render_diagnostics;
+use crate::drivers::fs::{EnvFiles, FsError, StateDir, read_to_string, sha256_hex};
+use crate::exit::ExitStatus;
+use crate::model::Model;
+
+/// Errors of a command, each mapped to its exit status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Already rendered diagnostics (with file:line:col and snippets).
+    #[error("{rendered}")]
+    Invalid { rendered: String, count: usize },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("the state in {state} belongs to project `{found}`, but {config} declares project `{expected}`")]
+    WrongProject { state: String, config: String, found: String, expected: String },
+}
+
+impl Error {
+    pub fn exit_status(&self) -> ExitStatus {
+        ExitStatus::Error
+    }
+}
+
+/// Options every command shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub config: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    /// Emit ANSI styles (the caller strips them again when the output is not a terminal).
+    pub color: bool,
+}
+
+impl Common {
+    pub fn config_dir(&self) -> PathBuf {
+        match self.config.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// `.gantry/` beside the config unless `--state-dir` says otherwise.
+    pub fn state_dir(&self) -> StateDir {
+        StateDir { dir: self.state_dir.clone().unwrap_or_else(|| self.config_dir().join(".gantry")) }
+    }
+}
+
+/// A loaded, validated configuration.
+pub struct Loaded {
+    pub model: Model,
+    /// SHA-256 over the config and every env file it names.
+    pub sha256: String,
+}
+
+/// Reads, parses and validates the config; all problems at once, rendered.
+pub fn load(common: &Common) -> Result<Loaded, Error> {
+    let source = read_to_string(&common.config)?;
+    let raw = crate::config::parse(&source);
+    let files = EnvFiles { base: common.config_dir() };
+    match crate::model::validate(raw, &files) {
+        Ok(model) => {
+            let mut material = source.clone().into_bytes();
+            for spec in model.services.values() {
+                if let Some(f) = &spec.env_file {
+                    material.extend_from_slice(format!("\0{}\0{}", f.path, f.sha256).as_bytes());
+                }
+            }
+            Ok(Loaded { model, sha256: sha256_hex(&material) })
+        }
+        Err(diags) => Err(Error::Invalid {
+            rendered: render_diagnostics(&display_path(&common.config), &source, &diags, common.color),
+            count: diags.len(),
+        }),
+    }
+}
+
+pub fn display_path(p: &Path) -> String {
+    p.strip_prefix("./").unwrap_or(p).display().to_string()
+}
+
+/// Writes, treating a closed pipe as success.
+pub fn emit(out: &mut dyn Write, s: &str) -> Result<(), Error> {
+    crate::render::write_out(out, s).map_err(|source| Error::Fs(FsError::Write { path: PathBuf::from("<stdout>"), source }))
+}

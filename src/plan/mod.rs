@@ -1,0 +1,290 @@
+//! The plan: a pure function from (desired model, recorded state) to an immutable,
+//! serialisable [`Plan`]. By the time apply runs, every choice has been made here: which
+//! resources change, why (attribute by attribute), in which order, and the exact rolling
+//! steps. The JSON form is canonical; the text and Markdown views are rendered from it.
+
+mod diff;
+mod steps;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Address, ResourceGraph, ResourceKind};
+use crate::model::{LbSpec, Model, ServiceSpec};
+use crate::state::State;
+
+pub use diff::{AttributeChange, SERVICE_FIELDS};
+pub use steps::{Step, StepOp};
+
+/// The plan format this build writes and reads.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "gantry plan (gantry plan --format json / --out PLANFILE)")]
+pub struct Plan {
+    pub format_version: u32,
+    pub gantry_version: String,
+    pub project: String,
+    /// SHA-256 over the config file and the env files it names: apply refuses a plan file
+    /// whose config has changed since.
+    pub config_sha256: String,
+    /// The state this plan was computed against: apply refuses it if the state has moved.
+    pub prior: Prior,
+    pub summary: Summary,
+    /// Every resource, changed or not, in the order apply walks them.
+    pub changes: Vec<ResourceChange>,
+    /// Resources of the desired configuration grouped in dependency waves: members of a
+    /// wave are independent of each other.
+    pub waves: Vec<Vec<Address>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prior {
+    /// `null` when there is no state yet.
+    pub lineage: Option<String>,
+    pub serial: u64,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub scale: usize,
+    pub destroy: usize,
+    pub no_op: usize,
+}
+
+impl Summary {
+    pub fn has_changes(&self) -> bool {
+        self.create + self.update + self.replace + self.scale + self.destroy > 0
+    }
+
+    /// `Plan: 1 to create, 2 to roll, 0 to destroy.` with the other actions when present.
+    pub fn line(&self) -> String {
+        if !self.has_changes() {
+            return "No changes. The running services match the configuration.".to_string();
+        }
+        let mut parts = vec![format!("{} to create", self.create)];
+        if self.update > 0 {
+            parts.push(format!("{} to update in place", self.update));
+        }
+        parts.push(format!("{} to roll", self.replace));
+        if self.scale > 0 {
+            parts.push(format!("{} to scale", self.scale));
+        }
+        parts.push(format!("{} to destroy", self.destroy));
+        format!("Plan: {}.", parts.join(", "))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    /// Settings recorded or LB membership changed; no container replaced.
+    Update,
+    /// New containers, rolled in batches.
+    Replace,
+    /// Replica count only.
+    Scale,
+    Destroy,
+    NoOp,
+}
+
+impl Action {
+    /// Terraform's symbols.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update | Action::Scale => "~",
+            Action::Replace => "-/+",
+            Action::Destroy => "-",
+            Action::NoOp => " ",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update in place",
+            Action::Replace => "roll",
+            Action::Scale => "scale",
+            Action::Destroy => "destroy",
+            Action::NoOp => "no changes",
+        }
+    }
+}
+
+/// Why a change deserves a reviewer's eye; risky changes are listed first in every view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Risk {
+    Destroy,
+    ReplicaDecrease,
+    LbRemoval,
+}
+
+impl Risk {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Risk::Destroy => "destroys a resource",
+            Risk::ReplicaDecrease => "reduces replicas",
+            Risk::LbRemoval => "removes load-balancer membership",
+        }
+    }
+}
+
+/// The recorded or desired settings of one resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Spec {
+    Service(Box<ServiceSpec>),
+    Lb(LbSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceChange {
+    pub address: Address,
+    pub action: Action,
+    /// 1-based wave; destroys come after every desired wave, dependents first.
+    pub wave: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<Risk>,
+    /// Attribute-level reasons, in spec order. Empty for create, destroy and no-op.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeChange>,
+    pub before: Option<Spec>,
+    pub after: Option<Spec>,
+    /// What apply will do for this resource, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+}
+
+impl ResourceChange {
+    pub fn is_risky(&self) -> bool {
+        !self.risks.is_empty()
+    }
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.summary.has_changes()
+    }
+
+    /// Changed resources, risky first (destroy, replica decrease, LB removal), then in
+    /// apply order: the order every human view lists them in.
+    pub fn review_order(&self) -> Vec<&ResourceChange> {
+        let mut changed: Vec<(usize, &ResourceChange)> = self
+            .changes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.action != Action::NoOp)
+            .collect();
+        changed.sort_by_key(|(i, c)| (c.risks.first().copied().map_or(3, |r| r as usize), *i));
+        changed.into_iter().map(|(_, c)| c).collect()
+    }
+
+    pub fn from_json(text: &str) -> Result<Plan, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("plan serialises");
+        s.push('\n');
+        s
+    }
+}
+
+/// Computes the plan. Pure and deterministic: the same inputs give a byte-identical plan.
+pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
+    let graph = ResourceGraph::from_model(model);
+    let waves = graph.waves();
+    let empty_services = BTreeMap::new();
+    let empty_lbs = BTreeMap::new();
+    let (prior_services, prior_lbs) = match state {
+        Some(s) => (&s.services, &s.lbs),
+        None => (&empty_services, &empty_lbs),
+    };
+
+    let mut changes = Vec::with_capacity(graph.len());
+    for (i, wave) in waves.iter().enumerate() {
+        for addr in wave {
+            let change = match addr.kind {
+                ResourceKind::Service => {
+                    let after = &model.services[&addr.name];
+                    let before = prior_services.get(&addr.name).map(|s| &s.spec);
+                    diff::service(addr, before, after, prior_lbs)
+                }
+                ResourceKind::Lb => {
+                    let after = &model.lbs[&addr.name];
+                    let before = prior_lbs.get(&addr.name).map(|l| &l.spec);
+                    diff::lb(addr, before, after, model)
+                }
+            };
+            changes.push(ResourceChange { wave: i + 1, ..change });
+        }
+    }
+
+    // Destroys: what the state has and the config no longer does, dependents before their
+    // dependencies (reverse waves of the recorded graph).
+    let gone = ResourceGraph::new(
+        prior_services
+            .keys()
+            .filter(|n| !model.services.contains_key(*n))
+            .map(Address::service)
+            .chain(prior_lbs.keys().filter(|n| !model.lbs.contains_key(*n)).map(Address::lb)),
+        prior_services.iter().flat_map(|(name, s)| {
+            s.spec
+                .depends_on
+                .iter()
+                .map(move |d| (Address::service(d), Address::service(name)))
+                .chain(s.spec.lb.iter().map(move |l| (Address::service(name), Address::lb(l))))
+        }),
+    );
+    let mut destroy_waves = gone.waves();
+    destroy_waves.reverse();
+    for (i, wave) in destroy_waves.iter().enumerate() {
+        for addr in wave {
+            let change = match addr.kind {
+                ResourceKind::Service => diff::destroy_service(addr, &prior_services[&addr.name].spec),
+                ResourceKind::Lb => diff::destroy_lb(addr, &prior_lbs[&addr.name].spec),
+            };
+            changes.push(ResourceChange { wave: waves.len() + i + 1, ..change });
+        }
+    }
+
+    let mut summary = Summary::default();
+    for c in &changes {
+        *match c.action {
+            Action::Create => &mut summary.create,
+            Action::Update => &mut summary.update,
+            Action::Replace => &mut summary.replace,
+            Action::Scale => &mut summary.scale,
+            Action::Destroy => &mut summary.destroy,
+            Action::NoOp => &mut summary.no_op,
+        } += 1;
+    }
+
+    Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        gantry_version: env!("CARGO_PKG_VERSION").to_string(),
+        project: model.project.clone(),
+        config_sha256: config_sha256.to_string(),
+        prior: Prior {
+            lineage: state.map(|s| s.lineage.clone()),
+            serial: state.map_or(0, |s| s.serial),
+            revision: state.map_or(0, |s| s.revision),
+        },
+        summary,
+        changes,
+        waves,
+    }
+}

@@ -1,0 +1,241 @@
+//! The rolling steps apply will take, decided here so that the executor decides nothing.
+//!
+//! A rolling replacement walks replica indices in batches of `rollout.batch`, host by host:
+//!
+//! - start-first: start new -> healthy -> warm up -> join LBs -> old leave LBs -> drain ->
+//!   stop old (kept stopped for rollback) -> soak
+//! - stop-first: old leave LBs -> drain -> stop old -> start new -> healthy -> warm up ->
+//!   join LBs -> soak
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Duration, Order, ServiceSpec};
+
+/// One step of apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Batch>,
+    #[serde(flatten)]
+    pub op: StepOp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub number: u32,
+    pub of: u32,
+}
+
+/// Which containers a step touches: those running now, or those this apply starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Generation {
+    Current,
+    New,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StepOp {
+    /// Create and start containers of the new spec.
+    Start { replicas: Vec<u32> },
+    /// Wait for the health check (or, without one, for the container to keep running).
+    WaitHealthy { replicas: Vec<u32> },
+    /// The warm-up probe: consecutive fast successes under load.
+    Warmup { replicas: Vec<u32> },
+    JoinLb { lb: String, generation: Generation, replicas: Vec<u32> },
+    LeaveLb { lb: String, generation: Generation, replicas: Vec<u32> },
+    /// Let in-flight requests finish after leaving the LBs, before SIGTERM.
+    Drain { duration: Duration },
+    /// SIGTERM, then SIGKILL after `grace`; the container is kept (stopped) for rollback.
+    Stop { generation: Generation, replicas: Vec<u32>, grace: Duration },
+    /// Real traffic on the new replicas, health watched, before the next batch.
+    Soak { duration: Duration },
+    /// Record settings that take effect without new containers.
+    Record,
+    /// Load balancer: render its members, check the configuration, reload.
+    Configure { members: Vec<String> },
+    /// Load balancer: stop managing it (its configuration is left as it is).
+    Forget,
+}
+
+impl Step {
+    fn new(host: &str, batch: Option<Batch>, op: StepOp) -> Self {
+        Step { host: Some(host.to_string()), batch, op }
+    }
+
+    pub fn global(op: StepOp) -> Self {
+        Step { host: None, batch: None, op }
+    }
+
+    /// Short human form, e.g. `stop #1 (current, grace 30s, kept for rollback)`.
+    pub fn describe(&self) -> String {
+        let ids = |r: &[u32]| r.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(",");
+        let generation = |g: Generation| match g {
+            Generation::Current => "current",
+            Generation::New => "new",
+        };
+        match &self.op {
+            StepOp::Start { replicas } => format!("start {} (new)", ids(replicas)),
+            StepOp::WaitHealthy { replicas } => format!("health {}", ids(replicas)),
+            StepOp::Warmup { replicas } => format!("warm up {}", ids(replicas)),
+            StepOp::JoinLb { lb, generation: g, replicas } => format!("{} ({}) join lb.{lb}", ids(replicas), generation(*g)),
+            StepOp::LeaveLb { lb, generation: g, replicas } => format!("{} ({}) leave lb.{lb}", ids(replicas), generation(*g)),
+            StepOp::Drain { duration } => format!("drain {duration}"),
+            StepOp::Stop { generation: g, replicas, grace } => {
+                format!("stop {} ({}, grace {grace}, kept for rollback)", ids(replicas), generation(*g))
+            }
+            StepOp::Soak { duration } => format!("soak {duration}"),
+            StepOp::Record => "record new settings (no container changes)".to_string(),
+            StepOp::Configure { members } => {
+                if members.is_empty() {
+                    "configure, check and reload".to_string()
+                } else {
+                    format!("configure members {}, check and reload", members.join(", "))
+                }
+            }
+            StepOp::Forget => "stop managing it (configuration left in place)".to_string(),
+        }
+    }
+}
+
+fn range(from: u32, to: u32) -> Vec<u32> {
+    (from..=to).collect()
+}
+
+/// All hosts either spec runs on, sorted (hosts are rolled one at a time, in name order).
+fn hosts(before: Option<&ServiceSpec>, after: Option<&ServiceSpec>) -> Vec<String> {
+    let mut hosts: Vec<String> = before
+        .into_iter()
+        .chain(after)
+        .flat_map(|s| s.hosts.iter().cloned())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+fn replicas_on(spec: Option<&ServiceSpec>, host: &str) -> u32 {
+    spec.filter(|s| s.hosts.iter().any(|h| h == host)).map_or(0, |s| s.replicas)
+}
+
+/// Start, check and let join a set of new replicas.
+fn bring_up(out: &mut Vec<Step>, host: &str, batch: Option<Batch>, spec: &ServiceSpec, replicas: &[u32], join: &[String]) {
+    if replicas.is_empty() {
+        return;
+    }
+    let r = replicas.to_vec();
+    out.push(Step::new(host, batch, StepOp::Start { replicas: r.clone() }));
+    out.push(Step::new(host, batch, StepOp::WaitHealthy { replicas: r.clone() }));
+    if spec.warmup.is_some() {
+        out.push(Step::new(host, batch, StepOp::Warmup { replicas: r.clone() }));
+    }
+    for lb in join {
+        out.push(Step::new(host, batch, StepOp::JoinLb { lb: lb.clone(), generation: Generation::New, replicas: r.clone() }));
+    }
+}
+
+/// Take a set of running replicas out of service: leave LBs, drain, stop.
+fn take_down(out: &mut Vec<Step>, host: &str, batch: Option<Batch>, spec: &ServiceSpec, replicas: &[u32], leave: &[String], drain: Duration) {
+    if replicas.is_empty() {
+        return;
+    }
+    for lb in leave {
+        out.push(Step::new(host, batch, StepOp::LeaveLb { lb: lb.clone(), generation: Generation::Current, replicas: replicas.to_vec() }));
+    }
+    if !leave.is_empty() && !drain.is_zero() {
+        out.push(Step::new(host, batch, StepOp::Drain { duration: drain }));
+    }
+    out.push(Step::new(
+        host,
+        batch,
+        StepOp::Stop { generation: Generation::Current, replicas: replicas.to_vec(), grace: spec.stop_grace_period },
+    ));
+}
+
+/// A new service: every replica at once (nothing serves traffic yet), host by host.
+pub(super) fn create(spec: &ServiceSpec, join: &[String]) -> Vec<Step> {
+    let mut out = Vec::new();
+    for host in &spec.hosts {
+        bring_up(&mut out, host, None, spec, &range(1, spec.replicas), join);
+    }
+    out
+}
+
+/// New containers, batch by batch, in the configured order.
+pub(super) fn roll(before: &ServiceSpec, after: &ServiceSpec, join: &[String], leave: &[String]) -> Vec<Step> {
+    let mut out = Vec::new();
+    let rollout = &after.rollout;
+    for host in hosts(Some(before), Some(after)) {
+        let n_old = replicas_on(Some(before), &host);
+        let n_new = replicas_on(Some(after), &host);
+        let indices = range(1, n_old.max(n_new));
+        let size = rollout.batch.max(1) as usize;
+        let of = indices.len().div_ceil(size) as u32;
+        for (i, chunk) in indices.chunks(size).enumerate() {
+            let batch = Some(Batch { number: i as u32 + 1, of });
+            let new: Vec<u32> = chunk.iter().copied().filter(|r| *r <= n_new).collect();
+            let old: Vec<u32> = chunk.iter().copied().filter(|r| *r <= n_old).collect();
+            match rollout.order {
+                Order::StartFirst => {
+                    bring_up(&mut out, &host, batch, after, &new, join);
+                    take_down(&mut out, &host, batch, before, &old, leave, rollout.drain);
+                }
+                Order::StopFirst => {
+                    take_down(&mut out, &host, batch, before, &old, leave, rollout.drain);
+                    bring_up(&mut out, &host, batch, after, &new, join);
+                }
+            }
+            if !new.is_empty() && !rollout.soak.is_zero() {
+                out.push(Step::new(&host, batch, StepOp::Soak { duration: rollout.soak }));
+            }
+        }
+    }
+    out
+}
+
+/// Replica count changes only: add the missing indices, or retire the highest ones.
+pub(super) fn scale(before: &ServiceSpec, after: &ServiceSpec, join: &[String], leave: &[String]) -> Vec<Step> {
+    let mut out = Vec::new();
+    for host in &after.hosts {
+        let (n_old, n_new) = (before.replicas, after.replicas);
+        if n_new > n_old {
+            bring_up(&mut out, host, None, after, &range(n_old + 1, n_new), join);
+        } else {
+            take_down(&mut out, host, None, before, &range(n_new + 1, n_old), leave, after.rollout.drain);
+        }
+    }
+    out
+}
+
+/// In-place changes: LB membership of the running replicas, and recorded settings.
+pub(super) fn update(before: &ServiceSpec, after: &ServiceSpec, joins: &[String], leaves: &[String]) -> Vec<Step> {
+    let mut out = Vec::new();
+    for host in &after.hosts {
+        let all = range(1, before.replicas);
+        for lb in joins {
+            out.push(Step::new(host, None, StepOp::JoinLb { lb: lb.clone(), generation: Generation::Current, replicas: all.clone() }));
+        }
+        for lb in leaves {
+            out.push(Step::new(host, None, StepOp::LeaveLb { lb: lb.clone(), generation: Generation::Current, replicas: all.clone() }));
+        }
+        if !leaves.is_empty() && !after.rollout.drain.is_zero() {
+            out.push(Step::new(host, None, StepOp::Drain { duration: after.rollout.drain }));
+        }
+    }
+    out.push(Step::global(StepOp::Record));
+    out
+}
+
+/// A removed service: leave LBs, drain and stop every replica (kept until pruned).
+pub(super) fn destroy(spec: &ServiceSpec, leave: &[String]) -> Vec<Step> {
+    let mut out = Vec::new();
+    for host in &spec.hosts {
+        take_down(&mut out, host, None, spec, &range(1, spec.replicas), leave, spec.rollout.drain);
+    }
+    out
+}

@@ -1,0 +1,157 @@
+//! The recorded state: what gantry last did, in a JSON file beside the config.
+//!
+//! This module is the file *format* only (Terraform's `statefile`, not its `statemgr`):
+//! parse, check the version, serialise. Where the bytes live and how they are written
+//! atomically is the drivers' business. `lineage` names one state's history (set when the
+//! first apply creates it); `serial` increases with every write, so that a saved plan can
+//! tell whether the state moved under it.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{LbSpec, ServiceSpec};
+
+/// The state format this build reads and writes.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FILE_NAME: &str = "state.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "gantry state file (.gantry/state.json)")]
+pub struct State {
+    pub format_version: u32,
+    /// Random id given when the state is first created; never changes afterwards.
+    pub lineage: String,
+    /// Incremented on every write.
+    pub serial: u64,
+    pub project: String,
+    /// The revision currently deployed (0 before the first successful apply).
+    pub revision: u64,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceState>,
+    #[serde(default)]
+    pub lbs: BTreeMap<String, LbState>,
+}
+
+/// One service as last applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceState {
+    /// The spec the live replicas were created from.
+    pub spec: ServiceSpec,
+    /// The revision that created them.
+    pub revision: u64,
+    #[serde(default)]
+    pub replicas: Vec<Replica>,
+}
+
+/// A container gantry created and tracks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replica {
+    /// 1-based replica index within its host.
+    pub index: u32,
+    pub host: String,
+    /// `<project>-<service>-<revision>-<index>`.
+    pub name: String,
+    pub container_id: String,
+    /// Image ID (`sha256:...`) the container runs: what a rollback restores, whatever the tag
+    /// points at by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    pub status: ReplicaStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaStatus {
+    Running,
+    /// Stopped and kept, so that restoring it is a `docker start`.
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LbState {
+    pub spec: LbSpec,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    #[error("is not valid state JSON at line {line}, column {column}: {message}")]
+    Malformed { line: usize, column: usize, message: String },
+    #[error("was written by a newer gantry (state format {found}; this gantry reads up to {supported}); upgrade gantry, do not edit the file")]
+    NewerFormat { found: u32, supported: u32 },
+}
+
+impl State {
+    /// A fresh, empty state (the first apply creates one with a new lineage).
+    pub fn empty(project: &str, lineage: String) -> Self {
+        State {
+            format_version: STATE_FORMAT_VERSION,
+            lineage,
+            serial: 0,
+            project: project.to_string(),
+            revision: 0,
+            services: BTreeMap::new(),
+            lbs: BTreeMap::new(),
+        }
+    }
+
+    /// Parses a state file, checking the format version before anything else so that a
+    /// newer file is reported as such rather than as "unknown field".
+    pub fn from_json(text: &str) -> Result<State, StateError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format_version: Option<u32>,
+        }
+        let malformed = |e: serde_json::Error| StateError::Malformed {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
+        };
+        let probe: Probe = serde_json::from_str(text).map_err(malformed)?;
+        match probe.format_version {
+            Some(found) if found > STATE_FORMAT_VERSION => {
+                return Err(StateError::NewerFormat { found, supported: STATE_FORMAT_VERSION });
+            }
+            _ => {}
+        }
+        serde_json::from_str(text).map_err(malformed)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("state serialises");
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_format_is_named_as_such() {
+        let err = State::from_json(r#"{"format_version": 99, "whatever": true}"#).unwrap_err();
+        assert_eq!(err, StateError::NewerFormat { found: 99, supported: STATE_FORMAT_VERSION });
+    }
+
+    #[test]
+    fn truncated_file_reports_position() {
+        let full = State::empty("p", "abc".into()).to_json();
+        let err = State::from_json(&full[..full.len() / 2]).unwrap_err();
+        assert!(matches!(err, StateError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = State::empty("p", "abc".into());
+        assert_eq!(State::from_json(&s.to_json()).unwrap(), s);
+    }
+}
