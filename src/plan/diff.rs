@@ -69,10 +69,7 @@ fn compare(path: String, before: Option<&Value>, after: Option<&Value>, forces: 
     if let (Some(Value::Object(b)), Some(Value::Object(a))) = (before, after)
         && !BLOCKS.contains(&path.as_str())
     {
-        let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        for k in keys {
+        for k in ordered_keys(b, a) {
             compare(format!("{path}.{k}"), b.get(k), a.get(k), forces, out);
         }
         return;
@@ -84,6 +81,12 @@ fn compare(path: String, before: Option<&Value>, after: Option<&Value>, forces: 
         after: after.cloned(),
         forces_replacement: forces,
     });
+}
+
+/// Keys in declaration order (serde_json keeps it): the desired side's, then those only
+/// the recorded side has.
+fn ordered_keys<'a>(b: &'a serde_json::Map<String, Value>, a: &'a serde_json::Map<String, Value>) -> Vec<&'a String> {
+    a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect()
 }
 
 pub(super) fn service_attributes(before: &ServiceSpec, after: &ServiceSpec) -> Vec<AttributeChange> {
@@ -193,10 +196,7 @@ pub(super) fn lb(addr: &Address, before: Option<&LbSpec>, after: &LbSpec, model:
     let action = if kind_changed { Action::Replace } else { Action::Update };
     let mut c = change(addr, action, Some(Spec::Lb(before.clone())), after_spec);
     let (b, a) = (to_map(before), to_map(after));
-    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    for k in keys {
+    for k in ordered_keys(&b, &a) {
         compare(k.clone(), b.get(k), a.get(k), kind_changed, &mut c.attributes);
     }
     c.steps = if kind_changed { vec![Step::global(StepOp::Forget), configure()] } else { vec![configure()] };

@@ -57,6 +57,12 @@ pub enum StepOp {
     Soak { duration: Duration },
     /// Record settings that take effect without new containers.
     Record,
+    /// Blue-green: run the user's check against the new colour before traffic moves.
+    PreviewCheck { command: Vec<String> },
+    /// Blue-green: move the LB from the current colour to the new one in one change.
+    Switch { lb: String, replicas: Vec<u32> },
+    /// Blue-green: after `delay`, stop the old colour but for `keep` replicas.
+    ScaleDownOld { delay: Duration, keep: u32 },
     /// Load balancer: render its members, check the configuration, reload.
     Configure { members: Vec<String> },
     /// Load balancer: stop managing it (its configuration is left as it is).
@@ -90,6 +96,9 @@ impl Step {
                 format!("stop {} ({}, grace {grace}, kept for rollback)", ids(replicas), generation(*g))
             }
             StepOp::Soak { duration } => format!("soak {duration}"),
+            StepOp::PreviewCheck { command } => format!("preview check `{}`", command.join(" ")),
+            StepOp::Switch { lb, replicas } => format!("switch lb.{lb} to new {} in one change", ids(replicas)),
+            StepOp::ScaleDownOld { delay, keep } => format!("after {delay}, stop the old colour but {keep}"),
             StepOp::Record => "record new settings (no container changes)".to_string(),
             StepOp::Configure { members } => {
                 if members.is_empty() {
@@ -166,8 +175,12 @@ pub(super) fn create(spec: &ServiceSpec, join: &[String]) -> Vec<Step> {
     out
 }
 
-/// New containers, batch by batch, in the configured order.
+/// New containers, batch by batch, in the configured order (or, blue-green, all at once
+/// beside the old colour, then one switch).
 pub(super) fn roll(before: &ServiceSpec, after: &ServiceSpec, join: &[String], leave: &[String]) -> Vec<Step> {
+    if let Some(bg) = &after.rollout.blue_green {
+        return blue_green(before, after, bg, join);
+    }
     let mut out = Vec::new();
     let rollout = &after.rollout;
     for host in hosts(Some(before), Some(after)) {
@@ -194,6 +207,25 @@ pub(super) fn roll(before: &ServiceSpec, after: &ServiceSpec, join: &[String], l
                 out.push(Step::new(&host, batch, StepOp::Soak { duration: rollout.soak }));
             }
         }
+    }
+    out
+}
+
+fn blue_green(before: &ServiceSpec, after: &ServiceSpec, bg: &crate::model::BlueGreenSpec, join: &[String]) -> Vec<Step> {
+    let mut out = Vec::new();
+    for host in hosts(Some(before), Some(after)) {
+        let new = range(1, replicas_on(Some(after), &host));
+        bring_up(&mut out, &host, None, after, &new, &[]);
+        if let Some(command) = &bg.preview_check {
+            out.push(Step::new(&host, None, StepOp::PreviewCheck { command: command.clone() }));
+        }
+        for lb in join {
+            out.push(Step::new(&host, None, StepOp::Switch { lb: lb.clone(), replicas: new.clone() }));
+        }
+        if !after.rollout.drain.is_zero() && !join.is_empty() {
+            out.push(Step::new(&host, None, StepOp::Drain { duration: after.rollout.drain }));
+        }
+        out.push(Step::new(&host, None, StepOp::ScaleDownOld { delay: bg.scale_down_delay, keep: bg.keep_old_replicas }));
     }
     out
 }

@@ -54,9 +54,11 @@ pub(crate) fn is_block(a: &AttributeChange) -> bool {
     !a.sensitive && (multi(&a.before) || multi(&a.after))
 }
 
+/// A value on one line: strings quoted, arrays as `["a", "b"]`.
 pub(crate) fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
+        Value::Array(items) => format!("[{}]", items.iter().map(scalar).collect::<Vec<_>>().join(", ")),
         other => other.to_string(),
     }
 }

@@ -199,10 +199,14 @@ fn flatten(path: &str, v: &Value, out: &mut Vec<(String, Value)>) {
 }
 
 fn attribute_line(out: &mut String, p: &Paint, sign: char, path: &str, v: &Value) {
-    let multi = matches!(v, Value::Object(_)) || matches!(v, Value::Array(a) if a.len() > 1);
-    if multi || path == "environment" {
+    let short = super::scalar(v);
+    if path == "environment" || matches!(v, Value::Object(_)) || short.len() > 60 {
         let _ = writeln!(out, "  {} {path}", p.sign(sign, &sign.to_string()));
-        for line in super::value_lines(v) {
+        let lines = match (path, v) {
+            ("environment", Value::Array(items)) => items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect(),
+            _ => super::value_lines(v),
+        };
+        for line in lines {
             let _ = writeln!(out, "        {}", p.sign(sign, &line));
         }
     } else {
