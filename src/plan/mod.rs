@@ -233,24 +233,21 @@ pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
         }
     }
 
-    // Destroys: what the state has and the config no longer does, dependents before their
-    // dependencies (reverse waves of the recorded graph).
+    // Destroys: what the state has and the config no longer does. Services go dependents
+    // first (reverse waves of the recorded graph); load balancers go last, after their
+    // members have left them.
     let gone = ResourceGraph::new(
-        prior_services
-            .keys()
-            .filter(|n| !model.services.contains_key(*n))
-            .map(Address::service)
-            .chain(prior_lbs.keys().filter(|n| !model.lbs.contains_key(*n)).map(Address::lb)),
+        prior_services.keys().filter(|n| !model.services.contains_key(*n)).map(Address::service),
         prior_services.iter().flat_map(|(name, s)| {
-            s.spec
-                .depends_on
-                .iter()
-                .map(move |d| (Address::service(d), Address::service(name)))
-                .chain(s.spec.lb.iter().map(move |l| (Address::service(name), Address::lb(l))))
+            s.spec.depends_on.iter().map(move |d| (Address::service(d), Address::service(name)))
         }),
     );
     let mut destroy_waves = gone.waves();
     destroy_waves.reverse();
+    let gone_lbs: Vec<Address> = prior_lbs.keys().filter(|n| !model.lbs.contains_key(*n)).map(Address::lb).collect();
+    if !gone_lbs.is_empty() {
+        destroy_waves.push(gone_lbs);
+    }
     for (i, wave) in destroy_waves.iter().enumerate() {
         for addr in wave {
             let change = match addr.kind {
