@@ -98,7 +98,7 @@ impl Step {
             StepOp::Soak { duration } => format!("soak {duration}"),
             StepOp::PreviewCheck { command } => format!("preview check `{}`", command.join(" ")),
             StepOp::Switch { lb, replicas } => format!("switch lb.{lb} to new {} in one change", ids(replicas)),
-            StepOp::ScaleDownOld { delay, keep } => format!("after {delay}, stop the old colour but {keep}"),
+            StepOp::ScaleDownOld { delay, keep } => format!("after {delay}, scale the old colour down to {keep}"),
             StepOp::Record => "record new settings (no container changes)".to_string(),
             StepOp::Configure { members } => {
                 if members.is_empty() {
