@@ -148,7 +148,15 @@ pub fn render_diagnostics(file: &str, source: &str, diags: &[Diagnostic], color:
                     labels,
                     help: d.help.clone(),
                 };
-                let _ = handler.render_report(&mut out, &report);
+                // miette repeats the message as its first line(s); the headline above
+                // already says it, so keep only the snippet and the help.
+                let mut snippet = String::new();
+                let _ = handler.render_report(&mut snippet, &report);
+                let mut lines = snippet.lines().skip_while(|l| !l.contains("╭─["));
+                for line in lines.by_ref() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
             }
             None => {
                 let _ = writeln!(out, "error: {file}: {}", d.message);

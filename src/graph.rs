@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::Model;
 
 /// The two kinds of resources gantry manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ResourceKind {
     Service,
@@ -31,10 +33,16 @@ pub struct Address {
 
 impl Address {
     pub fn service(name: impl Into<String>) -> Self {
-        Address { kind: ResourceKind::Service, name: name.into() }
+        Address {
+            kind: ResourceKind::Service,
+            name: name.into(),
+        }
     }
     pub fn lb(name: impl Into<String>) -> Self {
-        Address { kind: ResourceKind::Lb, name: name.into() }
+        Address {
+            kind: ResourceKind::Lb,
+            name: name.into(),
+        }
     }
 }
 
@@ -54,7 +62,9 @@ impl std::str::FromStr for Address {
         match s.split_once('.') {
             Some(("service", n)) if !n.is_empty() => Ok(Address::service(n)),
             Some(("lb", n)) if !n.is_empty() => Ok(Address::lb(n)),
-            _ => Err(format!("invalid resource address `{s}` (expected `service.NAME` or `lb.NAME`)")),
+            _ => Err(format!(
+                "invalid resource address `{s}` (expected `service.NAME` or `lb.NAME`)"
+            )),
         }
     }
 }
@@ -67,7 +77,9 @@ impl Serialize for Address {
 
 impl<'de> Deserialize<'de> for Address {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -213,7 +225,11 @@ impl ResourceGraph {
         let mut indegree: Vec<usize> = self
             .graph
             .node_indices()
-            .map(|n| self.graph.edges_directed(n, petgraph::Direction::Incoming).count())
+            .map(|n| {
+                self.graph
+                    .edges_directed(n, petgraph::Direction::Incoming)
+                    .count()
+            })
             .collect();
         let mut current: Vec<NodeIndex> = self
             .graph
@@ -243,7 +259,12 @@ impl ResourceGraph {
     pub fn dependencies(&self, addr: &Address) -> Vec<Address> {
         self.index
             .get(addr)
-            .map(|&n| self.sorted_dependencies(n).into_iter().map(|d| self.graph[d].clone()).collect())
+            .map(|&n| {
+                self.sorted_dependencies(n)
+                    .into_iter()
+                    .map(|d| self.graph[d].clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -254,7 +275,7 @@ impl ResourceGraph {
         let _ = writeln!(out, "digraph {} {{", quote(title));
         let _ = writeln!(out, "  rankdir=LR;");
         let _ = writeln!(out, "  node [fontname=\"Helvetica\"];");
-        for (addr, _) in &self.index {
+        for addr in self.index.keys() {
             let shape = match addr.kind {
                 ResourceKind::Service => "box",
                 ResourceKind::Lb => "diamond",
@@ -268,11 +289,21 @@ impl ResourceGraph {
             .collect();
         edges.sort();
         for (a, b) in edges {
-            let _ = writeln!(out, "  {} -> {};", quote(&a.to_string()), quote(&b.to_string()));
+            let _ = writeln!(
+                out,
+                "  {} -> {};",
+                quote(&a.to_string()),
+                quote(&b.to_string())
+            );
         }
         for (i, wave) in self.waves().iter().enumerate() {
             let names: Vec<String> = wave.iter().map(|a| quote(&a.to_string())).collect();
-            let _ = writeln!(out, "  {{ rank=same; /* wave {} */ {}; }}", i + 1, names.join("; "));
+            let _ = writeln!(
+                out,
+                "  {{ rank=same; /* wave {} */ {}; }}",
+                i + 1,
+                names.join("; ")
+            );
         }
         out.push_str("}\n");
         out
@@ -294,7 +325,13 @@ mod tests {
     #[test]
     fn waves_are_layered_and_sorted_by_name() {
         let g = ResourceGraph::new(
-            [svc("web"), svc("db"), svc("cache"), svc("api"), Address::lb("front")],
+            [
+                svc("web"),
+                svc("db"),
+                svc("cache"),
+                svc("api"),
+                Address::lb("front"),
+            ],
             [
                 (svc("db"), svc("api")),
                 (svc("cache"), svc("api")),
@@ -323,7 +360,12 @@ mod tests {
         // a depends on b, b on c, c on a: edges dependency -> dependent.
         let g = ResourceGraph::new(
             [svc("a"), svc("b"), svc("c"), svc("d")],
-            [(svc("b"), svc("a")), (svc("c"), svc("b")), (svc("a"), svc("c")), (svc("a"), svc("d"))],
+            [
+                (svc("b"), svc("a")),
+                (svc("c"), svc("b")),
+                (svc("a"), svc("c")),
+                (svc("a"), svc("d")),
+            ],
         );
         let cycles = g.cycles();
         assert_eq!(cycles.len(), 1);

@@ -6,7 +6,10 @@ use schemars::generate::SchemaSettings;
 fn render<T: schemars::JsonSchema>(id: &str) -> String {
     let generator = SchemaSettings::draft07().into_generator();
     let mut schema = generator.into_root_schema_for::<T>();
-    schema.insert("$id".into(), format!("https://gantry.dev/schemas/{id}").into());
+    schema.insert(
+        "$id".into(),
+        format!("https://gantry.dev/schemas/{id}").into(),
+    );
     let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
     s.push('\n');
     s
@@ -15,8 +18,17 @@ fn render<T: schemars::JsonSchema>(id: &str) -> String {
 /// `(file name, contents)` of every committed schema.
 pub fn all() -> Vec<(&'static str, String)> {
     vec![
-        ("gantry.schema.json", render::<crate::config::TomlManifest>("gantry.schema.json")),
-        ("plan.schema.json", render::<crate::plan::Plan>("plan.schema.json")),
-        ("state.schema.json", render::<crate::state::State>("state.schema.json")),
+        (
+            "gantry.schema.json",
+            render::<crate::config::TomlManifest>("gantry.schema.json"),
+        ),
+        (
+            "plan.schema.json",
+            render::<crate::plan::Plan>("plan.schema.json"),
+        ),
+        (
+            "state.schema.json",
+            render::<crate::state::State>("state.schema.json"),
+        ),
     ]
 }

@@ -19,19 +19,31 @@ fn detailed_exitcode_is_2_with_changes_0_without_and_1_on_error() {
     // Without the flag a successful plan is 0 even with changes.
     assert_eq!(code(&gantry(dir.path(), &["plan"])), 0);
 
-    std::fs::copy(fixture("plan/previous.toml"), dir.path().join("gantry.toml")).unwrap();
+    std::fs::copy(
+        fixture("plan/previous.toml"),
+        dir.path().join("gantry.toml"),
+    )
+    .unwrap();
     let o = gantry(dir.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("No changes."));
 
     std::fs::write(dir.path().join("gantry.toml"), "[project]\nname = 1\n").unwrap();
-    assert_eq!(code(&gantry(dir.path(), &["plan", "--detailed-exitcode"])), 1);
+    assert_eq!(
+        code(&gantry(dir.path(), &["plan", "--detailed-exitcode"])),
+        1
+    );
 }
 
 #[test]
 fn usage_errors_exit_1_not_clap_s_2() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [&["plan", "--no-such-flag"][..], &["frobnicate"], &["plan", "--format", "yaml"], &[]] {
+    for args in [
+        &["plan", "--no-such-flag"][..],
+        &["frobnicate"],
+        &["plan", "--format", "yaml"],
+        &[],
+    ] {
         let o = gantry(dir.path(), args);
         assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
     }
@@ -46,7 +58,10 @@ fn every_command_help_shows_an_example() {
     for cmd in ["validate", "plan", "graph", "completions"] {
         let o = gantry(dir.path(), &[cmd, "--help"]);
         assert_eq!(code(&o), 0);
-        assert!(stdout(&o).contains("Examples:\n  gantry"), "{cmd} --help has no example");
+        assert!(
+            stdout(&o).contains("Examples:\n  gantry"),
+            "{cmd} --help has no example"
+        );
     }
 }
 
@@ -55,7 +70,11 @@ fn missing_config_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let o = gantry(dir.path(), &["validate"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("cannot read gantry.toml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read gantry.toml"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -77,8 +96,14 @@ fn plan_out_saves_lineage_serial_and_config_digest() {
     let o = gantry(dir.path(), &["plan", "--out", "release.plan"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("Saved the plan to release.plan"));
-    let plan = gantry::plan::Plan::from_json(&std::fs::read_to_string(dir.path().join("release.plan")).unwrap()).unwrap();
-    assert_eq!(plan.prior.lineage.as_deref(), Some("7d3f6a2e-5b1c-4e8a-9f0d-2c4b6e8a1f3d"));
+    let plan = gantry::plan::Plan::from_json(
+        &std::fs::read_to_string(dir.path().join("release.plan")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        plan.prior.lineage.as_deref(),
+        Some("7d3f6a2e-5b1c-4e8a-9f0d-2c4b6e8a1f3d")
+    );
     assert_eq!(plan.prior.serial, 17);
     assert_eq!(plan.config_sha256.len(), 64);
     // The digest moves with the config.
@@ -86,7 +111,10 @@ fn plan_out_saves_lineage_serial_and_config_digest() {
     toml.push_str("\n# a comment\n");
     std::fs::write(dir.path().join("gantry.toml"), toml).unwrap();
     gantry(dir.path(), &["plan", "--out", "again.plan"]);
-    let again = gantry::plan::Plan::from_json(&std::fs::read_to_string(dir.path().join("again.plan")).unwrap()).unwrap();
+    let again = gantry::plan::Plan::from_json(
+        &std::fs::read_to_string(dir.path().join("again.plan")).unwrap(),
+    )
+    .unwrap();
     assert_ne!(again.config_sha256, plan.config_sha256);
 }
 
@@ -103,7 +131,10 @@ fn github_step_summary_gets_the_markdown_appended() {
         .unwrap();
     assert_eq!(code(&o), 0);
     let text = std::fs::read_to_string(&summary).unwrap();
-    assert!(text.starts_with("earlier step\n### gantry plan for `shop`"), "{text}");
+    assert!(
+        text.starts_with("earlier step\n### gantry plan for `shop`"),
+        "{text}"
+    );
     assert!(text.contains(":warning: Risky changes"));
 }
 
@@ -111,12 +142,33 @@ fn github_step_summary_gets_the_markdown_appended() {
 fn no_colour_when_piped_or_no_color_set() {
     let dir = scenario();
     // Piped (captured) output: no escape codes even without NO_COLOR.
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry")).arg("plan").current_dir(dir.path()).env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE").output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("plan")
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .output()
+        .unwrap();
     assert!(!stdout(&o).contains('\u{1b}'));
     // Forced on, then NO_COLOR wins.
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry")).arg("plan").current_dir(dir.path()).env("CLICOLOR_FORCE", "1").env_remove("NO_COLOR").output().unwrap();
-    assert!(stdout(&o).contains('\u{1b}'), "CLICOLOR_FORCE should colour");
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry")).arg("plan").current_dir(dir.path()).env("CLICOLOR_FORCE", "1").env("NO_COLOR", "1").output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("plan")
+        .current_dir(dir.path())
+        .env("CLICOLOR_FORCE", "1")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains('\u{1b}'),
+        "CLICOLOR_FORCE should colour"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("plan")
+        .current_dir(dir.path())
+        .env("CLICOLOR_FORCE", "1")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     assert!(!stdout(&o).contains('\u{1b}'));
 }
 
@@ -137,7 +189,10 @@ fn plan_needs_no_docker_engine() {
 fn state_dir_option_and_bad_state_files() {
     let dir = scenario();
     std::fs::rename(dir.path().join(".gantry"), dir.path().join("elsewhere")).unwrap();
-    let o = gantry(dir.path(), &["plan", "--state-dir", "elsewhere", "--format", "json"]);
+    let o = gantry(
+        dir.path(),
+        &["plan", "--state-dir", "elsewhere", "--format", "json"],
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["prior"]["serial"], 17);
 
@@ -146,18 +201,34 @@ fn state_dir_option_and_bad_state_files() {
     std::fs::write(&state, &full[..full.len() / 3]).unwrap();
     let o = gantry(dir.path(), &["plan", "--state-dir", "elsewhere"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("is not valid state JSON at line"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not valid state JSON at line"),
+        "{}",
+        stderr(&o)
+    );
 
     std::fs::write(&state, r#"{"format_version": 7}"#).unwrap();
     let o = gantry(dir.path(), &["plan", "--state-dir", "elsewhere"]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("newer gantry"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(&state).unwrap(), r#"{"format_version": 7}"#, "state left as it was");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        r#"{"format_version": 7}"#,
+        "state left as it was"
+    );
 
-    std::fs::write(&state, full.replace("\"project\": \"shop\"", "\"project\": \"other\"")).unwrap();
+    std::fs::write(
+        &state,
+        full.replace("\"project\": \"shop\"", "\"project\": \"other\""),
+    )
+    .unwrap();
     let o = gantry(dir.path(), &["plan", "--state-dir", "elsewhere"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("belongs to project `other`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("belongs to project `other`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -185,7 +256,11 @@ fn completions_for_each_shell() {
 #[test]
 fn secrets_never_reach_any_output() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("app.env"), "DB_PASSWORD=hunter2-from-file\nAPI_KEY=sk-live-0123\n").unwrap();
+    std::fs::write(
+        dir.path().join("app.env"),
+        "DB_PASSWORD=hunter2-from-file\nAPI_KEY=sk-live-0123\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("gantry.toml"),
         "[project]\nname = \"p\"\n[service.api]\nimage = \"app:1\"\nenv_file = \"app.env\"\nsecret_env = [\"SESSION_SECRET\"]\n",
@@ -212,7 +287,11 @@ fn secrets_never_reach_any_output() {
     assert!(outputs[0].contains("SESSION_SECRET=(sensitive, from gantry's environment)"));
 
     // A malformed env file is reported without echoing its content.
-    std::fs::write(dir.path().join("app.env"), "DB_PASSWORD=ok\nthis line is 'not valid hunter3\n").unwrap();
+    std::fs::write(
+        dir.path().join("app.env"),
+        "DB_PASSWORD=ok\nthis line is 'not valid hunter3\n",
+    )
+    .unwrap();
     let o = gantry(dir.path(), &["validate"]);
     assert_eq!(code(&o), 1);
     assert!(!stderr(&o).contains("hunter3"), "{}", stderr(&o));
@@ -223,21 +302,38 @@ fn secrets_never_reach_any_output() {
 fn changed_env_file_rolls_the_service_without_showing_values() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("app.env"), "TOKEN=one\n").unwrap();
-    std::fs::write(dir.path().join("gantry.toml"), "[project]\nname = \"p\"\n[service.api]\nimage = \"app:1\"\nenv_file = \"app.env\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "[project]\nname = \"p\"\n[service.api]\nimage = \"app:1\"\nenv_file = \"app.env\"\n",
+    )
+    .unwrap();
     let o = gantry(dir.path(), &["plan", "--format", "json"]);
     let plan = gantry::plan::Plan::from_json(&stdout(&o)).unwrap();
     // Record that plan's desired spec as the state, then change the secret value.
     let mut state = gantry::state::State::empty("p", "l".into());
     if let Some(gantry::plan::Spec::Service(spec)) = &plan.changes[0].after {
-        state.services.insert("api".into(), gantry::state::ServiceState { spec: (**spec).clone(), revision: 1, replicas: vec![] });
+        state.services.insert(
+            "api".into(),
+            gantry::state::ServiceState {
+                spec: (**spec).clone(),
+                revision: 1,
+                replicas: vec![],
+            },
+        );
     }
     std::fs::create_dir(dir.path().join(".gantry")).unwrap();
     std::fs::write(dir.path().join(".gantry/state.json"), state.to_json()).unwrap();
-    assert_eq!(code(&gantry(dir.path(), &["plan", "--detailed-exitcode"])), 0);
+    assert_eq!(
+        code(&gantry(dir.path(), &["plan", "--detailed-exitcode"])),
+        0
+    );
     std::fs::write(dir.path().join("app.env"), "TOKEN=two\n").unwrap();
     let o = gantry(dir.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(code(&o), 2);
     let text = stdout(&o);
-    assert!(text.contains("env_file.sha256 = (sensitive) -> (sensitive)"), "{text}");
+    assert!(
+        text.contains("env_file.sha256 = (sensitive) -> (sensitive)"),
+        "{text}"
+    );
     assert!(!text.contains("two"));
 }

@@ -7,7 +7,16 @@ use common::*;
 fn plan_json(example: &str) -> serde_json::Value {
     let dir = root("examples").join(example);
     let state = tempfile::tempdir().unwrap();
-    let o = gantry(&dir, &["plan", "--format", "json", "--state-dir", state.path().to_str().unwrap()]);
+    let o = gantry(
+        &dir,
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{example}: {}", stderr(&o));
     serde_json::from_str(&stdout(&o)).unwrap()
 }
@@ -22,10 +31,30 @@ fn every_example_validates() {
         }
         seen += 1;
         let o = gantry(&dir, &["validate"]);
-        assert_eq!(o.status.code(), Some(0), "{}: {}", dir.display(), stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}: {}",
+            dir.display(),
+            stderr(&o)
+        );
         let state = tempfile::tempdir().unwrap();
-        let o = gantry(&dir, &["plan", "--detailed-exitcode", "--state-dir", state.path().to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(2), "{}: {}", dir.display(), stderr(&o));
+        let o = gantry(
+            &dir,
+            &[
+                "plan",
+                "--detailed-exitcode",
+                "--state-dir",
+                state.path().to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}: {}",
+            dir.display(),
+            stderr(&o)
+        );
         assert!(stdout(&o).contains("Plan: "), "{}", stdout(&o));
     }
     assert_eq!(seen, 4, "examples: quickstart and three seed shapes");
@@ -41,32 +70,62 @@ fn quickstart_creates_two_replicas() {
 #[test]
 fn seed_000_has_graphql_behind_nginx_after_the_agent() {
     let v = plan_json("seed-000-graphql-nginx");
-    let order: Vec<&str> = v["changes"].as_array().unwrap().iter().map(|c| c["address"].as_str().unwrap()).collect();
+    let order: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
     assert_eq!(order, ["service.datadog", "service.graphql", "lb.front"]);
     let graphql = &v["changes"][1]["after"];
     assert_eq!(graphql["replicas"], 3);
-    assert_eq!(graphql["env_file"]["keys"], serde_json::json!(["DB_HOST", "DB_USER"]));
-    assert_eq!(v["changes"][2]["steps"][0]["members"], serde_json::json!(["service.graphql"]));
+    assert_eq!(
+        graphql["env_file"]["keys"],
+        serde_json::json!(["DB_HOST", "DB_USER"])
+    );
+    assert_eq!(
+        v["changes"][2]["steps"][0]["members"],
+        serde_json::json!(["service.graphql"])
+    );
 }
 
 #[test]
 fn seed_003_warms_up_under_concurrency_and_stops_first() {
     let v = plan_json("seed-003-warmup-monolith");
-    let app = v["changes"].as_array().unwrap().iter().find(|c| c["address"] == "service.app").unwrap();
+    let app = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "service.app")
+        .unwrap();
     assert_eq!(app["after"]["warmup"]["successes"], 5);
     assert_eq!(app["after"]["warmup"]["concurrency"], 8);
     assert_eq!(app["after"]["rollout"]["order"], "stop-first");
-    assert!(app["steps"].as_array().unwrap().iter().any(|s| s["op"] == "warmup"));
+    assert!(
+        app["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["op"] == "warmup")
+    );
 }
 
 #[test]
 fn seed_001_is_blue_green_with_a_preview_check() {
     let v = plan_json("seed-001-blue-green");
-    let web = v["changes"].as_array().unwrap().iter().find(|c| c["address"] == "service.web").unwrap();
+    let web = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "service.web")
+        .unwrap();
     let bg = &web["after"]["rollout"]["blue_green"];
     assert_eq!(bg["keep_old_replicas"], 1);
     assert_eq!(bg["scale_down_delay"], "10m");
-    assert_eq!(bg["preview_check"], serde_json::json!(["./scripts/smoke-test.sh"]));
+    assert_eq!(
+        bg["preview_check"],
+        serde_json::json!(["./scripts/smoke-test.sh"])
+    );
 }
 
 #[test]
@@ -77,13 +136,24 @@ fn blue_green_release_plans_preview_then_one_switch() {
     let after = model(&source.replace("bookmark-web:9f2c1ab", "bookmark-web:a1b2c3d"));
     let mut state = gantry::state::State::empty("bookmark", "l".into());
     for (n, spec) in before.services {
-        state.services.insert(n, gantry::state::ServiceState { spec, revision: 1, replicas: vec![] });
+        state.services.insert(
+            n,
+            gantry::state::ServiceState {
+                spec,
+                revision: 1,
+                replicas: vec![],
+            },
+        );
     }
     for (n, spec) in before.lbs {
         state.lbs.insert(n, gantry::state::LbState { spec });
     }
     let plan = gantry::plan::plan(&after, Some(&state), "x");
-    let web = plan.changes.iter().find(|c| c.address.to_string() == "service.web").unwrap();
+    let web = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "service.web")
+        .unwrap();
     let steps: Vec<String> = web.steps.iter().map(|s| s.describe()).collect();
     assert_eq!(
         steps,

@@ -10,12 +10,17 @@ use gantry::state::State;
 
 fn scenario_plan() -> Plan {
     let source = std::fs::read_to_string(fixture("plan/gantry.toml")).unwrap();
-    let state = State::from_json(&std::fs::read_to_string(fixture("plan/state.json")).unwrap()).unwrap();
+    let state =
+        State::from_json(&std::fs::read_to_string(fixture("plan/state.json")).unwrap()).unwrap();
     gantry::plan::plan(&model(&source), Some(&state), "fixture")
 }
 
 fn action(plan: &Plan, address: &str) -> Action {
-    plan.changes.iter().find(|c| c.address.to_string() == address).unwrap_or_else(|| panic!("{address} not in plan")).action
+    plan.changes
+        .iter()
+        .find(|c| c.address.to_string() == address)
+        .unwrap_or_else(|| panic!("{address} not in plan"))
+        .action
 }
 
 #[test]
@@ -30,18 +35,32 @@ fn every_action_kind_is_recognised() {
     assert_eq!(action(&plan, "lb.old"), Action::Destroy);
     assert_eq!(action(&plan, "lb.front"), Action::NoOp);
     let s = &plan.summary;
-    assert_eq!((s.create, s.update, s.replace, s.scale, s.destroy, s.no_op), (1, 1, 1, 1, 2, 2));
-    assert_eq!(s.line(), "Plan: 1 to create, 1 to update in place, 1 to roll, 1 to scale, 2 to destroy.");
+    assert_eq!(
+        (s.create, s.update, s.replace, s.scale, s.destroy, s.no_op),
+        (1, 1, 1, 1, 2, 2)
+    );
+    assert_eq!(
+        s.line(),
+        "Plan: 1 to create, 1 to update in place, 1 to roll, 1 to scale, 2 to destroy."
+    );
 }
 
 #[test]
 fn reasons_are_attribute_level() {
     let plan = scenario_plan();
-    let api = plan.changes.iter().find(|c| c.address.to_string() == "service.api").unwrap();
+    let api = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "service.api")
+        .unwrap();
     let paths: Vec<&str> = api.attributes.iter().map(|a| a.path.as_str()).collect();
     assert_eq!(paths, ["image", "command", "env", "secret_env"]);
     assert!(api.attributes.iter().all(|a| a.forces_replacement));
-    let web = plan.changes.iter().find(|c| c.address.to_string() == "service.web").unwrap();
+    let web = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "service.web")
+        .unwrap();
     let paths: Vec<&str> = web.attributes.iter().map(|a| a.path.as_str()).collect();
     assert_eq!(paths, ["health.interval"]);
     assert!(!web.attributes[0].forces_replacement);
@@ -67,7 +86,11 @@ fn changes_follow_dependency_order_and_destroys_come_last() {
 #[test]
 fn rolling_steps_follow_start_first_order_per_batch() {
     let plan = scenario_plan();
-    let api = plan.changes.iter().find(|c| c.address.to_string() == "service.api").unwrap();
+    let api = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "service.api")
+        .unwrap();
     let ops: Vec<&str> = api
         .steps
         .iter()
@@ -83,19 +106,38 @@ fn rolling_steps_follow_start_first_order_per_batch() {
             _ => "other",
         })
         .collect();
-    assert_eq!(ops, ["start", "health", "join", "leave", "drain", "stop", "soak"]);
-    let batches: std::collections::BTreeSet<u32> = api.steps.iter().filter_map(|s| s.batch.map(|b| b.number)).collect();
+    assert_eq!(
+        ops,
+        ["start", "health", "join", "leave", "drain", "stop", "soak"]
+    );
+    let batches: std::collections::BTreeSet<u32> = api
+        .steps
+        .iter()
+        .filter_map(|s| s.batch.map(|b| b.number))
+        .collect();
     assert_eq!(batches.len(), 3);
 }
 
 #[test]
 fn risky_changes_are_flagged_and_listed_first() {
     let plan = scenario_plan();
-    let review: Vec<String> = plan.review_order().iter().map(|c| c.address.to_string()).collect();
+    let review: Vec<String> = plan
+        .review_order()
+        .iter()
+        .map(|c| c.address.to_string())
+        .collect();
     assert_eq!(&review[..3], ["service.legacy", "lb.old", "service.worker"]);
-    let worker = plan.changes.iter().find(|c| c.address.to_string() == "service.worker").unwrap();
+    let worker = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "service.worker")
+        .unwrap();
     assert_eq!(worker.risks, [Risk::ReplicaDecrease]);
-    let legacy = plan.changes.iter().find(|c| c.address.to_string() == "service.legacy").unwrap();
+    let legacy = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "service.legacy")
+        .unwrap();
     assert_eq!(legacy.risks, [Risk::Destroy, Risk::LbRemoval]);
 }
 
@@ -104,14 +146,22 @@ fn planning_is_deterministic_to_the_byte() {
     let a = scenario_plan();
     let b = scenario_plan();
     assert_eq!(a.to_json(), b.to_json());
-    assert_eq!(gantry::render::text(&a, true), gantry::render::text(&b, true));
-    assert_eq!(Plan::from_json(&a.to_json()).unwrap(), a, "the JSON plan round-trips");
+    assert_eq!(
+        gantry::render::text(&a, true),
+        gantry::render::text(&b, true)
+    );
+    assert_eq!(
+        Plan::from_json(&a.to_json()).unwrap(),
+        a,
+        "the JSON plan round-trips"
+    );
 }
 
 #[test]
 fn no_changes_when_config_matches_state() {
     let source = std::fs::read_to_string(fixture("plan/previous.toml")).unwrap();
-    let state = State::from_json(&std::fs::read_to_string(fixture("plan/state.json")).unwrap()).unwrap();
+    let state =
+        State::from_json(&std::fs::read_to_string(fixture("plan/state.json")).unwrap()).unwrap();
     let plan = gantry::plan::plan(&model(&source), Some(&state), "x");
     assert!(!plan.has_changes());
     assert!(gantry::render::text(&plan, false).contains("No changes."));
@@ -120,24 +170,33 @@ fn no_changes_when_config_matches_state() {
 fn settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.set_snapshot_path("snapshots");
-    s.add_filter(r#""gantry_version": "[^"]+""#, r#""gantry_version": "[VERSION]""#);
+    s.add_filter(
+        r#""gantry_version": "[^"]+""#,
+        r#""gantry_version": "[VERSION]""#,
+    );
     s.set_prepend_module_to_snapshot(false);
     s
 }
 
 #[test]
 fn snapshot_text() {
-    settings().bind(|| insta::assert_snapshot!("plan_text", gantry::render::text(&scenario_plan(), false)));
+    settings().bind(|| {
+        insta::assert_snapshot!("plan_text", gantry::render::text(&scenario_plan(), false))
+    });
 }
 
 #[test]
 fn snapshot_markdown() {
     settings().bind(|| {
-        insta::assert_snapshot!("plan_markdown", gantry::render::markdown(&scenario_plan(), gantry::render::GITHUB_COMMENT_LIMIT))
+        insta::assert_snapshot!(
+            "plan_markdown",
+            gantry::render::markdown(&scenario_plan(), gantry::render::GITHUB_COMMENT_LIMIT)
+        )
     });
 }
 
 #[test]
 fn snapshot_json() {
-    settings().bind(|| insta::assert_snapshot!("plan_json", gantry::render::json(&scenario_plan())));
+    settings()
+        .bind(|| insta::assert_snapshot!("plan_json", gantry::render::json(&scenario_plan())));
 }

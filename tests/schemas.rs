@@ -30,7 +30,10 @@ fn config_schema_knows_every_section_and_rejects_unknown_keys() {
     let (_, config) = gantry::schema::all().remove(0);
     let v: serde_json::Value = serde_json::from_str(&config).unwrap();
     for key in ["project", "host", "service", "lb"] {
-        assert!(v["properties"].get(key).is_some(), "{key} missing from the config schema");
+        assert!(
+            v["properties"].get(key).is_some(),
+            "{key} missing from the config schema"
+        );
     }
     assert_eq!(v["additionalProperties"], serde_json::Value::Bool(false));
 }

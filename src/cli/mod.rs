@@ -23,7 +23,13 @@ Exit codes (the same for every command):
   3 failed, previous revision restored    4 failed, NOT restored    5 locked    6 stale plan file")]
 pub struct Cli {
     /// Configuration file.
-    #[arg(short = 'f', long = "file", global = true, default_value = "gantry.toml", value_name = "PATH")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "gantry.toml",
+        value_name = "PATH"
+    )]
     pub file: PathBuf,
     /// State directory (default: `.gantry/` beside the configuration file).
     #[arg(long, global = true, value_name = "DIR")]
@@ -82,11 +88,20 @@ When $GITHUB_STEP_SUMMARY is set, the Markdown view is appended to it as well.")
 
 /// Parses `args` and runs the command, writing to `out` and `err`. Returns the exit status;
 /// a usage error is 1 (clap's own default of 2 would read as "changes present").
-pub fn run(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: &mut dyn Write, color: bool) -> ExitStatus {
+pub fn run(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    color: bool,
+) -> ExitStatus {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let rendered = if color { e.render().ansi().to_string() } else { e.render().to_string() };
+            let rendered = if color {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
             return match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     let _ = crate::render::write_out(out, &rendered);
@@ -99,15 +114,25 @@ pub fn run(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: &
             };
         }
     };
-    let common = Common { config: cli.file, state_dir: cli.state_dir, color };
+    let common = Common {
+        config: cli.file,
+        state_dir: cli.state_dir,
+        color,
+    };
     let result = match cli.command {
         Command::Validate => ops::validate::validate(&common, out).map(|_| ExitStatus::Success),
-        Command::Plan { format, detailed_exitcode, out: plan_out } => {
+        Command::Plan {
+            format,
+            detailed_exitcode,
+            out: plan_out,
+        } => {
             let opts = ops::plan::PlanOptions {
                 format,
                 detailed_exitcode,
                 out: plan_out,
-                step_summary: std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty()).map(PathBuf::from),
+                step_summary: std::env::var_os("GITHUB_STEP_SUMMARY")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
             };
             ops::plan::plan(&common, &opts, out)
         }
@@ -122,10 +147,20 @@ pub fn run(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: &
         Ok(status) => status,
         Err(e) => {
             let text = e.to_string();
-            let text = if text.starts_with("error") { text } else { format!("error: {text}\n") };
+            let text = if text.starts_with("error") {
+                text
+            } else {
+                format!("error: {text}\n")
+            };
             let _ = crate::render::write_out(err, &text);
             if let ops::Error::Invalid { count, .. } = &e {
-                let _ = crate::render::write_out(err, &format!("{count} problem{} found.\n", if *count == 1 { "" } else { "s" }));
+                let _ = crate::render::write_out(
+                    err,
+                    &format!(
+                        "{count} problem{} found.\n",
+                        if *count == 1 { "" } else { "s" }
+                    ),
+                );
             }
             e.exit_status()
         }

@@ -23,9 +23,13 @@ pub use types::*;
 pub struct Named<T> {
     pub name: String,
     pub span: Range<usize>,
-    /// `None` when the resource could not be read; its problems are in the diagnostics,
-    /// and references to it are still valid (no cascade of "does not exist").
+    /// `None` when the resource could not be read at all. Its problems are in the
+    /// diagnostics, and references to it are still valid (no cascade of "does not exist").
+    /// A resource with some broken entries holds what could be read of it.
     pub value: Option<T>,
+    /// Some entries were set aside as broken: checks for missing keys would only repeat
+    /// those errors, so they are skipped.
+    pub partial: bool,
 }
 
 /// Everything read from the file, plus what went wrong while reading it.
@@ -75,7 +79,10 @@ pub fn parse(source: &str) -> RawConfig {
                     }
                     other => raw.diagnostics.push(
                         Diagnostic::at(
-                            format!("`host` must be an array of tables, found {}", other.type_str()),
+                            format!(
+                                "`host` must be an array of tables, found {}",
+                                other.type_str()
+                            ),
                             span,
                         )
                         .help("declare each host with a `[[host]]` header"),
@@ -86,8 +93,11 @@ pub fn parse(source: &str) -> RawConfig {
                 let span = value.span();
                 let DeValue::Table(table) = value.into_inner() else {
                     raw.diagnostics.push(
-                        Diagnostic::at(format!("`{section}` must be a table of named entries"), span)
-                            .help(format!("declare each one as `[{section}.NAME]`")),
+                        Diagnostic::at(
+                            format!("`{section}` must be a table of named entries"),
+                            span,
+                        )
+                        .help(format!("declare each one as `[{section}.NAME]`")),
                     );
                     continue;
                 };
@@ -95,12 +105,25 @@ pub fn parse(source: &str) -> RawConfig {
                     let named_span = name.span();
                     let name = name.into_inner().into_owned();
                     let path = [section, name.as_str()];
+                    let before = raw.diagnostics.len();
                     if section == "service" {
                         let value = reader.read(value, &path, &mut raw.diagnostics);
-                        raw.services.push(Named { name, span: named_span, value });
+                        let partial = raw.diagnostics.len() > before;
+                        raw.services.push(Named {
+                            name,
+                            span: named_span,
+                            value,
+                            partial,
+                        });
                     } else {
                         let value = reader.read(value, &path, &mut raw.diagnostics);
-                        raw.lbs.push(Named { name, span: named_span, value });
+                        let partial = raw.diagnostics.len() > before;
+                        raw.lbs.push(Named {
+                            name,
+                            span: named_span,
+                            value,
+                            partial,
+                        });
                     }
                 }
             }
@@ -134,41 +157,42 @@ impl<'s> Reader<'s> {
     ) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
-            Err(_) => {
-                self.collect_all_errors::<T>(path, diags);
-                None
-            }
+            Err(_) => self.collect_all_errors::<T>(path, diags),
         }
     }
 
     /// Re-reads the resource at `path` over and over, each time removing the entry that
-    /// caused the last error, until it reads or no entry can be blamed.
-    fn collect_all_errors<T: DeserializeOwned>(&self, path: &[&str], diags: &mut Vec<Diagnostic>) {
-        let doc = self.fresh.get_or_init(|| DeTable::parse_recoverable(self.source).0);
-        let Some(mut value) = lookup(doc, path) else {
-            return;
-        };
+    /// caused the last error, until it reads or no entry can be blamed. What finally reads
+    /// (the resource without its broken entries) is returned, so that the semantic checks
+    /// can still report the problems of the rest of it in the same run.
+    fn collect_all_errors<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<T> {
+        let doc = self
+            .fresh
+            .get_or_init(|| DeTable::parse_recoverable(self.source).0);
+        let mut value = lookup(doc, path)?;
         let mut removed: Vec<String> = Vec::new();
         // Each round removes one entry, so the loop is bounded by the entries of the value.
         loop {
-            let Err(err) = T::deserialize(ValueDeserializer::from(value.clone())) else {
-                return;
+            let err = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(v) => return Some(v),
+                Err(err) => err,
             };
             let message = err.message().to_string();
             if let Some(field) = missing_field(&message)
                 && removed.iter().any(|r| r == field)
             {
-                return; // caused by our own removal, already reported
+                return None; // caused by our own removal, already reported
             }
             let span = err.span().unwrap_or_else(|| value.span());
             diags.push(toml_error_diagnostic(&message, span.clone()));
             if missing_field(&message).is_some() {
-                return;
+                return None;
             }
-            match remove_innermost(&mut value, &span) {
-                Some(key) => removed.push(key),
-                None => return,
-            }
+            removed.push(remove_innermost(&mut value, &span)?);
         }
     }
 }
@@ -187,27 +211,34 @@ fn lookup<'s>(doc: &Spanned<DeTable<'s>>, path: &[&str]) -> Option<Spanned<DeVal
 }
 
 /// Removes the deepest table entry whose key or value contains `span`; returns its key.
+/// Tables declared with a `[header]` do not always carry a span around their contents, so
+/// nested tables are searched first, whatever their own span says.
 fn remove_innermost(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> Option<String> {
     let contains = |outer: Range<usize>| outer.start <= span.start && span.end <= outer.end;
     match value.get_mut() {
         DeValue::Table(table) => {
-            let key = table
-                .iter()
-                .find(|(k, v)| contains(k.span()) || contains(v.span()))
-                .map(|(k, _)| k.clone())?;
-            let child = table.get_mut(key.get_ref().as_ref())?;
-            if !contains(key.span())
-                && let Some(inner) = remove_innermost(child, span)
-            {
-                return Some(inner);
+            let keys: Vec<_> = table.keys().cloned().collect();
+            for key in &keys {
+                if contains(key.span()) {
+                    continue;
+                }
+                let child = table.get_mut(key.get_ref().as_ref())?;
+                if (child.get_ref().is_table() || child.get_ref().is_array())
+                    && let Some(inner) = remove_innermost(child, span)
+                {
+                    return Some(inner);
+                }
             }
+            let key = keys.into_iter().find(|k| {
+                contains(k.span())
+                    || table
+                        .get(k.get_ref().as_ref())
+                        .is_some_and(|v| contains(v.span()))
+            })?;
             table.remove(key.get_ref().as_ref());
             Some(key.into_inner().into_owned())
         }
-        DeValue::Array(items) => items
-            .iter_mut()
-            .find(|v| contains(v.span()) && v.get_ref().is_table())
-            .and_then(|v| remove_innermost(v, span)),
+        DeValue::Array(items) => items.iter_mut().find_map(|v| remove_innermost(v, span)),
         _ => None,
     }
 }
@@ -253,7 +284,10 @@ fn toml_error_diagnostic(message: &str, span: Range<usize>) -> Diagnostic {
 fn unknown_key(name: &str, span: Range<usize>, expected: &[&str]) -> Diagnostic {
     let mut d = Diagnostic::at(format!("unknown key `{name}`"), span).label("not a known key");
     d.help = Some(match closest(name, expected.iter().copied()) {
-        Some(best) => format!("did you mean `{best}`? (known keys: {})", list_names(expected.iter().copied())),
+        Some(best) => format!(
+            "did you mean `{best}`? (known keys: {})",
+            list_names(expected.iter().copied())
+        ),
         None => format!("known keys here: {}", list_names(expected.iter().copied())),
     });
     d
@@ -283,10 +317,27 @@ htp = "/healthz"
         assert!(messages.iter().any(|m| m.contains("`replica`")));
         assert!(messages.iter().any(|m| m.contains("wrong type")));
         assert!(messages.iter().any(|m| m.contains("`htp`")));
-        let replica = raw.diagnostics.iter().find(|d| d.message.contains("replica")).unwrap();
-        assert_eq!(replica.help.as_deref().map(|h| h.contains("did you mean `replicas`")), Some(true));
+        let replica = raw
+            .diagnostics
+            .iter()
+            .find(|d| d.message.contains("replica"))
+            .unwrap();
+        assert_eq!(
+            replica
+                .help
+                .as_deref()
+                .map(|h| h.contains("did you mean `replicas`")),
+            Some(true)
+        );
         assert_eq!(raw.services.len(), 1);
-        assert!(raw.services[0].value.is_none());
+        // What could be read is kept for the semantic checks.
+        assert_eq!(
+            raw.services[0]
+                .value
+                .as_ref()
+                .map(|s| s.image.get_ref().as_str()),
+            Some("app:1")
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub enum FsError {
 }
 
 pub fn read_to_string(path: &Path) -> Result<String, FsError> {
-    fs::read_to_string(path).map_err(|source| FsError::Read { path: path.to_path_buf(), source })
+    fs::read_to_string(path).map_err(|source| FsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -33,12 +36,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Writes `contents` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
-    let err = |source| FsError::Write { path: path.to_path_buf(), source };
+    let err = |source| FsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -75,7 +84,10 @@ impl FileFacts for EnvFiles {
         }
         keys.sort();
         keys.dedup();
-        Ok(EnvFileFacts { keys, sha256: sha256_hex(&bytes) })
+        Ok(EnvFileFacts {
+            keys,
+            sha256: sha256_hex(&bytes),
+        })
     }
 }
 
@@ -97,6 +109,8 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(FsError::Read { path, source }),
         };
-        State::from_json(&text).map(Some).map_err(|source| FsError::State { path, source })
+        State::from_json(&text)
+            .map(Some)
+            .map_err(|source| FsError::State { path, source })
     }
 }

@@ -57,7 +57,9 @@ impl Serialize for Duration {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -75,7 +77,10 @@ impl FromStr for ByteSize {
     fn from_str(s: &str) -> Result<Self, String> {
         let err = || format!("invalid size `{s}` (write e.g. \"512k\", \"100m\", \"2g\")");
         let t = s.trim().to_ascii_lowercase();
-        let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+        let t = t
+            .strip_suffix("ib")
+            .or_else(|| t.strip_suffix('b'))
+            .unwrap_or(&t);
         let (number, power) = match t.chars().last() {
             Some(c) if c.is_ascii_alphabetic() => {
                 let power = UNITS.iter().find(|(u, _)| *u == c).ok_or_else(err)?.1;
@@ -116,7 +121,9 @@ impl Serialize for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -136,11 +143,13 @@ impl FromStr for ImageRef {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                let valid = d
-                    .split_once(':')
-                    .is_some_and(|(alg, hex)| !alg.is_empty() && hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit()));
+                let valid = d.split_once(':').is_some_and(|(alg, hex)| {
+                    !alg.is_empty() && hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
+                });
                 if !valid {
-                    return Err(format!("invalid digest `{d}` in image `{s}` (expected `sha256:<64 hex>`)"));
+                    return Err(format!(
+                        "invalid digest `{d}` in image `{s}` (expected `sha256:<64 hex>`)"
+                    ));
                 }
                 (r, Some(d.to_string()))
             }
@@ -158,7 +167,9 @@ impl FromStr for ImageRef {
         if let Some(tag) = tag {
             let ok = !tag.is_empty()
                 && tag.len() <= 128
-                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
                 && !tag.starts_with(['.', '-']);
             if !ok {
                 return Err(format!("invalid tag `{tag}` in image `{s}`"));
@@ -178,7 +189,13 @@ mod tests {
 
     #[test]
     fn durations_round_trip_in_short_form() {
-        for (input, shown) in [("500ms", "500ms"), ("30s", "30s"), ("2m", "2m"), ("0", "0s"), ("1h 30m", "1h 30m")] {
+        for (input, shown) in [
+            ("500ms", "500ms"),
+            ("30s", "30s"),
+            ("2m", "2m"),
+            ("0", "0s"),
+            ("1h 30m", "1h 30m"),
+        ] {
             let d: Duration = input.parse().unwrap();
             assert_eq!(d.to_string(), shown);
             assert_eq!(shown.parse::<Duration>().unwrap(), d);
@@ -190,7 +207,10 @@ mod tests {
     #[test]
     fn sizes_use_docker_binary_units() {
         assert_eq!("1000M".parse::<ByteSize>().unwrap().0, 1000 * 1024 * 1024);
-        assert_eq!("100m".parse::<ByteSize>().unwrap(), "100MB".parse().unwrap());
+        assert_eq!(
+            "100m".parse::<ByteSize>().unwrap(),
+            "100MB".parse().unwrap()
+        );
         assert_eq!("2g".parse::<ByteSize>().unwrap().to_string(), "2g");
         assert_eq!("1536k".parse::<ByteSize>().unwrap().to_string(), "1536k");
         assert_eq!("1.5g".parse::<ByteSize>().unwrap().to_string(), "1536m");

@@ -12,7 +12,9 @@ use std::str::FromStr;
 use toml::Spanned;
 
 use super::*;
-use crate::config::{Named, RawConfig, SpStr, TomlHealth, TomlLb, TomlPorts, TomlRollout, TomlService, TomlWarmup};
+use crate::config::{
+    Named, RawConfig, SpStr, TomlHealth, TomlLb, TomlPorts, TomlRollout, TomlService, TomlWarmup,
+};
 use crate::diag::{Diagnostic, closest, list_names};
 use crate::graph::{Address, ResourceGraph};
 
@@ -31,7 +33,10 @@ pub struct EnvFileFacts {
 
 /// Validates a parsed configuration. `Err` holds every diagnostic found, in file order.
 pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diagnostic>> {
-    let mut v = Validator { diags: raw.diagnostics, files };
+    let mut v = Validator {
+        diags: raw.diagnostics,
+        files,
+    };
     let project = v.project(raw.project.as_ref());
     let hosts = v.hosts(&raw.hosts);
     let host_names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -48,16 +53,18 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             dep_spans.insert((named.name.clone(), dep.get_ref().clone()), dep.span());
         }
         let ctx = ServiceCtx {
+            partial: named.partial,
             name: &named.name,
             span: named.span.clone(),
             services: &known_services,
             lbs: &known_lbs,
             hosts: &host_names,
         };
-        if let Some(spec) = v.service(&ctx, toml) {
-            if let (Some(range), Some(sp)) = (spec.host_ports, &toml.host_ports) {
-                port_claims.push((named.name.clone(), range, spec.hosts.clone(), sp.span()));
-            }
+        let (spec, host_ports, hosts) = v.service(&ctx, toml);
+        if let (Some(range), Some(sp)) = (host_ports, &toml.host_ports) {
+            port_claims.push((named.name.clone(), range, hosts, sp.span()));
+        }
+        if let Some(spec) = spec {
             services.insert(named.name.clone(), spec);
         }
     }
@@ -73,12 +80,18 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
     }
     v.lb_members(&raw.lbs, &raw.services);
     v.shared_upstream_files(&raw.lbs);
-    v.cycles(&services, &dep_spans);
+    v.cycles(&dep_spans);
 
     if v.diags.is_empty() {
-        Ok(Model { project, hosts, services, lbs })
+        Ok(Model {
+            project,
+            hosts,
+            services,
+            lbs,
+        })
     } else {
-        v.diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        v.diags
+            .sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
         Err(v.diags)
     }
 }
@@ -89,6 +102,8 @@ struct Validator<'f> {
 }
 
 struct ServiceCtx<'a> {
+    /// Some entries were unreadable: skip "missing key" checks.
+    partial: bool,
     name: &'a str,
     span: Range<usize>,
     services: &'a [&'a str],
@@ -96,12 +111,15 @@ struct ServiceCtx<'a> {
     hosts: &'a [&'a str],
 }
 
-const NAME_HELP: &str = "use lower-case letters, digits and `-` (at most 40 characters, starting with a letter)";
+const NAME_HELP: &str =
+    "use lower-case letters, digits and `-` (at most 40 characters, starting with a letter)";
 
 fn valid_name(name: &str) -> bool {
     name.len() <= 40
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
 }
 
@@ -118,15 +136,23 @@ impl Validator<'_> {
 
     fn name(&mut self, what: &str, name: &str, span: &Range<usize>) {
         if !valid_name(name) {
-            self.err(Diagnostic::at(format!("invalid {what} name `{name}`"), span.clone()).help(NAME_HELP));
+            self.err(
+                Diagnostic::at(format!("invalid {what} name `{name}`"), span.clone())
+                    .help(NAME_HELP),
+            );
         }
     }
 
     fn project(&mut self, project: Option<&crate::config::TomlProject>) -> String {
-        let Some(p) = project else { return String::new() };
+        let Some(p) = project else {
+            return String::new();
+        };
         let name = p.name.get_ref();
         if !valid_name(name) {
-            self.err(Diagnostic::at(format!("invalid project name `{name}`"), p.name.span()).help(NAME_HELP));
+            self.err(
+                Diagnostic::at(format!("invalid project name `{name}`"), p.name.span())
+                    .help(NAME_HELP),
+            );
         }
         name.clone()
     }
@@ -145,7 +171,10 @@ impl Validator<'_> {
         for h in hosts {
             let name = h.name.get_ref().clone();
             if !valid_name(&name) {
-                self.err(Diagnostic::at(format!("invalid host name `{name}`"), h.name.span()).help(NAME_HELP));
+                self.err(
+                    Diagnostic::at(format!("invalid host name `{name}`"), h.name.span())
+                        .help(NAME_HELP),
+                );
             }
             if let Some(first) = seen.get(&name) {
                 self.err(
@@ -155,16 +184,25 @@ impl Validator<'_> {
                 );
             }
             seen.insert(name.clone(), h.name.span());
-            let docker = h.docker.as_ref().map_or(DEFAULT_DOCKER.to_string(), |d| d.get_ref().clone());
+            let docker = h
+                .docker
+                .as_ref()
+                .map_or(DEFAULT_DOCKER.to_string(), |d| d.get_ref().clone());
             if let Some(d) = &h.docker {
-                let ok = ["unix://", "tcp://", "ssh://"].iter().any(|p| d.get_ref().starts_with(p) && d.get_ref().len() > p.len());
+                let ok = ["unix://", "tcp://", "ssh://"]
+                    .iter()
+                    .any(|p| d.get_ref().starts_with(p) && d.get_ref().len() > p.len());
                 if !ok {
                     self.err(
                         Diagnostic::at(format!("invalid Docker endpoint `{}`", d.get_ref()), d.span())
                             .help("use `unix:///var/run/docker.sock`, `tcp://HOST:2376` or `ssh://USER@HOST`"),
                     );
                 }
-                if d.get_ref().starts_with("tcp://") && h.tls.is_none() && !d.get_ref().contains("127.0.0.1") && !d.get_ref().contains("localhost") {
+                if d.get_ref().starts_with("tcp://")
+                    && h.tls.is_none()
+                    && !d.get_ref().contains("127.0.0.1")
+                    && !d.get_ref().contains("localhost")
+                {
                     self.err(
                         Diagnostic::at("a remote `tcp://` Docker endpoint needs `tls` (ca, cert, key)", d.span())
                             .help("an unauthenticated Docker socket on the network is root access for anyone who reaches it"),
@@ -184,7 +222,11 @@ impl Validator<'_> {
                 name,
                 docker,
                 address,
-                tls: h.tls.as_ref().map(|t| Tls { ca: t.ca.clone(), cert: t.cert.clone(), key: t.key.clone() }),
+                tls: h.tls.as_ref().map(|t| Tls {
+                    ca: t.ca.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                }),
             });
         }
         out
@@ -219,25 +261,45 @@ impl Validator<'_> {
         let Some(v) = value else { return default };
         let n = *v.get_ref();
         if n < min {
-            self.err(Diagnostic::at(format!("`{key}` must be at least {min}, found {n}"), v.span()).label("too small"));
+            self.err(
+                Diagnostic::at(
+                    format!("`{key}` must be at least {min}, found {n}"),
+                    v.span(),
+                )
+                .label("too small"),
+            );
             return default;
         }
         match u32::try_from(n) {
             Ok(n) => n,
             Err(_) => {
-                self.err(Diagnostic::at(format!("`{key}` is too large ({n})"), v.span()));
+                self.err(Diagnostic::at(
+                    format!("`{key}` is too large ({n})"),
+                    v.span(),
+                ));
                 default
             }
         }
     }
 
-    fn keyword<T>(&mut self, value: Option<&SpStr>, key: &str, words: &[&str], parse: fn(&str) -> Option<T>, default: T) -> T {
+    fn keyword<T>(
+        &mut self,
+        value: Option<&SpStr>,
+        key: &str,
+        words: &[&str],
+        parse: fn(&str) -> Option<T>,
+        default: T,
+    ) -> T {
         let Some(s) = value else { return default };
         match parse(s.get_ref()) {
             Some(v) => v,
             None => {
-                let mut d = Diagnostic::at(format!("invalid `{key}` value `{}`", s.get_ref()), s.span())
-                    .label(format!("expected one of {}", list_names(words.iter().copied())));
+                let mut d =
+                    Diagnostic::at(format!("invalid `{key}` value `{}`", s.get_ref()), s.span())
+                        .label(format!(
+                            "expected one of {}",
+                            list_names(words.iter().copied())
+                        ));
                 if let Some(best) = closest(s.get_ref(), words.iter().copied()) {
                     d = d.help(format!("did you mean `{best}`?"));
                 }
@@ -251,9 +313,19 @@ impl Validator<'_> {
         if known.contains(&name.get_ref().as_str()) {
             return true;
         }
-        let mut d = Diagnostic::at(format!("{from} names {what} `{}`, which does not exist", name.get_ref()), name.span())
-            .label(format!("no such {what}"));
-        let defined = if known.is_empty() { format!("no {what} is defined") } else { format!("defined: {}", list_names(known.iter().copied())) };
+        let mut d = Diagnostic::at(
+            format!(
+                "{from} names {what} `{}`, which does not exist",
+                name.get_ref()
+            ),
+            name.span(),
+        )
+        .label(format!("no such {what}"));
+        let defined = if known.is_empty() {
+            format!("no {what} is defined")
+        } else {
+            format!("defined: {}", list_names(known.iter().copied()))
+        };
         d = d.help(match closest(name.get_ref(), known.iter().copied()) {
             Some(best) => format!("did you mean `{best}`? ({defined})"),
             None => defined,
@@ -262,16 +334,30 @@ impl Validator<'_> {
         false
     }
 
-    fn command(&mut self, value: Option<&Vec<String>>, key: &str, span: &Range<usize>) -> Option<Vec<String>> {
+    fn command(
+        &mut self,
+        value: Option<&Vec<String>>,
+        key: &str,
+        span: &Range<usize>,
+    ) -> Option<Vec<String>> {
         let cmd = value?;
         if cmd.is_empty() || cmd[0].trim().is_empty() {
-            self.err(Diagnostic::at(format!("`{key}` must name a program: it is empty"), span.clone()));
+            self.err(Diagnostic::at(
+                format!("`{key}` must name a program: it is empty"),
+                span.clone(),
+            ));
             return None;
         }
         Some(cmd.clone())
     }
 
-    fn service(&mut self, ctx: &ServiceCtx<'_>, t: &TomlService) -> Option<ServiceSpec> {
+    /// The spec (when valid), and its host ports and hosts (even when not, so that port
+    /// clashes with other services are still found).
+    fn service(
+        &mut self,
+        ctx: &ServiceCtx<'_>,
+        t: &TomlService,
+    ) -> (Option<ServiceSpec>, Option<PortRange>, Vec<String>) {
         let errors_before = self.diags.len();
         let here = format!("service `{}`", ctx.name);
 
@@ -300,7 +386,10 @@ impl Validator<'_> {
         let command = self.command(t.command.as_ref(), "command", &ctx.span);
         let port = t.port.as_ref().and_then(|p| {
             if *p.get_ref() == 0 {
-                self.err(Diagnostic::at("`port` must be between 1 and 65535", p.span()));
+                self.err(Diagnostic::at(
+                    "`port` must be between 1 and 65535",
+                    p.span(),
+                ));
                 None
             } else {
                 Some(*p.get_ref())
@@ -309,31 +398,54 @@ impl Validator<'_> {
 
         for key in t.env.keys() {
             if !valid_env_name(key) {
-                self.err(Diagnostic::at(format!("invalid environment variable name `{key}` in {here}"), ctx.span.clone()).help("use letters, digits and `_`, not starting with a digit"));
+                self.err(
+                    Diagnostic::at(
+                        format!("invalid environment variable name `{key}` in {here}"),
+                        ctx.span.clone(),
+                    )
+                    .help("use letters, digits and `_`, not starting with a digit"),
+                );
             }
         }
         let mut secret_env: Vec<String> = Vec::new();
         for s in &t.secret_env {
             let name = s.get_ref();
             if !valid_env_name(name) {
-                self.err(Diagnostic::at(format!("invalid environment variable name `{name}`"), s.span()));
+                self.err(Diagnostic::at(
+                    format!("invalid environment variable name `{name}`"),
+                    s.span(),
+                ));
             } else if t.env.contains_key(name) {
                 self.err(Diagnostic::at(format!("`{name}` is both in `env` (shown in plans) and in `secret_env`"), s.span()).help("a secret must not also have a plain value in the config; remove it from `env`"));
             } else if secret_env.contains(name) {
-                self.err(Diagnostic::at(format!("`{name}` is listed twice in `secret_env`"), s.span()));
+                self.err(Diagnostic::at(
+                    format!("`{name}` is listed twice in `secret_env`"),
+                    s.span(),
+                ));
             } else {
                 secret_env.push(name.clone());
             }
         }
         secret_env.sort();
 
-        let env_file = t.env_file.as_ref().and_then(|f| match self.files.env_file(f.get_ref()) {
-            Ok(facts) => Some(EnvFileSpec { path: f.get_ref().clone(), keys: facts.keys, sha256: facts.sha256 }),
-            Err(e) => {
-                self.err(Diagnostic::at(format!("env_file `{}`: {e}", f.get_ref()), f.span()).label("cannot be read").help("paths are relative to the config file's directory"));
-                None
-            }
-        });
+        let env_file = t
+            .env_file
+            .as_ref()
+            .and_then(|f| match self.files.env_file(f.get_ref()) {
+                Ok(facts) => Some(EnvFileSpec {
+                    path: f.get_ref().clone(),
+                    keys: facts.keys,
+                    sha256: facts.sha256,
+                }),
+                Err(e) => {
+                    self.err(
+                        Diagnostic::at(format!("env_file `{}`: {e}", f.get_ref()), f.span())
+                            .label("cannot be read")
+                            .help("paths are relative to the config file's directory"),
+                    );
+                    None
+                }
+            });
 
         let mut depends_on = Vec::new();
         for dep in &t.depends_on {
@@ -341,7 +453,10 @@ impl Validator<'_> {
                 continue; // reported as a cycle
             }
             if depends_on.contains(dep.get_ref()) {
-                self.err(Diagnostic::at(format!("`{}` is listed twice in `depends_on`", dep.get_ref()), dep.span()));
+                self.err(Diagnostic::at(
+                    format!("`{}` is listed twice in `depends_on`", dep.get_ref()),
+                    dep.span(),
+                ));
                 continue;
             }
             if self.reference("service", dep, ctx.services, &here) {
@@ -354,7 +469,13 @@ impl Validator<'_> {
             None => ctx.hosts.iter().map(|h| h.to_string()).collect(),
             Some(list) => {
                 if list.is_empty() {
-                    self.err(Diagnostic::at(format!("{here} runs on no host: `hosts` is empty"), ctx.span.clone()).help("remove `hosts` to run on every host"));
+                    self.err(
+                        Diagnostic::at(
+                            format!("{here} runs on no host: `hosts` is empty"),
+                            ctx.span.clone(),
+                        )
+                        .help("remove `hosts` to run on every host"),
+                    );
                 }
                 let mut hosts: Vec<String> = Vec::new();
                 for h in list {
@@ -367,7 +488,8 @@ impl Validator<'_> {
             }
         };
 
-        let stop_grace_period = self.duration(t.stop_grace_period.as_ref(), Duration::from_secs(10));
+        let stop_grace_period =
+            self.duration(t.stop_grace_period.as_ref(), Duration::from_secs(10));
 
         let resources = match &t.resources {
             None => Resources::default(),
@@ -377,7 +499,10 @@ impl Validator<'_> {
                     if v > 0.0 && v.is_finite() {
                         Some(v)
                     } else {
-                        self.err(Diagnostic::at(format!("`cpus` must be more than 0, found {v}"), c.span()));
+                        self.err(Diagnostic::at(
+                            format!("`cpus` must be more than 0, found {v}"),
+                            c.span(),
+                        ));
                         None
                     }
                 });
@@ -385,7 +510,10 @@ impl Validator<'_> {
                 if let (Some(m), Some(s)) = (memory, &r.memory)
                     && m.0 < 6 * 1024 * 1024
                 {
-                    self.err(Diagnostic::at(format!("`memory` of {m} is below Docker's minimum of 6m"), s.span()));
+                    self.err(Diagnostic::at(
+                        format!("`memory` of {m} is below Docker's minimum of 6m"),
+                        s.span(),
+                    ));
                 }
                 Resources { cpus, memory }
             }
@@ -395,31 +523,46 @@ impl Validator<'_> {
             None => LogSpec::default(),
             Some(l) => LogSpec {
                 max_size: self.size(l.max_size.as_ref()),
-                max_files: l.max_files.as_ref().map(|_| self.count(l.max_files.as_ref(), "max_files", 1, 1)),
+                max_files: l
+                    .max_files
+                    .as_ref()
+                    .map(|_| self.count(l.max_files.as_ref(), "max_files", 1, 1)),
             },
         };
 
         let mut lb: Vec<String> = Vec::new();
         for name in &t.lb {
-            if self.reference("load balancer", name, ctx.lbs, &here) && !lb.contains(name.get_ref()) {
+            if self.reference("load balancer", name, ctx.lbs, &here) && !lb.contains(name.get_ref())
+            {
                 lb.push(name.get_ref().clone());
             }
         }
         lb.sort();
-        if !t.lb.is_empty() && port.is_none() {
-            self.err(Diagnostic::at(format!("{here} is behind a load balancer but has no `port`"), t.lb[0].span()).help("set `port` to the container port the load balancer should send traffic to"));
+        // A port that was set but unreadable is already reported: do not also call it missing.
+        let has_port = port.is_some() || ctx.partial;
+        if !t.lb.is_empty() && !has_port {
+            self.err(
+                Diagnostic::at(
+                    format!("{here} is behind a load balancer but has no `port`"),
+                    t.lb[0].span(),
+                )
+                .help("set `port` to the container port the load balancer should send traffic to"),
+            );
         }
 
-        let health = t.health.as_ref().map(|h| self.health(ctx, h, port.is_some()));
-        let warmup = t.warmup.as_ref().map(|w| self.warmup(w, port.is_some(), &here));
+        let health = t.health.as_ref().map(|h| self.health(ctx, h, has_port));
+        let warmup = t.warmup.as_ref().map(|w| self.warmup(w, has_port, &here));
         let rollout = self.rollout(t.rollout.as_ref(), replicas, &here, &ctx.span);
 
-        let host_ports = t.host_ports.as_ref().and_then(|hp| self.host_ports(hp, port.is_some(), replicas, &rollout, &here));
+        let host_ports = t
+            .host_ports
+            .as_ref()
+            .and_then(|hp| self.host_ports(hp, has_port, replicas, &rollout, &here));
 
         if self.diags.len() > errors_before {
-            return None;
+            return (None, host_ports, hosts);
         }
-        Some(ServiceSpec {
+        let spec = ServiceSpec {
             image: image.clone(),
             replicas,
             command,
@@ -429,7 +572,7 @@ impl Validator<'_> {
             env_file,
             secret_env,
             depends_on,
-            hosts,
+            hosts: hosts.clone(),
             stop_grace_period,
             resources,
             labels: t.labels.clone(),
@@ -438,15 +581,25 @@ impl Validator<'_> {
             health,
             warmup,
             rollout,
-        })
+        };
+        (Some(spec), host_ports, hosts)
     }
 
-    fn host_ports(&mut self, hp: &Spanned<TomlPorts>, has_port: bool, replicas: u32, rollout: &RolloutSpec, here: &str) -> Option<PortRange> {
+    fn host_ports(
+        &mut self,
+        hp: &Spanned<TomlPorts>,
+        has_port: bool,
+        replicas: u32,
+        rollout: &RolloutSpec,
+        here: &str,
+    ) -> Option<PortRange> {
         let span = hp.span();
         let range = match hp.get_ref() {
             TomlPorts::One(p) => PortRange { start: *p, end: *p },
             TomlPorts::Range(s) => {
-                let parsed = s.split_once('-').and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+                let parsed = s.split_once('-').and_then(|(a, b)| {
+                    Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                });
                 match parsed {
                     Some((a, b)) if a <= b => PortRange { start: a, end: b },
                     _ => {
@@ -457,11 +610,17 @@ impl Validator<'_> {
             }
         };
         if range.start == 0 {
-            self.err(Diagnostic::at("host port 0 is not a port; leave `host_ports` out to let the engine choose", span));
+            self.err(Diagnostic::at(
+                "host port 0 is not a port; leave `host_ports` out to let the engine choose",
+                span,
+            ));
             return None;
         }
         if !has_port {
-            self.err(Diagnostic::at(format!("{here} publishes `host_ports` but has no container `port`"), span));
+            self.err(Diagnostic::at(
+                format!("{here} publishes `host_ports` but has no container `port`"),
+                span,
+            ));
             return None;
         }
         // During a rollout the new replicas run beside the old ones: the range must hold both.
@@ -473,7 +632,14 @@ impl Validator<'_> {
         let needed = replicas + surge;
         if range.len() < needed {
             let why = if surge > 0 {
-                format!("{replicas} replicas + {surge} started beside them during a {} rollout", if rollout.strategy == Strategy::BlueGreen { "blue-green".to_string() } else { format!("start-first batch-{}", rollout.batch) })
+                format!(
+                    "{replicas} replicas + {surge} started beside them during a {} rollout",
+                    if rollout.strategy == Strategy::BlueGreen {
+                        "blue-green".to_string()
+                    } else {
+                        format!("start-first batch-{}", rollout.batch)
+                    }
+                )
             } else {
                 format!("{replicas} replicas")
             };
@@ -490,10 +656,22 @@ impl Validator<'_> {
     fn health(&mut self, ctx: &ServiceCtx<'_>, h: &TomlHealth, has_port: bool) -> HealthSpec {
         let http = h.http.as_ref().and_then(|p| {
             if !p.get_ref().starts_with('/') {
-                self.err(Diagnostic::at(format!("health `http` must be a path starting with `/`, found `{}`", p.get_ref()), p.span()));
+                self.err(Diagnostic::at(
+                    format!(
+                        "health `http` must be a path starting with `/`, found `{}`",
+                        p.get_ref()
+                    ),
+                    p.span(),
+                ));
                 None
             } else if !has_port {
-                self.err(Diagnostic::at(format!("service `{}` has an HTTP health check but no `port` to probe", ctx.name), p.span()));
+                self.err(Diagnostic::at(
+                    format!(
+                        "service `{}` has an HTTP health check but no `port` to probe",
+                        ctx.name
+                    ),
+                    p.span(),
+                ));
                 None
             } else {
                 Some(p.get_ref().clone())
@@ -501,8 +679,17 @@ impl Validator<'_> {
         });
         let command = self.command(h.command.as_ref(), "health.command", &ctx.span);
         match (&h.http, &h.command) {
-            (None, None) => self.err(Diagnostic::at(format!("service `{}`: `health` needs `http` or `command`", ctx.name), ctx.span.clone()).help("e.g. `http = \"/healthz\"`")),
-            (Some(p), Some(_)) => self.err(Diagnostic::at("`health` has both `http` and `command`: choose one", p.span())),
+            (None, None) if !ctx.partial => self.err(
+                Diagnostic::at(
+                    format!("service `{}`: `health` needs `http` or `command`", ctx.name),
+                    ctx.span.clone(),
+                )
+                .help("e.g. `http = \"/healthz\"`"),
+            ),
+            (Some(p), Some(_)) => self.err(Diagnostic::at(
+                "`health` has both `http` and `command`: choose one",
+                p.span(),
+            )),
             _ => {}
         }
         let interval = self.duration(h.interval.as_ref(), Duration::from_secs(2));
@@ -515,7 +702,10 @@ impl Validator<'_> {
         if let Some(i) = &h.interval
             && interval.is_zero()
         {
-            self.err(Diagnostic::at("health `interval` must be more than 0", i.span()));
+            self.err(Diagnostic::at(
+                "health `interval` must be more than 0",
+                i.span(),
+            ));
         }
         HealthSpec {
             http,
@@ -529,16 +719,28 @@ impl Validator<'_> {
 
     fn warmup(&mut self, w: &TomlWarmup, has_port: bool, here: &str) -> WarmupSpec {
         if !w.http.get_ref().starts_with('/') {
-            self.err(Diagnostic::at(format!("warmup `http` must be a path starting with `/`, found `{}`", w.http.get_ref()), w.http.span()));
+            self.err(Diagnostic::at(
+                format!(
+                    "warmup `http` must be a path starting with `/`, found `{}`",
+                    w.http.get_ref()
+                ),
+                w.http.span(),
+            ));
         } else if !has_port {
-            self.err(Diagnostic::at(format!("{here} has a warm-up but no `port` to send it to"), w.http.span()));
+            self.err(Diagnostic::at(
+                format!("{here} has a warm-up but no `port` to send it to"),
+                w.http.span(),
+            ));
         }
         let max_latency = self.duration(w.max_latency.as_ref(), Duration::from_millis(500));
         let deadline = self.duration(w.deadline.as_ref(), Duration::from_secs(120));
         if let Some(m) = &w.max_latency
             && max_latency.is_zero()
         {
-            self.err(Diagnostic::at("warmup `max_latency` must be more than 0", m.span()));
+            self.err(Diagnostic::at(
+                "warmup `max_latency` must be more than 0",
+                m.span(),
+            ));
         }
         if let Some(d) = &w.deadline
             && deadline <= max_latency
@@ -554,7 +756,13 @@ impl Validator<'_> {
         }
     }
 
-    fn rollout(&mut self, r: Option<&TomlRollout>, replicas: u32, here: &str, span: &Range<usize>) -> RolloutSpec {
+    fn rollout(
+        &mut self,
+        r: Option<&TomlRollout>,
+        replicas: u32,
+        here: &str,
+        span: &Range<usize>,
+    ) -> RolloutSpec {
         let empty = TomlRollout {
             strategy: None,
             batch: None,
@@ -567,29 +775,57 @@ impl Validator<'_> {
             preview_check: None,
         };
         let r = r.unwrap_or(&empty);
-        let strategy = self.keyword(r.strategy.as_ref(), "strategy", Strategy::WORDS, Strategy::parse_word, Strategy::Rolling);
+        let strategy = self.keyword(
+            r.strategy.as_ref(),
+            "strategy",
+            Strategy::WORDS,
+            Strategy::parse_word,
+            Strategy::Rolling,
+        );
         let batch = self.count(r.batch.as_ref(), "batch", 1, 1);
         if let Some(b) = &r.batch
             && batch > replicas
         {
             self.err(
-                Diagnostic::at(format!("`batch` ({batch}) is larger than `replicas` ({replicas}) of {here}"), b.span())
-                    .label("more than there are replicas")
-                    .help(format!("use a batch between 1 and {replicas}")),
+                Diagnostic::at(
+                    format!("`batch` ({batch}) is larger than `replicas` ({replicas}) of {here}"),
+                    b.span(),
+                )
+                .label("more than there are replicas")
+                .help(format!("use a batch between 1 and {replicas}")),
             );
         }
-        let order = self.keyword(r.order.as_ref(), "order", Order::WORDS, Order::parse_word, Order::StartFirst);
-        let on_failure = self.keyword(r.on_failure.as_ref(), "on_failure", OnFailure::WORDS, OnFailure::parse_word, OnFailure::Rollback);
+        let order = self.keyword(
+            r.order.as_ref(),
+            "order",
+            Order::WORDS,
+            Order::parse_word,
+            Order::StartFirst,
+        );
+        let on_failure = self.keyword(
+            r.on_failure.as_ref(),
+            "on_failure",
+            OnFailure::WORDS,
+            OnFailure::parse_word,
+            OnFailure::Rollback,
+        );
         let drain = self.duration(r.drain.as_ref(), Duration::from_secs(5));
         let soak = self.duration(r.soak.as_ref(), Duration::default());
         let blue_green = match strategy {
             Strategy::BlueGreen => {
                 let preview_check = self.command(r.preview_check.as_ref(), "preview_check", span);
                 Some(BlueGreenSpec {
-                    scale_down_delay: self.duration(r.scale_down_delay.as_ref(), Duration::from_secs(600)),
+                    scale_down_delay: self
+                        .duration(r.scale_down_delay.as_ref(), Duration::from_secs(600)),
                     keep_old_replicas: match &r.keep_old_replicas {
                         Some(k) if *k.get_ref() > i64::from(replicas) => {
-                            self.err(Diagnostic::at(format!("`keep_old_replicas` ({}) is more than `replicas` ({replicas})", k.get_ref()), k.span()));
+                            self.err(Diagnostic::at(
+                                format!(
+                                    "`keep_old_replicas` ({}) is more than `replicas` ({replicas})",
+                                    k.get_ref()
+                                ),
+                                k.span(),
+                            ));
                             0
                         }
                         k => self.count(k.as_ref(), "keep_old_replicas", 0, 0),
@@ -599,24 +835,53 @@ impl Validator<'_> {
             }
             Strategy::Rolling => {
                 let stray: Vec<(&str, Option<Range<usize>>)> = vec![
-                    ("scale_down_delay", r.scale_down_delay.as_ref().map(|s| s.span())),
-                    ("keep_old_replicas", r.keep_old_replicas.as_ref().map(|s| s.span())),
-                    ("preview_check", r.preview_check.as_ref().map(|_| span.clone())),
+                    (
+                        "scale_down_delay",
+                        r.scale_down_delay.as_ref().map(|s| s.span()),
+                    ),
+                    (
+                        "keep_old_replicas",
+                        r.keep_old_replicas.as_ref().map(|s| s.span()),
+                    ),
+                    (
+                        "preview_check",
+                        r.preview_check.as_ref().map(|_| span.clone()),
+                    ),
                 ];
                 for (key, at) in stray {
                     if let Some(at) = at {
-                        self.err(Diagnostic::at(format!("`{key}` only applies to `strategy = \"blue-green\"`"), at).help("remove it, or set `strategy = \"blue-green\"`"));
+                        self.err(
+                            Diagnostic::at(
+                                format!("`{key}` only applies to `strategy = \"blue-green\"`"),
+                                at,
+                            )
+                            .help("remove it, or set `strategy = \"blue-green\"`"),
+                        );
                     }
                 }
                 None
             }
         };
-        RolloutSpec { strategy, batch, order, drain, soak, on_failure, blue_green }
+        RolloutSpec {
+            strategy,
+            batch,
+            order,
+            drain,
+            soak,
+            on_failure,
+            blue_green,
+        }
     }
 
     fn lb(&mut self, named: &Named<TomlLb>, t: &TomlLb) -> Option<LbSpec> {
         let errors_before = self.diags.len();
-        let kind = self.keyword(Some(&t.kind), "kind", LbKind::WORDS, LbKind::parse_word, LbKind::Nginx);
+        let kind = self.keyword(
+            Some(&t.kind),
+            "kind",
+            LbKind::WORDS,
+            LbKind::parse_word,
+            LbKind::Nginx,
+        );
         if self.diags.len() > errors_before {
             return None;
         }
@@ -638,13 +903,21 @@ impl Validator<'_> {
             }
         }
         if t.timeout.is_some() && kind != LbKind::Command {
-            self.err(Diagnostic::at(format!("`timeout` is a setting of `kind = \"command\"`, not of `kind = \"{kind}\"`"), t.kind.span()));
+            self.err(Diagnostic::at(
+                format!(
+                    "`timeout` is a setting of `kind = \"command\"`, not of `kind = \"{kind}\"`"
+                ),
+                t.kind.span(),
+            ));
         }
         let mut required = |key: &str, v: Option<&SpStr>| -> String {
             match v {
                 Some(s) if !s.get_ref().trim().is_empty() => s.get_ref().clone(),
                 _ => {
-                    self.diags.push(Diagnostic::at(format!("{here} (kind = \"{kind}\") needs `{key}`"), named.span.clone()));
+                    self.diags.push(Diagnostic::at(
+                        format!("{here} (kind = \"{kind}\") needs `{key}`"),
+                        named.span.clone(),
+                    ));
                     String::new()
                 }
             }
@@ -654,15 +927,28 @@ impl Validator<'_> {
                 let upstream = required("upstream", t.upstream.as_ref());
                 let upstream_file = required("upstream_file", t.upstream_file.as_ref());
                 if let Some(u) = &t.upstream
-                    && !u.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                    && !u
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
                 {
-                    self.err(Diagnostic::at(format!("invalid nginx upstream name `{}`", u.get_ref()), u.span()).help("use letters, digits, `_`, `-` and `.`"));
+                    self.err(
+                        Diagnostic::at(
+                            format!("invalid nginx upstream name `{}`", u.get_ref()),
+                            u.span(),
+                        )
+                        .help("use letters, digits, `_`, `-` and `.`"),
+                    );
                 }
                 LbSpec::Nginx {
                     upstream,
                     upstream_file,
-                    check: self.command(t.check.as_ref(), "check", &named.span).unwrap_or_else(|| vec!["nginx".into(), "-t".into()]),
-                    reload: self.command(t.reload.as_ref(), "reload", &named.span).unwrap_or_else(|| vec!["nginx".into(), "-s".into(), "reload".into()]),
+                    check: self
+                        .command(t.check.as_ref(), "check", &named.span)
+                        .unwrap_or_else(|| vec!["nginx".into(), "-t".into()]),
+                    reload: self
+                        .command(t.reload.as_ref(), "reload", &named.span)
+                        .unwrap_or_else(|| vec!["nginx".into(), "-s".into(), "reload".into()]),
                 }
             }
             LbKind::Haproxy => LbSpec::Haproxy {
@@ -674,7 +960,13 @@ impl Validator<'_> {
                 let leave = self.command(t.leave.as_ref(), "leave", &named.span);
                 for (key, v) in [("join", &join), ("leave", &leave)] {
                     if v.is_none() && self.diags.len() == errors_before {
-                        self.err(Diagnostic::at(format!("{here} (kind = \"command\") needs `{key}`"), named.span.clone()).help("e.g. `join = [\"lbctl\", \"add\", \"{address}:{port}\"]`"));
+                        self.err(
+                            Diagnostic::at(
+                                format!("{here} (kind = \"command\") needs `{key}`"),
+                                named.span.clone(),
+                            )
+                            .help("e.g. `join = [\"lbctl\", \"add\", \"{address}:{port}\"]`"),
+                        );
                     }
                 }
                 LbSpec::Command {
@@ -706,12 +998,22 @@ impl Validator<'_> {
     fn shared_upstream_files(&mut self, lbs: &[Named<TomlLb>]) {
         let mut seen: BTreeMap<&str, Range<usize>> = BTreeMap::new();
         for lb in lbs {
-            let Some(file) = lb.value.as_ref().and_then(|v| v.upstream_file.as_ref()) else { continue };
+            let Some(file) = lb.value.as_ref().and_then(|v| v.upstream_file.as_ref()) else {
+                continue;
+            };
             if let Some(first) = seen.get(file.get_ref().as_str()) {
                 self.err(
-                    Diagnostic::at(format!("`upstream_file` `{}` is already owned by another load balancer", file.get_ref()), file.span())
-                        .related(first.clone(), "first used here")
-                        .help("each load balancer needs its own include file: gantry rewrites it whole"),
+                    Diagnostic::at(
+                        format!(
+                            "`upstream_file` `{}` is already owned by another load balancer",
+                            file.get_ref()
+                        ),
+                        file.span(),
+                    )
+                    .related(first.clone(), "first used here")
+                    .help(
+                        "each load balancer needs its own include file: gantry rewrites it whole",
+                    ),
                 );
             } else {
                 seen.insert(file.get_ref(), file.span());
@@ -735,14 +1037,21 @@ impl Validator<'_> {
         }
     }
 
-    fn cycles(&mut self, services: &BTreeMap<String, ServiceSpec>, dep_spans: &BTreeMap<(String, String), Range<usize>>) {
-        // Self-dependencies were dropped from the specs; add them back from the raw spans.
-        let edges = dep_spans.keys().map(|(svc, dep)| (Address::service(dep), Address::service(svc)));
-        let nodes: Vec<Address> = services.keys().map(Address::service).collect();
+    fn cycles(&mut self, dep_spans: &BTreeMap<(String, String), Range<usize>>) {
+        // From the raw spans, so that self-dependencies and services with other errors count.
+        let edges = dep_spans
+            .keys()
+            .map(|(svc, dep)| (Address::service(dep), Address::service(svc)));
+        let nodes = dep_spans
+            .keys()
+            .flat_map(|(svc, dep)| [Address::service(svc), Address::service(dep)]);
         let graph = ResourceGraph::new(nodes, edges);
         for cycle in graph.cycles() {
             let names: Vec<&str> = cycle.iter().map(|a| a.name.as_str()).collect();
-            let span = dep_spans.get(&(names[0].to_string(), names[1].to_string())).cloned().unwrap_or(0..0);
+            let span = dep_spans
+                .get(&(names[0].to_string(), names[1].to_string()))
+                .cloned()
+                .unwrap_or(0..0);
             let message = if names.len() == 2 {
                 format!("service `{}` depends on itself", names[0])
             } else {

@@ -7,5 +7,8 @@ use crate::graph::ResourceGraph;
 
 pub fn graph(common: &Common, out: &mut dyn Write) -> Result<(), Error> {
     let loaded = load(common)?;
-    emit(out, &ResourceGraph::from_model(&loaded.model).to_dot(&loaded.model.project))
+    emit(
+        out,
+        &ResourceGraph::from_model(&loaded.model).to_dot(&loaded.model.project),
+    )
 }

@@ -21,8 +21,15 @@ pub enum Error {
     Invalid { rendered: String, count: usize },
     #[error(transparent)]
     Fs(#[from] FsError),
-    #[error("the state in {state} belongs to project `{found}`, but {config} declares project `{expected}`")]
-    WrongProject { state: String, config: String, found: String, expected: String },
+    #[error(
+        "the state in {state} belongs to project `{found}`, but {config} declares project `{expected}`"
+    )]
+    WrongProject {
+        state: String,
+        config: String,
+        found: String,
+        expected: String,
+    },
 }
 
 impl Error {
@@ -50,7 +57,12 @@ impl Common {
 
     /// `.gantry/` beside the config unless `--state-dir` says otherwise.
     pub fn state_dir(&self) -> StateDir {
-        StateDir { dir: self.state_dir.clone().unwrap_or_else(|| self.config_dir().join(".gantry")) }
+        StateDir {
+            dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| self.config_dir().join(".gantry")),
+        }
     }
 }
 
@@ -65,7 +77,9 @@ pub struct Loaded {
 pub fn load(common: &Common) -> Result<Loaded, Error> {
     let source = read_to_string(&common.config)?;
     let raw = crate::config::parse(&source);
-    let files = EnvFiles { base: common.config_dir() };
+    let files = EnvFiles {
+        base: common.config_dir(),
+    };
     match crate::model::validate(raw, &files) {
         Ok(model) => {
             let mut material = source.clone().into_bytes();
@@ -74,10 +88,18 @@ pub fn load(common: &Common) -> Result<Loaded, Error> {
                     material.extend_from_slice(format!("\0{}\0{}", f.path, f.sha256).as_bytes());
                 }
             }
-            Ok(Loaded { model, sha256: sha256_hex(&material) })
+            Ok(Loaded {
+                model,
+                sha256: sha256_hex(&material),
+            })
         }
         Err(diags) => Err(Error::Invalid {
-            rendered: render_diagnostics(&display_path(&common.config), &source, &diags, common.color),
+            rendered: render_diagnostics(
+                &display_path(&common.config),
+                &source,
+                &diags,
+                common.color,
+            ),
             count: diags.len(),
         }),
     }
@@ -89,5 +111,10 @@ pub fn display_path(p: &Path) -> String {
 
 /// Writes, treating a closed pipe as success.
 pub fn emit(out: &mut dyn Write, s: &str) -> Result<(), Error> {
-    crate::render::write_out(out, s).map_err(|source| Error::Fs(FsError::Write { path: PathBuf::from("<stdout>"), source }))
+    crate::render::write_out(out, s).map_err(|source| {
+        Error::Fs(FsError::Write {
+            path: PathBuf::from("<stdout>"),
+            source,
+        })
+    })
 }

@@ -46,9 +46,20 @@ pub fn plan(common: &Common, opts: &PlanOptions, out: &mut dyn Write) -> Result<
     };
     emit(out, &shown)?;
     if let (Some(path), Format::Text) = (&opts.out, opts.format) {
-        emit(out, &format!("\nSaved the plan to {}. Apply exactly this plan with `gantry apply {}`.\n", path.display(), path.display()))?;
+        emit(
+            out,
+            &format!(
+                "\nSaved the plan to {}. Apply exactly this plan with `gantry apply {}`.\n",
+                path.display(),
+                path.display()
+            ),
+        )?;
     }
-    Ok(if opts.detailed_exitcode && plan.has_changes() { ExitStatus::Changes } else { ExitStatus::Success })
+    Ok(if opts.detailed_exitcode && plan.has_changes() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
 }
 
 /// GitHub's step summary is appended to, not replaced: other steps write there too.
@@ -59,5 +70,10 @@ fn append(path: &std::path::Path, text: &str) -> Result<(), Error> {
         f.write_all(text.as_bytes())?;
         f.write_all(b"\n")
     };
-    write().map_err(|source| Error::Fs(crate::drivers::fs::FsError::Write { path: path.to_path_buf(), source }))
+    write().map_err(|source| {
+        Error::Fs(crate::drivers::fs::FsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
 }

@@ -62,7 +62,13 @@ fn to_map<T: Serialize>(v: &T) -> serde_json::Map<String, Value> {
     }
 }
 
-fn compare(path: String, before: Option<&Value>, after: Option<&Value>, forces: bool, out: &mut Vec<AttributeChange>) {
+fn compare(
+    path: String,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    forces: bool,
+    out: &mut Vec<AttributeChange>,
+) {
     if before == after {
         return;
     }
@@ -85,16 +91,30 @@ fn compare(path: String, before: Option<&Value>, after: Option<&Value>, forces: 
 
 /// Keys in declaration order (serde_json keeps it): the desired side's, then those only
 /// the recorded side has.
-fn ordered_keys<'a>(b: &'a serde_json::Map<String, Value>, a: &'a serde_json::Map<String, Value>) -> Vec<&'a String> {
-    a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect()
+fn ordered_keys<'a>(
+    b: &'a serde_json::Map<String, Value>,
+    a: &'a serde_json::Map<String, Value>,
+) -> Vec<&'a String> {
+    a.keys()
+        .chain(b.keys().filter(|k| !a.contains_key(*k)))
+        .collect()
 }
 
-pub(super) fn service_attributes(before: &ServiceSpec, after: &ServiceSpec) -> Vec<AttributeChange> {
+pub(super) fn service_attributes(
+    before: &ServiceSpec,
+    after: &ServiceSpec,
+) -> Vec<AttributeChange> {
     let (b, a) = (to_map(before), to_map(after));
     let mut out = Vec::new();
     for field in SERVICE_FIELDS {
         let forces = ServiceSpec::CONTAINER_ATTRIBUTES.contains(&field);
-        compare(field.to_string(), b.get(field), a.get(field), forces, &mut out);
+        compare(
+            field.to_string(),
+            b.get(field),
+            a.get(field),
+            forces,
+            &mut out,
+        );
     }
     out
 }
@@ -102,10 +122,18 @@ pub(super) fn service_attributes(before: &ServiceSpec, after: &ServiceSpec) -> V
 /// LBs a service can join or leave right now: those already recorded. A load balancer
 /// created by this plan is configured with its members by its own step.
 fn existing(lbs: &[String], prior_lbs: &BTreeMap<String, LbState>) -> Vec<String> {
-    lbs.iter().filter(|l| prior_lbs.contains_key(*l)).cloned().collect()
+    lbs.iter()
+        .filter(|l| prior_lbs.contains_key(*l))
+        .cloned()
+        .collect()
 }
 
-fn change(address: &Address, action: Action, before: Option<Spec>, after: Option<Spec>) -> ResourceChange {
+fn change(
+    address: &Address,
+    action: Action,
+    before: Option<Spec>,
+    after: Option<Spec>,
+) -> ResourceChange {
     ResourceChange {
         address: address.clone(),
         action,
@@ -134,7 +162,12 @@ pub(super) fn service(
         return c;
     };
     if before == after {
-        return change(addr, Action::NoOp, service_spec(before), service_spec(after));
+        return change(
+            addr,
+            Action::NoOp,
+            service_spec(before),
+            service_spec(after),
+        );
     }
     let attributes = service_attributes(before, after);
     let replace = attributes.iter().any(|a| a.forces_replacement);
@@ -149,7 +182,12 @@ pub(super) fn service(
     if after.replicas < before.replicas {
         c.risks.push(Risk::ReplicaDecrease);
     }
-    let removed_lbs: Vec<String> = before.lb.iter().filter(|l| !after.lb.contains(l)).cloned().collect();
+    let removed_lbs: Vec<String> = before
+        .lb
+        .iter()
+        .filter(|l| !after.lb.contains(l))
+        .cloned()
+        .collect();
     if !removed_lbs.is_empty() {
         c.risks.push(Risk::LbRemoval);
     }
@@ -164,8 +202,18 @@ pub(super) fn service(
             s
         }
         _ => {
-            let added: Vec<String> = after.lb.iter().filter(|l| !before.lb.contains(l)).cloned().collect();
-            steps::update(before, after, &existing(&added, prior_lbs), &existing(&removed_lbs, prior_lbs))
+            let added: Vec<String> = after
+                .lb
+                .iter()
+                .filter(|l| !before.lb.contains(l))
+                .cloned()
+                .collect();
+            steps::update(
+                before,
+                after,
+                &existing(&added, prior_lbs),
+                &existing(&removed_lbs, prior_lbs),
+            )
         }
     };
     c.attributes = attributes;
@@ -181,8 +229,17 @@ fn members(model: &Model, lb: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn lb(addr: &Address, before: Option<&LbSpec>, after: &LbSpec, model: &Model) -> ResourceChange {
-    let configure = || Step::global(StepOp::Configure { members: members(model, &addr.name) });
+pub(super) fn lb(
+    addr: &Address,
+    before: Option<&LbSpec>,
+    after: &LbSpec,
+    model: &Model,
+) -> ResourceChange {
+    let configure = || {
+        Step::global(StepOp::Configure {
+            members: members(model, &addr.name),
+        })
+    };
     let after_spec = Some(Spec::Lb(after.clone()));
     let Some(before) = before else {
         let mut c = change(addr, Action::Create, None, after_spec);
@@ -190,16 +247,35 @@ pub(super) fn lb(addr: &Address, before: Option<&LbSpec>, after: &LbSpec, model:
         return c;
     };
     if before == after {
-        return change(addr, Action::NoOp, Some(Spec::Lb(before.clone())), after_spec);
+        return change(
+            addr,
+            Action::NoOp,
+            Some(Spec::Lb(before.clone())),
+            after_spec,
+        );
     }
     let kind_changed = before.kind() != after.kind();
-    let action = if kind_changed { Action::Replace } else { Action::Update };
+    let action = if kind_changed {
+        Action::Replace
+    } else {
+        Action::Update
+    };
     let mut c = change(addr, action, Some(Spec::Lb(before.clone())), after_spec);
     let (b, a) = (to_map(before), to_map(after));
     for k in ordered_keys(&b, &a) {
-        compare(k.clone(), b.get(k), a.get(k), kind_changed, &mut c.attributes);
+        compare(
+            k.clone(),
+            b.get(k),
+            a.get(k),
+            kind_changed,
+            &mut c.attributes,
+        );
     }
-    c.steps = if kind_changed { vec![Step::global(StepOp::Forget), configure()] } else { vec![configure()] };
+    c.steps = if kind_changed {
+        vec![Step::global(StepOp::Forget), configure()]
+    } else {
+        vec![configure()]
+    };
     c
 }
 

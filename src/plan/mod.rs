@@ -84,7 +84,9 @@ impl Summary {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Create,
@@ -123,7 +125,9 @@ impl Action {
 }
 
 /// Why a change deserves a reviewer's eye; risky changes are listed first in every view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Risk {
     Destroy,
@@ -229,7 +233,10 @@ pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
                     diff::lb(addr, before, after, model)
                 }
             };
-            changes.push(ResourceChange { wave: i + 1, ..change });
+            changes.push(ResourceChange {
+                wave: i + 1,
+                ..change
+            });
         }
     }
 
@@ -237,24 +244,39 @@ pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
     // first (reverse waves of the recorded graph); load balancers go last, after their
     // members have left them.
     let gone = ResourceGraph::new(
-        prior_services.keys().filter(|n| !model.services.contains_key(*n)).map(Address::service),
+        prior_services
+            .keys()
+            .filter(|n| !model.services.contains_key(*n))
+            .map(Address::service),
         prior_services.iter().flat_map(|(name, s)| {
-            s.spec.depends_on.iter().map(move |d| (Address::service(d), Address::service(name)))
+            s.spec
+                .depends_on
+                .iter()
+                .map(move |d| (Address::service(d), Address::service(name)))
         }),
     );
     let mut destroy_waves = gone.waves();
     destroy_waves.reverse();
-    let gone_lbs: Vec<Address> = prior_lbs.keys().filter(|n| !model.lbs.contains_key(*n)).map(Address::lb).collect();
+    let gone_lbs: Vec<Address> = prior_lbs
+        .keys()
+        .filter(|n| !model.lbs.contains_key(*n))
+        .map(Address::lb)
+        .collect();
     if !gone_lbs.is_empty() {
         destroy_waves.push(gone_lbs);
     }
     for (i, wave) in destroy_waves.iter().enumerate() {
         for addr in wave {
             let change = match addr.kind {
-                ResourceKind::Service => diff::destroy_service(addr, &prior_services[&addr.name].spec),
+                ResourceKind::Service => {
+                    diff::destroy_service(addr, &prior_services[&addr.name].spec)
+                }
                 ResourceKind::Lb => diff::destroy_lb(addr, &prior_lbs[&addr.name].spec),
             };
-            changes.push(ResourceChange { wave: waves.len() + i + 1, ..change });
+            changes.push(ResourceChange {
+                wave: waves.len() + i + 1,
+                ..change
+            });
         }
     }
 

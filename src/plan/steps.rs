@@ -47,12 +47,24 @@ pub enum StepOp {
     WaitHealthy { replicas: Vec<u32> },
     /// The warm-up probe: consecutive fast successes under load.
     Warmup { replicas: Vec<u32> },
-    JoinLb { lb: String, generation: Generation, replicas: Vec<u32> },
-    LeaveLb { lb: String, generation: Generation, replicas: Vec<u32> },
+    JoinLb {
+        lb: String,
+        generation: Generation,
+        replicas: Vec<u32>,
+    },
+    LeaveLb {
+        lb: String,
+        generation: Generation,
+        replicas: Vec<u32>,
+    },
     /// Let in-flight requests finish after leaving the LBs, before SIGTERM.
     Drain { duration: Duration },
     /// SIGTERM, then SIGKILL after `grace`; the container is kept (stopped) for rollback.
-    Stop { generation: Generation, replicas: Vec<u32>, grace: Duration },
+    Stop {
+        generation: Generation,
+        replicas: Vec<u32>,
+        grace: Duration,
+    },
     /// Real traffic on the new replicas, health watched, before the next batch.
     Soak { duration: Duration },
     /// Record settings that take effect without new containers.
@@ -71,16 +83,29 @@ pub enum StepOp {
 
 impl Step {
     fn new(host: &str, batch: Option<Batch>, op: StepOp) -> Self {
-        Step { host: Some(host.to_string()), batch, op }
+        Step {
+            host: Some(host.to_string()),
+            batch,
+            op,
+        }
     }
 
     pub fn global(op: StepOp) -> Self {
-        Step { host: None, batch: None, op }
+        Step {
+            host: None,
+            batch: None,
+            op,
+        }
     }
 
     /// Short human form, e.g. `stop #1 (current, grace 30s, kept for rollback)`.
     pub fn describe(&self) -> String {
-        let ids = |r: &[u32]| r.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(",");
+        let ids = |r: &[u32]| {
+            r.iter()
+                .map(|i| format!("#{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let generation = |g: Generation| match g {
             Generation::Current => "current",
             Generation::New => "new",
@@ -89,16 +114,36 @@ impl Step {
             StepOp::Start { replicas } => format!("start {} (new)", ids(replicas)),
             StepOp::WaitHealthy { replicas } => format!("health {}", ids(replicas)),
             StepOp::Warmup { replicas } => format!("warm up {}", ids(replicas)),
-            StepOp::JoinLb { lb, generation: g, replicas } => format!("{} ({}) join lb.{lb}", ids(replicas), generation(*g)),
-            StepOp::LeaveLb { lb, generation: g, replicas } => format!("{} ({}) leave lb.{lb}", ids(replicas), generation(*g)),
+            StepOp::JoinLb {
+                lb,
+                generation: g,
+                replicas,
+            } => format!("{} ({}) join lb.{lb}", ids(replicas), generation(*g)),
+            StepOp::LeaveLb {
+                lb,
+                generation: g,
+                replicas,
+            } => format!("{} ({}) leave lb.{lb}", ids(replicas), generation(*g)),
             StepOp::Drain { duration } => format!("drain {duration}"),
-            StepOp::Stop { generation: g, replicas, grace } => {
-                format!("stop {} ({}, grace {grace}, kept for rollback)", ids(replicas), generation(*g))
+            StepOp::Stop {
+                generation: g,
+                replicas,
+                grace,
+            } => {
+                format!(
+                    "stop {} ({}, grace {grace}, kept for rollback)",
+                    ids(replicas),
+                    generation(*g)
+                )
             }
             StepOp::Soak { duration } => format!("soak {duration}"),
             StepOp::PreviewCheck { command } => format!("preview check `{}`", command.join(" ")),
-            StepOp::Switch { lb, replicas } => format!("switch lb.{lb} to new {} in one change", ids(replicas)),
-            StepOp::ScaleDownOld { delay, keep } => format!("after {delay}, scale the old colour down to {keep}"),
+            StepOp::Switch { lb, replicas } => {
+                format!("switch lb.{lb} to new {} in one change", ids(replicas))
+            }
+            StepOp::ScaleDownOld { delay, keep } => {
+                format!("after {delay}, scale the old colour down to {keep}")
+            }
             StepOp::Record => "record new settings (no container changes)".to_string(),
             StepOp::Configure { members } => {
                 if members.is_empty() {
@@ -129,32 +174,82 @@ fn hosts(before: Option<&ServiceSpec>, after: Option<&ServiceSpec>) -> Vec<Strin
 }
 
 fn replicas_on(spec: Option<&ServiceSpec>, host: &str) -> u32 {
-    spec.filter(|s| s.hosts.iter().any(|h| h == host)).map_or(0, |s| s.replicas)
+    spec.filter(|s| s.hosts.iter().any(|h| h == host))
+        .map_or(0, |s| s.replicas)
 }
 
 /// Start, check and let join a set of new replicas.
-fn bring_up(out: &mut Vec<Step>, host: &str, batch: Option<Batch>, spec: &ServiceSpec, replicas: &[u32], join: &[String]) {
+fn bring_up(
+    out: &mut Vec<Step>,
+    host: &str,
+    batch: Option<Batch>,
+    spec: &ServiceSpec,
+    replicas: &[u32],
+    join: &[String],
+) {
     if replicas.is_empty() {
         return;
     }
     let r = replicas.to_vec();
-    out.push(Step::new(host, batch, StepOp::Start { replicas: r.clone() }));
-    out.push(Step::new(host, batch, StepOp::WaitHealthy { replicas: r.clone() }));
+    out.push(Step::new(
+        host,
+        batch,
+        StepOp::Start {
+            replicas: r.clone(),
+        },
+    ));
+    out.push(Step::new(
+        host,
+        batch,
+        StepOp::WaitHealthy {
+            replicas: r.clone(),
+        },
+    ));
     if spec.warmup.is_some() {
-        out.push(Step::new(host, batch, StepOp::Warmup { replicas: r.clone() }));
+        out.push(Step::new(
+            host,
+            batch,
+            StepOp::Warmup {
+                replicas: r.clone(),
+            },
+        ));
     }
     for lb in join {
-        out.push(Step::new(host, batch, StepOp::JoinLb { lb: lb.clone(), generation: Generation::New, replicas: r.clone() }));
+        out.push(Step::new(
+            host,
+            batch,
+            StepOp::JoinLb {
+                lb: lb.clone(),
+                generation: Generation::New,
+                replicas: r.clone(),
+            },
+        ));
     }
 }
 
 /// Take a set of running replicas out of service: leave LBs, drain, stop.
-fn take_down(out: &mut Vec<Step>, host: &str, batch: Option<Batch>, spec: &ServiceSpec, replicas: &[u32], leave: &[String], drain: Duration) {
+fn take_down(
+    out: &mut Vec<Step>,
+    host: &str,
+    batch: Option<Batch>,
+    spec: &ServiceSpec,
+    replicas: &[u32],
+    leave: &[String],
+    drain: Duration,
+) {
     if replicas.is_empty() {
         return;
     }
     for lb in leave {
-        out.push(Step::new(host, batch, StepOp::LeaveLb { lb: lb.clone(), generation: Generation::Current, replicas: replicas.to_vec() }));
+        out.push(Step::new(
+            host,
+            batch,
+            StepOp::LeaveLb {
+                lb: lb.clone(),
+                generation: Generation::Current,
+                replicas: replicas.to_vec(),
+            },
+        ));
     }
     if !leave.is_empty() && !drain.is_zero() {
         out.push(Step::new(host, batch, StepOp::Drain { duration: drain }));
@@ -162,7 +257,11 @@ fn take_down(out: &mut Vec<Step>, host: &str, batch: Option<Batch>, spec: &Servi
     out.push(Step::new(
         host,
         batch,
-        StepOp::Stop { generation: Generation::Current, replicas: replicas.to_vec(), grace: spec.stop_grace_period },
+        StepOp::Stop {
+            generation: Generation::Current,
+            replicas: replicas.to_vec(),
+            grace: spec.stop_grace_period,
+        },
     ));
 }
 
@@ -177,7 +276,12 @@ pub(super) fn create(spec: &ServiceSpec, join: &[String]) -> Vec<Step> {
 
 /// New containers, batch by batch, in the configured order (or, blue-green, all at once
 /// beside the old colour, then one switch).
-pub(super) fn roll(before: &ServiceSpec, after: &ServiceSpec, join: &[String], leave: &[String]) -> Vec<Step> {
+pub(super) fn roll(
+    before: &ServiceSpec,
+    after: &ServiceSpec,
+    join: &[String],
+    leave: &[String],
+) -> Vec<Step> {
     if let Some(bg) = &after.rollout.blue_green {
         return blue_green(before, after, bg, join);
     }
@@ -190,7 +294,10 @@ pub(super) fn roll(before: &ServiceSpec, after: &ServiceSpec, join: &[String], l
         let size = rollout.batch.max(1) as usize;
         let of = indices.len().div_ceil(size) as u32;
         for (i, chunk) in indices.chunks(size).enumerate() {
-            let batch = Some(Batch { number: i as u32 + 1, of });
+            let batch = Some(Batch {
+                number: i as u32 + 1,
+                of,
+            });
             let new: Vec<u32> = chunk.iter().copied().filter(|r| *r <= n_new).collect();
             let old: Vec<u32> = chunk.iter().copied().filter(|r| *r <= n_old).collect();
             match rollout.order {
@@ -204,59 +311,136 @@ pub(super) fn roll(before: &ServiceSpec, after: &ServiceSpec, join: &[String], l
                 }
             }
             if !new.is_empty() && !rollout.soak.is_zero() {
-                out.push(Step::new(&host, batch, StepOp::Soak { duration: rollout.soak }));
+                out.push(Step::new(
+                    &host,
+                    batch,
+                    StepOp::Soak {
+                        duration: rollout.soak,
+                    },
+                ));
             }
         }
     }
     out
 }
 
-fn blue_green(before: &ServiceSpec, after: &ServiceSpec, bg: &crate::model::BlueGreenSpec, join: &[String]) -> Vec<Step> {
+fn blue_green(
+    before: &ServiceSpec,
+    after: &ServiceSpec,
+    bg: &crate::model::BlueGreenSpec,
+    join: &[String],
+) -> Vec<Step> {
     let mut out = Vec::new();
     for host in hosts(Some(before), Some(after)) {
         let new = range(1, replicas_on(Some(after), &host));
         bring_up(&mut out, &host, None, after, &new, &[]);
         if let Some(command) = &bg.preview_check {
-            out.push(Step::new(&host, None, StepOp::PreviewCheck { command: command.clone() }));
+            out.push(Step::new(
+                &host,
+                None,
+                StepOp::PreviewCheck {
+                    command: command.clone(),
+                },
+            ));
         }
         for lb in join {
-            out.push(Step::new(&host, None, StepOp::Switch { lb: lb.clone(), replicas: new.clone() }));
+            out.push(Step::new(
+                &host,
+                None,
+                StepOp::Switch {
+                    lb: lb.clone(),
+                    replicas: new.clone(),
+                },
+            ));
         }
         if !after.rollout.drain.is_zero() && !join.is_empty() {
-            out.push(Step::new(&host, None, StepOp::Drain { duration: after.rollout.drain }));
+            out.push(Step::new(
+                &host,
+                None,
+                StepOp::Drain {
+                    duration: after.rollout.drain,
+                },
+            ));
         }
-        out.push(Step::new(&host, None, StepOp::ScaleDownOld { delay: bg.scale_down_delay, keep: bg.keep_old_replicas }));
+        out.push(Step::new(
+            &host,
+            None,
+            StepOp::ScaleDownOld {
+                delay: bg.scale_down_delay,
+                keep: bg.keep_old_replicas,
+            },
+        ));
     }
     out
 }
 
 /// Replica count changes only: add the missing indices, or retire the highest ones.
-pub(super) fn scale(before: &ServiceSpec, after: &ServiceSpec, join: &[String], leave: &[String]) -> Vec<Step> {
+pub(super) fn scale(
+    before: &ServiceSpec,
+    after: &ServiceSpec,
+    join: &[String],
+    leave: &[String],
+) -> Vec<Step> {
     let mut out = Vec::new();
     for host in &after.hosts {
         let (n_old, n_new) = (before.replicas, after.replicas);
         if n_new > n_old {
             bring_up(&mut out, host, None, after, &range(n_old + 1, n_new), join);
         } else {
-            take_down(&mut out, host, None, before, &range(n_new + 1, n_old), leave, after.rollout.drain);
+            take_down(
+                &mut out,
+                host,
+                None,
+                before,
+                &range(n_new + 1, n_old),
+                leave,
+                after.rollout.drain,
+            );
         }
     }
     out
 }
 
 /// In-place changes: LB membership of the running replicas, and recorded settings.
-pub(super) fn update(before: &ServiceSpec, after: &ServiceSpec, joins: &[String], leaves: &[String]) -> Vec<Step> {
+pub(super) fn update(
+    before: &ServiceSpec,
+    after: &ServiceSpec,
+    joins: &[String],
+    leaves: &[String],
+) -> Vec<Step> {
     let mut out = Vec::new();
     for host in &after.hosts {
         let all = range(1, before.replicas);
         for lb in joins {
-            out.push(Step::new(host, None, StepOp::JoinLb { lb: lb.clone(), generation: Generation::Current, replicas: all.clone() }));
+            out.push(Step::new(
+                host,
+                None,
+                StepOp::JoinLb {
+                    lb: lb.clone(),
+                    generation: Generation::Current,
+                    replicas: all.clone(),
+                },
+            ));
         }
         for lb in leaves {
-            out.push(Step::new(host, None, StepOp::LeaveLb { lb: lb.clone(), generation: Generation::Current, replicas: all.clone() }));
+            out.push(Step::new(
+                host,
+                None,
+                StepOp::LeaveLb {
+                    lb: lb.clone(),
+                    generation: Generation::Current,
+                    replicas: all.clone(),
+                },
+            ));
         }
         if !leaves.is_empty() && !after.rollout.drain.is_zero() {
-            out.push(Step::new(host, None, StepOp::Drain { duration: after.rollout.drain }));
+            out.push(Step::new(
+                host,
+                None,
+                StepOp::Drain {
+                    duration: after.rollout.drain,
+                },
+            ));
         }
     }
     out.push(Step::global(StepOp::Record));
@@ -267,7 +451,15 @@ pub(super) fn update(before: &ServiceSpec, after: &ServiceSpec, joins: &[String]
 pub(super) fn destroy(spec: &ServiceSpec, leave: &[String]) -> Vec<Step> {
     let mut out = Vec::new();
     for host in &spec.hosts {
-        take_down(&mut out, host, None, spec, &range(1, spec.replicas), leave, spec.rollout.drain);
+        take_down(
+            &mut out,
+            host,
+            None,
+            spec,
+            &range(1, spec.replicas),
+            leave,
+            spec.rollout.drain,
+        );
     }
     out
 }

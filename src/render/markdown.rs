@@ -30,7 +30,13 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
     let _ = writeln!(head);
     match &plan.prior.lineage {
         Some(l) => {
-            let _ = writeln!(head, "Against state serial {} of lineage {}, revision {}.", plan.prior.serial, code(l), plan.prior.revision);
+            let _ = writeln!(
+                head,
+                "Against state serial {} of lineage {}, revision {}.",
+                plan.prior.serial,
+                code(l),
+                plan.prior.revision
+            );
         }
         None => {
             let _ = writeln!(head, "No state yet: everything is new.");
@@ -44,7 +50,14 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
         let _ = writeln!(head);
         for c in &risky {
             let reasons: Vec<&str> = c.risks.iter().map(|r| r.describe()).collect();
-            let _ = writeln!(head, "- {} **{}**: {} ({})", code(c.action.symbol()), code(&c.address.to_string()), cell(&headline(c)), reasons.join(", "));
+            let _ = writeln!(
+                head,
+                "- {} **{}**: {} ({})",
+                code(c.action.symbol()),
+                code(&c.address.to_string()),
+                cell(&headline(c)),
+                reasons.join(", ")
+            );
         }
     }
     if review.is_empty() {
@@ -59,7 +72,12 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
     let _ = writeln!(out, "|:-:|---|---|");
     let mut rows_cut = 0;
     for (i, c) in review.iter().enumerate() {
-        let row = format!("| {} | {} | {} |\n", code(c.action.symbol()), code(&c.address.to_string()), cell(&headline(c)));
+        let row = format!(
+            "| {} | {} | {} |\n",
+            code(c.action.symbol()),
+            code(&c.address.to_string()),
+            cell(&headline(c))
+        );
         if out.len() + row.len() > budget {
             rows_cut = review.len() - i;
             break;
@@ -75,7 +93,13 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
         let _ = writeln!(out);
         for (i, c) in review.iter().enumerate() {
             let mut block = String::new();
-            let _ = writeln!(block, "<details><summary>{} <code>{}</code>: {}</summary>", c.action.symbol(), c.address, cell(&headline(c)));
+            let _ = writeln!(
+                block,
+                "<details><summary>{} <code>{}</code>: {}</summary>",
+                c.action.symbol(),
+                c.address,
+                cell(&headline(c))
+            );
             let _ = writeln!(block);
             let _ = writeln!(block, "```diff");
             for line in text_details(c).lines() {
@@ -104,16 +128,15 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
     out
 }
 
-/// Moves a change sign to the first column so that GitHub colours the `diff` block.
+/// Moves a change sign to the first column so that GitHub colours the `diff` block
+/// (`~` becomes `!`, which GitHub shows as a change).
 fn diff_line(line: &str) -> String {
     let trimmed = line.trim_start();
-    let indent = line.len() - trimmed.len();
-    match trimmed.chars().next() {
-        Some(c @ ('+' | '-' | '~')) if trimmed.chars().nth(1) == Some(' ') || trimmed.starts_with("-/+") => {
-            let sign = if c == '~' { '!' } else { c };
-            let rest = if trimmed.starts_with("-/+") { &trimmed[3..] } else { &trimmed[1..] };
-            format!("{sign}{}{rest}", " ".repeat(indent))
+    let indent = " ".repeat(line.len() - trimmed.len());
+    for (prefix, sign) in [("-/+ ", '!'), ("+ ", '+'), ("- ", '-'), ("~ ", '!')] {
+        if let Some(rest) = trimmed.strip_prefix(prefix) {
+            return format!("{sign}{indent} {rest}");
         }
-        _ => line.to_string(),
     }
+    line.to_string()
 }

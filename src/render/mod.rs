@@ -39,7 +39,10 @@ pub fn write_out(out: &mut dyn Write, s: &str) -> io::Result<()> {
 pub(crate) fn value_lines(v: &Value) -> Vec<String> {
     match v {
         Value::Array(items) => items.iter().map(scalar).collect(),
-        Value::Object(map) => map.iter().map(|(k, v)| format!("{k}={}", unquoted(v))).collect(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", unquoted(v)))
+            .collect(),
         other => vec![scalar(other)],
     }
 }
@@ -58,7 +61,10 @@ pub(crate) fn is_block(a: &AttributeChange) -> bool {
 pub(crate) fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
-        Value::Array(items) => format!("[{}]", items.iter().map(scalar).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(scalar).collect::<Vec<_>>().join(", ")
+        ),
         other => other.to_string(),
     }
 }
@@ -81,7 +87,12 @@ pub(crate) fn inline(v: &Option<Value>, sensitive: bool) -> String {
 /// Unified line diff of two blocks: `(' ' | '-' | '+', line)`.
 pub(crate) fn block_diff(before: &Option<Value>, after: &Option<Value>) -> Vec<(char, String)> {
     let text = |v: &Option<Value>| -> String {
-        v.as_ref().map(value_lines).unwrap_or_default().iter().map(|l| format!("{l}\n")).collect()
+        v.as_ref()
+            .map(value_lines)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect()
     };
     let (b, a) = (text(before), text(after));
     similar::TextDiff::from_lines(&b, &a)
@@ -102,9 +113,17 @@ pub(crate) fn block_diff(before: &Option<Value>, after: &Option<Value>) -> Vec<(
 pub(crate) fn environment_lines(spec: &ServiceSpec) -> Vec<String> {
     let mut lines: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if let Some(f) = &spec.env_file {
-        lines.extend(f.keys.iter().map(|k| format!("{k}=(sensitive, from {})", f.path)));
+        lines.extend(
+            f.keys
+                .iter()
+                .map(|k| format!("{k}=(sensitive, from {})", f.path)),
+        );
     }
-    lines.extend(spec.secret_env.iter().map(|k| format!("{k}=(sensitive, from gantry's environment)")));
+    lines.extend(
+        spec.secret_env
+            .iter()
+            .map(|k| format!("{k}=(sensitive, from gantry's environment)")),
+    );
     lines
 }
 
@@ -116,17 +135,41 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
         _ => None,
     };
     let (before, after) = (svc(&c.before), svc(&c.after));
-    let batches = c.steps.iter().filter_map(|s| s.batch.map(|b| (s.host.clone(), b.number))).collect::<std::collections::BTreeSet<_>>().len();
+    let batches = c
+        .steps
+        .iter()
+        .filter_map(|s| s.batch.map(|b| (s.host.clone(), b.number)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let plural = |n: u32| if n == 1 { "replica" } else { "replicas" };
     match (c.action, before, after) {
         (Action::Create, _, Some(a)) => format!("create {} {}", a.replicas, plural(a.replicas)),
         (Action::Replace, Some(b), Some(a)) => {
-            let why: Vec<&str> = c.attributes.iter().filter(|x| x.forces_replacement).map(|x| x.path.split('.').next().unwrap_or_default()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-            let count = if b.replicas == a.replicas { format!("{} {}", a.replicas, plural(a.replicas)) } else { format!("{} -> {} replicas", b.replicas, a.replicas) };
-            format!("roll {count} in {batches} batch{} ({})", if batches == 1 { "" } else { "es" }, why.join(", "))
+            let why: Vec<&str> = c
+                .attributes
+                .iter()
+                .filter(|x| x.forces_replacement)
+                .map(|x| x.path.split('.').next().unwrap_or_default())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let count = if b.replicas == a.replicas {
+                format!("{} {}", a.replicas, plural(a.replicas))
+            } else {
+                format!("{} -> {} replicas", b.replicas, a.replicas)
+            };
+            format!(
+                "roll {count} in {batches} batch{} ({})",
+                if batches == 1 { "" } else { "es" },
+                why.join(", ")
+            )
         }
-        (Action::Scale, Some(b), Some(a)) => format!("scale {} -> {} replicas", b.replicas, a.replicas),
-        (Action::Destroy, Some(b), _) => format!("destroy ({} {} stopped)", b.replicas, plural(b.replicas)),
+        (Action::Scale, Some(b), Some(a)) => {
+            format!("scale {} -> {} replicas", b.replicas, a.replicas)
+        }
+        (Action::Destroy, Some(b), _) => {
+            format!("destroy ({} {} stopped)", b.replicas, plural(b.replicas))
+        }
         (Action::Update, _, _) => {
             let paths: Vec<&str> = c.attributes.iter().map(|x| x.path.as_str()).collect();
             format!("update in place ({})", paths.join(", "))

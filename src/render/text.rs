@@ -52,10 +52,18 @@ pub fn text(plan: &Plan, color: bool) -> String {
     let p = Paint { color };
     let mut out = String::new();
     let state = match &plan.prior.lineage {
-        Some(l) => format!("state serial {} of lineage {l}, revision {}", plan.prior.serial, plan.prior.revision),
+        Some(l) => format!(
+            "state serial {} of lineage {l}, revision {}",
+            plan.prior.serial, plan.prior.revision
+        ),
         None => "no state yet: everything is new".to_string(),
     };
-    let _ = writeln!(out, "{} for project {} ({state})", p.bold("gantry plan"), p.bold(&plan.project));
+    let _ = writeln!(
+        out,
+        "{} for project {} ({state})",
+        p.bold("gantry plan"),
+        p.bold(&plan.project)
+    );
     let _ = writeln!(out);
     let review = plan.review_order();
     if review.is_empty() {
@@ -63,17 +71,37 @@ pub fn text(plan: &Plan, color: bool) -> String {
         return out;
     }
 
-    let width = review.iter().map(|c| c.address.to_string().len()).max().unwrap_or(0);
-    let _ = writeln!(out, "Resource actions, risky first ({} create, {} update in place, {} replace by rolling, {} destroy):", p.action(Action::Create, "+"), p.action(Action::Update, "~"), p.action(Action::Replace, "-/+"), p.action(Action::Destroy, "-"));
+    let width = review
+        .iter()
+        .map(|c| c.address.to_string().len())
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "Resource actions, risky first ({} create, {} update in place, {} replace by rolling, {} destroy):",
+        p.action(Action::Create, "+"),
+        p.action(Action::Update, "~"),
+        p.action(Action::Replace, "-/+"),
+        p.action(Action::Destroy, "-")
+    );
     let _ = writeln!(out);
     for c in &review {
         let risk = if c.is_risky() {
             let list: Vec<&str> = c.risks.iter().map(|r| r.describe()).collect();
-            format!("  {}", p.action(Action::Destroy, &format!("! {}", list.join(", "))))
+            format!(
+                "  {}",
+                p.action(Action::Destroy, &format!("! {}", list.join(", ")))
+            )
         } else {
             String::new()
         };
-        let _ = writeln!(out, "  {} {:<width$}  {}{risk}", p.action(c.action, &format!("{:>3}", c.action.symbol())), c.address.to_string(), headline(c));
+        let _ = writeln!(
+            out,
+            "  {} {:<width$}  {}{risk}",
+            p.action(c.action, &format!("{:>3}", c.action.symbol())),
+            c.address.to_string(),
+            headline(c)
+        );
     }
 
     for c in &review {
@@ -127,7 +155,11 @@ fn details(out: &mut String, p: &Paint, c: &ResourceChange) {
         let policy = match &c.after {
             Some(Spec::Service(s)) if c.action == Action::Replace => format!(
                 " ({}, batch {}, drain {}, soak {}, on failure: {})",
-                s.rollout.order, s.rollout.batch, s.rollout.drain, s.rollout.soak, s.rollout.on_failure
+                s.rollout.order,
+                s.rollout.batch,
+                s.rollout.drain,
+                s.rollout.soak,
+                s.rollout.on_failure
             ),
             _ => String::new(),
         };
@@ -154,14 +186,22 @@ pub(crate) fn step_lines(steps: &[Step]) -> Vec<String> {
     }
     lines
         .into_iter()
-        .map(|(k, items)| if k.is_empty() { items.join(" -> ") } else { format!("{k}: {}", items.join(" -> ")) })
+        .map(|(k, items)| {
+            if k.is_empty() {
+                items.join(" -> ")
+            } else {
+                format!("{k}: {}", items.join(" -> "))
+            }
+        })
         .collect()
 }
 
 /// The attributes of a new resource, flattened (`rollout.batch`), the environment masked.
 pub(crate) fn shown_attributes(spec: &Spec) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let Ok(Value::Object(map)) = serde_json::to_value(spec) else { return out };
+    let Ok(Value::Object(map)) = serde_json::to_value(spec) else {
+        return out;
+    };
     let order: Vec<&str> = match spec {
         Spec::Service(_) => crate::plan::SERVICE_FIELDS.to_vec(),
         Spec::Lb(_) => map.keys().map(String::as_str).collect(),
@@ -172,7 +212,10 @@ pub(crate) fn shown_attributes(spec: &Spec) -> Vec<(String, Value)> {
                 "env" => {
                     let lines = environment_lines(s);
                     if !lines.is_empty() {
-                        out.push(("environment".to_string(), Value::Array(lines.into_iter().map(Value::String).collect())));
+                        out.push((
+                            "environment".to_string(),
+                            Value::Array(lines.into_iter().map(Value::String).collect()),
+                        ));
                     }
                     continue;
                 }
@@ -203,14 +246,22 @@ fn attribute_line(out: &mut String, p: &Paint, sign: char, path: &str, v: &Value
     if path == "environment" || matches!(v, Value::Object(_)) || short.len() > 60 {
         let _ = writeln!(out, "  {} {path}", p.sign(sign, &sign.to_string()));
         let lines = match (path, v) {
-            ("environment", Value::Array(items)) => items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect(),
+            ("environment", Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().unwrap_or_default().to_string())
+                .collect(),
             _ => super::value_lines(v),
         };
         for line in lines {
             let _ = writeln!(out, "        {}", p.sign(sign, &line));
         }
     } else {
-        let _ = writeln!(out, "  {} {path} = {}", p.sign(sign, &sign.to_string()), super::scalar(v));
+        let _ = writeln!(
+            out,
+            "  {} {path} = {}",
+            p.sign(sign, &sign.to_string()),
+            super::scalar(v)
+        );
     }
 }
 
@@ -220,9 +271,18 @@ fn change_line(out: &mut String, p: &Paint, a: &AttributeChange, width: usize) {
         (Some(_), None) => '-',
         _ => '~',
     };
-    let forces = if a.forces_replacement { p.dim("  (new containers)") } else { String::new() };
+    let forces = if a.forces_replacement {
+        p.dim("  (new containers)")
+    } else {
+        String::new()
+    };
     if is_block(a) {
-        let _ = writeln!(out, "  {} {}{forces}", p.sign(sign, &sign.to_string()), a.path);
+        let _ = writeln!(
+            out,
+            "  {} {}{forces}",
+            p.sign(sign, &sign.to_string()),
+            a.path
+        );
         for (s, line) in block_diff(&a.before, &a.after) {
             let _ = writeln!(out, "      {}", p.sign(s, &format!("{s} {line}")));
         }
@@ -231,7 +291,16 @@ fn change_line(out: &mut String, p: &Paint, a: &AttributeChange, width: usize) {
     let value = match sign {
         '+' => inline(&a.after, a.sensitive),
         '-' => inline(&a.before, a.sensitive),
-        _ => format!("{} -> {}", inline(&a.before, a.sensitive), inline(&a.after, a.sensitive)),
+        _ => format!(
+            "{} -> {}",
+            inline(&a.before, a.sensitive),
+            inline(&a.after, a.sensitive)
+        ),
     };
-    let _ = writeln!(out, "  {} {:<width$} = {value}{forces}", p.sign(sign, &sign.to_string()), a.path);
+    let _ = writeln!(
+        out,
+        "  {} {:<width$} = {value}{forces}",
+        p.sign(sign, &sign.to_string()),
+        a.path
+    );
 }

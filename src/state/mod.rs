@@ -84,8 +84,14 @@ pub struct LbState {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
     #[error("is not valid state JSON at line {line}, column {column}: {message}")]
-    Malformed { line: usize, column: usize, message: String },
-    #[error("was written by a newer gantry (state format {found}; this gantry reads up to {supported}); upgrade gantry, do not edit the file")]
+    Malformed {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(
+        "was written by a newer gantry (state format {found}; this gantry reads up to {supported}); upgrade gantry, do not edit the file"
+    )]
     NewerFormat { found: u32, supported: u32 },
 }
 
@@ -113,12 +119,20 @@ impl State {
         let malformed = |e: serde_json::Error| StateError::Malformed {
             line: e.line(),
             column: e.column(),
-            message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
+            message: e
+                .to_string()
+                .split(" at line")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         };
         let probe: Probe = serde_json::from_str(text).map_err(malformed)?;
         match probe.format_version {
             Some(found) if found > STATE_FORMAT_VERSION => {
-                return Err(StateError::NewerFormat { found, supported: STATE_FORMAT_VERSION });
+                return Err(StateError::NewerFormat {
+                    found,
+                    supported: STATE_FORMAT_VERSION,
+                });
             }
             _ => {}
         }
@@ -139,7 +153,13 @@ mod tests {
     #[test]
     fn newer_format_is_named_as_such() {
         let err = State::from_json(r#"{"format_version": 99, "whatever": true}"#).unwrap_err();
-        assert_eq!(err, StateError::NewerFormat { found: 99, supported: STATE_FORMAT_VERSION });
+        assert_eq!(
+            err,
+            StateError::NewerFormat {
+                found: 99,
+                supported: STATE_FORMAT_VERSION
+            }
+        );
     }
 
     #[test]

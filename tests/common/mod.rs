@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 pub fn root(rel: &str) -> PathBuf {
@@ -37,7 +39,11 @@ pub fn scenario() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(fixture("plan/gantry.toml"), dir.path().join("gantry.toml")).unwrap();
     std::fs::create_dir(dir.path().join(".gantry")).unwrap();
-    std::fs::copy(fixture("plan/state.json"), dir.path().join(".gantry/state.json")).unwrap();
+    std::fs::copy(
+        fixture("plan/state.json"),
+        dir.path().join(".gantry/state.json"),
+    )
+    .unwrap();
     dir
 }
 
