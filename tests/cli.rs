@@ -337,3 +337,13 @@ fn changed_env_file_rolls_the_service_without_showing_values() {
     );
     assert!(!text.contains("two"));
 }
+
+#[test]
+fn same_input_gives_byte_identical_output_across_processes() {
+    let dir = scenario();
+    for format in ["text", "markdown", "json"] {
+        let a = gantry(dir.path(), &["plan", "--format", format]);
+        let b = gantry(dir.path(), &["plan", "--format", format]);
+        assert_eq!(a.stdout, b.stdout, "{format} output differs between runs");
+    }
+}
