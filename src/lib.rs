@@ -25,6 +25,7 @@ pub mod graph;
 pub mod model;
 pub mod ops;
 pub mod plan;
+pub mod ports;
 pub mod render;
 pub mod schema;
 pub mod state;

@@ -114,3 +114,217 @@ impl StateDir {
             .map_err(|source| FsError::State { path, source })
     }
 }
+
+/// Who holds the state lock: written into the lock file so that a second run can name it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LockInfo {
+    /// `user@host`.
+    pub holder: String,
+    pub pid: u32,
+    pub host: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// What the holder is doing (`apply`, `rollback`).
+    pub operation: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "the state is locked by {} (pid {} on {}, {} since {}){}",
+        .0.holder, .0.pid, .0.host, .0.operation, .0.started_at,
+        if *.1 { "; that process is gone, so the lock is stale: remove it with `gantry force-unlock`" } else { "" }
+    )]
+    Held(LockInfo, bool),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// The state lock, held for the life of this value (released on drop).
+#[derive(Debug)]
+pub struct StateLock {
+    path: PathBuf,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+pub fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".to_string())
+}
+
+/// Is `pid` a live process on this machine?
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl StateDir {
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join("lock.json")
+    }
+
+    pub fn backup_path(&self) -> PathBuf {
+        self.dir.join("state.json.backup")
+    }
+
+    /// Takes the lock or says who holds it. Creating the lock file is atomic
+    /// (`O_CREAT|O_EXCL`), so two runs can never both succeed.
+    pub fn lock(&self, operation: &str, now_rfc3339: &str) -> Result<StateLock, LockError> {
+        fs::create_dir_all(&self.dir).map_err(|source| FsError::Write {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = self.lock_path();
+        let host = hostname();
+        let info = LockInfo {
+            holder: format!(
+                "{}@{host}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            ),
+            pid: std::process::id(),
+            host,
+            started_at: now_rfc3339.to_string(),
+            operation: operation.to_string(),
+        };
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let body = serde_json::to_vec_pretty(&info).expect("lock info serialises");
+                f.write_all(&body)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|source| FsError::Write {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(StateLock { path })
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let held = self.lock_holder()?.unwrap_or(LockInfo {
+                    holder: "unknown (unreadable lock file)".into(),
+                    pid: 0,
+                    host: "unknown".into(),
+                    started_at: "unknown".into(),
+                    operation: "unknown".into(),
+                });
+                let stale = held.host == hostname() && held.pid != 0 && !process_alive(held.pid);
+                Err(LockError::Held(held, stale))
+            }
+            Err(source) => Err(FsError::Write { path, source }.into()),
+        }
+    }
+
+    /// The current lock holder, if any.
+    pub fn lock_holder(&self) -> Result<Option<LockInfo>, FsError> {
+        let path = self.lock_path();
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(serde_json::from_str(&t).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(FsError::Read { path, source }),
+        }
+    }
+
+    /// Removes the lock whoever holds it (`gantry force-unlock`).
+    pub fn force_unlock(&self) -> Result<Option<LockInfo>, FsError> {
+        let holder = self.lock_holder()?;
+        match fs::remove_file(self.lock_path()) {
+            Ok(()) => Ok(holder),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(FsError::Write {
+                path: self.lock_path(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the state atomically, keeping the previous version as `state.json.backup`.
+    pub fn write(&self, state: &State) -> Result<(), FsError> {
+        fs::create_dir_all(&self.dir).map_err(|source| FsError::Write {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = self.state_path();
+        if let Ok(previous) = fs::read(&path) {
+            write_atomic(&self.backup_path(), &previous)?;
+        }
+        write_atomic(&path, state.to_json().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_holder_and_drop_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir {
+            dir: dir.path().join(".gantry"),
+        };
+        let held = sd.lock("apply", "2026-11-23T20:00:00Z").unwrap();
+        match sd.lock("apply", "2026-11-23T20:00:01Z") {
+            Err(LockError::Held(info, stale)) => {
+                assert_eq!(info.pid, std::process::id());
+                assert_eq!(info.operation, "apply");
+                assert!(!stale, "we are alive");
+            }
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(held);
+        assert!(sd.lock("apply", "now").is_ok());
+    }
+
+    #[test]
+    fn lock_of_a_dead_process_is_recognised_as_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir {
+            dir: dir.path().to_path_buf(),
+        };
+        // A pid that cannot exist (above the kernel's pid_max default of 4194304).
+        let info = LockInfo {
+            holder: "ci@h".into(),
+            pid: 4_999_999,
+            host: hostname(),
+            started_at: "t".into(),
+            operation: "apply".into(),
+        };
+        fs::write(sd.lock_path(), serde_json::to_string(&info).unwrap()).unwrap();
+        match sd.lock("apply", "now") {
+            Err(e @ LockError::Held(_, true)) => {
+                assert!(e.to_string().contains("force-unlock"), "{e}")
+            }
+            other => panic!("expected a stale lock, got {other:?}"),
+        }
+        assert_eq!(sd.force_unlock().unwrap().map(|i| i.pid), Some(4_999_999));
+        assert!(sd.lock("apply", "now").is_ok());
+    }
+
+    #[test]
+    fn state_writes_keep_a_backup_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir {
+            dir: dir.path().join("s"),
+        };
+        let mut state = State::empty("p", "lineage".into());
+        sd.write(&state).unwrap();
+        state.serial = 1;
+        sd.write(&state).unwrap();
+        assert_eq!(sd.read().unwrap().unwrap().serial, 1);
+        let backup = State::from_json(&fs::read_to_string(sd.backup_path()).unwrap()).unwrap();
+        assert_eq!(backup.serial, 0);
+        let leftovers: Vec<_> = fs::read_dir(&sd.dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left behind");
+    }
+}

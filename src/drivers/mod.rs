@@ -2,4 +2,5 @@
 //! balancers and the network) lives here, behind small functions and traits the core
 //! can be tested without.
 
+pub mod docker;
 pub mod fs;

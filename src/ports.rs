@@ -1,0 +1,116 @@
+//! The engine's view of the outside world: small traits, each with a real adapter in
+//! `drivers`. The apply executor is written against these, so that its logic can be unit
+//! tested with in-memory fakes while every behaviour is also exercised against the real
+//! Docker engine.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// Labels every container gantry creates carries, so that gantry can always rediscover
+/// what it owns, even with a lost state file.
+pub mod labels {
+    pub const PROJECT: &str = "dev.gantry.project";
+    pub const SERVICE: &str = "dev.gantry.service";
+    pub const REVISION: &str = "dev.gantry.revision";
+    pub const REPLICA: &str = "dev.gantry.replica";
+    pub const SPEC_HASH: &str = "dev.gantry.spec-hash";
+    pub const HOST: &str = "dev.gantry.host";
+}
+
+/// Everything needed to create one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    /// `<project>-<service>-<revision>-<n>`.
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    /// `KEY=value`, secrets included: this struct never leaves the process.
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Container port to publish, if any.
+    pub port: Option<u16>,
+    /// Host port to publish it on; `None` lets the engine choose a free one.
+    pub host_port: Option<u16>,
+    /// Address the published port is bound to.
+    pub host_ip: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub log_max_size: Option<String>,
+    pub log_max_files: Option<u32>,
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    /// Exited (or dead) with this code.
+    Exited(i64),
+    Other,
+}
+
+/// What the engine says about one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// The published host port of the container port, when there is one.
+    pub host_port: Option<u16>,
+    /// Image ID (`sha256:...`) the container was created from.
+    pub image_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot reach the Docker engine at {endpoint}: {message}")]
+    Unreachable { endpoint: String, message: String },
+    #[error("image `{image}` is not on the host and could not be pulled: {message}")]
+    ImageUnavailable { image: String, message: String },
+    #[error("Docker engine refused to {op}: {message}")]
+    Engine { op: String, message: String },
+}
+
+/// A container engine (Docker, through bollard).
+pub trait ContainerRuntime: Send + Sync {
+    /// Is the engine there? (Pre-flight.)
+    fn ping(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The local image ID of `image`, or `None` when it is not on the host.
+    fn image_id(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    /// Pulls `image` with retries (registries answer 5xx); returns its image ID.
+    fn pull(&self, image: &str) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Creates (does not start) a container; returns its ID.
+    fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// SIGTERM, then SIGKILL after `grace`.
+    fn stop(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// `None` when the container does not exist (any more).
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ContainerInfo>, RuntimeError>> + Send;
+    /// Every container (running or not) carrying all of `labels`; one engine call.
+    fn list(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// The last `lines` lines of the container's output, for error messages.
+    fn logs_tail(
+        &self,
+        id: &str,
+        lines: usize,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+}
