@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod drivers;
+pub mod engine;
 pub mod exit;
 pub mod graph;
 pub mod model;

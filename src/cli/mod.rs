@@ -69,6 +69,40 @@ When $GITHUB_STEP_SUMMARY is set, the Markdown view is appended to it as well.")
         out: Option<PathBuf>,
     },
 
+    /// Apply the changes to the Docker engine(s): rolling steps, probes, automatic rollback.
+    #[command(after_help = "Examples:
+  gantry apply                        # plan, show it, ask for `yes` on a terminal
+  gantry apply --yes                  # no question (CI, scripts)
+  gantry plan --out release.plan && gantry apply release.plan   # exactly that plan, or exit 6 if stale
+  gantry apply --yes --progress json  # one JSON event per line on stderr
+
+Exit codes: 0 applied, 1 nothing changed (error before any change), 3 failed and the previous
+revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 stale plan file.")]
+    Apply {
+        /// A plan saved with `gantry plan --out`; refused when the state or config moved since.
+        plan_file: Option<PathBuf>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Progress output on stderr.
+        #[arg(long, value_enum, default_value = "plain")]
+        progress: crate::engine::report::ProgressFormat,
+    },
+
+    /// Show every apply attempt recorded in the state: revision, when, images, outcome.
+    #[command(after_help = "Examples:
+  gantry history
+  gantry history --state-dir /srv/deploy/.gantry")]
+    History,
+
+    /// Remove the state lock left by a run that died (check that none is running first).
+    #[command(
+        name = "force-unlock",
+        after_help = "Examples:
+  gantry force-unlock     # after `gantry apply` says the lock is stale"
+    )]
+    ForceUnlock,
+
     /// Print the dependency graph as Graphviz DOT.
     #[command(after_help = "Examples:
   gantry graph
@@ -137,6 +171,24 @@ pub fn run(
             ops::plan::plan(&common, &opts, out)
         }
         Command::Graph => ops::graph::graph(&common, out).map(|_| ExitStatus::Success),
+        Command::Apply {
+            plan_file,
+            yes,
+            progress,
+        } => ops::apply::apply(
+            &common,
+            &ops::apply::ApplyOptions {
+                plan_file,
+                yes,
+                progress,
+            },
+            out,
+            err,
+        ),
+        Command::History => ops::history::history(&common, out).map(|_| ExitStatus::Success),
+        Command::ForceUnlock => {
+            ops::history::force_unlock(&common, out).map(|_| ExitStatus::Success)
+        }
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "gantry", &mut buf);

@@ -75,18 +75,28 @@ impl HttpProber {
             Err(e) if e.is_connect() => Err("connection refused".to_string()),
             Err(e) => Err(e.to_string()),
         };
-        ProbeResult { outcome, latency: started.elapsed() }
+        ProbeResult {
+            outcome,
+            latency: started.elapsed(),
+        }
     }
 
     /// Waits until the replica at `address` is healthy, or says why it is not.
     /// `still_running` is asked between probes so that a crashed container fails fast.
-    pub async fn wait_healthy<F, Fut>(&self, spec: &HealthSpec, address: &str, mut still_running: F) -> Result<HealthReport, HealthError>
+    pub async fn wait_healthy<F, Fut>(
+        &self,
+        spec: &HealthSpec,
+        address: &str,
+        mut still_running: F,
+    ) -> Result<HealthReport, HealthError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
         let Some(path) = &spec.http else {
-            return Err(HealthError::Unsupported("only HTTP health checks are run by gantry itself".into()));
+            return Err(HealthError::Unsupported(
+                "only HTTP health checks are run by gantry itself".into(),
+            ));
         };
         let started = Instant::now();
         let mut failures = 0;
@@ -98,12 +108,18 @@ impl HttpProber {
             let r = self.get(address, path, spec.timeout.0).await;
             probes += 1;
             if r.is_2xx() {
-                return Ok(HealthReport { probes, elapsed: started.elapsed() });
+                return Ok(HealthReport {
+                    probes,
+                    elapsed: started.elapsed(),
+                });
             }
             if started.elapsed() >= spec.start_period.0 {
                 failures += 1;
                 if failures >= spec.retries {
-                    return Err(HealthError::Unhealthy { failures, last: r.describe() });
+                    return Err(HealthError::Unhealthy {
+                        failures,
+                        last: r.describe(),
+                    });
                 }
             }
             tokio::time::sleep(spec.interval.0.saturating_sub(r.latency)).await;
@@ -111,7 +127,11 @@ impl HttpProber {
     }
 
     /// Runs the warm-up probe against `address`.
-    pub async fn warm_up(&self, spec: &WarmupSpec, address: &str) -> Result<WarmupReport, WarmupError> {
+    pub async fn warm_up(
+        &self,
+        spec: &WarmupSpec,
+        address: &str,
+    ) -> Result<WarmupReport, WarmupError> {
         let started = Instant::now();
         let consecutive = Arc::new(AtomicU32::new(0));
         let done = Arc::new(AtomicBool::new(false));
@@ -120,14 +140,25 @@ impl HttpProber {
         let deadline = started + spec.deadline.0;
         let mut workers = Vec::new();
         for _ in 0..spec.concurrency.max(1) {
-            let (prober, consecutive, done, latencies, last_failure) =
-                (self.clone(), consecutive.clone(), done.clone(), latencies.clone(), last_failure.clone());
+            let (prober, consecutive, done, latencies, last_failure) = (
+                self.clone(),
+                consecutive.clone(),
+                done.clone(),
+                latencies.clone(),
+                last_failure.clone(),
+            );
             let (path, address, spec) = (spec.http.clone(), address.to_string(), spec.clone());
             workers.push(tokio::spawn(async move {
                 while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     // Wait past max_latency (up to the deadline) so slow answers are seen as slow, not lost.
-                    let r = prober.get(&address, &path, remaining.min(spec.max_latency.0 * 10 + Duration::from_secs(1))).await;
+                    let r = prober
+                        .get(
+                            &address,
+                            &path,
+                            remaining.min(spec.max_latency.0 * 10 + Duration::from_secs(1)),
+                        )
+                        .await;
                     latencies.lock().await.push(r.latency);
                     if r.is_2xx() && r.latency <= spec.max_latency.0 {
                         if consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= spec.successes {

@@ -1,7 +1,9 @@
 //! One module per command. Each takes an options struct, does the I/O through `drivers`,
 //! calls the pure core, and writes through the writers it is given.
 
+pub mod apply;
 pub mod graph;
+pub mod history;
 pub mod plan;
 pub mod validate;
 
@@ -21,6 +23,9 @@ pub enum Error {
     Invalid { rendered: String, count: usize },
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// A problem explained in one sentence.
+    #[error("{0}")]
+    Message(String),
     #[error(
         "the state in {state} belongs to project `{found}`, but {config} declares project `{expected}`"
     )]

@@ -4,7 +4,7 @@
 //! steps. The JSON form is canonical; the text and Markdown views are rendered from it.
 
 mod diff;
-mod steps;
+pub mod steps;
 
 use std::collections::BTreeMap;
 

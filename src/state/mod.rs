@@ -33,6 +33,56 @@ pub struct State {
     pub services: BTreeMap<String, ServiceState>,
     #[serde(default)]
     pub lbs: BTreeMap<String, LbState>,
+    /// Every apply and rollback attempt, oldest first.
+    #[serde(default)]
+    pub history: Vec<RevisionRecord>,
+}
+
+/// One attempt to move to a new revision, and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionRecord {
+    pub revision: u64,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `apply`, or `rollback of N`.
+    pub origin: String,
+    pub outcome: Outcome,
+    /// The resolved spec of every service in this revision and the image ID it ran.
+    pub services: BTreeMap<String, RevisionService>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionService {
+    pub spec: ServiceSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    InProgress,
+    Succeeded,
+    /// Failed; the previous revision was restored.
+    RolledBack,
+    /// Failed and left as it was (`on_failure = "pause"`) or not fully restored.
+    Halted,
+}
+
+impl Outcome {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in progress (or interrupted)",
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack => "failed, previous revision restored",
+            Outcome::Halted => "failed, halted",
+        }
+    }
 }
 
 /// One service as last applied.
@@ -106,6 +156,7 @@ impl State {
             revision: 0,
             services: BTreeMap::new(),
             lbs: BTreeMap::new(),
+            history: Vec::new(),
         }
     }
 
@@ -137,6 +188,17 @@ impl State {
             _ => {}
         }
         serde_json::from_str(text).map_err(malformed)
+    }
+
+    /// The number the next attempt gets: one more than any attempt recorded.
+    pub fn next_revision(&self) -> u64 {
+        self.history
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(self.revision)
+            .max(self.revision)
+            + 1
     }
 
     pub fn to_json(&self) -> String {

@@ -1,0 +1,911 @@
+//! The apply executor: walks a [`Plan`] step by step against real ports (container runtime,
+//! HTTP prober), writes the state after every step, and on failure restores what it
+//! changed, in reverse order. It decides nothing the plan has not already decided.
+
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::drivers::probe::HttpProber;
+use crate::graph::ResourceKind;
+use crate::model::{OnFailure, ServiceSpec};
+use crate::plan::steps::Generation;
+use crate::plan::{Action, Plan, ResourceChange, Spec, Step, StepOp};
+use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, labels};
+use crate::state::{
+    Outcome, Replica, ReplicaStatus, RevisionRecord, RevisionService, ServiceState, State,
+};
+use report::{Event, Reporter};
+
+/// One host: its engine and the address load balancers and probes reach it on.
+pub struct Target<R> {
+    pub runtime: R,
+    pub address: String,
+}
+
+/// Where the executor saves the state after every step.
+pub trait StateSink: Send + Sync {
+    fn save(&self, state: &State) -> Result<(), String>;
+}
+
+/// Everything apply needs besides the plan and the state.
+pub struct ApplyContext<'a, R> {
+    pub project: &'a str,
+    pub hosts: &'a BTreeMap<String, Target<R>>,
+    pub prober: HttpProber,
+    pub reporter: &'a dyn Reporter,
+    pub sink: &'a dyn StateSink,
+    /// Resolved environment per service (`KEY=value`, secrets included; never logged).
+    pub env: &'a BTreeMap<String, Vec<String>>,
+    /// Image reference -> image ID, from pre-flight.
+    pub image_ids: &'a BTreeMap<String, String>,
+    /// `apply` or `rollback of N`.
+    pub origin: String,
+}
+
+/// Why a step failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub resource: String,
+    pub step: String,
+    pub reason: String,
+    /// The failing container's last output lines.
+    pub logs: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: step `{}` failed: {}",
+            self.resource, self.step, self.reason
+        )?;
+        if !self.logs.is_empty() {
+            write!(f, "\n  last log lines of the container:")?;
+            for l in &self.logs {
+                write!(f, "\n    | {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyOutcome {
+    Succeeded {
+        revision: u64,
+    },
+    /// Failed; everything this apply changed was undone.
+    RolledBack {
+        failure: Failure,
+    },
+    /// Failed and left where it stopped: `on_failure = "pause"`, or the restore failed too.
+    Halted {
+        failure: Failure,
+        restore_error: Option<String>,
+    },
+}
+
+/// What to undo, newest last.
+#[derive(Debug, Clone)]
+enum Undo {
+    Created {
+        host: String,
+        id: String,
+        grace: Duration,
+    },
+    Stopped {
+        host: String,
+        id: String,
+        spec: Box<ServiceSpec>,
+        port: Option<u16>,
+    },
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn ids(replicas: &[u32]) -> String {
+    replicas
+        .iter()
+        .map(|r| format!("#{r}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn service_spec(s: &Option<Spec>) -> Option<&ServiceSpec> {
+    match s {
+        Some(Spec::Service(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Steps this executor can run today; anything else is refused before touching anything.
+pub fn unsupported_step(plan: &Plan) -> Option<(String, String)> {
+    for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        if c.address.kind == ResourceKind::Lb {
+            return Some((
+                c.address.to_string(),
+                "load-balancer drivers (nginx, HAProxy, command) are not implemented yet".into(),
+            ));
+        }
+        for s in &c.steps {
+            let ok = matches!(
+                s.op,
+                StepOp::Start { .. }
+                    | StepOp::WaitHealthy { .. }
+                    | StepOp::Warmup { .. }
+                    | StepOp::Drain { .. }
+                    | StepOp::Stop { .. }
+                    | StepOp::Soak { .. }
+                    | StepOp::Record
+            );
+            if !ok {
+                return Some((
+                    c.address.to_string(),
+                    format!(
+                        "step `{}` needs load-balancer support, which is not implemented yet",
+                        s.describe()
+                    ),
+                ));
+            }
+        }
+        if let Some(spec) = service_spec(&c.after)
+            && spec.health.as_ref().is_some_and(|h| h.command.is_some())
+        {
+            return Some((
+                c.address.to_string(),
+                "health checks by `command` are not run by gantry yet; use `http`".into(),
+            ));
+        }
+    }
+    None
+}
+
+struct Run<'a, 'p, R: ContainerRuntime> {
+    ctx: &'a ApplyContext<'p, R>,
+    revision: u64,
+    state: State,
+    undo: Vec<Undo>,
+}
+
+/// Applies `plan` to `state`. The state is saved after every step; the returned state is
+/// the one to keep (also saved).
+pub async fn apply<R: ContainerRuntime>(
+    plan: &Plan,
+    state: State,
+    ctx: &ApplyContext<'_, R>,
+) -> (ApplyOutcome, State) {
+    let original = state.clone();
+    let revision = state.next_revision();
+    let mut run = Run {
+        ctx,
+        revision,
+        state,
+        undo: Vec::new(),
+    };
+    run.state.history.push(RevisionRecord {
+        revision,
+        started_at: now(),
+        finished_at: None,
+        origin: ctx.origin.clone(),
+        outcome: Outcome::InProgress,
+        services: BTreeMap::new(),
+        failure: None,
+    });
+    run.save();
+
+    let mut failed: Option<(Failure, OnFailure)> = None;
+    for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        if let Err(f) = run.change(change).await {
+            let policy = service_spec(&change.after)
+                .or(service_spec(&change.before))
+                .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
+            failed = Some((f, policy));
+            break;
+        }
+    }
+
+    match failed {
+        None => {
+            run.cleanup(plan).await;
+            let services = run
+                .state
+                .services
+                .iter()
+                .map(|(n, s)| {
+                    let image_id = ctx.image_ids.get(&s.spec.image).cloned();
+                    (
+                        n.clone(),
+                        RevisionService {
+                            spec: s.spec.clone(),
+                            image_id,
+                        },
+                    )
+                })
+                .collect();
+            run.state.revision = revision;
+            run.finish(Outcome::Succeeded, services, None);
+            (ApplyOutcome::Succeeded { revision }, run.state)
+        }
+        Some((failure, OnFailure::Pause)) => {
+            ctx.reporter.event(Event::Note {
+                message: format!(
+                    "on_failure = \"pause\": leaving everything where it stopped. {failure}"
+                ),
+            });
+            run.finish(Outcome::Halted, BTreeMap::new(), Some(failure.to_string()));
+            (
+                ApplyOutcome::Halted {
+                    failure,
+                    restore_error: None,
+                },
+                run.state,
+            )
+        }
+        Some((failure, OnFailure::Rollback)) => {
+            ctx.reporter.event(Event::Note {
+                message: format!("restoring revision {} after: {failure}", original.revision),
+            });
+            match run.restore().await {
+                Ok(()) => {
+                    let mut state = original;
+                    state.serial = run.state.serial;
+                    state.history = std::mem::take(&mut run.state.history);
+                    run.state = state;
+                    run.finish(
+                        Outcome::RolledBack,
+                        BTreeMap::new(),
+                        Some(failure.to_string()),
+                    );
+                    (ApplyOutcome::RolledBack { failure }, run.state)
+                }
+                Err(e) => {
+                    run.finish(
+                        Outcome::Halted,
+                        BTreeMap::new(),
+                        Some(format!("{failure}; restore failed: {e}")),
+                    );
+                    (
+                        ApplyOutcome::Halted {
+                            failure,
+                            restore_error: Some(e),
+                        },
+                        run.state,
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl<R: ContainerRuntime> Run<'_, '_, R> {
+    fn save(&mut self) {
+        self.state.serial += 1;
+        if let Err(e) = self.ctx.sink.save(&self.state) {
+            self.ctx.reporter.event(Event::Note {
+                message: format!("warning: could not save the state: {e}"),
+            });
+        }
+    }
+
+    fn finish(
+        &mut self,
+        outcome: Outcome,
+        services: BTreeMap<String, RevisionService>,
+        failure: Option<String>,
+    ) {
+        if let Some(last) = self
+            .state
+            .history
+            .iter_mut()
+            .rev()
+            .find(|r| r.revision == self.revision)
+        {
+            last.outcome = outcome;
+            last.finished_at = Some(now());
+            last.services = services;
+            last.failure = failure;
+        }
+        self.save();
+    }
+
+    fn target(&self, host: &Option<String>) -> Result<&Target<R>, String> {
+        let name = host.as_deref().unwrap_or_default();
+        self.ctx
+            .hosts
+            .get(name)
+            .ok_or_else(|| format!("no engine connected for host `{name}`"))
+    }
+
+    async fn change(&mut self, change: &ResourceChange) -> Result<(), Failure> {
+        let name = change.address.name.clone();
+        let after = service_spec(&change.after).cloned();
+        if let (Some(spec), false) = (&after, self.state.services.contains_key(&name)) {
+            self.state.services.insert(
+                name.clone(),
+                ServiceState {
+                    spec: spec.clone(),
+                    revision: self.revision,
+                    replicas: Vec::new(),
+                },
+            );
+        }
+        for step in &change.steps {
+            let started = Instant::now();
+            let description = step.describe();
+            let batch = step.batch.map(|b| format!("{}/{}", b.number, b.of));
+            self.ctx.reporter.event(Event::StepStarted {
+                resource: change.address.to_string(),
+                host: step.host.clone(),
+                batch: batch.clone(),
+                step: description.clone(),
+            });
+            let result = self.step(&name, change, step).await;
+            let elapsed_ms = started.elapsed().as_millis();
+            match result {
+                Ok(detail) => {
+                    self.save();
+                    self.ctx.reporter.event(Event::StepFinished {
+                        resource: change.address.to_string(),
+                        host: step.host.clone(),
+                        batch,
+                        step: description,
+                        elapsed_ms,
+                        detail,
+                    });
+                }
+                Err((reason, logs)) => {
+                    self.save();
+                    self.ctx.reporter.event(Event::StepFailed {
+                        resource: change.address.to_string(),
+                        host: step.host.clone(),
+                        batch,
+                        step: description.clone(),
+                        elapsed_ms,
+                        reason: reason.clone(),
+                    });
+                    return Err(Failure {
+                        resource: change.address.to_string(),
+                        step: description,
+                        reason,
+                        logs,
+                    });
+                }
+            }
+        }
+        match (&after, change.action) {
+            (_, Action::Destroy) => {}
+            (Some(spec), _) => {
+                if let Some(s) = self.state.services.get_mut(&name) {
+                    s.spec = spec.clone();
+                    s.revision = self.revision;
+                }
+                self.save();
+            }
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// Runs one step; `Ok(detail)` or `Err((reason, container log lines))`.
+    async fn step(
+        &mut self,
+        service: &str,
+        change: &ResourceChange,
+        step: &Step,
+    ) -> Result<Option<String>, (String, Vec<String>)> {
+        let plain = |e: String| (e, Vec::new());
+        let after = service_spec(&change.after);
+        let before = service_spec(&change.before);
+        let host = step.host.clone().unwrap_or_default();
+        match &step.op {
+            StepOp::Start { replicas } => {
+                let spec = after
+                    .ok_or_else(|| plain("start without a desired spec".into()))?
+                    .clone();
+                for &index in replicas {
+                    self.start_replica(service, &host, &spec, index).await?;
+                }
+                Ok(None)
+            }
+            StepOp::WaitHealthy { replicas } => {
+                let spec = after
+                    .ok_or_else(|| plain("health without a desired spec".into()))?
+                    .clone();
+                let mut details = Vec::new();
+                for &index in replicas {
+                    let replica = self
+                        .replica(service, &host, index, Generation::New)
+                        .ok_or_else(|| plain(format!("replica #{index} was not started")))?;
+                    details.push(self.wait_healthy(&host, &spec, &replica).await?);
+                }
+                Ok(Some(details.join("; ")))
+            }
+            StepOp::Warmup { replicas } => {
+                let spec = after.ok_or_else(|| plain("warm-up without a desired spec".into()))?;
+                let Some(warmup) = &spec.warmup else {
+                    return Ok(None);
+                };
+                let target = self.target(&step.host).map_err(plain)?;
+                let mut details = Vec::new();
+                for &index in replicas {
+                    let replica = self
+                        .replica(service, &host, index, Generation::New)
+                        .ok_or_else(|| plain(format!("replica #{index} was not started")))?;
+                    let address = format!(
+                        "{}:{}",
+                        target.address,
+                        replica.host_port.unwrap_or_default()
+                    );
+                    match self.ctx.prober.warm_up(warmup, &address).await {
+                        Ok(report) => details.push(format!("#{index}: {report}")),
+                        Err(e) => {
+                            return Err((
+                                format!("#{index}: {e}"),
+                                self.logs(&host, &replica.container_id).await,
+                            ));
+                        }
+                    }
+                }
+                Ok(Some(details.join("; ")))
+            }
+            StepOp::Stop {
+                generation,
+                replicas,
+                grace,
+            } => {
+                let spec = before
+                    .or(after)
+                    .cloned()
+                    .ok_or_else(|| plain("stop without a spec".into()))?;
+                for &index in replicas {
+                    // Already stopped by an earlier, interrupted attempt: nothing to do.
+                    let Some(replica) = self.replica(service, &host, index, *generation) else {
+                        continue;
+                    };
+                    let target = self.target(&step.host).map_err(plain)?;
+                    target
+                        .runtime
+                        .stop(&replica.container_id, grace.0)
+                        .await
+                        .map_err(|e| plain(e.to_string()))?;
+                    self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
+                    self.undo.push(Undo::Stopped {
+                        host: host.clone(),
+                        id: replica.container_id.clone(),
+                        spec: Box::new(spec.clone()),
+                        port: replica.host_port,
+                    });
+                }
+                Ok(Some(format!(
+                    "{} stopped, kept for rollback",
+                    ids(replicas)
+                )))
+            }
+            StepOp::Drain { duration } => {
+                tokio::time::sleep(duration.0).await;
+                Ok(None)
+            }
+            StepOp::Soak { duration } => {
+                let spec = after
+                    .cloned()
+                    .ok_or_else(|| plain("soak without a desired spec".into()))?;
+                self.soak(service, &host, &spec, duration.0)
+                    .await
+                    .map(|_| None)
+            }
+            StepOp::Record => Ok(None),
+            other => Err(plain(format!(
+                "step {other:?} is not supported by this executor"
+            ))),
+        }
+    }
+
+    async fn start_replica(
+        &mut self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        index: u32,
+    ) -> Result<(), (String, Vec<String>)> {
+        let plain = |e: String| (e, Vec::new());
+        let name = format!("{}-{service}-{}-{index}", self.ctx.project, self.revision);
+        let target = self.target(&Some(host.to_string())).map_err(plain)?;
+        let host_port = match spec.host_ports {
+            None => None,
+            Some(range) => Some(self.free_port(service, range, &target.address)?),
+        };
+        let mut container_labels = spec.labels.clone();
+        container_labels.insert(labels::PROJECT.into(), self.ctx.project.into());
+        container_labels.insert(labels::SERVICE.into(), service.into());
+        container_labels.insert(labels::REVISION.into(), self.revision.to_string());
+        container_labels.insert(labels::REPLICA.into(), index.to_string());
+        container_labels.insert(labels::HOST.into(), host.into());
+        container_labels.insert(labels::SPEC_HASH.into(), spec_hash(spec));
+        let container = ContainerSpec {
+            name: name.clone(),
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env: self.ctx.env.get(service).cloned().unwrap_or_default(),
+            labels: container_labels,
+            port: spec.port,
+            host_port,
+            host_ip: target.address.clone(),
+            memory_bytes: spec.resources.memory.map(|m| m.0),
+            cpus: spec.resources.cpus,
+            log_max_size: spec.log.max_size.map(|s| s.to_string()),
+            log_max_files: spec.log.max_files,
+            stop_grace: spec.stop_grace_period.0,
+        };
+        let id = target
+            .runtime
+            .create(&container)
+            .await
+            .map_err(|e| plain(e.to_string()))?;
+        self.undo.push(Undo::Created {
+            host: host.to_string(),
+            id: id.clone(),
+            grace: spec.stop_grace_period.0,
+        });
+        let target = self.target(&Some(host.to_string())).map_err(plain)?;
+        if let Err(e) = target.runtime.start(&id).await {
+            return Err((e.to_string(), self.logs(host, &id).await));
+        }
+        let info = target
+            .runtime
+            .inspect(&id)
+            .await
+            .map_err(|e| plain(e.to_string()))?;
+        let (host_port, image_id) = info
+            .map(|i| (i.host_port, Some(i.image_id)))
+            .unwrap_or((host_port, None));
+        let state = self
+            .state
+            .services
+            .get_mut(service)
+            .ok_or_else(|| plain("service missing from state".into()))?;
+        state.replicas.push(Replica {
+            index,
+            host: host.to_string(),
+            name,
+            container_id: id,
+            image_id,
+            revision: self.revision,
+            host_port,
+            status: ReplicaStatus::Running,
+        });
+        Ok(())
+    }
+
+    /// The lowest port of `range` that no replica of this service uses (running or kept)
+    /// and that can be bound now.
+    fn free_port(
+        &self,
+        service: &str,
+        range: crate::model::PortRange,
+        address: &str,
+    ) -> Result<u16, (String, Vec<String>)> {
+        let used: Vec<u16> = self
+            .state
+            .services
+            .get(service)
+            .map(|s| s.replicas.iter().filter_map(|r| r.host_port).collect())
+            .unwrap_or_default();
+        (range.start..=range.end)
+            .find(|p| !used.contains(p) && std::net::TcpListener::bind((address, *p)).is_ok())
+            .ok_or_else(|| {
+                (
+                    format!("no free host port left in {range} on {address}"),
+                    Vec::new(),
+                )
+            })
+    }
+
+    fn replica(
+        &self,
+        service: &str,
+        host: &str,
+        index: u32,
+        generation: Generation,
+    ) -> Option<Replica> {
+        let s = self.state.services.get(service)?;
+        s.replicas
+            .iter()
+            .filter(|r| r.host == host && r.index == index && r.status == ReplicaStatus::Running)
+            .find(|r| match generation {
+                Generation::New => r.revision == self.revision,
+                Generation::Current => r.revision != self.revision,
+            })
+            .cloned()
+    }
+
+    fn set_status(&mut self, service: &str, id: &str, status: ReplicaStatus) {
+        if let Some(r) = self
+            .state
+            .services
+            .get_mut(service)
+            .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
+        {
+            r.status = status;
+        }
+    }
+
+    async fn logs(&self, host: &str, id: &str) -> Vec<String> {
+        match self.target(&Some(host.to_string())) {
+            Ok(t) => t.runtime.logs_tail(id, 10).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn wait_healthy(
+        &self,
+        host: &str,
+        spec: &ServiceSpec,
+        replica: &Replica,
+    ) -> Result<String, (String, Vec<String>)> {
+        wait_healthy(
+            self.ctx,
+            self.target(&Some(host.to_string()))
+                .map_err(|e| (e, Vec::new()))?,
+            spec,
+            replica,
+        )
+        .await
+    }
+
+    /// Real traffic for `duration`, the new replicas watched: one that stops or turns
+    /// unhealthy fails the step.
+    async fn soak(
+        &self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        duration: Duration,
+    ) -> Result<(), (String, Vec<String>)> {
+        let target = self
+            .target(&Some(host.to_string()))
+            .map_err(|e| (e, Vec::new()))?;
+        let deadline = Instant::now() + duration;
+        let every = spec
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(1), |h| h.interval.0)
+            .min(duration.max(Duration::from_millis(100)));
+        while Instant::now() < deadline {
+            tokio::time::sleep(every.min(deadline.saturating_duration_since(Instant::now()))).await;
+            let replicas: Vec<Replica> = self
+                .state
+                .services
+                .get(service)
+                .map(|s| {
+                    s.replicas
+                        .iter()
+                        .filter(|r| {
+                            r.revision == self.revision
+                                && r.status == ReplicaStatus::Running
+                                && r.host == host
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            for r in replicas {
+                match target.runtime.inspect(&r.container_id).await {
+                    Ok(Some(info)) if info.state == ContainerState::Running => {}
+                    Ok(Some(info)) => {
+                        return Err((
+                            format!("#{} stopped during soak ({:?})", r.index, info.state),
+                            self.logs(host, &r.container_id).await,
+                        ));
+                    }
+                    Ok(None) => {
+                        return Err((format!("#{} disappeared during soak", r.index), Vec::new()));
+                    }
+                    Err(e) => return Err((e.to_string(), Vec::new())),
+                }
+                if let (Some(h), Some(path), Some(port)) = (
+                    &spec.health,
+                    spec.health.as_ref().and_then(|h| h.http.as_ref()),
+                    r.host_port,
+                ) {
+                    let probe = self
+                        .ctx
+                        .prober
+                        .get(&format!("{}:{port}", target.address), path, h.timeout.0)
+                        .await;
+                    if !probe.is_2xx() {
+                        return Err((
+                            format!(
+                                "#{} failed its health check during soak: {:?}",
+                                r.index, probe.outcome
+                            ),
+                            self.logs(host, &r.container_id).await,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After success: remove what no revision kept for rollback needs (stopped replicas older
+    /// than the previous revision, and the replicas of destroyed services).
+    async fn cleanup(&mut self, plan: &Plan) {
+        let destroyed: Vec<String> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Destroy && c.address.kind == ResourceKind::Service)
+            .map(|c| c.address.name.clone())
+            .collect();
+        let mut to_remove: Vec<(String, String)> = Vec::new();
+        for (name, s) in self.state.services.iter_mut() {
+            if destroyed.contains(name) {
+                to_remove.extend(
+                    s.replicas
+                        .iter()
+                        .map(|r| (r.host.clone(), r.container_id.clone())),
+                );
+                s.replicas.clear();
+                continue;
+            }
+            // Keep the stopped replicas of the newest older revision: that is the rollback.
+            let keep = s
+                .replicas
+                .iter()
+                .filter(|r| r.status == ReplicaStatus::Stopped && r.revision != self.revision)
+                .map(|r| r.revision)
+                .max();
+            let (stay, go): (Vec<Replica>, Vec<Replica>) = s
+                .replicas
+                .drain(..)
+                .partition(|r| r.status == ReplicaStatus::Running || Some(r.revision) == keep);
+            to_remove.extend(go.into_iter().map(|r| (r.host, r.container_id)));
+            s.replicas = stay;
+        }
+        for name in destroyed {
+            self.state.services.remove(&name);
+        }
+        for (host, id) in to_remove {
+            if let Ok(t) = self.target(&Some(host)) {
+                let _ = t.runtime.remove(&id).await;
+            }
+        }
+        self.save();
+    }
+
+    /// Undoes this apply, newest change first.
+    async fn restore(&mut self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Created { host, id, grace } => {
+                    let Ok(t) = self.target(&Some(host)) else {
+                        continue;
+                    };
+                    let r = t.runtime.stop(&id, grace).await;
+                    if let Err(e) = r.and(t.runtime.remove(&id).await) {
+                        problems.push(format!("removing {id}: {e}"));
+                    }
+                }
+                Undo::Stopped {
+                    host,
+                    id,
+                    spec,
+                    port,
+                } => {
+                    let started = Instant::now();
+                    let Ok(t) = self.target(&Some(host.clone())) else {
+                        continue;
+                    };
+                    if let Err(e) = t.runtime.start(&id).await {
+                        problems.push(format!("restarting {id}: {e}"));
+                        continue;
+                    }
+                    let replica = Replica {
+                        index: 0,
+                        host: host.clone(),
+                        name: id.clone(),
+                        container_id: id.clone(),
+                        image_id: None,
+                        revision: 0,
+                        host_port: port,
+                        status: ReplicaStatus::Running,
+                    };
+                    match wait_healthy(self.ctx, t, &spec, &replica).await {
+                        Ok(_) => self.ctx.reporter.event(Event::Note {
+                            message: format!(
+                                "restored {} in {:.1}s",
+                                &id[..12.min(id.len())],
+                                started.elapsed().as_secs_f64()
+                            ),
+                        }),
+                        Err((e, _)) => {
+                            problems.push(format!("restarted {id} but it is not healthy: {e}"))
+                        }
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Health of one replica: the HTTP probe when configured, else "still running after a
+/// moment" (a container that crashes at start is caught either way).
+async fn wait_healthy<R: ContainerRuntime>(
+    ctx: &ApplyContext<'_, R>,
+    target: &Target<R>,
+    spec: &ServiceSpec,
+    replica: &Replica,
+) -> Result<String, (String, Vec<String>)> {
+    let id = replica.container_id.clone();
+    let still_running = || {
+        let id = id.clone();
+        async move {
+            match target.runtime.inspect(&id).await {
+                Ok(Some(i)) if i.state == ContainerState::Running => Ok(()),
+                Ok(Some(i)) => Err(match i.state {
+                    ContainerState::Exited(code) => {
+                        format!("the container exited with code {code}")
+                    }
+                    other => format!("the container is {other:?}"),
+                }),
+                Ok(None) => Err("the container is gone".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    let result = match (
+        &spec.health,
+        spec.health.as_ref().and_then(|h| h.http.as_ref()),
+    ) {
+        (Some(h), Some(_)) => {
+            let address = format!(
+                "{}:{}",
+                target.address,
+                replica.host_port.unwrap_or_default()
+            );
+            ctx.prober
+                .wait_healthy(h, &address, still_running)
+                .await
+                .map(|r| {
+                    format!(
+                        "healthy after {} probe(s), {:.1}s",
+                        r.probes,
+                        r.elapsed.as_secs_f64()
+                    )
+                })
+                .map_err(|e| e.to_string())
+        }
+        _ => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            still_running()
+                .await
+                .map(|_| "running (no health check configured)".to_string())
+        }
+    };
+    match result {
+        Ok(s) => Ok(s),
+        Err(e) => Err((
+            e,
+            target
+                .runtime
+                .logs_tail(&replica.container_id, 10)
+                .await
+                .unwrap_or_default(),
+        )),
+    }
+}
+
+/// A short digest of the container-level spec, stored as a label.
+pub fn spec_hash(spec: &ServiceSpec) -> String {
+    let json = serde_json::to_vec(spec).unwrap_or_default();
+    crate::drivers::fs::sha256_hex(&json)[..16].to_string()
+}

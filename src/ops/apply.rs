@@ -1,0 +1,255 @@
+//! `gantry apply [PLANFILE]`: plan (or load a saved plan), show it, confirm, lock, pre-flight,
+//! then run the engine against the real Docker engine(s).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{Common, Error, emit, load};
+use crate::drivers::docker::DockerRuntime;
+use crate::drivers::fs::{LockError, StateDir};
+use crate::drivers::probe::HttpProber;
+use crate::engine::report::{LineReporter, ProgressFormat};
+use crate::engine::{self, ApplyContext, ApplyOutcome, StateSink, Target};
+use crate::exit::ExitStatus;
+use crate::plan::{Action, Plan, Spec};
+use crate::ports::ContainerRuntime;
+use crate::state::State;
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub plan_file: Option<PathBuf>,
+    pub yes: bool,
+    pub progress: ProgressFormat,
+}
+
+struct FileSink<'a>(&'a StateDir);
+
+impl StateSink for FileSink<'_> {
+    fn save(&self, state: &State) -> Result<(), String> {
+        self.0.write(state).map_err(|e| e.to_string())
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+pub fn apply(
+    common: &Common,
+    opts: &ApplyOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitStatus, Error> {
+    let loaded = load(common)?;
+    let state_dir = common.state_dir();
+    let state = state_dir.read()?;
+
+    let plan = match &opts.plan_file {
+        Some(path) => {
+            let text = crate::drivers::fs::read_to_string(path)?;
+            let plan = Plan::from_json(&text).map_err(|e| {
+                Error::Message(format!("{} is not a gantry plan file: {e}", path.display()))
+            })?;
+            if let Some(why) = stale(&plan, state.as_ref(), &loaded.sha256) {
+                emit(
+                    err,
+                    &format!(
+                        "error: the plan file {} is stale: {why}. Run `gantry plan --out {}` again.\n",
+                        path.display(),
+                        path.display()
+                    ),
+                )?;
+                return Ok(ExitStatus::StalePlan);
+            }
+            plan
+        }
+        None => crate::plan::plan(&loaded.model, state.as_ref(), &loaded.sha256),
+    };
+    emit(out, &crate::render::text(&plan, common.color))?;
+    if !plan.has_changes() {
+        return Ok(ExitStatus::Success);
+    }
+    if let Some((resource, why)) = engine::unsupported_step(&plan) {
+        return Err(Error::Message(format!(
+            "cannot apply {resource}: {why}; nothing was changed"
+        )));
+    }
+    if !opts.yes && opts.plan_file.is_none() {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Message("refusing to apply without confirmation: no terminal to ask on. Pass --yes, or apply a saved plan file".into()));
+        }
+        emit(out, "\nApply these changes? Only `yes` is accepted: ")?;
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if answer.trim() != "yes" {
+            emit(out, "Apply cancelled; nothing was changed.\n")?;
+            return Ok(ExitStatus::Error);
+        }
+    }
+
+    let _lock = match state_dir.lock("apply", &now()) {
+        Ok(l) => l,
+        Err(LockError::Held(info, stale)) => {
+            emit(err, &format!("error: {}\n", LockError::Held(info, stale)))?;
+            return Ok(ExitStatus::Locked);
+        }
+        Err(LockError::Fs(e)) => return Err(e.into()),
+    };
+    // Re-read under the lock: another run may have finished in between.
+    let state = state_dir.read()?;
+    if let Some(why) = stale(&plan, state.as_ref(), &loaded.sha256) {
+        emit(
+            err,
+            &format!("error: the state moved while waiting: {why}\n"),
+        )?;
+        return Ok(ExitStatus::StalePlan);
+    }
+    let state = state
+        .unwrap_or_else(|| State::empty(&loaded.model.project, uuid::Uuid::new_v4().to_string()));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Message(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        // Pre-flight: nothing is touched until every check passes.
+        let mut hosts = BTreeMap::new();
+        for h in &loaded.model.hosts {
+            let rt = DockerRuntime::connect(&h.docker).await.map_err(|e| Error::Message(format!("pre-flight: host `{}`: {e}; nothing was changed", h.name)))?;
+            rt.ping().await.map_err(|e| Error::Message(format!("pre-flight: host `{}`: {e}; nothing was changed", h.name)))?;
+            hosts.insert(h.name.clone(), Target { runtime: rt, address: h.address.clone() });
+        }
+        let (env, image_ids) = preflight(&plan, &hosts, &common.config_dir()).await?;
+
+        let stderr_progress = LineReporter::new(std::io::stderr(), opts.progress);
+        let sink = FileSink(&state_dir);
+        let ctx = ApplyContext {
+            project: &loaded.model.project,
+            hosts: &hosts,
+            prober: HttpProber::new(),
+            reporter: &stderr_progress,
+            sink: &sink,
+            env: &env,
+            image_ids: &image_ids,
+            origin: "apply".into(),
+        };
+        let (outcome, _state) = engine::apply(&plan, state, &ctx).await;
+        match outcome {
+            ApplyOutcome::Succeeded { revision } => {
+                emit(out, &format!("\nApply complete: revision {revision}. {}\n", plan.summary.line()))?;
+                Ok(ExitStatus::Success)
+            }
+            ApplyOutcome::RolledBack { failure } => {
+                emit(err, &format!("\nerror: apply failed and the previous revision was restored.\n{failure}\n"))?;
+                Ok(ExitStatus::FailedRestored)
+            }
+            ApplyOutcome::Halted { failure, restore_error } => {
+                let how = match restore_error {
+                    Some(e) => format!("restoring the previous revision failed too: {e}. A human must look: `gantry status` shows what runs."),
+                    None => "stopped where it failed (on_failure = \"pause\"). Fix the cause and run `gantry apply` to continue.".to_string(),
+                };
+                emit(err, &format!("\nerror: apply failed and was NOT restored.\n{failure}\n{how}\n"))?;
+                Ok(ExitStatus::FailedHalted)
+            }
+        }
+    })
+}
+
+/// Why a saved plan no longer applies, if it does not.
+fn stale(plan: &Plan, state: Option<&State>, config_sha256: &str) -> Option<String> {
+    let (lineage, serial) = (
+        state.map(|s| s.lineage.clone()),
+        state.map_or(0, |s| s.serial),
+    );
+    if plan.prior.lineage != lineage {
+        return Some(format!(
+            "it was made against state lineage {:?}, the state now has {:?}",
+            plan.prior.lineage, lineage
+        ));
+    }
+    if plan.prior.serial != serial {
+        return Some(format!(
+            "it was made against state serial {}, the state is now at serial {serial}",
+            plan.prior.serial
+        ));
+    }
+    if plan.config_sha256 != config_sha256 {
+        return Some("the configuration (or an env file it names) changed since".into());
+    }
+    None
+}
+
+/// Checks images, secrets and ports before anything is touched; returns the resolved
+/// environment per service and the image IDs.
+async fn preflight<R: ContainerRuntime>(
+    plan: &Plan,
+    hosts: &BTreeMap<String, Target<R>>,
+    config_dir: &std::path::Path,
+) -> Result<(BTreeMap<String, Vec<String>>, BTreeMap<String, String>), Error> {
+    let mut env = BTreeMap::new();
+    let mut image_ids = BTreeMap::new();
+    for c in &plan.changes {
+        let Some(Spec::Service(spec)) = &c.after else {
+            continue;
+        };
+        let mut lines: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(f) = &spec.env_file {
+            let path = config_dir.join(&f.path);
+            for item in dotenvy::from_path_iter(&path).map_err(|_| {
+                Error::Message(format!(
+                    "pre-flight: cannot read env_file {}",
+                    path.display()
+                ))
+            })? {
+                let (k, v) = item.map_err(|_| {
+                    Error::Message(format!(
+                        "pre-flight: env_file {} is malformed",
+                        path.display()
+                    ))
+                })?;
+                lines.push(format!("{k}={v}"));
+            }
+        }
+        for name in &spec.secret_env {
+            match std::env::var(name) {
+                Ok(v) => lines.push(format!("{name}={v}")),
+                Err(_) => {
+                    return Err(Error::Message(format!(
+                        "pre-flight: {} needs secret `{name}` from gantry's environment, and it is not set; nothing was changed",
+                        c.address
+                    )));
+                }
+            }
+        }
+        env.insert(c.address.name.clone(), lines);
+        if c.action == Action::NoOp || image_ids.contains_key(&spec.image) {
+            continue;
+        }
+        for host in &spec.hosts {
+            let Some(t) = hosts.get(host) else {
+                return Err(Error::Message(format!(
+                    "pre-flight: {} runs on host `{host}`, which is not connected",
+                    c.address
+                )));
+            };
+            let id = match t
+                .runtime
+                .image_id(&spec.image)
+                .await
+                .map_err(|e| Error::Message(format!("pre-flight: {e}")))?
+            {
+                Some(id) => id,
+                None => t.runtime.pull(&spec.image).await.map_err(|e| {
+                    Error::Message(format!(
+                        "pre-flight: {} on host `{host}`: {e}; nothing was changed",
+                        c.address
+                    ))
+                })?,
+            };
+            image_ids.insert(spec.image.clone(), id);
+        }
+    }
+    Ok((env, image_ids))
+}
