@@ -1,0 +1,371 @@
+//! `gantry apply` against the real Docker engine, with the test application image
+//! (tests/support, testapp/). Order is checked from the engine's own container timestamps,
+//! not from gantry's log. Skipped (with a message) without Docker locally; fails under CI.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::docker::{self, DockerTestGuard};
+
+struct Project {
+    dir: tempfile::TempDir,
+    name: String,
+    labels: String,
+}
+
+impl Project {
+    fn new(guard: &DockerTestGuard, tag: &str) -> Project {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("t{}-{n}", std::process::id());
+        let [run, scope] = guard.labels();
+        let kv = |l: &str| {
+            let (k, v) = l.split_once('=').unwrap();
+            format!("\"{k}\" = \"{v}\"")
+        };
+        let labels = format!("{{ {}, {} }}", kv(&run), kv(&scope));
+        let p = Project {
+            dir: tempfile::tempdir().unwrap(),
+            name,
+            labels,
+        };
+        p.write(tag, "", "");
+        p
+    }
+
+    /// Three replicas of the test app, start-first, batch 1, with a health check.
+    fn write(&self, tag: &str, extra_env: &str, extra: &str) {
+        let toml = format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 3
+port = 8080
+env = {{ VERSION = "{tag}"{extra_env} }}
+labels = {labels}
+stop_grace_period = "5s"
+health = {{ http = "/healthz", interval = "200ms", timeout = "1s", retries = 5 }}
+rollout = {{ batch = 1, order = "start-first", soak = "300ms" }}
+{extra}
+"#,
+            name = self.name,
+            labels = self.labels
+        );
+        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
+    }
+
+    fn gantry(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    fn containers(&self, extra_filter: &str) -> Vec<String> {
+        let mut args = vec![
+            "ps".to_string(),
+            "-a".into(),
+            "--format".into(),
+            "{{.Names}}".into(),
+            "--filter".into(),
+            format!("label=dev.gantry.project={}", self.name),
+        ];
+        if !extra_filter.is_empty() {
+            args.extend(["--filter".into(), extra_filter.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut names: Vec<String> = docker::docker_ok(&args)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn explain(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn timestamp(container: &str, field: &str) -> String {
+    docker::inspect(container, &format!("{{{{.State.{field}}}}}"))
+}
+
+fn images() -> (String, String) {
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    (tags[0].clone(), tags[1].clone())
+}
+
+#[test]
+fn apply_rolls_batch_by_batch_then_plans_no_changes_and_records_history() {
+    if !docker::require_docker("apply_rolls_batch_by_batch") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let running = p.containers("status=running");
+    assert_eq!(
+        running,
+        [
+            format!("{}-web-1-1", p.name),
+            format!("{}-web-1-2", p.name),
+            format!("{}-web-1-3", p.name)
+        ]
+    );
+    // Every container carries the labels gantry rediscovers it by.
+    let labels = docker::labels_of(&running[0]);
+    assert_eq!(
+        labels.get("dev.gantry.service").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(
+        labels.get("dev.gantry.revision").map(String::as_str),
+        Some("1")
+    );
+    assert!(labels.contains_key("dev.gantry.spec-hash"));
+
+    let o = p.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "no changes after apply: {}", explain(&o));
+
+    p.write(&v2, "", "");
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let running = p.containers("status=running");
+    assert_eq!(running.len(), 3);
+    assert!(running.iter().all(|n| n.contains("-web-2-")), "{running:?}");
+    // The old revision is kept stopped for rollback.
+    assert_eq!(p.containers("status=exited").len(), 3);
+
+    // Start-first, batch 1, from the engine's timestamps: new #i starts before old #i stops,
+    // and old #i stops before new #i+1 starts.
+    for i in 1..=3 {
+        let new = format!("{}-web-2-{i}", p.name);
+        let old = format!("{}-web-1-{i}", p.name);
+        let new_started = timestamp(&new, "StartedAt");
+        let old_finished = timestamp(&old, "FinishedAt");
+        assert!(
+            new_started < old_finished,
+            "batch {i}: new started {new_started}, old finished {old_finished}"
+        );
+        if i < 3 {
+            let next_started = timestamp(&format!("{}-web-2-{}", p.name, i + 1), "StartedAt");
+            assert!(
+                old_finished < next_started,
+                "batch {i} finished before batch {} started",
+                i + 1
+            );
+        }
+    }
+
+    let o = p.gantry(&["history"]);
+    let history = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        history.contains(&format!("gantry-testapp:{v1}"))
+            && history.contains(&format!("gantry-testapp:{v2}")),
+        "{history}"
+    );
+    assert_eq!(history.matches("succeeded").count(), 2, "{history}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.dir.path().join(".gantry/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["history"].as_array().unwrap().len(), 2);
+    assert!(
+        state["history"][1]["services"]["web"]["image_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+}
+
+/// Each misbehaviour fails at its step; v1 keeps serving with all its replicas.
+#[test]
+fn failures_restore_the_previous_revision() {
+    if !docker::require_docker("failures_restore_the_previous_revision") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let v1_running = p.containers("status=running");
+
+    let cases: [(&str, &str, &str); 3] = [
+        (", NEVER_HEALTHY = \"1\"", "", "health #1"),
+        (", CRASH_AFTER_SECONDS = \"0\"", "", "health #1"),
+        (
+            ", WARMUP_SECONDS = \"30\", COLD_LATENCY_MS = \"400\"",
+            "warmup = { http = \"/warmup\", max_latency = \"50ms\", successes = 3, deadline = \"2s\" }",
+            "warm up #1",
+        ),
+    ];
+    for (env, extra, failing_step) in cases {
+        p.write(&v2, env, extra);
+        let started = Instant::now();
+        let o = p.gantry(&["apply", "--yes"]);
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(code(&o), 3, "{env}: {}", explain(&o));
+        assert!(
+            stderr.contains(&format!("FAILED")) && stderr.contains(failing_step),
+            "{env}: expected `{failing_step}` to fail:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("previous revision was restored"),
+            "{stderr}"
+        );
+        assert_eq!(
+            p.containers("status=running"),
+            v1_running,
+            "{env}: v1 serves with all its replicas"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{env}: took {:?}",
+            started.elapsed()
+        );
+        for c in &v1_running {
+            let addr = docker::published_addr(c, 8080);
+            let r = support::http::get(&addr, "/version").expect("v1 answers");
+            assert_eq!(r.text().trim(), v1, "{c} serves v1");
+        }
+        // Nothing of the failed revision is left behind.
+        assert!(
+            p.containers("status=exited")
+                .iter()
+                .all(|n| !n.contains("-web-1-")),
+            "v1 replicas were restarted"
+        );
+    }
+    let o = p.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        code(&o),
+        2,
+        "the failed change is still pending: {}",
+        explain(&o)
+    );
+}
+
+#[test]
+fn missing_image_fails_pre_flight_and_changes_nothing() {
+    if !docker::require_docker("missing_image_fails_pre_flight") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let p = Project::new(&guard, "no-such-tag-anywhere");
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("pre-flight") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(p.containers("").is_empty());
+}
+
+#[test]
+fn a_dead_engine_is_a_clear_error_and_the_state_stays_readable() {
+    if !docker::require_docker("a_dead_engine_is_a_clear_error") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, _) = images();
+    let p = Project::new(&guard, &v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    let before = std::fs::read_to_string(p.dir.path().join(".gantry/state.json")).unwrap();
+    // Point the same project at a socket nobody listens on.
+    let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml")).unwrap();
+    let dead = p.dir.path().join("dead.sock");
+    let toml = format!(
+        "[[host]]\nname = \"local\"\ndocker = \"unix://{}\"\n\n{}",
+        dead.display(),
+        toml.replace("replicas = 3", "replicas = 4")
+    );
+    std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reach the Docker engine"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.dir.path().join(".gantry/state.json")).unwrap(),
+        before,
+        "state untouched"
+    );
+    assert!(
+        !Path::new(&p.dir.path().join(".gantry/lock.json")).exists(),
+        "lock released"
+    );
+}
+
+#[test]
+fn a_second_apply_fails_on_the_lock_and_harms_nothing() {
+    if !docker::require_docker("a_second_apply_fails_on_the_lock") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    // A slow rollout (3 s of soak per batch) holds the lock long enough.
+    p.write(&v2, "", "");
+    let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml"))
+        .unwrap()
+        .replace("soak = \"300ms\"", "soak = \"3s\"");
+    std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    let first = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["apply", "--yes"])
+        .current_dir(p.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.dir.path().join(".gantry/lock.json").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 5, "{}", explain(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("the state is locked by") && stderr.contains("pid"),
+        "{stderr}"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        p.containers("status=running")
+            .iter()
+            .all(|n| n.contains("-web-2-"))
+    );
+    let o = p.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+}

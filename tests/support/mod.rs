@@ -1,0 +1,8 @@
+//! Helpers for integration tests that need Docker and real HTTP (`mod support;`).
+//!
+//! `docker`: availability, per-process run id and labels, a cleanup guard, the test-app image,
+//! free ports. `http`: a small HTTP/1.1 client (keep-alive, Content-Length and chunked).
+#![allow(dead_code)]
+
+pub mod docker;
+pub mod http;
