@@ -228,7 +228,7 @@ fn failures_restore_the_previous_revision() {
         let stderr = String::from_utf8_lossy(&o.stderr).to_string();
         assert_eq!(code(&o), 3, "{env}: {}", explain(&o));
         assert!(
-            stderr.contains(&format!("FAILED")) && stderr.contains(failing_step),
+            stderr.contains("FAILED") && stderr.contains(failing_step),
             "{env}: expected `{failing_step}` to fail:\n{stderr}"
         );
         assert!(
