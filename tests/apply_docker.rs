@@ -369,3 +369,172 @@ fn a_second_apply_fails_on_the_lock_and_harms_nothing() {
     let o = p.gantry(&["plan", "--detailed-exitcode"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
 }
+
+#[test]
+fn status_shows_kept_replicas_and_names_drift() {
+    if !docker::require_docker("status_shows_kept_replicas_and_names_drift") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    p.write(&v2, "", "");
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    let o = p.gantry(&["status"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(text.matches("kept for rollback").count(), 3, "{text}");
+    assert_eq!(text.matches("healthy").count(), 3, "{text}");
+    assert!(text.contains("No drift"), "{text}");
+
+    // A replica removed behind gantry's back, and a foreign container with its labels.
+    docker::docker_ok(&["rm", "-f", &format!("{}-web-2-2", p.name)]);
+    let project_label = format!("dev.gantry.project={}", p.name);
+    let mut args: Vec<String> = guard.label_args();
+    args.extend([
+        "--label".into(),
+        project_label,
+        "--label".into(),
+        "dev.gantry.service=web".into(),
+        "--name".into(),
+        format!("{}-intruder", p.name),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    guard.run(&args, &format!("gantry-testapp:{v1}"));
+    let o = p.gantry(&["status"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("Drift (2)"), "{text}");
+    assert!(text.contains("engine says MISSING"), "{text}");
+    assert!(
+        text.contains("-intruder on host local carries project"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stop_first_stops_the_old_replica_before_starting_the_new_one() {
+    if !docker::require_docker("stop_first_order") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    let stop_first = |p: &Project, tag: &str| {
+        p.write(tag, "", "");
+        let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml"))
+            .unwrap()
+            .replace("start-first", "stop-first");
+        std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    };
+    stop_first(&p, &v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    stop_first(&p, &v2);
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    for i in 1..=3 {
+        let old_finished = timestamp(&format!("{}-web-1-{i}", p.name), "FinishedAt");
+        let new_started = timestamp(&format!("{}-web-2-{i}", p.name), "StartedAt");
+        assert!(
+            old_finished < new_started,
+            "batch {i}: old finished {old_finished}, new started {new_started}"
+        );
+    }
+}
+
+#[test]
+fn scale_down_up_and_destroy_against_the_engine() {
+    if !docker::require_docker("scale_and_destroy") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, _) = images();
+    let p = Project::new(&guard, &v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    let set_replicas = |n: u32| {
+        let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml")).unwrap();
+        let toml = toml
+            .lines()
+            .map(|l| {
+                if l.starts_with("replicas = ") {
+                    format!("replicas = {n}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    };
+    set_replicas(1);
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(
+        p.containers("status=running"),
+        [format!("{}-web-1-1", p.name)]
+    );
+    set_replicas(2);
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(
+        p.containers("status=running"),
+        [format!("{}-web-1-1", p.name), format!("{}-web-3-2", p.name)]
+    );
+
+    // Removing the service from the config destroys it: nothing of it is left.
+    let toml = format!("[project]\nname = \"{}\"\n", p.name);
+    std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(p.containers("").is_empty(), "{:?}", p.containers(""));
+    let o = p.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+}
+
+#[test]
+fn pause_leaves_the_failure_in_place_and_exits_4() {
+    if !docker::require_docker("pause_leaves_the_failure_in_place") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    p.write(&v2, ", NEVER_HEALTHY = \"1\"", "");
+    let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml"))
+        .unwrap()
+        .replace(
+            "soak = \"300ms\"",
+            "soak = \"300ms\", on_failure = \"pause\"",
+        );
+    std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 4, "{}", explain(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("NOT restored") && stderr.contains("gantry apply"),
+        "{stderr}"
+    );
+    // The unhealthy new replica is left running for a human to look at; v1 still serves.
+    assert!(
+        p.containers("status=running")
+            .contains(&format!("{}-web-2-1", p.name))
+    );
+    assert_eq!(
+        p.containers("status=running")
+            .iter()
+            .filter(|n| n.contains("-web-1-"))
+            .count(),
+        3
+    );
+    let o = p.gantry(&["history"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("failed, halted"));
+
+    // Fix the cause, apply again: it converges, strays included.
+    p.write(&v2, "", "");
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let running = p.containers("status=running");
+    assert_eq!(running.len(), 3, "{running:?}");
+    assert!(running.iter().all(|n| n.contains("-web-3-")), "{running:?}");
+}

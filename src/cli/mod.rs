@@ -89,6 +89,12 @@ revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 sta
         progress: crate::engine::report::ProgressFormat,
     },
 
+    /// What runs now, from the engines, against what the state records (drift included).
+    #[command(after_help = "Examples:
+  gantry status
+  gantry -f deploy/prod.toml status")]
+    Status,
+
     /// Show every apply attempt recorded in the state: revision, when, images, outcome.
     #[command(after_help = "Examples:
   gantry history
@@ -185,6 +191,7 @@ pub fn run(
             out,
             err,
         ),
+        Command::Status => ops::status::status(&common, out),
         Command::History => ops::history::history(&common, out).map(|_| ExitStatus::Success),
         Command::ForceUnlock => {
             ops::history::force_unlock(&common, out).map(|_| ExitStatus::Success)

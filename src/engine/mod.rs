@@ -461,27 +461,40 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                     .or(after)
                     .cloned()
                     .ok_or_else(|| plain("stop without a spec".into()))?;
+                let mut killed = Vec::new();
                 for &index in replicas {
-                    // Already stopped by an earlier, interrupted attempt: nothing to do.
-                    let Some(replica) = self.replica(service, &host, index, *generation) else {
-                        continue;
-                    };
-                    let target = self.target(&step.host).map_err(plain)?;
-                    target
-                        .runtime
-                        .stop(&replica.container_id, grace.0)
-                        .await
-                        .map_err(|e| plain(e.to_string()))?;
-                    self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
-                    self.undo.push(Undo::Stopped {
-                        host: host.clone(),
-                        id: replica.container_id.clone(),
-                        spec: Box::new(spec.clone()),
-                        port: replica.host_port,
-                    });
+                    // None left running (stopped by an earlier, interrupted attempt): nothing to do.
+                    for replica in self.replicas(service, &host, index, *generation) {
+                        let target = self.target(&step.host).map_err(plain)?;
+                        target
+                            .runtime
+                            .stop(&replica.container_id, grace.0)
+                            .await
+                            .map_err(|e| plain(e.to_string()))?;
+                        if let Ok(Some(info)) = target.runtime.inspect(&replica.container_id).await
+                            && info.state == ContainerState::Exited(137)
+                        {
+                            killed.push(format!("#{index}"));
+                        }
+                        self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
+                        self.undo.push(Undo::Stopped {
+                            host: host.clone(),
+                            id: replica.container_id.clone(),
+                            spec: Box::new(spec.clone()),
+                            port: replica.host_port,
+                        });
+                    }
                 }
+                let killed = if killed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} did not exit within the {grace} grace period and were killed",
+                        killed.join(",")
+                    )
+                };
                 Ok(Some(format!(
-                    "{} stopped, kept for rollback",
+                    "{} stopped, kept for rollback{killed}",
                     ids(replicas)
                 )))
             }
@@ -550,6 +563,24 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             id: id.clone(),
             grace: spec.stop_grace_period.0,
         });
+        // Recorded as soon as it exists, so that no container gantry created is ever
+        // missing from the state, whatever happens next.
+        self.state
+            .services
+            .get_mut(service)
+            .ok_or_else(|| plain("service missing from state".into()))?
+            .replicas
+            .push(Replica {
+                index,
+                host: host.to_string(),
+                name,
+                container_id: id.clone(),
+                image_id: None,
+                revision: self.revision,
+                host_port,
+                status: ReplicaStatus::Stopped,
+            });
+        self.save();
         let target = self.target(&Some(host.to_string())).map_err(plain)?;
         if let Err(e) = target.runtime.start(&id).await {
             return Err((e.to_string(), self.logs(host, &id).await));
@@ -559,24 +590,18 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .inspect(&id)
             .await
             .map_err(|e| plain(e.to_string()))?;
-        let (host_port, image_id) = info
-            .map(|i| (i.host_port, Some(i.image_id)))
-            .unwrap_or((host_port, None));
-        let state = self
+        if let Some(r) = self
             .state
             .services
             .get_mut(service)
-            .ok_or_else(|| plain("service missing from state".into()))?;
-        state.replicas.push(Replica {
-            index,
-            host: host.to_string(),
-            name,
-            container_id: id,
-            image_id,
-            revision: self.revision,
-            host_port,
-            status: ReplicaStatus::Running,
-        });
+            .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
+        {
+            r.status = ReplicaStatus::Running;
+            if let Some(info) = info {
+                r.host_port = info.host_port.or(r.host_port);
+                r.image_id = Some(info.image_id);
+            }
+        }
         Ok(())
     }
 
@@ -611,15 +636,32 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         index: u32,
         generation: Generation,
     ) -> Option<Replica> {
-        let s = self.state.services.get(service)?;
+        self.replicas(service, host, index, generation)
+            .into_iter()
+            .next()
+    }
+
+    /// Running replicas of `index` on `host`: those this apply started (new), or any other
+    /// (current; after an interrupted run there can be more than one).
+    fn replicas(
+        &self,
+        service: &str,
+        host: &str,
+        index: u32,
+        generation: Generation,
+    ) -> Vec<Replica> {
+        let Some(s) = self.state.services.get(service) else {
+            return Vec::new();
+        };
         s.replicas
             .iter()
             .filter(|r| r.host == host && r.index == index && r.status == ReplicaStatus::Running)
-            .find(|r| match generation {
+            .filter(|r| match generation {
                 Generation::New => r.revision == self.revision,
                 Generation::Current => r.revision != self.revision,
             })
             .cloned()
+            .collect()
     }
 
     fn set_status(&mut self, service: &str, id: &str, status: ReplicaStatus) {
@@ -740,6 +782,39 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .filter(|c| c.action == Action::Destroy && c.address.kind == ResourceKind::Service)
             .map(|c| c.address.name.clone())
             .collect();
+        // Converge: one running replica per (host, index) of the spec, the newest; strays
+        // left running by an interrupted run are stopped (and then fall under retention).
+        let mut strays: Vec<(String, String, String, Duration)> = Vec::new();
+        for (name, s) in &self.state.services {
+            if destroyed.contains(name) {
+                continue;
+            }
+            let running: Vec<&Replica> = s
+                .replicas
+                .iter()
+                .filter(|r| r.status == ReplicaStatus::Running)
+                .collect();
+            for r in &running {
+                let newer = running
+                    .iter()
+                    .any(|o| o.host == r.host && o.index == r.index && o.revision > r.revision);
+                let outside = r.index > s.spec.replicas || !s.spec.hosts.contains(&r.host);
+                if newer || outside {
+                    strays.push((
+                        name.clone(),
+                        r.host.clone(),
+                        r.container_id.clone(),
+                        s.spec.stop_grace_period.0,
+                    ));
+                }
+            }
+        }
+        for (service, host, id, grace) in strays {
+            if let Ok(t) = self.target(&Some(host)) {
+                let _ = t.runtime.stop(&id, grace).await;
+            }
+            self.set_status(&service, &id, ReplicaStatus::Stopped);
+        }
         let mut to_remove: Vec<(String, String)> = Vec::new();
         for (name, s) in self.state.services.iter_mut() {
             if destroyed.contains(name) {

@@ -1,0 +1,130 @@
+//! `gantry status`: what runs, from the engines, against what the state records. One list
+//! call per host; drift (a replica gone, stopped behind gantry's back, or a container with
+//! gantry's labels the state does not know) is named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use super::{Common, Error, emit, load};
+use crate::drivers::docker::DockerRuntime;
+use crate::drivers::probe::HttpProber;
+use crate::exit::ExitStatus;
+use crate::ports::{ContainerInfo, ContainerRuntime, ContainerState, labels};
+use crate::state::ReplicaStatus;
+
+pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error> {
+    let loaded = load(common)?;
+    let state_dir = common.state_dir();
+    let Some(state) = state_dir.read()? else {
+        emit(out, "Nothing applied yet (no state).\n")?;
+        return Ok(ExitStatus::Success);
+    };
+    if let Some(lock) = state_dir.lock_holder()? {
+        emit(
+            out,
+            &format!(
+                "Locked: {} (pid {} on {}) is running {} since {}.\n\n",
+                lock.holder, lock.pid, lock.host, lock.operation, lock.started_at
+            ),
+        )?;
+    }
+    if let Some(last) = state.history.last()
+        && last.outcome == crate::state::Outcome::InProgress
+    {
+        emit(
+            out,
+            &format!(
+                "Revision {} ({}) did not finish: it was interrupted.\n\n",
+                last.revision, last.origin
+            ),
+        )?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Message(e.to_string()))?;
+    let prober = HttpProber::new();
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "service",
+        "replica",
+        "host",
+        "revision",
+        "container",
+        "recorded",
+        "engine",
+        "health",
+    ]);
+    let mut drift = Vec::new();
+    rt.block_on(async {
+        let mut live: BTreeMap<String, BTreeMap<String, ContainerInfo>> = BTreeMap::new();
+        let mut addresses = BTreeMap::new();
+        for h in &loaded.model.hosts {
+            addresses.insert(h.name.clone(), h.address.clone());
+            let runtime = DockerRuntime::connect(&h.docker).await.map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
+            let found = runtime.list(&[(labels::PROJECT, &state.project)]).await.map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
+            live.insert(h.name.clone(), found.into_iter().map(|c| (c.id.clone(), c)).collect());
+        }
+        let mut known = BTreeSet::new();
+        for (name, s) in &state.services {
+            for r in &s.replicas {
+                known.insert(r.container_id.clone());
+                let engine = live.get(&r.host).and_then(|m| m.get(&r.container_id));
+                let engine_state = match engine.map(|c| c.state) {
+                    Some(ContainerState::Running) => "running".to_string(),
+                    Some(ContainerState::Exited(code)) => format!("exited ({code})"),
+                    Some(other) => format!("{other:?}").to_lowercase(),
+                    None => "MISSING".to_string(),
+                };
+                let recorded = match r.status {
+                    ReplicaStatus::Running => "running",
+                    ReplicaStatus::Stopped if r.revision != s.revision => "kept for rollback",
+                    ReplicaStatus::Stopped => "stopped",
+                };
+                if (r.status == ReplicaStatus::Running) != matches!(engine.map(|c| c.state), Some(ContainerState::Running)) {
+                    drift.push(format!("service.{name} #{} ({}): recorded {recorded}, engine says {engine_state}", r.index, r.name));
+                }
+                let health = match (&s.spec.health, engine.map(|c| (c.state, c.host_port))) {
+                    (Some(h), Some((ContainerState::Running, Some(port)))) if h.http.is_some() => {
+                        let address = format!("{}:{port}", addresses.get(&r.host).cloned().unwrap_or_default());
+                        let probe = prober.get(&address, h.http.as_deref().unwrap_or("/"), h.timeout.0).await;
+                        if probe.is_2xx() { "healthy".to_string() } else { format!("UNHEALTHY ({:?})", probe.outcome) }
+                    }
+                    (_, Some((ContainerState::Running, _))) => "-".to_string(),
+                    _ => String::new(),
+                };
+                table.add_row([name.clone(), format!("#{}", r.index), r.host.clone(), r.revision.to_string(), r.name.clone(), recorded.to_string(), engine_state, health]);
+            }
+        }
+        for (host, containers) in &live {
+            for c in containers.values().filter(|c| !known.contains(&c.id)) {
+                drift.push(format!(
+                    "{} on host {host} carries project `{}`'s labels (service {}) but is not in the state",
+                    c.name,
+                    state.project,
+                    c.labels.get(labels::SERVICE).map_or("?", String::as_str)
+                ));
+            }
+        }
+        Ok::<(), Error>(())
+    })?;
+    emit(
+        out,
+        &format!(
+            "Project {} at revision {} (state serial {}).\n{table}\n",
+            state.project, state.revision, state.serial
+        ),
+    )?;
+    if drift.is_empty() {
+        emit(out, "No drift: the engines run what the state records.\n")?;
+    } else {
+        emit(out, &format!("Drift ({}):\n", drift.len()))?;
+        for d in &drift {
+            emit(out, &format!("  - {d}\n"))?;
+        }
+    }
+    Ok(ExitStatus::Success)
+}
