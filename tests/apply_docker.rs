@@ -538,3 +538,42 @@ fn pause_leaves_the_failure_in_place_and_exits_4() {
     assert_eq!(running.len(), 3, "{running:?}");
     assert!(running.iter().all(|n| n.contains("-web-3-")), "{running:?}");
 }
+
+/// Independent services of a wave roll concurrently; a dependent waits for its dependency.
+#[test]
+fn independent_services_run_in_parallel_and_dependents_wait() {
+    if !docker::require_docker("waves_in_parallel") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, _) = images();
+    let p = Project::new(&guard, &v1);
+    let service = |name: &str, deps: &str| {
+        format!(
+            "[service.{name}]\nimage = \"gantry-testapp:{v1}\"\nreplicas = 2\nport = 8080\nlabels = {labels}\ndepends_on = [{deps}]\nhealth = {{ http = \"/healthz\", interval = \"200ms\" }}\nrollout = {{ soak = \"1s\" }}\n",
+            labels = p.labels
+        )
+    };
+    let toml = format!(
+        "[project]\nname = \"{}\"\n{}{}{}",
+        p.name,
+        service("a", ""),
+        service("b", ""),
+        service("c", "\"a\"")
+    );
+    std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let started = |svc: &str, i: u32| timestamp(&format!("{}-{svc}-1-{i}", p.name), "StartedAt");
+    // a and b are in the same wave: each started its first replica before the other's
+    // second (one after the other, b #1 would start after a #2).
+    let a_last = started("a", 2);
+    assert!(
+        started("b", 1) < a_last,
+        "b waited for a: b#1 {} a#2 {a_last}",
+        started("b", 1)
+    );
+    assert!(started("a", 1) < started("b", 2), "a waited for b");
+    // c depends on a: it starts after a's replicas are up.
+    assert!(started("c", 1) > a_last, "c started before a was up");
+}

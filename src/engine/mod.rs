@@ -5,6 +5,8 @@
 pub mod report;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::drivers::probe::HttpProber;
@@ -167,8 +169,11 @@ pub fn unsupported_step(plan: &Plan) -> Option<(String, String)> {
 struct Run<'a, 'p, R: ContainerRuntime> {
     ctx: &'a ApplyContext<'p, R>,
     revision: u64,
-    state: State,
-    undo: Vec<Undo>,
+    /// Shared by the services of a wave, which run concurrently; never held across an await.
+    state: Mutex<State>,
+    undo: Mutex<Vec<Undo>>,
+    /// Set when a step fails: the other services of the wave stop at their next step.
+    cancelled: AtomicBool,
 }
 
 /// Applies `plan` to `state`. The state is saved after every step; the returned state is
@@ -180,13 +185,14 @@ pub async fn apply<R: ContainerRuntime>(
 ) -> (ApplyOutcome, State) {
     let original = state.clone();
     let revision = state.next_revision();
-    let mut run = Run {
+    let run = Run {
         ctx,
         revision,
-        state,
-        undo: Vec::new(),
+        state: Mutex::new(state),
+        undo: Mutex::new(Vec::new()),
+        cancelled: AtomicBool::new(false),
     };
-    run.state.history.push(RevisionRecord {
+    run.st().history.push(RevisionRecord {
         revision,
         started_at: now(),
         finished_at: None,
@@ -197,13 +203,23 @@ pub async fn apply<R: ContainerRuntime>(
     });
     run.save();
 
+    // Wave by wave; the resources of one wave are independent and run concurrently.
+    let mut waves: BTreeMap<usize, Vec<&ResourceChange>> = BTreeMap::new();
+    for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        waves.entry(c.wave).or_default().push(c);
+    }
     let mut failed: Option<(Failure, OnFailure)> = None;
-    for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        if let Err(f) = run.change(change).await {
-            let policy = service_spec(&change.after)
-                .or(service_spec(&change.before))
-                .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
-            failed = Some((f, policy));
+    for wave in waves.values() {
+        let results = futures_util::future::join_all(wave.iter().map(|c| run.change(c))).await;
+        for (change, result) in wave.iter().zip(results) {
+            if let (Err(Some(f)), None) = (result, &failed) {
+                let policy = service_spec(&change.after)
+                    .or(service_spec(&change.before))
+                    .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
+                failed = Some((f, policy));
+            }
+        }
+        if failed.is_some() {
             break;
         }
     }
@@ -212,7 +228,7 @@ pub async fn apply<R: ContainerRuntime>(
         None => {
             run.cleanup(plan).await;
             let services = run
-                .state
+                .st()
                 .services
                 .iter()
                 .map(|(n, s)| {
@@ -226,9 +242,9 @@ pub async fn apply<R: ContainerRuntime>(
                     )
                 })
                 .collect();
-            run.state.revision = revision;
+            run.st().revision = revision;
             run.finish(Outcome::Succeeded, services, None);
-            (ApplyOutcome::Succeeded { revision }, run.state)
+            (ApplyOutcome::Succeeded { revision }, run.into_state())
         }
         Some((failure, OnFailure::Pause)) => {
             ctx.reporter.event(Event::Note {
@@ -242,7 +258,7 @@ pub async fn apply<R: ContainerRuntime>(
                     failure,
                     restore_error: None,
                 },
-                run.state,
+                run.into_state(),
             )
         }
         Some((failure, OnFailure::Rollback)) => {
@@ -251,16 +267,19 @@ pub async fn apply<R: ContainerRuntime>(
             });
             match run.restore().await {
                 Ok(()) => {
-                    let mut state = original;
-                    state.serial = run.state.serial;
-                    state.history = std::mem::take(&mut run.state.history);
-                    run.state = state;
+                    {
+                        let mut current = run.st();
+                        let mut state = original;
+                        state.serial = current.serial;
+                        state.history = std::mem::take(&mut current.history);
+                        *current = state;
+                    }
                     run.finish(
                         Outcome::RolledBack,
                         BTreeMap::new(),
                         Some(failure.to_string()),
                     );
-                    (ApplyOutcome::RolledBack { failure }, run.state)
+                    (ApplyOutcome::RolledBack { failure }, run.into_state())
                 }
                 Err(e) => {
                     run.finish(
@@ -273,7 +292,7 @@ pub async fn apply<R: ContainerRuntime>(
                             failure,
                             restore_error: Some(e),
                         },
-                        run.state,
+                        run.into_state(),
                     )
                 }
             }
@@ -282,9 +301,22 @@ pub async fn apply<R: ContainerRuntime>(
 }
 
 impl<R: ContainerRuntime> Run<'_, '_, R> {
-    fn save(&mut self) {
-        self.state.serial += 1;
-        if let Err(e) = self.ctx.sink.save(&self.state) {
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn into_state(self) -> State {
+        self.state.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push_undo(&self, u: Undo) {
+        self.undo.lock().unwrap_or_else(|e| e.into_inner()).push(u);
+    }
+
+    fn save(&self) {
+        let mut state = self.st();
+        state.serial += 1;
+        if let Err(e) = self.ctx.sink.save(&state) {
             self.ctx.reporter.event(Event::Note {
                 message: format!("warning: could not save the state: {e}"),
             });
@@ -292,13 +324,13 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
     }
 
     fn finish(
-        &mut self,
+        &self,
         outcome: Outcome,
         services: BTreeMap<String, RevisionService>,
         failure: Option<String>,
     ) {
         if let Some(last) = self
-            .state
+            .st()
             .history
             .iter_mut()
             .rev()
@@ -320,11 +352,14 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .ok_or_else(|| format!("no engine connected for host `{name}`"))
     }
 
-    async fn change(&mut self, change: &ResourceChange) -> Result<(), Failure> {
+    /// Runs the steps of one resource. `Err(None)`: stopped because another resource of the
+    /// wave failed.
+    async fn change(&self, change: &ResourceChange) -> Result<(), Option<Failure>> {
         let name = change.address.name.clone();
         let after = service_spec(&change.after).cloned();
-        if let (Some(spec), false) = (&after, self.state.services.contains_key(&name)) {
-            self.state.services.insert(
+        let known = self.st().services.contains_key(&name);
+        if let (Some(spec), false) = (&after, known) {
+            self.st().services.insert(
                 name.clone(),
                 ServiceState {
                     spec: spec.clone(),
@@ -334,6 +369,9 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             );
         }
         for step in &change.steps {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(None);
+            }
             let started = Instant::now();
             let description = step.describe();
             let batch = step.batch.map(|b| format!("{}/{}", b.number, b.of));
@@ -367,19 +405,20 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                         elapsed_ms,
                         reason: reason.clone(),
                     });
-                    return Err(Failure {
+                    self.cancelled.store(true, Ordering::SeqCst);
+                    return Err(Some(Failure {
                         resource: change.address.to_string(),
                         step: description,
                         reason,
                         logs,
-                    });
+                    }));
                 }
             }
         }
         match (&after, change.action) {
             (_, Action::Destroy) => {}
             (Some(spec), _) => {
-                if let Some(s) = self.state.services.get_mut(&name) {
+                if let Some(s) = self.st().services.get_mut(&name) {
                     s.spec = spec.clone();
                     s.revision = self.revision;
                 }
@@ -392,7 +431,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
 
     /// Runs one step; `Ok(detail)` or `Err((reason, container log lines))`.
     async fn step(
-        &mut self,
+        &self,
         service: &str,
         change: &ResourceChange,
         step: &Step,
@@ -477,7 +516,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                             killed.push(format!("#{index}"));
                         }
                         self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
-                        self.undo.push(Undo::Stopped {
+                        self.push_undo(Undo::Stopped {
                             host: host.clone(),
                             id: replica.container_id.clone(),
                             spec: Box::new(spec.clone()),
@@ -518,7 +557,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
     }
 
     async fn start_replica(
-        &mut self,
+        &self,
         service: &str,
         host: &str,
         spec: &ServiceSpec,
@@ -558,14 +597,14 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .create(&container)
             .await
             .map_err(|e| plain(e.to_string()))?;
-        self.undo.push(Undo::Created {
+        self.push_undo(Undo::Created {
             host: host.to_string(),
             id: id.clone(),
             grace: spec.stop_grace_period.0,
         });
         // Recorded as soon as it exists, so that no container gantry created is ever
         // missing from the state, whatever happens next.
-        self.state
+        self.st()
             .services
             .get_mut(service)
             .ok_or_else(|| plain("service missing from state".into()))?
@@ -591,7 +630,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .await
             .map_err(|e| plain(e.to_string()))?;
         if let Some(r) = self
-            .state
+            .st()
             .services
             .get_mut(service)
             .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
@@ -614,7 +653,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         address: &str,
     ) -> Result<u16, (String, Vec<String>)> {
         let used: Vec<u16> = self
-            .state
+            .st()
             .services
             .get(service)
             .map(|s| s.replicas.iter().filter_map(|r| r.host_port).collect())
@@ -650,7 +689,8 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         index: u32,
         generation: Generation,
     ) -> Vec<Replica> {
-        let Some(s) = self.state.services.get(service) else {
+        let state = self.st();
+        let Some(s) = state.services.get(service) else {
             return Vec::new();
         };
         s.replicas
@@ -664,9 +704,9 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .collect()
     }
 
-    fn set_status(&mut self, service: &str, id: &str, status: ReplicaStatus) {
+    fn set_status(&self, service: &str, id: &str, status: ReplicaStatus) {
         if let Some(r) = self
-            .state
+            .st()
             .services
             .get_mut(service)
             .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
@@ -719,7 +759,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         while Instant::now() < deadline {
             tokio::time::sleep(every.min(deadline.saturating_duration_since(Instant::now()))).await;
             let replicas: Vec<Replica> = self
-                .state
+                .st()
                 .services
                 .get(service)
                 .map(|s| {
@@ -775,7 +815,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
 
     /// After success: remove what no revision kept for rollback needs (stopped replicas older
     /// than the previous revision, and the replicas of destroyed services).
-    async fn cleanup(&mut self, plan: &Plan) {
+    async fn cleanup(&self, plan: &Plan) {
         let destroyed: Vec<String> = plan
             .changes
             .iter()
@@ -785,7 +825,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         // Converge: one running replica per (host, index) of the spec, the newest; strays
         // left running by an interrupted run are stopped (and then fall under retention).
         let mut strays: Vec<(String, String, String, Duration)> = Vec::new();
-        for (name, s) in &self.state.services {
+        for (name, s) in &self.st().services {
             if destroyed.contains(name) {
                 continue;
             }
@@ -816,7 +856,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             self.set_status(&service, &id, ReplicaStatus::Stopped);
         }
         let mut to_remove: Vec<(String, String)> = Vec::new();
-        for (name, s) in self.state.services.iter_mut() {
+        for (name, s) in self.st().services.iter_mut() {
             if destroyed.contains(name) {
                 to_remove.extend(
                     s.replicas
@@ -841,7 +881,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             s.replicas = stay;
         }
         for name in destroyed {
-            self.state.services.remove(&name);
+            self.st().services.remove(&name);
         }
         for (host, id) in to_remove {
             if let Ok(t) = self.target(&Some(host)) {
@@ -852,9 +892,11 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
     }
 
     /// Undoes this apply, newest change first.
-    async fn restore(&mut self) -> Result<(), String> {
+    async fn restore(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        while let Some(u) = self.undo.pop() {
+        loop {
+            let next = self.undo.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(u) = next else { break };
             match u {
                 Undo::Created { host, id, grace } => {
                     let Ok(t) = self.target(&Some(host)) else {
