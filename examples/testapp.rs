@@ -163,6 +163,8 @@ struct App {
     accept_done: Mutex<bool>,
     accept_done_cv: Condvar,
     requests: AtomicU64,
+    /// Requests read but not yet fully answered.
+    in_flight: AtomicU64,
 }
 
 impl App {
@@ -209,6 +211,7 @@ fn main() {
         accept_done: Mutex::new(false),
         accept_done_cv: Condvar::new(),
         requests: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
     });
 
     let signals = match Signals::new([SIGTERM, SIGINT]) {
@@ -316,8 +319,10 @@ fn watch_signals(mut signals: Signals, app: Arc<App>, local: SocketAddr) {
             eprintln!("testapp: the accept loop did not stop; exiting without it");
         }
     }
-    let open = *app.open.lock().unwrap();
-    println!("testapp: listener closed; waiting for {open} open connection(s) to finish");
+    println!(
+        "testapp: listener closed; finishing {} in-flight request(s)",
+        app.in_flight.load(Ordering::SeqCst)
+    );
     let mut open = app.open.lock().unwrap();
     while *open > 0 {
         open = app.closed.wait(open).unwrap();
@@ -393,6 +398,13 @@ impl Conn<'_> {
     /// Serves one request; `Ok(true)` when the connection stays open for another.
     fn one_request(&mut self) -> Result<bool, End> {
         let req = self.read_head()?;
+        self.app.in_flight.fetch_add(1, Ordering::SeqCst);
+        let result = self.answer(req);
+        self.app.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn answer(&mut self, req: Request) -> Result<bool, End> {
         if req.expect_continue && req.http11 && !matches!(req.body, Body::None) {
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }

@@ -14,6 +14,7 @@
 # Environment:
 #   GANTRY_TEST_LABEL  one or more key=value labels, separated by whitespace
 #   CARGO              cargo to use (default: cargo)
+#   TESTAPP_SKIP_CARGO 1: do not run cargo, package the binary built before
 #   DOCKER             docker CLI to use (default: docker)
 set -euo pipefail
 
@@ -37,9 +38,13 @@ target=x86_64-unknown-linux-gnu
 cd "$repo"
 # The static build: its own --target directory, so the host build's flags are untouched.
 # CARGO_ENCODED_RUSTFLAGS would override RUSTFLAGS; drop it so the crt-static flag applies.
-unset CARGO_ENCODED_RUSTFLAGS
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    "$cargo" build --release --example testapp --target "$target" >&2
+# TESTAPP_SKIP_CARGO=1 reuses the binary already built (the test helpers set it after their
+# first build in a process, so a rebuild of the image does not rebuild the crate).
+if [ "${TESTAPP_SKIP_CARGO:-}" != 1 ]; then
+    unset CARGO_ENCODED_RUSTFLAGS
+    RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+        "$cargo" build --release --example testapp --target "$target" >&2
+fi
 
 target_dir="${CARGO_TARGET_DIR:-}"
 if [ -z "$target_dir" ]; then
