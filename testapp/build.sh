@@ -36,22 +36,19 @@ docker="${DOCKER:-docker}"
 target=x86_64-unknown-linux-gnu
 
 cd "$repo"
-# The static build: its own --target directory, so the host build's flags are untouched.
+# The static build: testapp/Cargo.toml (signal-hook only, builds in seconds), its own
+# target directory, so the host build's flags are untouched.
 # CARGO_ENCODED_RUSTFLAGS would override RUSTFLAGS; drop it so the crt-static flag applies.
 # TESTAPP_SKIP_CARGO=1 reuses the binary already built (the test helpers set it after their
 # first build in a process, so a rebuild of the image does not rebuild the crate).
 if [ "${TESTAPP_SKIP_CARGO:-}" != 1 ]; then
     unset CARGO_ENCODED_RUSTFLAGS
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        "$cargo" build --release --example testapp --target "$target" >&2
+        "$cargo" build --release --manifest-path testapp/Cargo.toml --target "$target" \
+        --target-dir testapp/target >&2
 fi
 
-target_dir="${CARGO_TARGET_DIR:-}"
-if [ -z "$target_dir" ]; then
-    target_dir="$("$cargo" metadata --format-version 1 --no-deps \
-        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-fi
-bin="${target_dir:-$repo/target}/$target/release/examples/testapp"
+bin="$repo/testapp/target/$target/release/testapp"
 if [ ! -x "$bin" ]; then
     echo "testapp/build.sh: built binary not found at $bin" >&2
     exit 1
