@@ -577,3 +577,130 @@ fn independent_services_run_in_parallel_and_dependents_wait() {
     // c depends on a: it starts after a's replicas are up.
     assert!(started("c", 1) > a_last, "c started before a was up");
 }
+
+/// The engine goes away in the middle of a rollout (a socat proxy in front of the real socket
+/// is killed): a clear error, exit 4, a readable state that lists every container gantry
+/// created; with the engine back, the next apply converges.
+#[test]
+fn engine_unplugged_mid_apply_then_the_next_apply_converges() {
+    use std::os::unix::process::CommandExt;
+    if !docker::require_docker("engine_unplugged_mid_apply") {
+        return;
+    }
+    if Command::new("socat").arg("-V").output().is_err() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "socat is needed in CI (.ci/run installs it)"
+        );
+        println!("SKIPPED: engine_unplugged_mid_apply: socat not installed");
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    let sock = p.dir.path().join("engine.sock");
+    /// Kills the proxy's whole process group (socat forks one child per connection), also
+    /// when the test panics.
+    struct Proxy(std::process::Child);
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-9", "--", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let proxy = || {
+        let _ = std::fs::remove_file(&sock);
+        let child = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
+            .arg("UNIX-CONNECT:/var/run/docker.sock")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proxy(child)
+    };
+    let through_proxy = |tag: &str| {
+        p.write(tag, "", "");
+        let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml"))
+            .unwrap()
+            .replace("soak = \"300ms\"", "soak = \"2s\"");
+        let toml = format!(
+            "[[host]]\nname = \"local\"\ndocker = \"unix://{}\"\n\n{toml}",
+            sock.display()
+        );
+        std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    };
+
+    let socat = proxy();
+    through_proxy(&v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    through_proxy(&v2);
+    let apply = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["apply", "--yes"])
+        .current_dir(p.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Unplug once the first replica of revision 2 runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p
+        .containers("status=running")
+        .iter()
+        .any(|n| n.contains("-web-2-"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(socat);
+    let started = Instant::now();
+    let o = apply.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?} after the unplug",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("cannot reach the Docker engine") || stderr.contains("Docker engine"),
+        "{stderr}"
+    );
+
+    // The state is readable and knows every container of the project.
+    let text = std::fs::read_to_string(p.dir.path().join(".gantry/state.json")).unwrap();
+    let state = gantry::state::State::from_json(&text).expect("state readable after the unplug");
+    assert_eq!(
+        state.history.last().unwrap().outcome,
+        gantry::state::Outcome::Halted
+    );
+    let recorded: Vec<String> = state.services["web"]
+        .replicas
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    for c in p.containers("") {
+        assert!(
+            recorded.contains(&c),
+            "{c} is not in the state: {recorded:?}"
+        );
+    }
+
+    // The engine is back: the next apply converges.
+    let _socat = proxy();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let running = p.containers("status=running");
+    assert_eq!(running.len(), 3, "{running:?}");
+    assert!(running.iter().all(|n| n.contains("-web-3-")), "{running:?}");
+    let o = p.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+}
