@@ -84,8 +84,9 @@ revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 sta
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
-        /// Progress output on stderr.
-        #[arg(long, value_enum, default_value = "plain")]
+        /// Progress on stderr: live on a terminal (auto), one line per step (plain), or one
+        /// JSON event per line (json).
+        #[arg(long, value_enum, default_value = "auto")]
         progress: crate::engine::report::ProgressFormat,
     },
 

@@ -44,6 +44,8 @@ pub trait Reporter: Send + Sync {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressFormat {
+    /// Live spinners per resource on a terminal, plain lines otherwise.
+    Auto,
     /// One line per step with a timestamp.
     Plain,
     /// One JSON object per line.
@@ -83,7 +85,7 @@ impl<W: Write + Send> Reporter for LineReporter<W> {
                 }
                 v.to_string()
             }
-            ProgressFormat::Plain => {
+            ProgressFormat::Plain | ProgressFormat::Auto => {
                 let place = |r: &str, h: &Option<String>, b: &Option<String>| {
                     let mut s = r.to_string();
                     if let Some(h) = h {
@@ -140,6 +142,114 @@ impl<W: Write + Send> Reporter for LineReporter<W> {
         if let Ok(mut out) = self.out.lock() {
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
+        }
+    }
+}
+
+/// Live progress on a terminal (indicatif): one spinner per resource showing its current
+/// step, and a line per finished step above them.
+pub struct TtyReporter {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<std::collections::BTreeMap<String, indicatif::ProgressBar>>,
+}
+
+impl Default for TtyReporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TtyReporter {
+    pub fn new() -> Self {
+        TtyReporter {
+            multi: indicatif::MultiProgress::new(),
+            bars: Mutex::new(Default::default()),
+        }
+    }
+
+    fn bar(&self, resource: &str) -> indicatif::ProgressBar {
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        bars.entry(resource.to_string())
+            .or_insert_with(|| {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix:.bold} {wide_msg} {elapsed:.dim}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar.set_prefix(resource.to_string());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            })
+            .clone()
+    }
+}
+
+fn place(host: &Option<String>, batch: &Option<String>) -> String {
+    let mut s = String::new();
+    if let Some(h) = host {
+        s.push_str(&format!("host {h} "));
+    }
+    if let Some(b) = batch {
+        s.push_str(&format!("batch {b} "));
+    }
+    s
+}
+
+impl Reporter for TtyReporter {
+    fn event(&self, e: Event) {
+        match e {
+            Event::StepStarted {
+                resource,
+                host,
+                batch,
+                step,
+            } => {
+                self.bar(&resource)
+                    .set_message(format!("{}{step}", place(&host, &batch)));
+            }
+            Event::StepFinished {
+                resource,
+                host,
+                batch,
+                step,
+                elapsed_ms,
+                detail,
+            } => {
+                let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+                let _ = self.multi.println(format!(
+                    "  ok {resource} {}{step} in {}{detail}",
+                    place(&host, &batch),
+                    seconds(elapsed_ms)
+                ));
+            }
+            Event::StepFailed {
+                resource,
+                host,
+                batch,
+                step,
+                elapsed_ms,
+                reason,
+            } => {
+                self.bar(&resource).abandon_with_message(format!(
+                    "FAILED {}{step} after {}: {reason}",
+                    place(&host, &batch),
+                    seconds(elapsed_ms)
+                ));
+            }
+            Event::Note { message } => {
+                let _ = self.multi.println(message);
+            }
+        }
+    }
+}
+
+impl Drop for TtyReporter {
+    fn drop(&mut self) {
+        for bar in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            if !bar.is_finished() {
+                bar.finish_and_clear();
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use super::{Common, Error, emit, load};
 use crate::drivers::docker::DockerRuntime;
 use crate::drivers::fs::{LockError, StateDir};
 use crate::drivers::probe::HttpProber;
-use crate::engine::report::{LineReporter, ProgressFormat};
+use crate::engine::report::{LineReporter, ProgressFormat, TtyReporter};
 use crate::engine::{self, ApplyContext, ApplyOutcome, StateSink, Target};
 use crate::exit::ExitStatus;
 use crate::plan::{Action, Plan, Spec};
@@ -123,13 +123,16 @@ pub fn apply(
         }
         let (env, image_ids) = preflight(&plan, &hosts, &common.config_dir()).await?;
 
-        let stderr_progress = LineReporter::new(std::io::stderr(), opts.progress);
+        let reporter: Box<dyn crate::engine::report::Reporter> = match opts.progress {
+            ProgressFormat::Auto if std::io::stderr().is_terminal() => Box::new(TtyReporter::new()),
+            format => Box::new(LineReporter::new(std::io::stderr(), format)),
+        };
         let sink = FileSink(&state_dir);
         let ctx = ApplyContext {
             project: &loaded.model.project,
             hosts: &hosts,
             prober: HttpProber::new(),
-            reporter: &stderr_progress,
+            reporter: reporter.as_ref(),
             sink: &sink,
             env: &env,
             image_ids: &image_ids,
