@@ -999,10 +999,13 @@ impl Validator<'_> {
 
     fn shared_upstream_files(&mut self, lbs: &[Named<TomlLb>]) {
         let mut seen: BTreeMap<&str, Range<usize>> = BTreeMap::new();
-        for lb in lbs {
-            let Some(file) = lb.value.as_ref().and_then(|v| v.upstream_file.as_ref()) else {
-                continue;
-            };
+        // In file order, so that the later declaration is the one blamed.
+        let mut files: Vec<&SpStr> = lbs
+            .iter()
+            .filter_map(|lb| lb.value.as_ref()?.upstream_file.as_ref())
+            .collect();
+        files.sort_by_key(|f| f.span().start);
+        for file in files {
             if let Some(first) = seen.get(file.get_ref().as_str()) {
                 self.err(
                     Diagnostic::at(
@@ -1024,6 +1027,9 @@ impl Validator<'_> {
     }
 
     fn port_clashes(&mut self, claims: &[(String, PortRange, Vec<String>, Range<usize>)]) {
+        // In file order, so that the later declaration is the one blamed.
+        let mut claims = claims.to_vec();
+        claims.sort_by_key(|c| c.3.start);
         for (i, (a, ra, ha, sa)) in claims.iter().enumerate() {
             for (b, rb, hb, sb) in &claims[..i] {
                 let shared: BTreeSet<&String> = ha.iter().filter(|h| hb.contains(h)).collect();

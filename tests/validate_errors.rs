@@ -1,0 +1,638 @@
+//! `gantry validate` in the hands of a user who makes mistakes.
+//!
+//! Every test runs the real binary on a configuration with one (or many) mistakes, from
+//! `tests/fixtures/invalid/`, copied into a fresh temporary directory. For each mistake it
+//! checks what the user relies on: exit code exactly 1, a headline
+//! `error: FILE:LINE:COL: MESSAGE` pointing at the right place (the positions are counted
+//! by hand from the fixture and hard-coded), the help where there is one, the trailing
+//! `N problems found.` line, and never a panic.
+
+use std::path::Path;
+use std::process::Command;
+
+/// What one run of `gantry validate` produced.
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/invalid")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Runs `gantry validate -f FILE` in `dir`, with a colour-free environment.
+fn validate_in(dir: &Path, file: &str) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["validate", "-f", file])
+        .current_dir(dir)
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run gantry");
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `source` as `file` in a fresh temporary directory and validates it there.
+fn validate_source(file: &str, source: &str) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(file), source).unwrap();
+    validate_in(dir.path(), file)
+}
+
+/// Validates the fixture `name`, under its own file name.
+fn validate_fixture(name: &str) -> Outcome {
+    validate_source(name, &fixture(name))
+}
+
+fn collapse_whitespace(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Outcome {
+    /// Exit 1, nothing on stdout, no panic, and the problem count matching the headlines.
+    fn assert_rejected(&self, problems: usize) -> &Self {
+        assert!(
+            !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
+            "gantry panicked:\n{}",
+            self.stderr
+        );
+        assert_eq!(
+            self.code,
+            Some(1),
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert_eq!(self.stdout, "", "nothing on stdout when invalid");
+        assert_eq!(
+            self.headlines().len(),
+            problems,
+            "number of `error:` headlines in:\n{}",
+            self.stderr
+        );
+        let last = self.stderr.lines().rev().find(|l| !l.trim().is_empty());
+        let expected = format!(
+            "{problems} problem{} found.",
+            if problems == 1 { "" } else { "s" }
+        );
+        assert_eq!(
+            last,
+            Some(expected.as_str()),
+            "last line of:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Exit 0, the one-line summary on stdout, nothing on stderr.
+    fn assert_valid(&self) -> &Self {
+        assert!(
+            !self.stderr.contains("panicked"),
+            "gantry panicked:\n{}",
+            self.stderr
+        );
+        assert_eq!(
+            self.code,
+            Some(0),
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stdout.contains(" is valid: "),
+            "stdout:\n{}",
+            self.stdout
+        );
+        assert_eq!(self.stderr, "", "nothing on stderr when valid");
+        self
+    }
+
+    fn headlines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect()
+    }
+
+    /// The diagnostic whose headline is exactly `error: FILE:LINE:COL: ...` and whose
+    /// message contains `message`; returns its whole block (headline, snippet, help) with
+    /// whitespace collapsed, so that wrapped help lines can be searched.
+    fn diagnostic(&self, file: &str, line: usize, col: usize, message: &str) -> String {
+        let prefix = format!("error: {file}:{line}:{col}: ");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        let start = lines.iter().position(|l| {
+            l.strip_prefix(prefix.as_str())
+                .is_some_and(|m| m.contains(message))
+        });
+        let Some(start) = start else {
+            panic!(
+                "no headline `{prefix}...{message}...`; headlines were:\n{}\n\nfull stderr:\n{}",
+                self.headlines().join("\n"),
+                self.stderr
+            );
+        };
+        let end = lines[start + 1..]
+            .iter()
+            .position(|l| l.starts_with("error: "))
+            .map_or(lines.len(), |i| start + 1 + i);
+        collapse_whitespace(&lines[start..end].join("\n"))
+    }
+}
+
+fn assert_has(block: &str, needle: &str) {
+    assert!(block.contains(needle), "expected `{needle}` in:\n{block}");
+}
+
+// ---------------------------------------------------------------------------------------
+// TOML syntax
+
+#[test]
+fn unclosed_table_header_is_a_syntax_error_at_the_missing_bracket() {
+    let f = "syntax_unclosed_header.toml";
+    // Line 4 is `[service.api`: the `]` is missing right after `api`, column 13.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    out.diagnostic(f, 4, 13, "invalid TOML");
+}
+
+#[test]
+fn unterminated_string_is_a_syntax_error_at_the_end_of_its_line() {
+    let f = "syntax_unterminated_string.toml";
+    // Line 5 is `image = "shop/api:1.4.2` (23 characters): the closing quote is due at 24.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 5, 24, "invalid TOML");
+    assert_has(&d, "expected `\"`");
+}
+
+// ---------------------------------------------------------------------------------------
+// Unknown keys
+
+#[test]
+fn unknown_top_level_table_suggests_service() {
+    let f = "unknown_top_level_key.toml";
+    // `[services.api]` on line 4: the key starts after the `[`.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 4, 2, "unknown key `services`");
+    assert_has(&d, "did you mean `service`?");
+}
+
+#[test]
+fn unknown_key_in_a_service_suggests_the_real_one() {
+    let f = "unknown_service_key.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 6, 1, "unknown key `replica`");
+    assert_has(&d, "did you mean `replicas`?");
+}
+
+#[test]
+fn unknown_key_in_a_health_table_suggests_the_real_one() {
+    let f = "unknown_health_key.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 11, 1, "unknown key `intervall`");
+    assert_has(&d, "did you mean `interval`?");
+    assert_has(&d, "`start_period`");
+}
+
+#[test]
+fn unknown_keys_in_a_service_and_in_its_health_table_are_all_reported() {
+    // Regression: a table opened by a `[header]` is spanned by its header only, and the
+    // error collector used to give up after the first error inside such a table.
+    let f = "unknown_keys_service_and_health.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(2);
+    assert_has(
+        &out.diagnostic(f, 6, 1, "unknown key `replica`"),
+        "did you mean `replicas`?",
+    );
+    assert_has(
+        &out.diagnostic(f, 11, 1, "unknown key `intervall`"),
+        "did you mean `interval`?",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Values
+
+#[test]
+fn replicas_given_as_a_word_is_a_wrong_type_at_the_value() {
+    let f = "wrong_type_replicas.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 6, 12, "wrong type");
+    assert_has(&d, "\"three\"");
+}
+
+#[test]
+fn zero_replicas_is_refused_at_the_value() {
+    let f = "zero_replicas.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    out.diagnostic(f, 6, 12, "`replicas` must be at least 1, found 0");
+}
+
+#[test]
+fn rollout_batch_larger_than_replicas_is_refused() {
+    let f = "batch_larger_than_replicas.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 10, 9, "`batch` (3) is larger than `replicas` (2)");
+    assert_has(&d, "use a batch between 1 and 2");
+}
+
+#[test]
+fn warmup_needing_zero_successes_is_refused() {
+    let f = "warmup_zero_successes.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    out.diagnostic(f, 12, 13, "`successes` must be at least 1, found 0");
+}
+
+#[test]
+fn durations_without_a_unit_or_number_are_refused_at_the_value() {
+    let f = "invalid_duration.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(2);
+    out.diagnostic(f, 7, 21, "invalid duration `30`");
+    // Line 8 has `ü` and `ß` before the value: columns count characters, not bytes
+    // (the opening quote of "soon" is byte 42 but character 40).
+    out.diagnostic(f, 8, 40, "invalid duration `soon`");
+}
+
+#[test]
+fn unknown_rollout_order_word_suggests_the_spelling() {
+    let f = "unknown_enum_word.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 11, 9, "invalid `order` value `start_first`");
+    assert_has(&d, "did you mean `start-first`?");
+    assert_has(&d, "`stop-first`");
+}
+
+// ---------------------------------------------------------------------------------------
+// Images
+
+#[test]
+fn image_without_tag_and_image_with_latest_are_refused() {
+    let f = "mutable_tags.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(2);
+    let d = out.diagnostic(f, 5, 9, "image `nginx` has no tag");
+    assert_has(&d, "allow_mutable_tag = true");
+    let d = out.diagnostic(f, 9, 9, "uses the moving tag `latest`");
+    assert_has(&d, "registry.example:5000/shop/api:latest");
+}
+
+#[test]
+fn allow_mutable_tag_accepts_an_untagged_and_a_latest_image() {
+    let source = fixture("mutable_tags.toml");
+    let allowed = source
+        .replace(
+            "image = \"nginx\"\n",
+            "image = \"nginx\"\nallow_mutable_tag = true\n",
+        )
+        .replace(
+            "image = \"registry.example:5000/shop/api:latest\"\n",
+            "image = \"registry.example:5000/shop/api:latest\"\nallow_mutable_tag = true\n",
+        );
+    assert_eq!(allowed.matches("allow_mutable_tag = true").count(), 2);
+    validate_source("gantry.toml", &allowed).assert_valid();
+}
+
+// ---------------------------------------------------------------------------------------
+// References and the dependency graph
+
+#[test]
+fn depends_on_a_missing_service_lists_the_services_and_suggests_the_closest() {
+    let f = "missing_dependency.toml";
+    // `depends_on = ["cache", "dbb"]`: `"dbb"` opens at column 24.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 8, 24, "names service `dbb`, which does not exist");
+    assert_has(&d, "did you mean `db`?");
+    assert_has(&d, "defined: `api`, `cache` and `db`");
+}
+
+#[test]
+fn lb_naming_a_missing_load_balancer_suggests_the_closest() {
+    let f = "missing_lb.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(
+        f,
+        17,
+        7,
+        "names load balancer `fornt`, which does not exist",
+    );
+    assert_has(&d, "did you mean `front`?");
+}
+
+#[test]
+fn dependency_cycle_is_printed_whole() {
+    let f = "dependency_cycle.toml";
+    // api -> cache -> db -> api; `web` depends on the cycle but is not part of it.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 6, 15, "dependency cycle: api -> cache -> db -> api");
+    assert!(!out.headlines()[0].contains("web"), "{d}");
+}
+
+#[test]
+fn self_dependency_is_refused_at_the_entry() {
+    let f = "self_dependency.toml";
+    // `depends_on = ["db", "worker"]`: `"worker"` opens at column 21.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    out.diagnostic(f, 9, 21, "service `worker` depends on itself");
+}
+
+#[test]
+fn cycle_through_a_service_with_another_error_is_still_reported() {
+    // Regression: cycles used to be searched among fully valid services only, so a
+    // service with a second mistake hid its cycle until the first was fixed.
+    let f = "cycle_member_with_other_error.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(4);
+    out.diagnostic(f, 6, 12, "`replicas` must be at least 1, found 0");
+    out.diagnostic(f, 7, 15, "service `orders` depends on itself");
+    out.diagnostic(f, 11, 15, "dependency cycle: api -> db -> api");
+    out.diagnostic(f, 14, 9, "image `postgres` has no tag");
+}
+
+// ---------------------------------------------------------------------------------------
+// Host ports
+
+#[test]
+fn overlapping_host_port_ranges_on_one_host_are_refused() {
+    let f = "duplicate_host_ports.toml";
+    // api claims 18080-18089 (line 8), web 18085-18094 (line 14): the second claim is wrong.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 14, 14, "duplicate host ports");
+    assert_has(&d, "service `web` (18085-18094)");
+    assert_has(&d, "service `api` (18080-18089)");
+    assert_has(&d, "`api` claims 18080-18089 here");
+}
+
+#[test]
+fn overlapping_host_ports_are_blamed_on_the_later_declaration() {
+    let f = "duplicate_host_ports_file_order.toml";
+    // web claims 18080-18089 on line 8; admin, declared after it, claims 18089-18092 on
+    // line 14. `admin` sorts before `web`, which must not change where the error is.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 14, 14, "duplicate host ports");
+    assert_has(&d, "`web` claims 18080-18089 here");
+}
+
+#[test]
+fn host_port_range_must_hold_the_replicas_and_the_rollout_surge() {
+    let f = "host_ports_too_narrow.toml";
+    // 4 replicas + 1 started beside them (start-first, batch 1) need 5 ports; 4 are given.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(
+        f,
+        8,
+        14,
+        "host_ports 18080-18083 has 4 port(s) but service `api` needs 5",
+    );
+    assert_has(&d, "stop-first");
+}
+
+#[test]
+fn same_host_ports_on_different_hosts_or_disjoint_ranges_are_valid() {
+    let source = r#"
+[project]
+name = "shop"
+
+[[host]]
+name = "edge-1"
+docker = "ssh://deploy@10.0.0.5"
+
+[[host]]
+name = "edge-2"
+docker = "ssh://deploy@10.0.0.6"
+
+[service.api]
+image = "shop/api:1.4.2"
+replicas = 4
+port = 8080
+host_ports = "18080-18089"
+hosts = ["edge-1"]
+
+[service.web]
+image = "shop/web:2.0.1"
+replicas = 4
+port = 8080
+host_ports = "18080-18089"
+hosts = ["edge-2"]
+
+[service.admin]
+image = "shop/admin:0.9.0"
+replicas = 1
+port = 9000
+host_ports = "18090-18091"
+"#;
+    validate_source("gantry.toml", source).assert_valid();
+}
+
+// ---------------------------------------------------------------------------------------
+// Files and load balancers
+
+#[test]
+fn missing_env_file_is_refused_at_its_path_and_accepted_once_it_exists() {
+    let f = "missing_env_file.toml";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(f), fixture(f)).unwrap();
+
+    let out = validate_in(dir.path(), f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 8, 12, "env_file `secrets/api.env`");
+    assert_has(&d, "not found");
+    assert_has(&d, "relative to the config file's directory");
+
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/api.env"),
+        "DATABASE_URL=postgres://db/shop\n",
+    )
+    .unwrap();
+    validate_in(dir.path(), f).assert_valid();
+}
+
+#[test]
+fn nginx_load_balancer_without_upstream_file_is_refused_at_its_name() {
+    let f = "nginx_missing_upstream_file.toml";
+    // `[lb.front]` on line 9: the name starts at column 5.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    out.diagnostic(
+        f,
+        9,
+        5,
+        "load balancer `front` (kind = \"nginx\") needs `upstream_file`",
+    );
+}
+
+#[test]
+fn two_load_balancers_sharing_an_upstream_file_are_refused_at_the_second() {
+    let f = "shared_upstream_file.toml";
+    // internal (line 12) then public (line 17) name the same include file.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 17, 17, "is already owned by another load balancer");
+    assert_has(&d, "first used here");
+}
+
+#[test]
+fn shared_upstream_file_is_blamed_on_the_later_declaration() {
+    let f = "shared_upstream_file_order.toml";
+    // public (line 12) then internal (line 17): `internal` sorts first, which must not
+    // change which declaration is the duplicate.
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    out.diagnostic(f, 17, 17, "is already owned by another load balancer");
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as a whole
+
+#[test]
+fn empty_file_misses_the_project_table() {
+    let f = "empty.toml";
+    assert_eq!(fixture(f), "");
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    let d = out.diagnostic(f, 1, 1, "missing `[project]` table");
+    assert_has(&d, "add `[project]`");
+}
+
+#[test]
+fn file_without_project_table_is_refused() {
+    let f = "missing_project.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(1);
+    out.diagnostic(f, 1, 1, "missing `[project]` table");
+}
+
+#[test]
+fn every_mistake_of_a_file_is_reported_in_one_run() {
+    let f = "many_mistakes.toml";
+    let out = validate_fixture(f);
+    let expected: [(usize, usize, &str); 11] = [
+        (
+            10,
+            26,
+            "service `gateway` names service `payments`, which does not exist",
+        ),
+        (
+            13,
+            9,
+            "`batch` (4) is larger than `replicas` (2) of service `gateway`",
+        ),
+        (14, 9, "invalid `order` value `start_first`"),
+        (17, 9, "image `shop/catalog` has no tag"),
+        (18, 12, "`replicas` must be at least 1, found 0"),
+        (23, 12, "invalid duration `2`"),
+        (27, 1, "unknown key `replica`"),
+        (32, 8, "wrong type: string \"8083\""),
+        (37, 15, "service `orders` depends on itself"),
+        (41, 12, "env_file `mailer.env`"),
+        (
+            43,
+            5,
+            "load balancer `edge` (kind = \"nginx\") needs `upstream_file`",
+        ),
+    ];
+    out.assert_rejected(expected.len());
+    for (line, col, message) in expected {
+        out.diagnostic(f, line, col, message);
+    }
+    // Listed in file order.
+    let positions: Vec<(usize, usize)> = out
+        .headlines()
+        .iter()
+        .map(|h| {
+            let rest = h
+                .strip_prefix(&format!("error: {f}:"))
+                .expect("headline with a position");
+            let mut parts = rest.splitn(3, ':');
+            let line = parts.next().unwrap().parse().unwrap();
+            let col = parts.next().unwrap().parse().unwrap();
+            (line, col)
+        })
+        .collect();
+    let want: Vec<(usize, usize)> = expected.iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(positions, want);
+}
+
+#[test]
+fn a_valid_configuration_exits_zero() {
+    let source = r#"
+# The shop, without mistakes.
+[project]
+name = "shop"
+
+[service.db]
+image = "postgres:16.2"
+port = 5432
+stop_grace_period = "30 s"
+
+[service.api]
+image = "shop/api:1.4.2"
+replicas = 3
+port = 8080
+host_ports = "18080-18089"
+env = { LOG_LEVEL = "info" }
+env_file = "api.env"
+depends_on = ["db"]
+lb = ["front"]
+
+[service.api.health]
+http = "/healthz"
+interval = "2s"
+timeout = "500ms"
+
+[service.api.warmup]
+http = "/warm"
+max_latency = "250ms"
+successes = 5
+
+[service.api.rollout]
+batch = 1
+order = "start-first"
+drain = "5s"
+
+[lb.front]
+kind = "nginx"
+upstream = "shop_api"
+upstream_file = "/etc/nginx/conf.d/shop-api.conf"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gantry.toml"), source).unwrap();
+    std::fs::write(
+        dir.path().join("api.env"),
+        "DATABASE_URL=postgres://db/shop\n",
+    )
+    .unwrap();
+    let out = validate_in(dir.path(), "gantry.toml");
+    out.assert_valid();
+    assert_has(
+        &out.stdout,
+        "gantry.toml is valid: project `shop`, 2 services, 1 load balancer",
+    );
+    assert_has(&out.stdout, "3 waves of dependencies");
+}
