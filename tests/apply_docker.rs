@@ -278,6 +278,10 @@ fn missing_image_fails_pre_flight_and_changes_nothing() {
     assert_eq!(code(&o), 1, "{}", explain(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
+        stderr.contains("attempt 4/4"),
+        "pulls are retried: {stderr}"
+    );
+    assert!(
         stderr.contains("pre-flight") && stderr.contains("nothing was changed"),
         "{stderr}"
     );
@@ -703,4 +707,36 @@ fn engine_unplugged_mid_apply_then_the_next_apply_converges() {
     assert!(running.iter().all(|n| n.contains("-web-3-")), "{running:?}");
     let o = p.gantry(&["plan", "--detailed-exitcode"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
+}
+
+#[test]
+fn log_rotation_and_resource_limits_reach_the_container() {
+    if !docker::require_docker("log_rotation_and_resource_limits") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, _) = images();
+    let p = Project::new(&guard, &v1);
+    p.write(
+        &v1,
+        "",
+        "resources = { cpus = 0.5, memory = \"64m\" }\nlog = { max_size = \"10m\", max_files = 3 }",
+    );
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let c = format!("{}-web-1-1", p.name);
+    assert_eq!(
+        docker::inspect(&c, "{{.HostConfig.Memory}}"),
+        (64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(docker::inspect(&c, "{{.HostConfig.NanoCpus}}"), "500000000");
+    assert_eq!(
+        docker::inspect(&c, "{{.HostConfig.LogConfig.Type}}"),
+        "json-file"
+    );
+    let log = docker::inspect(&c, "{{json .HostConfig.LogConfig.Config}}");
+    assert!(
+        log.contains("\"max-size\":\"10m\"") && log.contains("\"max-file\":\"3\""),
+        "{log}"
+    );
 }
