@@ -740,3 +740,44 @@ fn log_rotation_and_resource_limits_reach_the_container() {
         "{log}"
     );
 }
+
+#[test]
+fn fixed_host_ports_are_used_and_checked_before_anything_changes() {
+    if !docker::require_docker("fixed_host_ports") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, _) = images();
+    let p = Project::new(&guard, &v1);
+    // Two adjacent free ports (one replica + the start-first surge).
+    let (held, base) = loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port < 65000 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break (l, port);
+        }
+    };
+    let write = |p: &Project| {
+        p.write(&v1, "", &format!("host_ports = \"{base}-{}\"", base + 1));
+        let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml"))
+            .unwrap()
+            .replace("replicas = 3", "replicas = 1");
+        std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    };
+    write(&p);
+    // Both ports taken by someone else: pre-flight refuses, nothing is created.
+    let other = std::net::TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("free host port"),
+        "{}",
+        explain(&o)
+    );
+    assert!(p.containers("").is_empty());
+    drop((held, other));
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let addr = docker::published_addr(&format!("{}-web-1-1", p.name), 8080);
+    assert_eq!(addr, format!("127.0.0.1:{base}"));
+}

@@ -347,3 +347,54 @@ fn same_input_gives_byte_identical_output_across_processes() {
         assert_eq!(a.stdout, b.stdout, "{format} output differs between runs");
     }
 }
+
+#[test]
+fn apply_refuses_a_stale_plan_file_with_exit_6_before_touching_anything() {
+    let dir = scenario();
+    assert_eq!(
+        code(&gantry(dir.path(), &["plan", "--out", "release.plan"])),
+        0
+    );
+    // The config moved since the plan was saved.
+    let mut toml = std::fs::read_to_string(dir.path().join("gantry.toml")).unwrap();
+    toml.push_str("\n# edited after planning\n");
+    std::fs::write(dir.path().join("gantry.toml"), &toml).unwrap();
+    let o = gantry(dir.path(), &["apply", "release.plan"]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("configuration (or an env file it names) changed"),
+        "{}",
+        stderr(&o)
+    );
+    // The state moved since the plan was saved.
+    assert_eq!(
+        code(&gantry(dir.path(), &["plan", "--out", "release.plan"])),
+        0
+    );
+    let state = dir.path().join(".gantry/state.json");
+    let text = std::fs::read_to_string(&state)
+        .unwrap()
+        .replace("\"serial\": 17", "\"serial\": 18");
+    std::fs::write(&state, text).unwrap();
+    let o = gantry(dir.path(), &["apply", "release.plan"]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("serial 17, the state is now at serial 18"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn apply_without_a_terminal_refuses_without_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "[project]\nname = \"p\"\n[service.a]\nimage = \"app:1\"\n",
+    )
+    .unwrap();
+    let o = gantry(dir.path(), &["apply"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("Pass --yes"), "{}", stderr(&o));
+    assert!(!dir.path().join(".gantry/state.json").exists());
+}

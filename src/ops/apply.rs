@@ -121,7 +121,7 @@ pub fn apply(
             rt.ping().await.map_err(|e| Error::Message(format!("pre-flight: host `{}`: {e}; nothing was changed", h.name)))?;
             hosts.insert(h.name.clone(), Target { runtime: rt, address: h.address.clone() });
         }
-        let (env, image_ids) = preflight(&plan, &hosts, &common.config_dir()).await?;
+        let (env, image_ids) = preflight(&plan, &state, &hosts, &common.config_dir()).await?;
 
         let reporter: Box<dyn crate::engine::report::Reporter> = match opts.progress {
             ProgressFormat::Auto if std::io::stderr().is_terminal() => Box::new(TtyReporter::new()),
@@ -160,6 +160,49 @@ pub fn apply(
     })
 }
 
+/// Enough ports of a fixed range are free for every replica the plan starts: ports of the
+/// service's own containers (running, or kept stopped for rollback) are never reused, and the
+/// rest must be bindable now.
+fn host_ports_free<R: ContainerRuntime>(
+    c: &crate::plan::ResourceChange,
+    spec: &crate::model::ServiceSpec,
+    range: crate::model::PortRange,
+    state: &State,
+    hosts: &BTreeMap<String, Target<R>>,
+) -> Result<(), Error> {
+    let used: Vec<u16> = state
+        .services
+        .get(&c.address.name)
+        .map(|s| s.replicas.iter().filter_map(|r| r.host_port).collect())
+        .unwrap_or_default();
+    for host in &spec.hosts {
+        let needed: usize = c
+            .steps
+            .iter()
+            .filter(|s| s.host.as_deref() == Some(host.as_str()))
+            .map(|s| match &s.op {
+                crate::plan::StepOp::Start { replicas } => replicas.len(),
+                _ => 0,
+            })
+            .sum();
+        let Some(address) = hosts.get(host).map(|t| t.address.clone()) else {
+            continue;
+        };
+        let free = (range.start..=range.end)
+            .filter(|p| {
+                !used.contains(p) && std::net::TcpListener::bind((address.as_str(), *p)).is_ok()
+            })
+            .count();
+        if free < needed {
+            return Err(Error::Message(format!(
+                "pre-flight: {} needs {needed} free host port(s) in {range} on host `{host}` ({address}), but only {free} are free (ports of its own containers, running or kept for rollback, are not reused); nothing was changed",
+                c.address
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Why a saved plan no longer applies, if it does not.
 fn stale(plan: &Plan, state: Option<&State>, config_sha256: &str) -> Option<String> {
     let (lineage, serial) = (
@@ -188,6 +231,7 @@ fn stale(plan: &Plan, state: Option<&State>, config_sha256: &str) -> Option<Stri
 /// environment per service and the image IDs.
 async fn preflight<R: ContainerRuntime>(
     plan: &Plan,
+    state: &State,
     hosts: &BTreeMap<String, Target<R>>,
     config_dir: &std::path::Path,
 ) -> Result<(BTreeMap<String, Vec<String>>, BTreeMap<String, String>), Error> {
@@ -197,6 +241,9 @@ async fn preflight<R: ContainerRuntime>(
         let Some(Spec::Service(spec)) = &c.after else {
             continue;
         };
+        if let Some(range) = spec.host_ports {
+            host_ports_free(c, spec, range, state, hosts)?;
+        }
         let mut lines: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if let Some(f) = &spec.env_file {
             let path = config_dir.join(&f.path);
