@@ -114,3 +114,14 @@ pub trait ContainerRuntime: Send + Sync {
         lines: usize,
     ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
 }
+
+/// A load balancer whose membership gantry manages. Membership is set as a whole (the
+/// sorted list of `host:port` addresses), so that every change is one configuration change:
+/// one reload for nginx.
+pub trait LoadBalancer: Send + Sync {
+    /// Makes `members` the members, or fails leaving the load balancer serving as before.
+    fn set_members<'a>(
+        &'a self,
+        members: &'a [String],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}

@@ -146,7 +146,13 @@ fn blue_green_release_plans_preview_then_one_switch() {
         );
     }
     for (n, spec) in before.lbs {
-        state.lbs.insert(n, gantry::state::LbState { spec });
+        state.lbs.insert(
+            n,
+            gantry::state::LbState {
+                spec,
+                members: vec![],
+            },
+        );
     }
     let plan = gantry::plan::plan(&after, Some(&state), "x");
     let web = plan

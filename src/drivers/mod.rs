@@ -4,4 +4,5 @@
 
 pub mod docker;
 pub mod fs;
+pub mod nginx;
 pub mod probe;

@@ -14,9 +14,9 @@ use crate::graph::ResourceKind;
 use crate::model::{OnFailure, ServiceSpec};
 use crate::plan::steps::Generation;
 use crate::plan::{Action, Plan, ResourceChange, Spec, Step, StepOp};
-use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, labels};
+use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, labels};
 use crate::state::{
-    Outcome, Replica, ReplicaStatus, RevisionRecord, RevisionService, ServiceState, State,
+    LbState, Outcome, Replica, ReplicaStatus, RevisionRecord, RevisionService, ServiceState, State,
 };
 use report::{Event, Reporter};
 
@@ -44,6 +44,8 @@ pub struct ApplyContext<'a, R> {
     pub image_ids: &'a BTreeMap<String, String>,
     /// `apply` or `rollback of N`.
     pub origin: String,
+    /// A driver per load balancer gantry can drive.
+    pub lbs: &'a BTreeMap<String, Box<dyn LoadBalancer>>,
 }
 
 /// Why a step failed.
@@ -92,6 +94,8 @@ pub enum ApplyOutcome {
 /// What to undo, newest last.
 #[derive(Debug, Clone)]
 enum Undo {
+    /// A load balancer's members before a change.
+    Members { lb: String, previous: Vec<String> },
     Created {
         host: String,
         id: String,
@@ -125,33 +129,34 @@ fn service_spec(s: &Option<Spec>) -> Option<&ServiceSpec> {
 }
 
 /// Steps this executor can run today; anything else is refused before touching anything.
-pub fn unsupported_step(plan: &Plan) -> Option<(String, String)> {
+/// `lbs` names the load balancers a driver is connected for.
+pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)> {
+    let driven = |lb: &str| lbs.iter().any(|l| l == lb);
     for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        if c.address.kind == ResourceKind::Lb {
+        if c.address.kind == ResourceKind::Lb && !driven(&c.address.name) {
             return Some((
                 c.address.to_string(),
-                "load-balancer drivers (nginx, HAProxy, command) are not implemented yet".into(),
+                "only nginx load balancers are driven by gantry yet (HAProxy and command drivers are not implemented)".into(),
             ));
         }
         for s in &c.steps {
-            let ok = matches!(
-                s.op,
-                StepOp::Start { .. }
-                    | StepOp::WaitHealthy { .. }
-                    | StepOp::Warmup { .. }
-                    | StepOp::Drain { .. }
-                    | StepOp::Stop { .. }
-                    | StepOp::Soak { .. }
-                    | StepOp::Record
-            );
-            if !ok {
-                return Some((
-                    c.address.to_string(),
-                    format!(
-                        "step `{}` needs load-balancer support, which is not implemented yet",
+            let why = match &s.op {
+                StepOp::JoinLb { lb, .. } | StepOp::LeaveLb { lb, .. } if !driven(lb) => {
+                    Some(format!(
+                        "step `{}`: lb.{lb} is not an nginx load balancer, the only kind driven yet",
                         s.describe()
-                    ),
-                ));
+                    ))
+                }
+                StepOp::PreviewCheck { .. }
+                | StepOp::Switch { .. }
+                | StepOp::ScaleDownOld { .. } => Some(format!(
+                    "step `{}`: blue-green releases are planned but not executed yet",
+                    s.describe()
+                )),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Some((c.address.to_string(), why));
             }
         }
         if let Some(spec) = service_spec(&c.after)
@@ -174,6 +179,8 @@ struct Run<'a, 'p, R: ContainerRuntime> {
     undo: Mutex<Vec<Undo>>,
     /// Set when a step fails: the other services of the wave stop at their next step.
     cancelled: AtomicBool,
+    /// One membership change at a time (read, change, write the members of an LB).
+    lb_lock: tokio::sync::Mutex<()>,
 }
 
 /// Applies `plan` to `state`. The state is saved after every step; the returned state is
@@ -191,6 +198,7 @@ pub async fn apply<R: ContainerRuntime>(
         state: Mutex::new(state),
         undo: Mutex::new(Vec::new()),
         cancelled: AtomicBool::new(false),
+        lb_lock: tokio::sync::Mutex::new(()),
     };
     run.st().history.push(RevisionRecord {
         revision,
@@ -550,6 +558,49 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                     .map(|_| None)
             }
             StepOp::Record => Ok(None),
+            StepOp::JoinLb {
+                lb,
+                generation,
+                replicas,
+            } => {
+                let addresses = self
+                    .addresses(service, &host, replicas, *generation)
+                    .map_err(plain)?;
+                let joined = addresses.join(", ");
+                self.change_members(lb, None, |m| m.extend(addresses))
+                    .await
+                    .map_err(plain)?;
+                Ok(Some(format!("lb.{lb} now sends to {joined}")))
+            }
+            StepOp::LeaveLb {
+                lb,
+                generation,
+                replicas,
+            } => {
+                let addresses = self
+                    .addresses(service, &host, replicas, *generation)
+                    .map_err(plain)?;
+                let left = addresses.join(", ");
+                self.change_members(lb, None, |m| m.retain(|a| !addresses.contains(a)))
+                    .await
+                    .map_err(plain)?;
+                Ok(Some(format!("lb.{lb} no longer sends to {left}")))
+            }
+            StepOp::Configure { members } => {
+                let Some(Spec::Lb(spec)) = &change.after else {
+                    return Err(plain("configure without a load-balancer spec".into()));
+                };
+                let addresses = self.member_addresses(members);
+                let count = addresses.len();
+                self.change_members(service, Some(spec.clone()), |m| *m = addresses)
+                    .await
+                    .map_err(plain)?;
+                Ok(Some(format!("{count} member(s)")))
+            }
+            StepOp::Forget => {
+                self.st().lbs.remove(service);
+                Ok(None)
+            }
             other => Err(plain(format!(
                 "step {other:?} is not supported by this executor"
             ))),
@@ -702,6 +753,99 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             })
             .cloned()
             .collect()
+    }
+
+    /// `host:port` of running replicas of `service` on `host`.
+    fn addresses(
+        &self,
+        service: &str,
+        host: &str,
+        replicas: &[u32],
+        generation: Generation,
+    ) -> Result<Vec<String>, String> {
+        let target = self.target(&Some(host.to_string()))?;
+        let mut out = Vec::new();
+        for &index in replicas {
+            for r in self.replicas(service, host, index, generation) {
+                let port = r
+                    .host_port
+                    .ok_or_else(|| format!("replica #{index} publishes no port"))?;
+                out.push(format!("{}:{port}", target.address));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every running replica of the given services (`service.NAME`), as `host:port`.
+    fn member_addresses(&self, services: &[String]) -> Vec<String> {
+        let state = self.st();
+        let mut out = Vec::new();
+        for address in services {
+            let name = address.strip_prefix("service.").unwrap_or(address);
+            let Some(s) = state.services.get(name) else {
+                continue;
+            };
+            for r in s
+                .replicas
+                .iter()
+                .filter(|r| r.status == ReplicaStatus::Running)
+            {
+                if let (Some(port), Some(t)) = (r.host_port, self.ctx.hosts.get(&r.host)) {
+                    out.push(format!("{}:{port}", t.address));
+                }
+            }
+        }
+        out
+    }
+
+    /// Changes the members of `lb` through its driver, one change at a time; records the
+    /// previous members for undo. `spec` creates the LB's state entry (configure).
+    async fn change_members(
+        &self,
+        lb: &str,
+        spec: Option<crate::model::LbSpec>,
+        edit: impl FnOnce(&mut Vec<String>),
+    ) -> Result<(), String> {
+        let _one_at_a_time = self.lb_lock.lock().await;
+        let previous = self
+            .st()
+            .lbs
+            .get(lb)
+            .map(|l| l.members.clone())
+            .unwrap_or_default();
+        let mut next = previous.clone();
+        edit(&mut next);
+        next.sort();
+        next.dedup();
+        let driver = self
+            .ctx
+            .lbs
+            .get(lb)
+            .ok_or_else(|| format!("no driver for lb.{lb}"))?;
+        driver.set_members(&next).await?;
+        self.push_undo(Undo::Members {
+            lb: lb.to_string(),
+            previous,
+        });
+        let mut state = self.st();
+        match (state.lbs.get_mut(lb), spec) {
+            (Some(entry), Some(spec)) => {
+                entry.spec = spec;
+                entry.members = next;
+            }
+            (Some(entry), None) => entry.members = next,
+            (None, Some(spec)) => {
+                state.lbs.insert(
+                    lb.to_string(),
+                    LbState {
+                        spec,
+                        members: next,
+                    },
+                );
+            }
+            (None, None) => {}
+        }
+        Ok(())
     }
 
     fn set_status(&self, service: &str, id: &str, status: ReplicaStatus) {
@@ -898,6 +1042,13 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             let next = self.undo.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(u) = next else { break };
             match u {
+                Undo::Members { lb, previous } => {
+                    if let Some(driver) = self.ctx.lbs.get(&lb)
+                        && let Err(e) = driver.set_members(&previous).await
+                    {
+                        problems.push(format!("restoring the members of lb.{lb}: {e}"));
+                    }
+                }
                 Undo::Created { host, id, grace } => {
                     let Ok(t) = self.target(&Some(host)) else {
                         continue;

@@ -71,7 +71,9 @@ pub fn apply(
     if !plan.has_changes() {
         return Ok(ExitStatus::Success);
     }
-    if let Some((resource, why)) = engine::unsupported_step(&plan) {
+    let lbs = lb_drivers(&loaded.model, state.as_ref(), &common.config_dir());
+    let driven: Vec<String> = lbs.keys().cloned().collect();
+    if let Some((resource, why)) = engine::unsupported_step(&plan, &driven) {
         return Err(Error::Message(format!(
             "cannot apply {resource}: {why}; nothing was changed"
         )));
@@ -137,6 +139,7 @@ pub fn apply(
             env: &env,
             image_ids: &image_ids,
             origin: "apply".into(),
+            lbs: &lbs,
         };
         let (outcome, _state) = engine::apply(&plan, state, &ctx).await;
         match outcome {
@@ -201,6 +204,45 @@ fn host_ports_free<R: ContainerRuntime>(
         }
     }
     Ok(())
+}
+
+/// Drivers for the load balancers gantry can drive (nginx), from the config and from the
+/// state (a load balancer being removed is still left by its members).
+fn lb_drivers(
+    model: &crate::model::Model,
+    state: Option<&State>,
+    config_dir: &std::path::Path,
+) -> BTreeMap<String, Box<dyn crate::ports::LoadBalancer>> {
+    let mut specs: BTreeMap<String, crate::model::LbSpec> = state
+        .map(|s| {
+            s.lbs
+                .iter()
+                .map(|(n, l)| (n.clone(), l.spec.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    specs.extend(model.lbs.iter().map(|(n, l)| (n.clone(), l.clone())));
+    let mut out: BTreeMap<String, Box<dyn crate::ports::LoadBalancer>> = BTreeMap::new();
+    for (name, spec) in specs {
+        if let crate::model::LbSpec::Nginx {
+            upstream,
+            upstream_file,
+            check,
+            reload,
+        } = spec
+        {
+            let driver = crate::drivers::nginx::Nginx {
+                name: name.clone(),
+                project: model.project.clone(),
+                upstream,
+                upstream_file: config_dir.join(upstream_file),
+                check,
+                reload,
+            };
+            out.insert(name, Box::new(driver));
+        }
+    }
+    out
 }
 
 /// Why a saved plan no longer applies, if it does not.

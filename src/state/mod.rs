@@ -129,6 +129,9 @@ pub enum ReplicaStatus {
 #[serde(deny_unknown_fields)]
 pub struct LbState {
     pub spec: LbSpec,
+    /// Addresses (`host:port`) currently in the load balancer, sorted.
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

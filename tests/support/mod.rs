@@ -6,3 +6,5 @@
 
 pub mod docker;
 pub mod http;
+pub mod load;
+pub mod nginx;

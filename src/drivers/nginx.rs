@@ -1,0 +1,135 @@
+//! nginx: gantry owns one include file holding one `upstream` block. Every membership change
+//! rewrites it atomically, runs the configuration check, and reloads; if the check or the
+//! reload fails, the previous file is put back (and nginx, which never loaded the broken one,
+//! keeps serving as before) and the step fails with nginx's own message.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::drivers::fs::write_atomic;
+use crate::ports::LoadBalancer;
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Nginx {
+    pub name: String,
+    pub project: String,
+    pub upstream: String,
+    pub upstream_file: PathBuf,
+    pub check: Vec<String>,
+    pub reload: Vec<String>,
+}
+
+impl Nginx {
+    /// The file's contents for these members: deterministic, and says who manages it.
+    pub fn render(&self, members: &[String]) -> String {
+        let mut out = format!(
+            "# Managed by gantry (project {}, lb.{}). Rewritten on every change: edits are lost.\n\
+             upstream {} {{\n",
+            self.project, self.name, self.upstream
+        );
+        let mut members = members.to_vec();
+        members.sort();
+        members.dedup();
+        for m in &members {
+            out.push_str(&format!("    server {m};\n"));
+        }
+        if members.is_empty() {
+            // nginx refuses an upstream without servers; this one answers 502 until a member joins.
+            out.push_str("    server 127.0.0.1:9 down;  # no members\n");
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    async fn set(&self, members: &[String]) -> Result<(), String> {
+        let previous = std::fs::read(&self.upstream_file).ok();
+        let next = self.render(members);
+        if previous.as_deref() == Some(next.as_bytes()) {
+            return Ok(());
+        }
+        write_atomic(&self.upstream_file, next.as_bytes()).map_err(|e| e.to_string())?;
+        let result = match run(&self.check).await {
+            Err(e) => Err(format!(
+                "nginx configuration check `{}` failed: {e}",
+                self.check.join(" ")
+            )),
+            Ok(()) => run(&self.reload)
+                .await
+                .map_err(|e| format!("nginx reload `{}` failed: {e}", self.reload.join(" "))),
+        };
+        if result.is_err() {
+            let restored = match &previous {
+                Some(bytes) => write_atomic(&self.upstream_file, bytes).map_err(|e| e.to_string()),
+                None => std::fs::remove_file(&self.upstream_file).map_err(|e| e.to_string()),
+            };
+            if let Err(e) = restored {
+                return Err(format!(
+                    "{}; and restoring the previous {} failed: {e}",
+                    result.unwrap_err(),
+                    self.upstream_file.display()
+                ));
+            }
+        }
+        result
+    }
+}
+
+impl LoadBalancer for Nginx {
+    fn set_members<'a>(
+        &'a self,
+        members: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(self.set(members))
+    }
+}
+
+/// Runs a command with a time limit; its output is the error when it fails.
+pub async fn run(argv: &[String]) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("empty command".into());
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
+        Err(_) => Err(format!("no answer within {}s", COMMAND_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(format!("cannot run `{program}`: {e}")),
+        Ok(Ok(o)) if o.status.success() => Ok(()),
+        Ok(Ok(o)) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stderr),
+                String::from_utf8_lossy(&o.stdout)
+            );
+            Err(format!("{} ({})", text.trim(), o.status))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_sorted_deterministic_upstream_with_a_header() {
+        let n = Nginx {
+            name: "front".into(),
+            project: "shop".into(),
+            upstream: "shop".into(),
+            upstream_file: "/dev/null".into(),
+            check: vec![],
+            reload: vec![],
+        };
+        let text = n.render(&["127.0.0.1:32770".into(), "127.0.0.1:32769".into()]);
+        assert_eq!(
+            text,
+            "# Managed by gantry (project shop, lb.front). Rewritten on every change: edits are lost.\n\
+             upstream shop {\n    server 127.0.0.1:32769;\n    server 127.0.0.1:32770;\n}\n"
+        );
+        assert!(n.render(&[]).contains("down;"));
+    }
+}

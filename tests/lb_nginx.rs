@@ -1,0 +1,205 @@
+//! Load-balancer membership with a real nginx on loopback in front of the test app's
+//! replicas, under a steady load of GETs and non-idempotent POSTs: a rollout and a roll back
+//! lose no request; a failing `nginx -t` leaves nginx serving as before and the rollout
+//! restores itself.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::docker::{self, DockerTestGuard};
+use support::load::Load;
+use support::nginx::{NginxUnderTest, require_nginx};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    nginx: NginxUnderTest,
+    name: String,
+    labels: String,
+}
+
+impl Setup {
+    fn new(guard: &DockerTestGuard) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let nginx = NginxUnderTest::start(&dir.path().join("nginx"), "app");
+        let [run, scope] = guard.labels();
+        let kv = |l: &str| {
+            let (k, v) = l.split_once('=').unwrap();
+            format!("\"{k}\" = \"{v}\"")
+        };
+        Setup {
+            nginx,
+            name: {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                format!(
+                    "lb{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                )
+            },
+            labels: format!("{{ {}, {} }}", kv(&run), kv(&scope)),
+            dir,
+        }
+    }
+
+    fn write(&self, tag: &str, check: Option<&str>) {
+        let (default_check, reload) = self.nginx.toml_commands();
+        let toml = format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 4
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "10s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "1s" }}
+
+[lb.front]
+kind = "nginx"
+upstream = "app"
+upstream_file = "{file}"
+check = {check}
+reload = {reload}
+"#,
+            name = self.name,
+            labels = self.labels,
+            file = self.nginx.upstream_file.display(),
+            check = check.unwrap_or(&default_check),
+        );
+        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
+    }
+
+    fn apply(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["apply", "--yes", "--progress", "plain"])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// The version nginx serves, once its reload has taken effect (nginx reloads
+    /// asynchronously: for a moment after `nginx -s reload` returns, the old workers answer).
+    fn version(&self) -> String {
+        support::http::wait_for_status(&self.nginx.addr(), "/version", 200, Duration::from_secs(5))
+            .map(|r| r.text().trim().to_string())
+            .unwrap_or_else(|e| e)
+    }
+}
+
+fn explain(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn rollout_and_roll_back_behind_nginx_lose_no_request() {
+    if !docker::require_docker("rollout_behind_nginx") || !require_nginx("rollout_behind_nginx") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::new(&guard);
+    s.write(&tags[0], None);
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let upstream = std::fs::read_to_string(&s.nginx.upstream_file).unwrap();
+    let errors = std::fs::read_to_string(s.nginx.dir.join("error.log")).unwrap_or_default();
+    assert_eq!(
+        s.version(),
+        tags[0],
+        "upstream:\n{upstream}\nnginx error log:\n{errors}"
+    );
+    assert!(
+        upstream.starts_with("# Managed by gantry")
+            && upstream.matches("server 127.0.0.1:").count() == 4,
+        "{upstream}"
+    );
+
+    let (before, before_s) = {
+        let load = Load::start(&s.nginx.addr(), 500, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(3));
+        load.stop()
+    };
+    eprintln!("before the rollout: {}", before.summary(before_s));
+
+    for (round, tag) in [(1, &tags[1]), (2, &tags[0])] {
+        s.write(tag, None);
+        let load = Load::start(&s.nginx.addr(), 500, Duration::from_secs(120));
+        let o = s.apply();
+        std::thread::sleep(Duration::from_millis(500));
+        let (during, secs) = load.stop();
+        let what = if round == 1 {
+            "rollout to v2"
+        } else {
+            "roll back to v1"
+        };
+        eprintln!("during the {what}: {}", during.summary(secs));
+        assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+        assert_eq!(
+            during.failed(),
+            0,
+            "{what}: {} failed requests, e.g. {:?}",
+            during.failed(),
+            during.failures
+        );
+        assert!(
+            during.total as f64 >= 450.0 * secs,
+            "{what}: the load was not steady: {}",
+            during.summary(secs)
+        );
+        assert_eq!(s.version(), *tag);
+    }
+}
+
+#[test]
+fn a_failing_nginx_check_keeps_nginx_serving_and_the_rollout_restores_itself() {
+    if !docker::require_docker("failing_nginx_check") || !require_nginx("failing_nginx_check") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::new(&guard);
+    s.write(&tags[0], None);
+    assert_eq!(s.apply().status.code(), Some(0));
+    assert_eq!(s.version(), tags[0]);
+    let upstream_before = std::fs::read_to_string(&s.nginx.upstream_file).unwrap();
+
+    // The check now fails, as a broken include would make `nginx -t` fail.
+    s.write(
+        &tags[1],
+        Some("[\"sh\", \"-c\", \"echo 'nginx: [emerg] broken include' >&2; exit 1\"]"),
+    );
+    let load = Load::start(&s.nginx.addr(), 200, Duration::from_secs(60));
+    let o = s.apply();
+    let (during, secs) = load.stop();
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("[emerg] broken include"),
+        "nginx's own message is shown: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&s.nginx.upstream_file).unwrap(),
+        upstream_before,
+        "previous upstream file restored"
+    );
+    assert_eq!(
+        during.failed(),
+        0,
+        "nginx kept serving: {}",
+        during.summary(secs)
+    );
+    assert_eq!(s.version(), tags[0]);
+}
