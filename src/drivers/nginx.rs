@@ -59,15 +59,14 @@ impl Nginx {
                 .await
                 .map_err(|e| format!("nginx reload `{}` failed: {e}", self.reload.join(" "))),
         };
-        if result.is_err() {
+        if let Err(failure) = &result {
             let restored = match &previous {
                 Some(bytes) => write_atomic(&self.upstream_file, bytes).map_err(|e| e.to_string()),
                 None => std::fs::remove_file(&self.upstream_file).map_err(|e| e.to_string()),
             };
             if let Err(e) = restored {
                 return Err(format!(
-                    "{}; and restoring the previous {} failed: {e}",
-                    result.unwrap_err(),
+                    "{failure}; and restoring the previous {} failed: {e}",
                     self.upstream_file.display()
                 ));
             }
