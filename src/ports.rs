@@ -116,12 +116,22 @@ pub trait ContainerRuntime: Send + Sync {
 }
 
 /// A load balancer whose membership gantry manages. Membership is set as a whole (the
-/// sorted list of `host:port` addresses), so that every change is one configuration change:
-/// one reload for nginx.
+/// sorted list of `host:port` addresses), so that every change is one configuration change
+/// (one reload for nginx, one runtime-API transaction for HAProxy). Members that leave are
+/// first only taken out of rotation; `finish_drain` then waits until they are idle (where the
+/// load balancer can tell) and removes them for good.
 pub trait LoadBalancer: Send + Sync {
-    /// Makes `members` the members, or fails leaving the load balancer serving as before.
-    fn set_members<'a>(
+    /// Makes `members` the members in rotation, or fails leaving the load balancer serving as
+    /// before.
+    fn set_members<'a>(&'a self, members: &'a [String]) -> BoxFuture<'a, Result<(), String>>;
+
+    /// Waits, at most `bound`, until `leaving` have no sessions left, then removes them.
+    /// Returns what it saw, for the progress output.
+    fn finish_drain<'a>(
         &'a self,
-        members: &'a [String],
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+        leaving: &'a [String],
+        bound: Duration,
+    ) -> BoxFuture<'a, Result<String, String>>;
 }
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -4,5 +4,6 @@
 
 pub mod docker;
 pub mod fs;
+pub mod haproxy;
 pub mod nginx;
 pub mod probe;

@@ -4,11 +4,10 @@
 //! keeps serving as before) and the step fails with nginx's own message.
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::time::Duration;
 
 use crate::drivers::fs::write_atomic;
-use crate::ports::LoadBalancer;
+use crate::ports::{BoxFuture, LoadBalancer};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -76,11 +75,23 @@ impl Nginx {
 }
 
 impl LoadBalancer for Nginx {
-    fn set_members<'a>(
-        &'a self,
-        members: &'a [String],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    fn set_members<'a>(&'a self, members: &'a [String]) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(self.set(members))
+    }
+
+    /// nginx cannot say how many requests a server still has: the drain is the full wait.
+    fn finish_drain<'a>(
+        &'a self,
+        _leaving: &'a [String],
+        bound: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            tokio::time::sleep(bound).await;
+            Ok(format!(
+                "waited {:.1}s (nginx cannot report sessions)",
+                bound.as_secs_f64()
+            ))
+        })
     }
 }
 

@@ -136,14 +136,14 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
         if c.address.kind == ResourceKind::Lb && !driven(&c.address.name) {
             return Some((
                 c.address.to_string(),
-                "only nginx load balancers are driven by gantry yet (HAProxy and command drivers are not implemented)".into(),
+                "only nginx and HAProxy load balancers are driven by gantry yet (the command driver is not implemented)".into(),
             ));
         }
         for s in &c.steps {
             let why = match &s.op {
                 StepOp::JoinLb { lb, .. } | StepOp::LeaveLb { lb, .. } if !driven(lb) => {
                     Some(format!(
-                        "step `{}`: lb.{lb} is not an nginx load balancer, the only kind driven yet",
+                        "step `{}`: lb.{lb} is a command load balancer, whose driver is not implemented yet",
                         s.describe()
                     ))
                 }
@@ -171,6 +171,9 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
     None
 }
 
+/// Addresses that left one load balancer and await their drain: `(lb, addresses)`.
+type Leaving = (String, Vec<String>);
+
 struct Run<'a, 'p, R: ContainerRuntime> {
     ctx: &'a ApplyContext<'p, R>,
     revision: u64,
@@ -181,6 +184,8 @@ struct Run<'a, 'p, R: ContainerRuntime> {
     cancelled: AtomicBool,
     /// One membership change at a time (read, change, write the members of an LB).
     lb_lock: tokio::sync::Mutex<()>,
+    /// Members that left a load balancer and await their drain, per (service, host).
+    leaving: Mutex<BTreeMap<(String, String), Vec<Leaving>>>,
 }
 
 /// Applies `plan` to `state`. The state is saved after every step; the returned state is
@@ -199,6 +204,7 @@ pub async fn apply<R: ContainerRuntime>(
         undo: Mutex::new(Vec::new()),
         cancelled: AtomicBool::new(false),
         lb_lock: tokio::sync::Mutex::new(()),
+        leaving: Mutex::new(BTreeMap::new()),
     };
     run.st().history.push(RevisionRecord {
         revision,
@@ -546,8 +552,33 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 )))
             }
             StepOp::Drain { duration } => {
-                tokio::time::sleep(duration.0).await;
-                Ok(None)
+                let leaving = self
+                    .leaving
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(service.to_string(), host.clone()))
+                    .unwrap_or_default();
+                if leaving.is_empty() {
+                    tokio::time::sleep(duration.0).await;
+                    return Ok(None);
+                }
+                // Every load balancer drains at once; each waits at most `drain`.
+                let waits = leaving.iter().map(|(lb, addresses)| async move {
+                    let driver = self
+                        .ctx
+                        .lbs
+                        .get(lb)
+                        .ok_or_else(|| format!("no driver for lb.{lb}"))?;
+                    driver
+                        .finish_drain(addresses, duration.0)
+                        .await
+                        .map(|seen| format!("lb.{lb}: {seen}"))
+                });
+                let seen: Result<Vec<String>, String> = futures_util::future::join_all(waits)
+                    .await
+                    .into_iter()
+                    .collect();
+                seen.map(|s| Some(s.join("; "))).map_err(plain)
             }
             StepOp::Soak { duration } => {
                 let spec = after
@@ -584,6 +615,12 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 self.change_members(lb, None, |m| m.retain(|a| !addresses.contains(a)))
                     .await
                     .map_err(plain)?;
+                self.leaving
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry((service.to_string(), host.clone()))
+                    .or_default()
+                    .push((lb.clone(), addresses));
                 Ok(Some(format!("lb.{lb} no longer sends to {left}")))
             }
             StepOp::Configure { members } => {

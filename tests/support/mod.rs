@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod haproxy;
 pub mod http;
 pub mod load;
 pub mod nginx;

@@ -1,0 +1,218 @@
+//! HAProxy through its runtime API (`stats socket ... level admin`): no reload, no dropped
+//! connection. gantry adds its members as dynamic servers named `gantry-<address>` in the
+//! configured backend (`add server`, then `state ready`); a leaving member is set to `drain`
+//! (no new sessions), and `finish_drain` waits until HAProxy reports no current session on it
+//! (bounded by the rollout's `drain`) before `maint` and `del server`. Servers not named by
+//! gantry are left alone.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::ports::{BoxFuture, LoadBalancer};
+
+const PREFIX: &str = "gantry-";
+
+pub struct Haproxy {
+    pub socket: PathBuf,
+    pub backend: String,
+}
+
+/// `127.0.0.1:32769` -> `gantry-127-0-0-1-32769`.
+pub fn server_name(address: &str) -> String {
+    format!("{PREFIX}{}", address.replace(['.', ':', '[', ']'], "-"))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Server {
+    name: String,
+    address: String,
+    /// srv_admin_state: bit 0x01 forced maintenance, 0x08 forced drain.
+    admin: u32,
+}
+
+impl Haproxy {
+    async fn command(&self, cmd: &str) -> Result<String, String> {
+        let io = async {
+            let mut s = tokio::net::UnixStream::connect(&self.socket).await?;
+            s.write_all(format!("{cmd}\n").as_bytes()).await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            Ok::<String, std::io::Error>(out)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), io).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(format!(
+                "HAProxy runtime API at {}: {e}",
+                self.socket.display()
+            )),
+            Err(_) => Err(format!(
+                "HAProxy runtime API at {}: no answer within 10s",
+                self.socket.display()
+            )),
+        }
+    }
+
+    /// A command whose answer must say it worked.
+    async fn expect(&self, cmd: &str, ok: &[&str]) -> Result<(), String> {
+        let out = self.command(cmd).await?;
+        let text = out.trim();
+        if ok.iter().any(|o| text.contains(o)) || (ok.is_empty() && text.is_empty()) {
+            Ok(())
+        } else {
+            Err(format!("HAProxy refused `{cmd}`: {text}"))
+        }
+    }
+
+    /// gantry's servers in the backend.
+    async fn servers(&self) -> Result<Vec<Server>, String> {
+        let out = self
+            .command(&format!("show servers state {}", self.backend))
+            .await?;
+        if out.contains("Can't find backend") || out.contains("Unknown") {
+            return Err(format!(
+                "HAProxy has no backend `{}`: {}",
+                self.backend,
+                out.trim()
+            ));
+        }
+        let mut servers = Vec::new();
+        for line in out
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ... srv_port (19th)
+            if f.len() > 18 && f[3].starts_with(PREFIX) {
+                servers.push(Server {
+                    name: f[3].to_string(),
+                    address: format!("{}:{}", f[4], f[18]),
+                    admin: f[6].parse().unwrap_or(0),
+                });
+            }
+        }
+        Ok(servers)
+    }
+
+    /// Current sessions of a server (`scur` of `show stat`).
+    async fn sessions(&self, server: &str) -> Result<u64, String> {
+        let out = self.command("show stat").await?;
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let scur = header
+            .iter()
+            .position(|h| *h == "scur")
+            .ok_or("HAProxy `show stat` has no scur column")?;
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.first() == Some(&self.backend.as_str()) && f.get(1) == Some(&server) {
+                return Ok(f.get(scur).and_then(|v| v.parse().ok()).unwrap_or(0));
+            }
+        }
+        Ok(0)
+    }
+
+    async fn set(&self, members: &[String]) -> Result<(), String> {
+        let current = self.servers().await?;
+        for m in members {
+            let name = server_name(m);
+            match current.iter().find(|s| s.name == name) {
+                Some(s) if s.admin == 0 => {}
+                Some(_) => {
+                    self.expect(
+                        &format!("set server {}/{name} state ready", self.backend),
+                        &[],
+                    )
+                    .await?
+                }
+                None => {
+                    self.expect(
+                        &format!("add server {}/{name} {m}", self.backend),
+                        &["New server registered"],
+                    )
+                    .await?;
+                    self.expect(
+                        &format!("set server {}/{name} state ready", self.backend),
+                        &[],
+                    )
+                    .await?;
+                }
+            }
+        }
+        for s in current.iter().filter(|s| !members.contains(&s.address)) {
+            // Out of rotation now; removed by finish_drain once idle.
+            self.expect(
+                &format!("set server {}/{} state drain", self.backend, s.name),
+                &[],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, leaving: &[String], bound: Duration) -> Result<String, String> {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        for address in leaving {
+            let name = server_name(address);
+            let initial = self.sessions(&name).await?;
+            let mut now = initial;
+            while now > 0 && started.elapsed() < bound {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                now = self.sessions(&name).await?;
+            }
+            seen.push(format!(
+                "{address}: {initial} session(s) -> {now} after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            self.expect(
+                &format!("set server {}/{name} state maint", self.backend),
+                &[],
+            )
+            .await?;
+            // `del server` refuses while connections linger; the server is in maintenance
+            // either way, so a refusal is reported, not fatal.
+            if let Err(e) = self
+                .expect(
+                    &format!("del server {}/{name}", self.backend),
+                    &["Server deleted"],
+                )
+                .await
+            {
+                seen.push(e);
+            }
+        }
+        Ok(seen.join("; "))
+    }
+}
+
+impl LoadBalancer for Haproxy {
+    fn set_members<'a>(&'a self, members: &'a [String]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.set(members))
+    }
+
+    fn finish_drain<'a>(
+        &'a self,
+        leaving: &'a [String],
+        bound: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(self.drain(leaving, bound))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_names_are_stable_and_safe() {
+        assert_eq!(
+            super::server_name("127.0.0.1:32769"),
+            "gantry-127-0-0-1-32769"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Load-balancer membership with a real HAProxy over its runtime API: no reload, a leaving
+//! replica is drained until HAProxy reports no session on it, and only then stopped.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::docker::{self, DockerTestGuard};
+use support::haproxy::{HaproxyUnderTest, require_haproxy};
+use support::load::Load;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    haproxy: HaproxyUnderTest,
+    name: String,
+    labels: String,
+}
+
+impl Setup {
+    fn new(guard: &DockerTestGuard) -> Setup {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = tempfile::tempdir().unwrap();
+        let haproxy = HaproxyUnderTest::start(&dir.path().join("haproxy"), "app");
+        let [run, scope] = guard.labels();
+        let kv = |l: &str| {
+            let (k, v) = l.split_once('=').unwrap();
+            format!("\"{k}\" = \"{v}\"")
+        };
+        Setup {
+            haproxy,
+            name: format!(
+                "hp{}-{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ),
+            labels: format!("{{ {}, {} }}", kv(&run), kv(&scope)),
+            dir,
+        }
+    }
+
+    fn write(&self, tag: &str, replicas: u32, drain: &str) {
+        let toml = format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = {replicas}
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "10s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "{drain}" }}
+
+[lb.front]
+kind = "haproxy"
+socket = "{socket}"
+backend = "app"
+"#,
+            name = self.name,
+            labels = self.labels,
+            socket = self.haproxy.socket.display(),
+        );
+        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
+    }
+
+    fn apply(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["apply", "--yes", "--progress", "plain"])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn version(&self) -> String {
+        support::http::wait_for_status(
+            &self.haproxy.addr(),
+            "/version",
+            200,
+            Duration::from_secs(5),
+        )
+        .map(|r| r.text().trim().to_string())
+        .unwrap_or_else(|e| e)
+    }
+}
+
+fn explain(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn rollout_and_roll_back_behind_haproxy_lose_no_request() {
+    if !docker::require_docker("rollout_behind_haproxy")
+        || !require_haproxy("rollout_behind_haproxy")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::new(&guard);
+    s.write(&tags[0], 4, "5s");
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(s.version(), tags[0]);
+    for (round, tag) in [(1, &tags[1]), (2, &tags[0])] {
+        s.write(tag, 4, "5s");
+        let load = Load::start(&s.haproxy.addr(), 500, Duration::from_secs(120));
+        let o = s.apply();
+        std::thread::sleep(Duration::from_millis(300));
+        let (during, secs) = load.stop();
+        let what = if round == 1 {
+            "rollout to v2"
+        } else {
+            "roll back to v1"
+        };
+        eprintln!("haproxy, during the {what}: {}", during.summary(secs));
+        assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+        assert_eq!(
+            during.failed(),
+            0,
+            "{what}: {} failed, e.g. {:?}",
+            during.failed(),
+            during.failures
+        );
+        assert!(
+            during.total as f64 >= 450.0 * secs,
+            "{what}: the load was not steady: {}",
+            during.summary(secs)
+        );
+        assert_eq!(s.version(), *tag);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains("session(s) ->"),
+            "the drain says what it saw:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_leaving_replica_is_stopped_only_after_its_last_request() {
+    if !docker::require_docker("verified_drain") || !require_haproxy("verified_drain") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::new(&guard);
+    s.write(&tags[0], 1, "20s");
+    assert_eq!(s.apply().status.code(), Some(0));
+    assert_eq!(s.version(), tags[0]);
+    // A slow request is in flight on the only v1 replica when the rollout starts.
+    let addr = s.haproxy.addr();
+    let slow = std::thread::spawn(move || {
+        support::http::request(
+            &addr,
+            "POST",
+            "/orders?delay_ms=3000",
+            b"x",
+            Duration::from_secs(30),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    s.write(&tags[1], 1, "20s");
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let slow = slow.join().unwrap().expect("the slow request completed");
+    assert_eq!(slow.status, 200, "{}", slow.text());
+    assert!(
+        slow.text().contains(&tags[0]),
+        "served by v1 to the end: {}",
+        slow.text()
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let drain = stderr
+        .lines()
+        .find(|l| l.contains("drain 20s done"))
+        .unwrap_or_default();
+    assert!(
+        drain.contains("1 session(s) -> 0"),
+        "waited for the in-flight request, not the full 20s: {drain}\n{stderr}"
+    );
+    let seconds: f64 = drain
+        .split(" done in ")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(99.0);
+    assert!(
+        seconds < 10.0,
+        "the drain ended when the session did ({seconds}s), not after 20s"
+    );
+}
