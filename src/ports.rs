@@ -122,16 +122,23 @@ pub trait ContainerRuntime: Send + Sync {
 /// load balancer can tell) and removes them for good.
 pub trait LoadBalancer: Send + Sync {
     /// Makes `members` the members in rotation, or fails leaving the load balancer serving as
-    /// before.
-    fn set_members<'a>(&'a self, members: &'a [String]) -> BoxFuture<'a, Result<(), String>>;
+    /// before. `previous` are the members as gantry last set them (drivers that can list
+    /// their members themselves ignore it).
+    fn set_members<'a>(
+        &'a self,
+        previous: &'a [Member],
+        members: &'a [Member],
+    ) -> BoxFuture<'a, Result<(), String>>;
 
     /// Waits, at most `bound`, until `leaving` have no sessions left, then removes them.
     /// Returns what it saw, for the progress output.
     fn finish_drain<'a>(
         &'a self,
-        leaving: &'a [String],
+        leaving: &'a [Member],
         bound: Duration,
     ) -> BoxFuture<'a, Result<String, String>>;
 }
+
+pub use crate::state::Member;
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;

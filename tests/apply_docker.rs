@@ -781,3 +781,79 @@ fn fixed_host_ports_are_used_and_checked_before_anything_changes() {
     let addr = docker::published_addr(&format!("{}-web-1-1", p.name), 8080);
     assert_eq!(addr, format!("127.0.0.1:{base}"));
 }
+
+/// A load balancer gantry does not speak, driven by the user's commands: they run once per
+/// joining or leaving replica with the placeholders filled in; a failing one fails the step
+/// with its exit status and output, and the rollout restores itself.
+#[test]
+fn command_load_balancers_run_the_users_commands() {
+    if !docker::require_docker("command_load_balancers") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    let log = p.dir.path().join("lb.log");
+    let lb = |join: &str| {
+        format!(
+            "lb = [\"ext\"]\n\n[lb.ext]\nkind = \"command\"\njoin = {join}\nleave = [\"sh\", \"-c\", \"echo leave {{service}} {{replica}} {{address}} {{port}} >> {log}\"]\ndrain_check = [\"true\"]\ntimeout = \"5s\"\n",
+            log = log.display()
+        )
+    };
+    let good_join = format!(
+        "[\"sh\", \"-c\", \"echo join {{service}} {{replica}} {{address}} {{port}} >> {}\"]",
+        log.display()
+    );
+    p.write(&v1, "", &lb(&good_join));
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("join web ")).count(),
+        3,
+        "{text}"
+    );
+    let port = docker::published_addr(&format!("{}-web-1-1", p.name), 8080)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(&format!("join web 1 127.0.0.1 {port}")),
+        "{text}"
+    );
+
+    p.write(&v2, "", &lb(&good_join));
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("leave web ")).count(),
+        3,
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("idle after"),
+        "drain_check was used: {}",
+        explain(&o)
+    );
+
+    // A join command that fails: exit status and output in the error, v2 restored.
+    p.write(
+        &v1,
+        "",
+        &lb("[\"sh\", \"-c\", \"echo lbctl: pool is locked >&2; exit 7\"]"),
+    );
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 3, "{}", explain(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("lbctl: pool is locked") && stderr.contains("exit status: 7"),
+        "{stderr}"
+    );
+    assert!(
+        p.containers("status=running")
+            .iter()
+            .all(|n| n.contains("-web-2-"))
+    );
+}

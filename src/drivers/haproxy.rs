@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::ports::{BoxFuture, LoadBalancer};
+use crate::ports::{BoxFuture, LoadBalancer, Member};
 
 const PREFIX: &str = "gantry-";
 
@@ -118,9 +118,10 @@ impl Haproxy {
         Ok(0)
     }
 
-    async fn set(&self, members: &[String]) -> Result<(), String> {
+    async fn set(&self, members: &[Member]) -> Result<(), String> {
+        let members: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
         let current = self.servers().await?;
-        for m in members {
+        for m in &members {
             let name = server_name(m);
             match current.iter().find(|s| s.name == name) {
                 Some(s) if s.admin == 0 => {}
@@ -145,7 +146,10 @@ impl Haproxy {
                 }
             }
         }
-        for s in current.iter().filter(|s| !members.contains(&s.address)) {
+        for s in current
+            .iter()
+            .filter(|s| !members.contains(&s.address.as_str()))
+        {
             // Out of rotation now; removed by finish_drain once idle.
             self.expect(
                 &format!("set server {}/{} state drain", self.backend, s.name),
@@ -156,10 +160,10 @@ impl Haproxy {
         Ok(())
     }
 
-    async fn drain(&self, leaving: &[String], bound: Duration) -> Result<String, String> {
+    async fn drain(&self, leaving: &[Member], bound: Duration) -> Result<String, String> {
         let started = Instant::now();
         let mut seen = Vec::new();
-        for address in leaving {
+        for address in leaving.iter().map(|m| m.address.as_str()) {
             let name = server_name(address);
             let initial = self.sessions(&name).await?;
             let mut now = initial;
@@ -193,13 +197,17 @@ impl Haproxy {
 }
 
 impl LoadBalancer for Haproxy {
-    fn set_members<'a>(&'a self, members: &'a [String]) -> BoxFuture<'a, Result<(), String>> {
+    fn set_members<'a>(
+        &'a self,
+        _previous: &'a [Member],
+        members: &'a [Member],
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(self.set(members))
     }
 
     fn finish_drain<'a>(
         &'a self,
-        leaving: &'a [String],
+        leaving: &'a [Member],
         bound: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(self.drain(leaving, bound))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::drivers::fs::write_atomic;
-use crate::ports::{BoxFuture, LoadBalancer};
+use crate::ports::{BoxFuture, LoadBalancer, Member};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -22,17 +22,17 @@ pub struct Nginx {
 
 impl Nginx {
     /// The file's contents for these members: deterministic, and says who manages it.
-    pub fn render(&self, members: &[String]) -> String {
+    pub fn render(&self, members: &[Member]) -> String {
         let mut out = format!(
             "# Managed by gantry (project {}, lb.{}). Rewritten on every change: edits are lost.\n\
              upstream {} {{\n",
             self.project, self.name, self.upstream
         );
-        let mut members = members.to_vec();
-        members.sort();
-        members.dedup();
-        for m in &members {
-            out.push_str(&format!("    server {m};\n"));
+        let mut addresses: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
+        addresses.sort();
+        addresses.dedup();
+        for a in &addresses {
+            out.push_str(&format!("    server {a};\n"));
         }
         if members.is_empty() {
             // nginx refuses an upstream without servers; this one answers 502 until a member joins.
@@ -42,7 +42,7 @@ impl Nginx {
         out
     }
 
-    async fn set(&self, members: &[String]) -> Result<(), String> {
+    async fn set(&self, members: &[Member]) -> Result<(), String> {
         let previous = std::fs::read(&self.upstream_file).ok();
         let next = self.render(members);
         if previous.as_deref() == Some(next.as_bytes()) {
@@ -75,14 +75,18 @@ impl Nginx {
 }
 
 impl LoadBalancer for Nginx {
-    fn set_members<'a>(&'a self, members: &'a [String]) -> BoxFuture<'a, Result<(), String>> {
+    fn set_members<'a>(
+        &'a self,
+        _previous: &'a [Member],
+        members: &'a [Member],
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(self.set(members))
     }
 
     /// nginx cannot say how many requests a server still has: the drain is the full wait.
     fn finish_drain<'a>(
         &'a self,
-        _leaving: &'a [String],
+        _leaving: &'a [Member],
         bound: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
@@ -95,29 +99,8 @@ impl LoadBalancer for Nginx {
     }
 }
 
-/// Runs a command with a time limit; its output is the error when it fails.
-pub async fn run(argv: &[String]) -> Result<(), String> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err("empty command".into());
-    };
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
-        Err(_) => Err(format!("no answer within {}s", COMMAND_TIMEOUT.as_secs())),
-        Ok(Err(e)) => Err(format!("cannot run `{program}`: {e}")),
-        Ok(Ok(o)) if o.status.success() => Ok(()),
-        Ok(Ok(o)) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stderr),
-                String::from_utf8_lossy(&o.stdout)
-            );
-            Err(format!("{} ({})", text.trim(), o.status))
-        }
-    }
+async fn run(argv: &[String]) -> Result<(), String> {
+    crate::drivers::command::run(argv, COMMAND_TIMEOUT).await
 }
 
 #[cfg(test)]
@@ -134,7 +117,12 @@ mod tests {
             check: vec![],
             reload: vec![],
         };
-        let text = n.render(&["127.0.0.1:32770".into(), "127.0.0.1:32769".into()]);
+        let member = |a: &str| Member {
+            address: a.into(),
+            service: "web".into(),
+            replica: 1,
+        };
+        let text = n.render(&[member("127.0.0.1:32770"), member("127.0.0.1:32769")]);
         assert_eq!(
             text,
             "# Managed by gantry (project shop, lb.front). Rewritten on every change: edits are lost.\n\

@@ -14,7 +14,7 @@ use crate::graph::ResourceKind;
 use crate::model::{OnFailure, ServiceSpec};
 use crate::plan::steps::Generation;
 use crate::plan::{Action, Plan, ResourceChange, Spec, Step, StepOp};
-use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, labels};
+use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, Member, labels};
 use crate::state::{
     LbState, Outcome, Replica, ReplicaStatus, RevisionRecord, RevisionService, ServiceState, State,
 };
@@ -95,7 +95,7 @@ pub enum ApplyOutcome {
 #[derive(Debug, Clone)]
 enum Undo {
     /// A load balancer's members before a change.
-    Members { lb: String, previous: Vec<String> },
+    Members { lb: String, previous: Vec<Member> },
     Created {
         host: String,
         id: String,
@@ -111,6 +111,14 @@ enum Undo {
 
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn list(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| m.address.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn ids(replicas: &[u32]) -> String {
@@ -136,16 +144,13 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
         if c.address.kind == ResourceKind::Lb && !driven(&c.address.name) {
             return Some((
                 c.address.to_string(),
-                "only nginx and HAProxy load balancers are driven by gantry yet (the command driver is not implemented)".into(),
+                "no driver for this load balancer".into(),
             ));
         }
         for s in &c.steps {
             let why = match &s.op {
                 StepOp::JoinLb { lb, .. } | StepOp::LeaveLb { lb, .. } if !driven(lb) => {
-                    Some(format!(
-                        "step `{}`: lb.{lb} is a command load balancer, whose driver is not implemented yet",
-                        s.describe()
-                    ))
+                    Some(format!("step `{}`: no driver for lb.{lb}", s.describe()))
                 }
                 StepOp::PreviewCheck { .. }
                 | StepOp::Switch { .. }
@@ -172,7 +177,7 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
 }
 
 /// Addresses that left one load balancer and await their drain: `(lb, addresses)`.
-type Leaving = (String, Vec<String>);
+type Leaving = (String, Vec<Member>);
 
 struct Run<'a, 'p, R: ContainerRuntime> {
     ctx: &'a ApplyContext<'p, R>,
@@ -597,7 +602,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 let addresses = self
                     .addresses(service, &host, replicas, *generation)
                     .map_err(plain)?;
-                let joined = addresses.join(", ");
+                let joined = list(&addresses);
                 self.change_members(lb, None, |m| m.extend(addresses))
                     .await
                     .map_err(plain)?;
@@ -611,10 +616,12 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 let addresses = self
                     .addresses(service, &host, replicas, *generation)
                     .map_err(plain)?;
-                let left = addresses.join(", ");
-                self.change_members(lb, None, |m| m.retain(|a| !addresses.contains(a)))
-                    .await
-                    .map_err(plain)?;
+                let left = list(&addresses);
+                self.change_members(lb, None, |m| {
+                    m.retain(|a| !addresses.iter().any(|x| x.address == a.address))
+                })
+                .await
+                .map_err(plain)?;
                 self.leaving
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -792,14 +799,14 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .collect()
     }
 
-    /// `host:port` of running replicas of `service` on `host`.
+    /// Running replicas of `service` on `host`, as load-balancer members.
     fn addresses(
         &self,
         service: &str,
         host: &str,
         replicas: &[u32],
         generation: Generation,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<Member>, String> {
         let target = self.target(&Some(host.to_string()))?;
         let mut out = Vec::new();
         for &index in replicas {
@@ -807,14 +814,18 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 let port = r
                     .host_port
                     .ok_or_else(|| format!("replica #{index} publishes no port"))?;
-                out.push(format!("{}:{port}", target.address));
+                out.push(Member {
+                    address: format!("{}:{port}", target.address),
+                    service: service.to_string(),
+                    replica: index,
+                });
             }
         }
         Ok(out)
     }
 
-    /// Every running replica of the given services (`service.NAME`), as `host:port`.
-    fn member_addresses(&self, services: &[String]) -> Vec<String> {
+    /// Every running replica of the given services (`service.NAME`), as members.
+    fn member_addresses(&self, services: &[String]) -> Vec<Member> {
         let state = self.st();
         let mut out = Vec::new();
         for address in services {
@@ -828,7 +839,11 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 .filter(|r| r.status == ReplicaStatus::Running)
             {
                 if let (Some(port), Some(t)) = (r.host_port, self.ctx.hosts.get(&r.host)) {
-                    out.push(format!("{}:{port}", t.address));
+                    out.push(Member {
+                        address: format!("{}:{port}", t.address),
+                        service: name.to_string(),
+                        replica: r.index,
+                    });
                 }
             }
         }
@@ -841,7 +856,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         &self,
         lb: &str,
         spec: Option<crate::model::LbSpec>,
-        edit: impl FnOnce(&mut Vec<String>),
+        edit: impl FnOnce(&mut Vec<Member>),
     ) -> Result<(), String> {
         let _one_at_a_time = self.lb_lock.lock().await;
         let previous = self
@@ -853,13 +868,13 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         let mut next = previous.clone();
         edit(&mut next);
         next.sort();
-        next.dedup();
+        next.dedup_by(|a, b| a.address == b.address);
         let driver = self
             .ctx
             .lbs
             .get(lb)
             .ok_or_else(|| format!("no driver for lb.{lb}"))?;
-        driver.set_members(&next).await?;
+        driver.set_members(&previous, &next).await?;
         self.push_undo(Undo::Members {
             lb: lb.to_string(),
             previous,
@@ -1080,10 +1095,23 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             let Some(u) = next else { break };
             match u {
                 Undo::Members { lb, previous } => {
-                    if let Some(driver) = self.ctx.lbs.get(&lb)
-                        && let Err(e) = driver.set_members(&previous).await
-                    {
-                        problems.push(format!("restoring the members of lb.{lb}: {e}"));
+                    let current = self
+                        .st()
+                        .lbs
+                        .get(&lb)
+                        .map(|l| l.members.clone())
+                        .unwrap_or_default();
+                    if let Some(driver) = self.ctx.lbs.get(&lb) {
+                        match driver.set_members(&current, &previous).await {
+                            Ok(()) => {
+                                if let Some(entry) = self.st().lbs.get_mut(&lb) {
+                                    entry.members = previous;
+                                }
+                            }
+                            Err(e) => {
+                                problems.push(format!("restoring the members of lb.{lb}: {e}"))
+                            }
+                        }
                     }
                 }
                 Undo::Created { host, id, grace } => {

@@ -206,7 +206,7 @@ fn host_ports_free<R: ContainerRuntime>(
     Ok(())
 }
 
-/// Drivers for the load balancers gantry can drive (nginx, HAProxy), from the config and from the
+/// Drivers for the load balancers (nginx, HAProxy, commands), from the config and from the
 /// state (a load balancer being removed is still left by its members).
 fn lb_drivers(
     model: &crate::model::Model,
@@ -238,6 +238,20 @@ fn lb_drivers(
                 upstream_file: config_dir.join(upstream_file),
                 check,
                 reload,
+            };
+            out.insert(name, Box::new(driver));
+        } else if let crate::model::LbSpec::Command {
+            join,
+            leave,
+            drain_check,
+            timeout,
+        } = spec
+        {
+            let driver = crate::drivers::command::CommandLb {
+                join,
+                leave,
+                drain_check,
+                timeout: timeout.0,
             };
             out.insert(name, Box::new(driver));
         } else if let crate::model::LbSpec::Haproxy { socket, backend } = spec {

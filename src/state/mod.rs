@@ -129,9 +129,19 @@ pub enum ReplicaStatus {
 #[serde(deny_unknown_fields)]
 pub struct LbState {
     pub spec: LbSpec,
-    /// Addresses (`host:port`) currently in the load balancer, sorted.
+    /// The replicas currently in the load balancer, sorted by address.
     #[serde(default)]
-    pub members: Vec<String>,
+    pub members: Vec<Member>,
+}
+
+/// One replica as a load balancer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// `host:port` the load balancer sends to.
+    pub address: String,
+    pub service: String,
+    pub replica: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
