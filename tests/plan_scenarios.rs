@@ -200,3 +200,33 @@ fn snapshot_json() {
     settings()
         .bind(|| insta::assert_snapshot!("plan_json", gantry::render::json(&scenario_plan())));
 }
+
+#[test]
+fn load_balancer_settings_alone_are_an_in_place_update_of_that_lb() {
+    let source = std::fs::read_to_string(fixture("plan/previous.toml")).unwrap();
+    let tuned = source.replacen(
+        "upstream_file = \"/etc/nginx/conf.d/shop.conf\"",
+        "upstream_file = \"/etc/nginx/conf.d/shop.conf\"\nmax_fails = 2\nkeepalive = 16",
+        1,
+    );
+    let state =
+        State::from_json(&std::fs::read_to_string(fixture("plan/state.json")).unwrap()).unwrap();
+    let plan = gantry::plan::plan(&model(&tuned), Some(&state), "x");
+    let changed: Vec<(String, Action)> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| (c.address.to_string(), c.action))
+        .collect();
+    assert_eq!(changed, [("lb.front".to_string(), Action::Update)]);
+    let front = plan
+        .changes
+        .iter()
+        .find(|c| c.address.to_string() == "lb.front")
+        .unwrap();
+    let paths: Vec<&str> = front.attributes.iter().map(|a| a.path.as_str()).collect();
+    assert_eq!(paths, ["max_fails", "keepalive"]);
+    assert!(
+        matches!(front.steps.as_slice(), [step] if matches!(step.op, StepOp::Configure { .. }))
+    );
+}

@@ -300,4 +300,21 @@ pub struct TomlLb {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub timeout: Option<SpStr>,
+    /// nginx: `max_fails` of every server (passive health checks).
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub max_fails: Option<Spanned<i64>>,
+    /// nginx: `fail_timeout` of every server, e.g. `"10s"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub fail_timeout: Option<SpStr>,
+    /// nginx: idle keep-alive connections to the members kept per worker (needs
+    /// `proxy_http_version 1.1` and an empty `Connection` header in your `location`).
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub keepalive: Option<Spanned<i64>>,
+    /// nginx: a `backup` server (`host:port`) used only when every member is down.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backup: Option<SpStr>,
 }

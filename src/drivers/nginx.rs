@@ -18,6 +18,10 @@ pub struct Nginx {
     pub upstream_file: PathBuf,
     pub check: Vec<String>,
     pub reload: Vec<String>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Duration>,
+    pub keepalive: Option<u32>,
+    pub backup: Option<String>,
 }
 
 impl Nginx {
@@ -31,8 +35,21 @@ impl Nginx {
         let mut addresses: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
         addresses.sort();
         addresses.dedup();
+        let mut params = String::new();
+        if let Some(n) = self.max_fails {
+            params.push_str(&format!(" max_fails={n}"));
+        }
+        if let Some(t) = self.fail_timeout {
+            params.push_str(&format!(" fail_timeout={}s", t.as_secs().max(1)));
+        }
         for a in &addresses {
-            out.push_str(&format!("    server {a};\n"));
+            out.push_str(&format!("    server {a}{params};\n"));
+        }
+        if let Some(b) = &self.backup {
+            out.push_str(&format!("    server {b} backup;\n"));
+        }
+        if let Some(k) = self.keepalive {
+            out.push_str(&format!("    keepalive {k};\n"));
         }
         if members.is_empty() {
             // nginx refuses an upstream without servers; this one answers 502 until a member joins.
@@ -116,6 +133,10 @@ mod tests {
             upstream_file: "/dev/null".into(),
             check: vec![],
             reload: vec![],
+            max_fails: None,
+            fail_timeout: None,
+            keepalive: None,
+            backup: None,
         };
         let member = |a: &str| Member {
             address: a.into(),
@@ -129,5 +150,17 @@ mod tests {
              upstream shop {\n    server 127.0.0.1:32769;\n    server 127.0.0.1:32770;\n}\n"
         );
         assert!(n.render(&[]).contains("down;"));
+        let tuned = Nginx {
+            max_fails: Some(2),
+            fail_timeout: Some(Duration::from_secs(5)),
+            keepalive: Some(16),
+            backup: Some("127.0.0.1:8081".into()),
+            ..n
+        };
+        assert_eq!(
+            tuned.render(&[member("127.0.0.1:32769")]),
+            "# Managed by gantry (project shop, lb.front). Rewritten on every change: edits are lost.\n\
+             upstream shop {\n    server 127.0.0.1:32769 max_fails=2 fail_timeout=5s;\n    server 127.0.0.1:8081 backup;\n    keepalive 16;\n}\n"
+        );
     }
 }

@@ -289,6 +289,14 @@ pub enum LbSpec {
         upstream_file: String,
         check: Vec<String>,
         reload: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_fails: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fail_timeout: Option<Duration>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keepalive: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup: Option<String>,
     },
     Haproxy {
         socket: String,

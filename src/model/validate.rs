@@ -889,7 +889,11 @@ impl Validator<'_> {
             return None;
         }
         let here = format!("load balancer `{}`", named.name);
-        let used: [(&str, bool, LbKind); 9] = [
+        let used: [(&str, bool, LbKind); 13] = [
+            ("max_fails", t.max_fails.is_some(), LbKind::Nginx),
+            ("fail_timeout", t.fail_timeout.is_some(), LbKind::Nginx),
+            ("keepalive", t.keepalive.is_some(), LbKind::Nginx),
+            ("backup", t.backup.is_some(), LbKind::Nginx),
             ("upstream", t.upstream.is_some(), LbKind::Nginx),
             ("upstream_file", t.upstream_file.is_some(), LbKind::Nginx),
             ("check", t.check.is_some(), LbKind::Nginx),
@@ -952,6 +956,33 @@ impl Validator<'_> {
                     reload: self
                         .command(t.reload.as_ref(), "reload", &named.span)
                         .unwrap_or_else(|| vec!["nginx".into(), "-s".into(), "reload".into()]),
+                    max_fails: t
+                        .max_fails
+                        .as_ref()
+                        .map(|m| self.count(Some(m), "max_fails", 0, 1)),
+                    fail_timeout: t
+                        .fail_timeout
+                        .as_ref()
+                        .map(|f| self.duration(Some(f), Duration::from_secs(10))),
+                    keepalive: t
+                        .keepalive
+                        .as_ref()
+                        .map(|k| self.count(Some(k), "keepalive", 1, 32)),
+                    backup: t.backup.as_ref().and_then(|b| {
+                        let ok = b.get_ref().rsplit_once(':').is_some_and(|(h, p)| {
+                            !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                        });
+                        if !ok {
+                            self.err(
+                                Diagnostic::at(
+                                    format!("invalid `backup` server `{}`", b.get_ref()),
+                                    b.span(),
+                                )
+                                .help("write it as `host:port`, e.g. \"127.0.0.1:8081\""),
+                            );
+                        }
+                        ok.then(|| b.get_ref().clone())
+                    }),
                 }
             }
             LbKind::Haproxy => LbSpec::Haproxy {

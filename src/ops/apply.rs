@@ -229,6 +229,10 @@ fn lb_drivers(
             upstream_file,
             check,
             reload,
+            max_fails,
+            fail_timeout,
+            keepalive,
+            backup,
         } = spec
         {
             let driver = crate::drivers::nginx::Nginx {
@@ -238,6 +242,10 @@ fn lb_drivers(
                 upstream_file: config_dir.join(upstream_file),
                 check,
                 reload,
+                max_fails,
+                fail_timeout: fail_timeout.map(|d| d.0),
+                keepalive,
+                backup,
             };
             out.insert(name, Box::new(driver));
         } else if let crate::model::LbSpec::Command {
