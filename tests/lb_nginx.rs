@@ -133,7 +133,17 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
     };
     eprintln!("before the rollout: {}", before.summary(before_s));
 
-    for (round, tag) in [(1, &tags[1]), (2, &tags[0])] {
+    // One rollout and one roll back here; `benches/zero_downtime.sh` sets
+    // GANTRY_ZERO_DOWNTIME_ROUNDS=10 for ten of each.
+    let rounds: usize = std::env::var("GANTRY_ZERO_DOWNTIME_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let schedule: Vec<(usize, &String)> = (0..rounds)
+        .flat_map(|_| [(1, &tags[1]), (2, &tags[0])])
+        .collect();
+    let mut totals = (0usize, 0usize);
+    for (round, tag) in schedule {
         s.write(tag, None);
         let load = Load::start(&s.nginx.addr(), 500, Duration::from_secs(120));
         let o = s.apply();
@@ -144,6 +154,7 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
         } else {
             "roll back to v1"
         };
+        totals = (totals.0 + during.total, totals.1 + during.failed());
         eprintln!("during the {what}: {}", during.summary(secs));
         assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
         assert_eq!(
@@ -160,6 +171,61 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
         );
         assert_eq!(s.version(), *tag);
     }
+    eprintln!(
+        "nginx, {rounds} rollout(s) and roll back(s): {} requests, {} failed",
+        totals.0, totals.1
+    );
+}
+
+/// The comparison: the same load while each replica is replaced naively (`docker stop`,
+/// then `docker run` of the new version on the same port, nobody telling nginx). Reported,
+/// not asserted: how many requests it loses depends on timing. `benches/zero_downtime.sh`
+/// runs it beside the gantry rollouts.
+#[test]
+#[ignore = "a measurement for benches/zero_downtime.sh, not a check"]
+fn naive_recreate_behind_nginx_for_comparison() {
+    if !docker::require_docker("naive_recreate") || !require_nginx("naive_recreate") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::new(&guard);
+    s.write(&tags[0], None);
+    assert_eq!(s.apply().status.code(), Some(0));
+    assert_eq!(s.version(), tags[0]);
+    let replicas: Vec<String> = (1..=4).map(|i| format!("{}-web-1-{i}", s.name)).collect();
+    let load = Load::start(&s.nginx.addr(), 500, Duration::from_secs(120));
+    for (i, c) in replicas.iter().enumerate() {
+        let port = docker::published_addr(c, 8080)
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        docker::docker_ok(&["stop", "-t", "10", c]);
+        let mut args: Vec<String> = vec!["run".into(), "-d".into()];
+        args.extend(guard.label_args());
+        args.extend([
+            "--name".into(),
+            format!("{}-naive-{i}", s.name),
+            "-e".into(),
+            format!("VERSION={}", tags[1]),
+        ]);
+        args.extend([
+            "-p".into(),
+            format!("127.0.0.1:{port}:8080"),
+            format!("gantry-testapp:{}", tags[1]),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker::docker_ok(&args);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (during, secs) = load.stop();
+    eprintln!(
+        "nginx, naive recreate (docker stop + docker run, no LB coordination): {}",
+        during.summary(secs)
+    );
 }
 
 #[test]
