@@ -636,3 +636,24 @@ upstream_file = "/etc/nginx/conf.d/shop-api.conf"
     );
     assert_has(&out.stdout, "3 waves of dependencies");
 }
+
+#[test]
+fn weights_must_name_member_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[project]\nname = \"p\"\n\n[service.web]\nimage = \"app:1\"\nport = 80\nlb = [\"front\"]\n\n[lb.front]\nkind = \"nginx\"\nupstream = \"u\"\nupstream_file = \"u.conf\"\nweights = { web = 2, api = 3 }\n";
+    std::fs::write(dir.path().join("gantry.toml"), toml).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["validate"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(
+            "error: gantry.toml:13:28: `weights` names `api`, which is not a member service"
+        ),
+        "{stderr}"
+    );
+}

@@ -313,6 +313,10 @@ pub struct TomlLb {
     #[serde(default)]
     #[schemars(with = "Option<i64>")]
     pub keepalive: Option<Spanned<i64>>,
+    /// nginx: relative weights of member services, e.g. `{ web = 3, canary = 1 }` (default 1).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, i64>")]
+    pub weights: BTreeMap<String, Spanned<i64>>,
     /// nginx: a `backup` server (`host:port`) used only when every member is down.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

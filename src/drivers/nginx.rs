@@ -22,6 +22,7 @@ pub struct Nginx {
     pub fail_timeout: Option<Duration>,
     pub keepalive: Option<u32>,
     pub backup: Option<String>,
+    pub weights: std::collections::BTreeMap<String, u32>,
 }
 
 impl Nginx {
@@ -32,9 +33,12 @@ impl Nginx {
              upstream {} {{\n",
             self.project, self.name, self.upstream
         );
-        let mut addresses: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
+        let mut addresses: Vec<(&str, &str)> = members
+            .iter()
+            .map(|m| (m.address.as_str(), m.service.as_str()))
+            .collect();
         addresses.sort();
-        addresses.dedup();
+        addresses.dedup_by(|a, b| a.0 == b.0);
         let mut params = String::new();
         if let Some(n) = self.max_fails {
             params.push_str(&format!(" max_fails={n}"));
@@ -42,8 +46,12 @@ impl Nginx {
         if let Some(t) = self.fail_timeout {
             params.push_str(&format!(" fail_timeout={}s", t.as_secs().max(1)));
         }
-        for a in &addresses {
-            out.push_str(&format!("    server {a}{params};\n"));
+        for (a, service) in &addresses {
+            let weight = match self.weights.get(*service) {
+                Some(w) if *w != 1 => format!(" weight={w}"),
+                _ => String::new(),
+            };
+            out.push_str(&format!("    server {a}{weight}{params};\n"));
         }
         if let Some(b) = &self.backup {
             out.push_str(&format!("    server {b} backup;\n"));
@@ -137,6 +145,7 @@ mod tests {
             fail_timeout: None,
             keepalive: None,
             backup: None,
+            weights: Default::default(),
         };
         let member = |a: &str| Member {
             address: a.into(),
@@ -155,12 +164,13 @@ mod tests {
             fail_timeout: Some(Duration::from_secs(5)),
             keepalive: Some(16),
             backup: Some("127.0.0.1:8081".into()),
+            weights: [("web".to_string(), 3)].into(),
             ..n
         };
         assert_eq!(
             tuned.render(&[member("127.0.0.1:32769")]),
             "# Managed by gantry (project shop, lb.front). Rewritten on every change: edits are lost.\n\
-             upstream shop {\n    server 127.0.0.1:32769 max_fails=2 fail_timeout=5s;\n    server 127.0.0.1:8081 backup;\n    keepalive 16;\n}\n"
+             upstream shop {\n    server 127.0.0.1:32769 weight=3 max_fails=2 fail_timeout=5s;\n    server 127.0.0.1:8081 backup;\n    keepalive 16;\n}\n"
         );
     }
 }

@@ -297,6 +297,9 @@ pub enum LbSpec {
         keepalive: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         backup: Option<String>,
+        /// Weight per member service (absent: 1).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        weights: BTreeMap<String, u32>,
     },
     Haproxy {
         socket: String,

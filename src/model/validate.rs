@@ -889,7 +889,8 @@ impl Validator<'_> {
             return None;
         }
         let here = format!("load balancer `{}`", named.name);
-        let used: [(&str, bool, LbKind); 13] = [
+        let used: [(&str, bool, LbKind); 14] = [
+            ("weights", !t.weights.is_empty(), LbKind::Nginx),
             ("max_fails", t.max_fails.is_some(), LbKind::Nginx),
             ("fail_timeout", t.fail_timeout.is_some(), LbKind::Nginx),
             ("keepalive", t.keepalive.is_some(), LbKind::Nginx),
@@ -983,6 +984,11 @@ impl Validator<'_> {
                         }
                         ok.then(|| b.get_ref().clone())
                     }),
+                    weights: t
+                        .weights
+                        .iter()
+                        .map(|(svc, w)| (svc.clone(), self.count(Some(w), "weight", 1, 1)))
+                        .collect(),
                 }
             }
             LbKind::Haproxy => LbSpec::Haproxy {
@@ -1016,6 +1022,20 @@ impl Validator<'_> {
 
     fn lb_members(&mut self, lbs: &[Named<TomlLb>], services: &[Named<TomlService>]) {
         for lb in lbs {
+            for (svc, w) in lb.value.iter().flat_map(|v| v.weights.iter()) {
+                let member = services.iter().any(|s| {
+                    s.name == *svc
+                        && s.value
+                            .as_ref()
+                            .is_none_or(|v| v.lb.iter().any(|l| l.get_ref() == &lb.name))
+                });
+                if !member {
+                    self.err(
+                        Diagnostic::at(format!("`weights` names `{svc}`, which is not a member service of load balancer `{}`", lb.name), w.span())
+                            .help(format!("add `lb = [\"{}\"]` to service `{svc}`, or remove its weight", lb.name)),
+                    );
+                }
+            }
             let has_member = services.iter().any(|s| match &s.value {
                 Some(v) => v.lb.iter().any(|l| l.get_ref() == &lb.name),
                 None => true, // unknown: do not blame the LB for a broken service

@@ -233,6 +233,7 @@ fn lb_drivers(
             fail_timeout,
             keepalive,
             backup,
+            weights,
         } = spec
         {
             let driver = crate::drivers::nginx::Nginx {
@@ -246,6 +247,7 @@ fn lb_drivers(
                 fail_timeout: fail_timeout.map(|d| d.0),
                 keepalive,
                 backup,
+                weights,
             };
             out.insert(name, Box::new(driver));
         } else if let crate::model::LbSpec::Command {
