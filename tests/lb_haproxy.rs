@@ -19,9 +19,13 @@ struct Setup {
 
 impl Setup {
     fn new(guard: &DockerTestGuard) -> Setup {
+        Self::with_backend(guard, "    balance roundrobin\n")
+    }
+
+    fn with_backend(guard: &DockerTestGuard, body: &str) -> Setup {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
-        let haproxy = HaproxyUnderTest::start(&dir.path().join("haproxy"), "app");
+        let haproxy = HaproxyUnderTest::start_with(&dir.path().join("haproxy"), "app", body);
         let [run, scope] = guard.labels();
         let kv = |l: &str| {
             let (k, v) = l.split_once('=').unwrap();
@@ -213,4 +217,37 @@ fn a_leaving_replica_is_stopped_only_after_its_last_request() {
         seconds < 10.0,
         "the drain ended when the session did ({seconds}s), not after 20s"
     );
+}
+
+/// A backend whose balance algorithm takes no dynamic servers: gantry fills the free slots of
+/// a pre-declared `server-template`, still without a reload or a lost request.
+#[test]
+fn server_template_slots_when_the_backend_takes_no_dynamic_servers() {
+    if !docker::require_docker("server_template_slots") || !require_haproxy("server_template_slots")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::with_backend(
+        &guard,
+        "    balance source\n    server-template gantry- 6 127.0.0.1:1 disabled\n",
+    );
+    s.write(&tags[0], 2, "2s");
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(s.version(), tags[0]);
+    s.write(&tags[1], 2, "2s");
+    let load = Load::start(&s.haproxy.addr(), 300, Duration::from_secs(60));
+    let o = s.apply();
+    std::thread::sleep(Duration::from_millis(300));
+    let (during, secs) = load.stop();
+    eprintln!(
+        "haproxy server-template, during the rollout: {}",
+        during.summary(secs)
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(during.failed(), 0, "{:?}", during.failures);
+    assert_eq!(s.version(), tags[1]);
 }

@@ -120,35 +120,57 @@ impl Haproxy {
 
     async fn set(&self, members: &[Member]) -> Result<(), String> {
         let members: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
-        let current = self.servers().await?;
+        let mut current = self.servers().await?;
         for m in &members {
-            let name = server_name(m);
-            match current.iter().find(|s| s.name == name) {
+            match current.iter().find(|s| s.address == *m) {
                 Some(s) if s.admin == 0 => {}
-                Some(_) => {
-                    self.expect(
-                        &format!("set server {}/{name} state ready", self.backend),
-                        &[],
-                    )
-                    .await?
-                }
+                Some(s) => self.ready(&s.name).await?,
                 None => {
+                    let name = server_name(m);
+                    let out = self
+                        .command(&format!("add server {}/{name} {m}", self.backend))
+                        .await?;
+                    if out.contains("New server registered") {
+                        self.ready(&name).await?;
+                        continue;
+                    }
+                    if !out.contains("dynamic") {
+                        return Err(format!(
+                            "HAProxy refused `add server {}/{name} {m}`: {}",
+                            self.backend,
+                            out.trim()
+                        ));
+                    }
+                    // No dynamic servers with this backend's algorithm: take a free slot of a
+                    // pre-declared `server-template gantry- N ... disabled`.
+                    let slot = current
+                        .iter_mut()
+                        .find(|s| s.admin & 1 != 0 && !members.contains(&s.address.as_str()))
+                        .ok_or_else(|| {
+                            format!(
+                                "backend `{}` does not take dynamic servers ({}) and has no free `server-template gantry- N ...` slot left",
+                                self.backend,
+                                out.trim()
+                            )
+                        })?;
+                    let (host, port) = m.rsplit_once(':').unwrap_or((m, ""));
                     self.expect(
-                        &format!("add server {}/{name} {m}", self.backend),
-                        &["New server registered"],
+                        &format!(
+                            "set server {}/{} addr {host} port {port}",
+                            self.backend, slot.name
+                        ),
+                        &["changed", "no need"],
                     )
                     .await?;
-                    self.expect(
-                        &format!("set server {}/{name} state ready", self.backend),
-                        &[],
-                    )
-                    .await?;
+                    self.ready(&slot.name).await?;
+                    slot.address = m.to_string();
+                    slot.admin = 0;
                 }
             }
         }
         for s in current
             .iter()
-            .filter(|s| !members.contains(&s.address.as_str()))
+            .filter(|s| s.admin == 0 && !members.contains(&s.address.as_str()))
         {
             // Out of rotation now; removed by finish_drain once idle.
             self.expect(
@@ -160,16 +182,28 @@ impl Haproxy {
         Ok(())
     }
 
+    async fn ready(&self, name: &str) -> Result<(), String> {
+        self.expect(
+            &format!("set server {}/{name} state ready", self.backend),
+            &[],
+        )
+        .await
+    }
+
     async fn drain(&self, leaving: &[Member], bound: Duration) -> Result<String, String> {
         let started = Instant::now();
+        let servers = self.servers().await?;
         let mut seen = Vec::new();
         for address in leaving.iter().map(|m| m.address.as_str()) {
-            let name = server_name(address);
-            let initial = self.sessions(&name).await?;
+            let Some(server) = servers.iter().find(|s| s.address == address) else {
+                continue;
+            };
+            let name = &server.name;
+            let initial = self.sessions(name).await?;
             let mut now = initial;
             while now > 0 && started.elapsed() < bound {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                now = self.sessions(&name).await?;
+                now = self.sessions(name).await?;
             }
             seen.push(format!(
                 "{address}: {initial} session(s) -> {now} after {:.1}s",
@@ -180,14 +214,15 @@ impl Haproxy {
                 &[],
             )
             .await?;
-            // `del server` refuses while connections linger; the server is in maintenance
-            // either way, so a refusal is reported, not fatal.
-            if let Err(e) = self
-                .expect(
-                    &format!("del server {}/{name}", self.backend),
-                    &["Server deleted"],
-                )
-                .await
+            // A dynamic server is deleted; a template slot stays in maintenance, free again.
+            // `del server` refuses while connections linger: reported, not fatal.
+            if *name == server_name(address)
+                && let Err(e) = self
+                    .expect(
+                        &format!("del server {}/{name}", self.backend),
+                        &["Server deleted"],
+                    )
+                    .await
             {
                 seen.push(e);
             }

@@ -28,6 +28,11 @@ pub fn require_haproxy(test: &str) -> bool {
 impl HaproxyUnderTest {
     /// Starts HAProxy on a free loopback port with an empty backend `backend`.
     pub fn start(dir: &Path, backend: &str) -> HaproxyUnderTest {
+        Self::start_with(dir, backend, "    balance roundrobin\n")
+    }
+
+    /// The same with the backend's body given (balance algorithm, server templates).
+    pub fn start_with(dir: &Path, backend: &str, body: &str) -> HaproxyUnderTest {
         std::fs::create_dir_all(dir).unwrap();
         let port = super::docker::free_port();
         let socket = dir.join("admin.sock");
@@ -36,7 +41,7 @@ impl HaproxyUnderTest {
             "global\n    stats socket {d}/admin.sock mode 600 level admin\n    pidfile {d}/haproxy.pid\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
              frontend web\n    bind 127.0.0.1:{port}\n    default_backend {backend}\n\
-             backend {backend}\n    balance roundrobin\n"
+             backend {backend}\n{body}"
         );
         std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
         let o = Command::new("haproxy")
