@@ -87,14 +87,7 @@ impl<W: Write + Send> Reporter for LineReporter<W> {
             }
             ProgressFormat::Plain | ProgressFormat::Auto => {
                 let place = |r: &str, h: &Option<String>, b: &Option<String>| {
-                    let mut s = r.to_string();
-                    if let Some(h) = h {
-                        s.push_str(&format!(" host {h}"));
-                    }
-                    if let Some(b) = b {
-                        s.push_str(&format!(" batch {b}"));
-                    }
-                    s
+                    format!("{r} {}", place(h, b)).trim_end().to_string()
                 };
                 match &e {
                     Event::StepStarted {
@@ -185,6 +178,7 @@ impl TtyReporter {
     }
 }
 
+/// `host local batch 1/3 ` (with a trailing space), or nothing.
 fn place(host: &Option<String>, batch: &Option<String>) -> String {
     let mut s = String::new();
     if let Some(h) = host {
