@@ -857,3 +857,52 @@ fn command_load_balancers_run_the_users_commands() {
             .all(|n| n.contains("-web-2-"))
     );
 }
+
+/// `gantry rollback` returns to the previous revision's exact image IDs, even after its tag
+/// was re-pointed, without pulling; the history says where it came from.
+#[test]
+fn rollback_restores_the_recorded_images_even_when_the_tag_moved() {
+    if !docker::require_docker("rollback_restores_recorded_images") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let p = Project::new(&guard, &v1);
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    let v1_id = docker::inspect(&format!("{}-web-1-1", p.name), "{{.Image}}");
+    p.write(&v2, "", "");
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    // Someone re-points the v1 tag at another image; a rollback must not care.
+    let v1_tag = format!("gantry-testapp:{v1}");
+    let v2_id = docker::inspect(&format!("{}-web-2-1", p.name), "{{.Image}}");
+    assert_ne!(v1_id, v2_id);
+    docker::docker_ok(&["tag", &v2_id, &v1_tag]);
+
+    let o = p.gantry(&["rollback", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let running = p.containers("status=running");
+    assert_eq!(running.len(), 3, "{running:?}");
+    for c in &running {
+        assert!(c.contains("-web-3-"), "{running:?}");
+        assert_eq!(
+            docker::inspect(c, "{{.Image}}"),
+            v1_id,
+            "{c} runs the recorded v1 image"
+        );
+        let r = support::http::get(&docker::published_addr(c, 8080), "/version").unwrap();
+        assert_eq!(r.text().trim(), v1);
+    }
+    let history = String::from_utf8_lossy(&p.gantry(&["history"]).stdout).to_string();
+    assert!(
+        history.contains("rollback to revision 1 (from 2)"),
+        "{history}"
+    );
+    // Roll back to a revision that no longer exists: refused, nothing changed.
+    let o = p.gantry(&["rollback", "--to", "9", "--yes"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a successful revision"),
+        "{}",
+        explain(&o)
+    );
+}

@@ -71,6 +71,14 @@ backend = "app"
         std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
     }
 
+    fn rollback(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["rollback", "--yes", "--progress", "plain"])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
     fn apply(&self) -> Output {
         Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["apply", "--yes", "--progress", "plain"])
@@ -128,13 +136,13 @@ fn rollout_and_roll_back_behind_haproxy_lose_no_request() {
     for (round, tag) in schedule {
         s.write(tag, 4, "5s");
         let load = Load::start(&s.haproxy.addr(), 500, Duration::from_secs(120));
-        let o = s.apply();
+        let o = if round == 1 { s.apply() } else { s.rollback() };
         std::thread::sleep(Duration::from_millis(300));
         let (during, secs) = load.stop();
         let what = if round == 1 {
             "rollout to v2"
         } else {
-            "roll back to v1"
+            "gantry rollback to v1"
         };
         totals = (totals.0 + during.total, totals.1 + during.failed());
         eprintln!("haproxy, during the {what}: {}", during.summary(secs));

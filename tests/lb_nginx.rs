@@ -81,6 +81,14 @@ reload = {reload}
         std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
     }
 
+    fn rollback(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["rollback", "--yes", "--progress", "plain"])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
     fn apply(&self) -> Output {
         Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["apply", "--yes", "--progress", "plain"])
@@ -152,13 +160,13 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
     for (round, tag) in schedule {
         s.write(tag, None);
         let load = Load::start(&s.nginx.addr(), 500, Duration::from_secs(120));
-        let o = s.apply();
+        let o = if round == 1 { s.apply() } else { s.rollback() };
         std::thread::sleep(Duration::from_millis(500));
         let (during, secs) = load.stop();
         let what = if round == 1 {
             "rollout to v2"
         } else {
-            "roll back to v1"
+            "gantry rollback to v1"
         };
         totals = (totals.0 + during.total, totals.1 + during.failed());
         eprintln!("during the {what}: {}", during.summary(secs));

@@ -90,6 +90,26 @@ revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 sta
         progress: crate::engine::report::ProgressFormat,
     },
 
+    /// Go back to an earlier revision: its recorded image IDs (no pull), the same rolling
+    /// steps, probes and load-balancer membership as apply.
+    #[command(after_help = "Examples:
+  gantry rollback                 # to the previous successful revision, after confirmation
+  gantry rollback --yes           # no question (scripts, incidents)
+  gantry rollback --to 3 --yes    # to revision 3 (see `gantry history`)
+
+Exit codes as apply: 0 rolled back, 1 nothing changed, 3 failed and restored, 4 failed and NOT
+restored, 5 locked.")]
+    Rollback {
+        /// The revision to go back to (default: the previous successful one).
+        #[arg(long, value_name = "REVISION")]
+        to: Option<u64>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: crate::engine::report::ProgressFormat,
+    },
+
     /// What runs now, from the engines, against what the state records (drift included).
     #[command(after_help = "Examples:
   gantry status
@@ -193,6 +213,12 @@ pub fn run(
             err,
         ),
         Command::Status => ops::status::status(&common, out),
+        Command::Rollback { to, yes, progress } => ops::rollback::rollback(
+            &common,
+            &ops::rollback::RollbackOptions { to, yes, progress },
+            out,
+            err,
+        ),
         Command::History => ops::history::history(&common, out).map(|_| ExitStatus::Success),
         Command::ForceUnlock => {
             ops::history::force_unlock(&common, out).map(|_| ExitStatus::Success)

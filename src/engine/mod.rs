@@ -674,7 +674,14 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         container_labels.insert(labels::SPEC_HASH.into(), spec_hash(spec));
         let container = ContainerSpec {
             name: name.clone(),
-            image: spec.image.clone(),
+            // The image ID resolved by pre-flight: every replica runs the same image even if
+            // the tag moves during the rollout, and a rollback runs exactly what was recorded.
+            image: self
+                .ctx
+                .image_ids
+                .get(&spec.image)
+                .cloned()
+                .unwrap_or_else(|| spec.image.clone()),
             command: spec.command.clone(),
             env: self.ctx.env.get(service).cloned().unwrap_or_default(),
             labels: container_labels,

@@ -67,31 +67,77 @@ pub fn apply(
         }
         None => crate::plan::plan(&loaded.model, state.as_ref(), &loaded.sha256),
     };
-    emit(out, &crate::render::text(&plan, common.color))?;
+    let run = Execution {
+        model: &loaded.model,
+        config_sha256: &loaded.sha256,
+        origin: "apply".into(),
+        pinned: BTreeMap::new(),
+        confirmed: opts.yes || opts.plan_file.is_some(),
+    };
+    execute(common, &plan, &run, opts.progress, out, err)
+}
+
+/// What differs between an apply and a rollback once the plan is made.
+pub struct Execution<'a> {
+    /// Hosts, project and load balancers to drive.
+    pub model: &'a crate::model::Model,
+    pub config_sha256: &'a str,
+    /// `apply`, or `rollback of revision N`.
+    pub origin: String,
+    /// Image reference -> the image ID it must run (a rollback runs exactly what was
+    /// recorded, never pulls); recorded as `(image ID, where it was recorded)`.
+    pub pinned: BTreeMap<String, (String, String)>,
+    /// No confirmation needed (`--yes`, or a saved plan file).
+    pub confirmed: bool,
+}
+
+/// Shows the plan, confirms, locks, runs pre-flight and the engine; maps the outcome to the
+/// exit status.
+pub fn execute(
+    common: &Common,
+    plan: &Plan,
+    run: &Execution<'_>,
+    progress: ProgressFormat,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitStatus, Error> {
+    let state_dir = common.state_dir();
+    let state = state_dir.read()?;
+    let verb = if run.origin == "apply" {
+        "apply"
+    } else {
+        "roll back"
+    };
+    emit(out, &crate::render::text(plan, common.color))?;
     if !plan.has_changes() {
         return Ok(ExitStatus::Success);
     }
-    let lbs = lb_drivers(&loaded.model, state.as_ref(), &common.config_dir());
+    let lbs = lb_drivers(run.model, state.as_ref(), &common.config_dir());
     let driven: Vec<String> = lbs.keys().cloned().collect();
-    if let Some((resource, why)) = engine::unsupported_step(&plan, &driven) {
+    if let Some((resource, why)) = engine::unsupported_step(plan, &driven) {
         return Err(Error::Message(format!(
-            "cannot apply {resource}: {why}; nothing was changed"
+            "cannot {verb} {resource}: {why}; nothing was changed"
         )));
     }
-    if !opts.yes && opts.plan_file.is_none() {
+    if !run.confirmed {
         if !std::io::stdin().is_terminal() {
-            return Err(Error::Message("refusing to apply without confirmation: no terminal to ask on. Pass --yes, or apply a saved plan file".into()));
+            return Err(Error::Message(format!(
+                "refusing to {verb} without confirmation: no terminal to ask on. Pass --yes, or apply a saved plan file"
+            )));
         }
-        emit(out, "\nApply these changes? Only `yes` is accepted: ")?;
+        emit(
+            out,
+            &format!("\nDo you want to {verb}? Only `yes` is accepted: "),
+        )?;
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if answer.trim() != "yes" {
-            emit(out, "Apply cancelled; nothing was changed.\n")?;
+            emit(out, "Cancelled; nothing was changed.\n")?;
             return Ok(ExitStatus::Error);
         }
     }
 
-    let _lock = match state_dir.lock("apply", &now()) {
+    let _lock = match state_dir.lock(if verb == "apply" { "apply" } else { "rollback" }, &now()) {
         Ok(l) => l,
         Err(LockError::Held(info, stale)) => {
             emit(err, &format!("error: {}\n", LockError::Held(info, stale)))?;
@@ -101,15 +147,15 @@ pub fn apply(
     };
     // Re-read under the lock: another run may have finished in between.
     let state = state_dir.read()?;
-    if let Some(why) = stale(&plan, state.as_ref(), &loaded.sha256) {
+    if let Some(why) = stale(plan, state.as_ref(), run.config_sha256) {
         emit(
             err,
             &format!("error: the state moved while waiting: {why}\n"),
         )?;
         return Ok(ExitStatus::StalePlan);
     }
-    let state = state
-        .unwrap_or_else(|| State::empty(&loaded.model.project, uuid::Uuid::new_v4().to_string()));
+    let state =
+        state.unwrap_or_else(|| State::empty(&run.model.project, uuid::Uuid::new_v4().to_string()));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,37 +164,38 @@ pub fn apply(
     runtime.block_on(async {
         // Pre-flight: nothing is touched until every check passes.
         let mut hosts = BTreeMap::new();
-        for h in &loaded.model.hosts {
+        for h in &run.model.hosts {
             let rt = DockerRuntime::connect(&h.docker).await.map_err(|e| Error::Message(format!("pre-flight: host `{}`: {e}; nothing was changed", h.name)))?;
             rt.ping().await.map_err(|e| Error::Message(format!("pre-flight: host `{}`: {e}; nothing was changed", h.name)))?;
             hosts.insert(h.name.clone(), Target { runtime: rt, address: h.address.clone() });
         }
-        let (env, image_ids) = preflight(&plan, &state, &hosts, &common.config_dir()).await?;
+        let (env, image_ids) = preflight(plan, &state, &hosts, &common.config_dir(), &run.pinned).await?;
 
-        let reporter: Box<dyn crate::engine::report::Reporter> = match opts.progress {
+        let reporter: Box<dyn crate::engine::report::Reporter> = match progress {
             ProgressFormat::Auto if std::io::stderr().is_terminal() => Box::new(TtyReporter::new()),
             format => Box::new(LineReporter::new(std::io::stderr(), format)),
         };
         let sink = FileSink(&state_dir);
         let ctx = ApplyContext {
-            project: &loaded.model.project,
+            project: &run.model.project,
             hosts: &hosts,
             prober: HttpProber::new(),
             reporter: reporter.as_ref(),
             sink: &sink,
             env: &env,
             image_ids: &image_ids,
-            origin: "apply".into(),
+            origin: run.origin.clone(),
             lbs: &lbs,
         };
-        let (outcome, _state) = engine::apply(&plan, state, &ctx).await;
+        let (outcome, _state) = engine::apply(plan, state, &ctx).await;
         match outcome {
             ApplyOutcome::Succeeded { revision } => {
-                emit(out, &format!("\nApply complete: revision {revision}. {}\n", plan.summary.line()))?;
+                let done = if verb == "apply" { "Apply complete".to_string() } else { format!("Rollback complete ({})", run.origin) };
+                emit(out, &format!("\n{done}: revision {revision}. {}\n", plan.summary.line()))?;
                 Ok(ExitStatus::Success)
             }
             ApplyOutcome::RolledBack { failure } => {
-                emit(err, &format!("\nerror: apply failed and the previous revision was restored.\n{failure}\n"))?;
+                emit(err, &format!("\nerror: {verb} failed and the previous revision was restored.\n{failure}\n"))?;
                 Ok(ExitStatus::FailedRestored)
             }
             ApplyOutcome::Halted { failure, restore_error } => {
@@ -156,7 +203,7 @@ pub fn apply(
                     Some(e) => format!("restoring the previous revision failed too: {e}. A human must look: `gantry status` shows what runs."),
                     None => "stopped where it failed (on_failure = \"pause\"). Fix the cause and run `gantry apply` to continue.".to_string(),
                 };
-                emit(err, &format!("\nerror: apply failed and was NOT restored.\n{failure}\n{how}\n"))?;
+                emit(err, &format!("\nerror: {verb} failed and was NOT restored.\n{failure}\n{how}\n"))?;
                 Ok(ExitStatus::FailedHalted)
             }
         }
@@ -306,6 +353,7 @@ async fn preflight<R: ContainerRuntime>(
     state: &State,
     hosts: &BTreeMap<String, Target<R>>,
     config_dir: &std::path::Path,
+    pinned: &BTreeMap<String, (String, String)>,
 ) -> Result<(BTreeMap<String, Vec<String>>, BTreeMap<String, String>), Error> {
     let mut env = BTreeMap::new();
     let mut image_ids = BTreeMap::new();
@@ -356,6 +404,26 @@ async fn preflight<R: ContainerRuntime>(
                     c.address
                 )));
             };
+            if let Some((id, recorded)) = pinned.get(&spec.image) {
+                // A rollback runs exactly the recorded image and never pulls.
+                match t
+                    .runtime
+                    .image_id(id)
+                    .await
+                    .map_err(|e| Error::Message(format!("pre-flight: {e}")))?
+                {
+                    Some(_) => {
+                        image_ids.insert(spec.image.clone(), id.clone());
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::Message(format!(
+                            "pre-flight: image {id} (`{}`, recorded in {recorded}) is not on host `{host}` any more; a rollback does not pull. Load it there (`docker load`) or roll back to another revision; nothing was changed",
+                            spec.image
+                        )));
+                    }
+                }
+            }
             let id = match t
                 .runtime
                 .image_id(&spec.image)

@@ -1,0 +1,101 @@
+//! `gantry rollback [--to REVISION]`: back to a recorded revision, through the same rolling
+//! steps, probes and load-balancer membership as apply, running exactly the image IDs that
+//! revision recorded (a tag may have moved since), never pulling.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use super::apply::{Execution, execute};
+use super::{Common, Error, load};
+use crate::engine::report::ProgressFormat;
+use crate::exit::ExitStatus;
+use crate::model::Model;
+use crate::state::Outcome;
+
+#[derive(Debug, Clone)]
+pub struct RollbackOptions {
+    pub to: Option<u64>,
+    pub yes: bool,
+    pub progress: ProgressFormat,
+}
+
+pub fn rollback(
+    common: &Common,
+    opts: &RollbackOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitStatus, Error> {
+    let loaded = load(common)?;
+    let state = common.state_dir().read()?.ok_or_else(|| {
+        Error::Message("nothing to roll back: nothing was applied with this state directory".into())
+    })?;
+    let succeeded: Vec<u64> = state
+        .history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Succeeded)
+        .map(|r| r.revision)
+        .collect();
+    let target = match opts.to {
+        Some(n) if n == state.revision => {
+            return Err(Error::Message(format!(
+                "revision {n} is the one running now"
+            )));
+        }
+        Some(n) => n,
+        None => *succeeded
+            .iter()
+            .rev()
+            .find(|r| **r < state.revision)
+            .ok_or_else(|| {
+                Error::Message(format!(
+                    "no earlier successful revision than {} to roll back to",
+                    state.revision
+                ))
+            })?,
+    };
+    let record = state
+        .history
+        .iter()
+        .find(|r| r.revision == target && r.outcome == Outcome::Succeeded)
+        .ok_or_else(|| {
+            let list: Vec<String> = succeeded.iter().map(u64::to_string).collect();
+            Error::Message(format!(
+                "revision {target} is not a successful revision of the history (those are: {})",
+                list.join(", ")
+            ))
+        })?;
+    // The revision's services; the load balancers as they are now; the hosts of the config.
+    let model = Model {
+        project: state.project.clone(),
+        hosts: loaded.model.hosts.clone(),
+        services: record
+            .services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.spec.clone()))
+            .collect(),
+        lbs: state
+            .lbs
+            .iter()
+            .map(|(n, l)| (n.clone(), l.spec.clone()))
+            .collect(),
+    };
+    let pinned: BTreeMap<String, (String, String)> = record
+        .services
+        .values()
+        .filter_map(|s| {
+            Some((
+                s.spec.image.clone(),
+                (s.image_id.clone()?, format!("revision {target}")),
+            ))
+        })
+        .collect();
+    let plan = crate::plan::plan(&model, Some(&state), &loaded.sha256);
+    let run = Execution {
+        model: &model,
+        config_sha256: &loaded.sha256,
+        origin: format!("rollback to revision {target} (from {})", state.revision),
+        pinned,
+        confirmed: opts.yes,
+    };
+    execute(common, &plan, &run, opts.progress, out, err)
+}
