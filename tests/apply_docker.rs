@@ -878,12 +878,22 @@ fn rollback_restores_the_recorded_images_even_when_the_tag_moved() {
     assert_ne!(v1_id, v2_id);
     docker::docker_ok(&["tag", &v2_id, &v1_tag]);
 
-    let o = p.gantry(&["rollback", "--yes"]);
+    // The fast path: the kept v1 containers are started again (no create, no pull).
+    let o = p.gantry(&["rollback", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("restart #1 (kept from revision 1)"),
+        "{}",
+        explain(&o)
+    );
     let running = p.containers("status=running");
-    assert_eq!(running.len(), 3, "{running:?}");
+    assert_eq!(
+        running,
+        (1..=3)
+            .map(|i| format!("{}-web-1-{i}", p.name))
+            .collect::<Vec<_>>()
+    );
     for c in &running {
-        assert!(c.contains("-web-3-"), "{running:?}");
         assert_eq!(
             docker::inspect(c, "{{.Image}}"),
             v1_id,
@@ -892,11 +902,32 @@ fn rollback_restores_the_recorded_images_even_when_the_tag_moved() {
         let r = support::http::get(&docker::published_addr(c, 8080), "/version").unwrap();
         assert_eq!(r.text().trim(), v1);
     }
+    assert_eq!(
+        code(&p.gantry(&["plan", "--detailed-exitcode"])),
+        2,
+        "config still says v2"
+    );
     let history = String::from_utf8_lossy(&p.gantry(&["history"]).stdout).to_string();
     assert!(
         history.contains("rollback to revision 1 (from 2)"),
         "{history}"
     );
+
+    // Forward again, then back with --recreate: new containers from the recorded image ID,
+    // although the v1 tag now names another image.
+    assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
+    let o = p.gantry(&["rollback", "--yes", "--recreate"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let running = p.containers("status=running");
+    assert_eq!(running.len(), 3, "{running:?}");
+    for c in &running {
+        assert!(c.contains("-web-5-"), "{running:?}");
+        assert_eq!(
+            docker::inspect(c, "{{.Image}}"),
+            v1_id,
+            "{c} runs the recorded v1 image"
+        );
+    }
     // Roll back to a revision that no longer exists: refused, nothing changed.
     let o = p.gantry(&["rollback", "--to", "9", "--yes"]);
     assert_eq!(code(&o), 1);

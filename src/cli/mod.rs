@@ -108,6 +108,10 @@ restored, 5 locked.")]
         yes: bool,
         #[arg(long, value_enum, default_value = "auto")]
         progress: crate::engine::report::ProgressFormat,
+        /// Create new containers from the recorded images even where the revision's stopped
+        /// containers are kept (the fast path starts those again).
+        #[arg(long)]
+        recreate: bool,
     },
 
     /// What runs now, from the engines, against what the state records (drift included).
@@ -213,9 +217,19 @@ pub fn run(
             err,
         ),
         Command::Status => ops::status::status(&common, out),
-        Command::Rollback { to, yes, progress } => ops::rollback::rollback(
+        Command::Rollback {
+            to,
+            yes,
+            progress,
+            recreate,
+        } => ops::rollback::rollback(
             &common,
-            &ops::rollback::RollbackOptions { to, yes, progress },
+            &ops::rollback::RollbackOptions {
+                to,
+                yes,
+                progress,
+                recreate,
+            },
             out,
             err,
         ),

@@ -107,6 +107,12 @@ enum Undo {
         spec: Box<ServiceSpec>,
         port: Option<u16>,
     },
+    /// A kept container started again (rollback fast path): stopped again on undo.
+    Restarted {
+        host: String,
+        id: String,
+        grace: Duration,
+    },
 }
 
 fn now() -> String {
@@ -469,6 +475,14 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 }
                 Ok(None)
             }
+            StepOp::Restart { replicas, revision } => {
+                let grace = after.map_or(Duration::from_secs(10), |s| s.stop_grace_period.0);
+                for &index in replicas {
+                    self.restart_replica(service, &host, index, *revision, grace)
+                        .await?;
+                }
+                Ok(Some("no image pull, no create".into()))
+            }
             StepOp::WaitHealthy { replicas } => {
                 let spec = after
                     .ok_or_else(|| plain("health without a desired spec".into()))?
@@ -743,6 +757,69 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 r.image_id = Some(info.image_id);
             }
         }
+        Ok(())
+    }
+
+    /// Starts a kept replica of `revision` again; from now on it belongs to this revision.
+    async fn restart_replica(
+        &self,
+        service: &str,
+        host: &str,
+        index: u32,
+        revision: u64,
+        grace: Duration,
+    ) -> Result<(), (String, Vec<String>)> {
+        let plain = |e: String| (e, Vec::new());
+        let id = self
+            .st()
+            .services
+            .get(service)
+            .and_then(|s| {
+                s.replicas
+                    .iter()
+                    .find(|r| {
+                        r.index == index
+                            && r.host == host
+                            && r.revision == revision
+                            && r.status == ReplicaStatus::Stopped
+                    })
+                    .map(|r| r.container_id.clone())
+            })
+            .ok_or_else(|| {
+                plain(format!(
+                    "no kept replica #{index} of revision {revision} on host {host}"
+                ))
+            })?;
+        let target = self.target(&Some(host.to_string())).map_err(plain)?;
+        target
+            .runtime
+            .start(&id)
+            .await
+            .map_err(|e| plain(e.to_string()))?;
+        self.push_undo(Undo::Restarted {
+            host: host.to_string(),
+            id: id.clone(),
+            grace,
+        });
+        // An engine-chosen host port is chosen again at every start.
+        let info = target
+            .runtime
+            .inspect(&id)
+            .await
+            .map_err(|e| plain(e.to_string()))?;
+        if let Some(r) = self
+            .st()
+            .services
+            .get_mut(service)
+            .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
+        {
+            r.status = ReplicaStatus::Running;
+            r.revision = self.revision;
+            if let Some(info) = info {
+                r.host_port = info.host_port.or(r.host_port);
+            }
+        }
+        self.save();
         Ok(())
     }
 
@@ -1119,6 +1196,13 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                                 problems.push(format!("restoring the members of lb.{lb}: {e}"))
                             }
                         }
+                    }
+                }
+                Undo::Restarted { host, id, grace } => {
+                    if let Ok(t) = self.target(&Some(host))
+                        && let Err(e) = t.runtime.stop(&id, grace).await
+                    {
+                        problems.push(format!("stopping {id} again: {e}"));
                     }
                 }
                 Undo::Created { host, id, grace } => {

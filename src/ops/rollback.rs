@@ -17,6 +17,8 @@ pub struct RollbackOptions {
     pub to: Option<u64>,
     pub yes: bool,
     pub progress: ProgressFormat,
+    /// Create new containers even where kept ones could be started again.
+    pub recreate: bool,
 }
 
 pub fn rollback(
@@ -89,7 +91,10 @@ pub fn rollback(
             ))
         })
         .collect();
-    let plan = crate::plan::plan(&model, Some(&state), &loaded.sha256);
+    let mut plan = crate::plan::plan(&model, Some(&state), &loaded.sha256);
+    if !opts.recreate {
+        crate::plan::prefer_kept(&mut plan, &state, target);
+    }
     let run = Execution {
         model: &model,
         config_sha256: &loaded.sha256,

@@ -207,6 +207,40 @@ impl Plan {
     }
 }
 
+/// The rollback fast path: where the state keeps stopped replicas of `revision` (the one
+/// being returned to), starting them again replaces creating new containers. Pure: the plan
+/// says which replicas are restarted; the executor decides nothing.
+pub fn prefer_kept(plan: &mut Plan, state: &State, revision: u64) {
+    for change in &mut plan.changes {
+        let Some(kept) = state.services.get(&change.address.name) else {
+            continue;
+        };
+        if change.address.kind != ResourceKind::Service {
+            continue;
+        }
+        for step in &mut change.steps {
+            let StepOp::Start { replicas } = &step.op else {
+                continue;
+            };
+            let host = step.host.clone().unwrap_or_default();
+            let available = |i: &u32| {
+                kept.replicas.iter().any(|r| {
+                    r.index == *i
+                        && r.host == host
+                        && r.revision == revision
+                        && r.status == crate::state::ReplicaStatus::Stopped
+                })
+            };
+            if !replicas.is_empty() && replicas.iter().all(available) {
+                step.op = StepOp::Restart {
+                    replicas: replicas.clone(),
+                    revision,
+                };
+            }
+        }
+    }
+}
+
 /// Computes the plan. Pure and deterministic: the same inputs give a byte-identical plan.
 pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
     let graph = ResourceGraph::from_model(model);

@@ -43,6 +43,9 @@ pub enum Generation {
 pub enum StepOp {
     /// Create and start containers of the new spec.
     Start { replicas: Vec<u32> },
+    /// Rollback fast path: start again the kept (stopped) containers of `revision` for these
+    /// replicas: no create, no pull.
+    Restart { replicas: Vec<u32>, revision: u64 },
     /// Wait for the health check (or, without one, for the container to keep running).
     WaitHealthy { replicas: Vec<u32> },
     /// The warm-up probe: consecutive fast successes under load.
@@ -112,6 +115,9 @@ impl Step {
         };
         match &self.op {
             StepOp::Start { replicas } => format!("start {} (new)", ids(replicas)),
+            StepOp::Restart { replicas, revision } => {
+                format!("restart {} (kept from revision {revision})", ids(replicas))
+            }
             StepOp::WaitHealthy { replicas } => format!("health {}", ids(replicas)),
             StepOp::Warmup { replicas } => format!("warm up {}", ids(replicas)),
             StepOp::JoinLb {
