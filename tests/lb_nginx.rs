@@ -330,3 +330,76 @@ fn warm_up_keeps_p99_during_a_rollout_within_twice_the_p99_before() {
         floor
     );
 }
+
+/// Time to roll back, from the command until every replica of the previous revision serves
+/// behind nginx (4 replicas, batch 1, 1 s drain per batch), with the fast path (the kept
+/// containers are started again) and without it (`--recreate`). A measurement for
+/// `benches/rollback_time.sh`; it only asserts that both end with v1 serving.
+#[test]
+#[ignore = "a measurement for benches/rollback_time.sh, not a check"]
+fn rollback_time_fast_path_vs_recreate() {
+    if !docker::require_docker("rollback_time") || !require_nginx("rollback_time") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::new(&guard);
+    s.write(&tags[0], None);
+    assert_eq!(s.apply().status.code(), Some(0));
+    for recreate in [false, true] {
+        s.write(&tags[1], None);
+        let o = s.apply();
+        assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+        assert_eq!(s.version(), tags[1]);
+        let started = std::time::Instant::now();
+        let mut args = vec!["rollback", "--yes", "--progress", "plain"];
+        if recreate {
+            args.push("--recreate");
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(&args)
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap();
+        let command = started.elapsed();
+        assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+        // Every member of the upstream answers v1 directly.
+        let upstream = std::fs::read_to_string(&s.nginx.upstream_file).unwrap();
+        let members: Vec<&str> = upstream
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("server "))
+            .map(|l| l.trim_end_matches(';'))
+            .collect();
+        assert_eq!(members.len(), 4, "{upstream}");
+        for m in &members {
+            assert_eq!(
+                support::http::get(m, "/version").unwrap().text().trim(),
+                tags[0]
+            );
+        }
+        let serving = started.elapsed();
+        let steps: f64 = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.contains(": health ") && l.contains(" done in "))
+            .filter_map(|l| {
+                l.split(" done in ")
+                    .nth(1)?
+                    .split('s')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum();
+        eprintln!(
+            "rollback {}: command {:.2}s, every replica of v1 serving behind nginx after {:.2}s (health checks {steps:.2}s of it; 4 x 1s drain included)",
+            if recreate {
+                "with --recreate (new containers)"
+            } else {
+                "fast path (kept containers started)"
+            },
+            command.as_secs_f64(),
+            serving.as_secs_f64()
+        );
+    }
+}
