@@ -3,6 +3,14 @@
 
 mod support;
 
+/// The tests of this file measure latency and rate under load: they run one at a time, so
+/// that on a 2-core machine one test's load is not another's noise.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -115,6 +123,7 @@ fn rollout_and_roll_back_behind_haproxy_lose_no_request() {
     {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -177,6 +186,7 @@ fn a_leaving_replica_is_stopped_only_after_its_last_request() {
     if !docker::require_docker("verified_drain") || !require_haproxy("verified_drain") {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -235,6 +245,7 @@ fn server_template_slots_when_the_backend_takes_no_dynamic_servers() {
     {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);

@@ -5,6 +5,14 @@
 
 mod support;
 
+/// The tests of this file measure latency and rate under load: they run one at a time, so
+/// that on a 2-core machine one test's load is not another's noise.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -120,6 +128,7 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
     if !docker::require_docker("rollout_behind_nginx") || !require_nginx("rollout_behind_nginx") {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -201,6 +210,7 @@ fn naive_recreate_behind_nginx_for_comparison() {
     if !docker::require_docker("naive_recreate") || !require_nginx("naive_recreate") {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -247,6 +257,7 @@ fn a_failing_nginx_check_keeps_nginx_serving_and_the_rollout_restores_itself() {
     if !docker::require_docker("failing_nginx_check") || !require_nginx("failing_nginx_check") {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -294,6 +305,7 @@ fn warm_up_keeps_p99_during_a_rollout_within_twice_the_p99_before() {
     if !docker::require_docker("warm_up_p99") || !require_nginx("warm_up_p99") {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -341,6 +353,7 @@ fn rollback_time_fast_path_vs_recreate() {
     if !docker::require_docker("rollback_time") || !require_nginx("rollback_time") {
         return;
     }
+    let _serial = serial();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
