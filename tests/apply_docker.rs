@@ -882,7 +882,7 @@ fn rollback_restores_the_recorded_images_even_when_the_tag_moved() {
     let o = p.gantry(&["rollback", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("restart #1 (kept from revision 1)"),
+        String::from_utf8_lossy(&o.stderr).contains("restart #1,#2,#3 (kept from revision 1)"),
         "{}",
         explain(&o)
     );

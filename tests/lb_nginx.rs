@@ -405,7 +405,7 @@ fn rollback_time_fast_path_vs_recreate() {
             })
             .sum();
         eprintln!(
-            "rollback {}: command {:.2}s, every replica of v1 serving behind nginx after {:.2}s (health checks {steps:.2}s of it; 4 x 1s drain included)",
+            "rollback {}: command {:.2}s, every replica of v1 serving behind nginx after {:.2}s (health checks {steps:.2}s of it; one 1 s drain and the stop of the 4 old replicas included)",
             if recreate {
                 "with --recreate (new containers)"
             } else {

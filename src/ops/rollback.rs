@@ -92,9 +92,7 @@ pub fn rollback(
         })
         .collect();
     let mut plan = crate::plan::plan(&model, Some(&state), &loaded.sha256);
-    if !opts.recreate {
-        crate::plan::prefer_kept(&mut plan, &state, target);
-    }
+    crate::plan::for_rollback(&mut plan, &state, target, !opts.recreate);
     let run = Execution {
         model: &model,
         config_sha256: &loaded.sha256,

@@ -207,17 +207,35 @@ impl Plan {
     }
 }
 
-/// The rollback fast path: where the state keeps stopped replicas of `revision` (the one
-/// being returned to), starting them again replaces creating new containers. Pure: the plan
-/// says which replicas are restarted; the executor decides nothing.
-pub fn prefer_kept(plan: &mut Plan, state: &State, revision: u64) {
+/// Turns a plan into a rollback: an incident wants the previous revision back at once, so
+/// each rolled service goes in ONE batch (still start-first: the new replicas are healthy and
+/// in the load balancers before the others leave), without soak. With `fast`, where the state
+/// keeps stopped replicas of `revision`, they are started again instead of creating new
+/// containers. Pure, like `plan`: the executor is told exactly what to do.
+pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
     for change in &mut plan.changes {
-        let Some(kept) = state.services.get(&change.address.name) else {
-            continue;
-        };
-        if change.address.kind != ResourceKind::Service {
+        if change.address.kind != ResourceKind::Service || change.action != Action::Replace {
             continue;
         }
+        if let (Some(Spec::Service(before)), Some(Spec::Service(after))) =
+            (&change.before, &change.after)
+        {
+            let mut at_once = (**after).clone();
+            at_once.rollout.batch = at_once.replicas.max(before.replicas);
+            at_once.rollout.soak = crate::model::Duration::default();
+            at_once.rollout.order = crate::model::Order::StartFirst;
+            let lbs = |spec: &ServiceSpec| -> Vec<String> {
+                spec.lb
+                    .iter()
+                    .filter(|l| state.lbs.contains_key(*l))
+                    .cloned()
+                    .collect()
+            };
+            change.steps = steps::roll(before, &at_once, &lbs(after), &lbs(before));
+        }
+        let Some(kept) = state.services.get(&change.address.name).filter(|_| fast) else {
+            continue;
+        };
         for step in &mut change.steps {
             let StepOp::Start { replicas } = &step.op else {
                 continue;

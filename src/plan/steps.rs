@@ -282,7 +282,7 @@ pub(super) fn create(spec: &ServiceSpec, join: &[String]) -> Vec<Step> {
 
 /// New containers, batch by batch, in the configured order (or, blue-green, all at once
 /// beside the old colour, then one switch).
-pub(super) fn roll(
+pub fn roll(
     before: &ServiceSpec,
     after: &ServiceSpec,
     join: &[String],
