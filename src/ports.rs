@@ -107,6 +107,9 @@ pub trait ContainerRuntime: Send + Sync {
         &self,
         labels: &[(&str, &str)],
     ) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// Removes an image by ID unless a container still uses it; `Ok(false)` when it was kept
+    /// for that reason (or is gone already).
+    fn remove_image(&self, id: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// The last `lines` lines of the container's output, for error messages.
     fn logs_tail(
         &self,

@@ -937,3 +937,59 @@ fn rollback_restores_the_recorded_images_even_when_the_tag_moved() {
         explain(&o)
     );
 }
+
+/// `keep_previous` revisions of stopped containers are kept after each apply; `gantry prune`
+/// removes what is beyond it, and the images no container uses, never what runs.
+#[test]
+fn keep_previous_and_prune() {
+    if !docker::require_docker("keep_previous_and_prune") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    // Images of this test only: prune removes images, other tests' must not be touched.
+    let (a, b) = (docker::run_tag("prune-a"), docker::run_tag("prune-b"));
+    docker::build_testapp_images_once(&[&a, &b]);
+    let p = Project::new(&guard, &a);
+    let keep = |n: u32| {
+        let toml = std::fs::read_to_string(p.dir.path().join("gantry.toml")).unwrap();
+        let toml = toml
+            .lines()
+            .filter(|l| !l.starts_with("keep_previous"))
+            .map(|l| {
+                if l.starts_with("name = ") {
+                    format!("{l}\nkeep_previous = {n}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    };
+    for tag in [&a, &b, &a] {
+        p.write(tag, "", "");
+        keep(2);
+        let o = p.gantry(&["apply", "--yes"]);
+        assert_eq!(code(&o), 0, "{}", explain(&o));
+    }
+    // Revisions 1 and 2 are kept stopped behind revision 3.
+    let stopped = p.containers("status=exited");
+    assert_eq!(stopped.len(), 6, "{stopped:?}");
+    let b_id = docker::inspect(&format!("{}-web-2-1", p.name), "{{.Image}}");
+
+    keep(0);
+    let o = p.gantry(&["prune"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.starts_with("Removed 6 container(s) and 1 image(s)"),
+        "{text}"
+    );
+    assert!(p.containers("status=exited").is_empty());
+    assert_eq!(p.containers("status=running").len(), 3);
+    assert!(
+        !docker::image_exists(&b_id),
+        "the image no container uses is gone"
+    );
+    assert_eq!(code(&p.gantry(&["plan", "--detailed-exitcode"])), 0);
+}

@@ -120,6 +120,13 @@ restored, 5 locked.")]
   gantry -f deploy/prod.toml status")]
     Status,
 
+    /// Remove stopped containers beyond `keep_previous` and images no container uses.
+    #[command(after_help = "Examples:
+  gantry prune                    # after lowering [project] keep_previous, or now and then
+
+Running containers and the kept revisions' containers and images are never removed.")]
+    Prune,
+
     /// Show every apply attempt recorded in the state: revision, when, images, outcome.
     #[command(after_help = "Examples:
   gantry history
@@ -217,6 +224,7 @@ pub fn run(
             err,
         ),
         Command::Status => ops::status::status(&common, out),
+        Command::Prune => ops::prune::prune(&common, out, err),
         Command::Rollback {
             to,
             yes,

@@ -37,6 +37,11 @@ pub struct TomlProject {
     /// Lower-case letters, digits and `-`; prefixes container names (`<project>-<service>-<revision>-<n>`).
     #[schemars(with = "String")]
     pub name: SpStr,
+    /// Revisions whose stopped containers are kept after a successful apply, so that a
+    /// rollback to them is a `docker start` (default 1; 0 keeps none).
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub keep_previous: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -356,6 +356,23 @@ impl ContainerRuntime for DockerRuntime {
         Ok(out)
     }
 
+    async fn remove_image(&self, id: &str) -> Result<bool, RuntimeError> {
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        match self.docker.remove_image(id, Some(options), None).await {
+            Ok(_) => Ok(true),
+            // 409: a container uses it; 404: gone already.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409 | 404,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(self.engine_error(&format!("remove image {id}"), e)),
+        }
+    }
+
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
         let options = LogsOptions {
             stdout: true,

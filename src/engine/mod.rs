@@ -44,6 +44,8 @@ pub struct ApplyContext<'a, R> {
     pub image_ids: &'a BTreeMap<String, String>,
     /// `apply` or `rollback of N`.
     pub origin: String,
+    /// Revisions whose stopped containers are kept after success (`keep_previous`).
+    pub keep_previous: u32,
     /// A driver per load balancer gantry can drive.
     pub lbs: &'a BTreeMap<String, Box<dyn LoadBalancer>>,
 }
@@ -1146,17 +1148,10 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 s.replicas.clear();
                 continue;
             }
-            // Keep the stopped replicas of the newest older revision: that is the rollback.
-            let keep = s
-                .replicas
-                .iter()
-                .filter(|r| r.status == ReplicaStatus::Stopped && r.revision != self.revision)
-                .map(|r| r.revision)
-                .max();
-            let (stay, go): (Vec<Replica>, Vec<Replica>) = s
-                .replicas
-                .drain(..)
-                .partition(|r| r.status == ReplicaStatus::Running || Some(r.revision) == keep);
+            // Keep the stopped replicas of the newest `keep_previous` older revisions: they
+            // are what a fast rollback starts again.
+            let (stay, go) =
+                crate::state::retain_kept(std::mem::take(&mut s.replicas), self.ctx.keep_previous);
             to_remove.extend(go.into_iter().map(|r| (r.host, r.container_id)));
             s.replicas = stay;
         }

@@ -23,6 +23,8 @@ pub const DEFAULT_DOCKER: &str = "unix:///var/run/docker.sock";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub project: String,
+    /// Revisions whose stopped containers are kept for a fast rollback.
+    pub keep_previous: u32,
     pub hosts: Vec<Host>,
     pub services: BTreeMap<String, ServiceSpec>,
     pub lbs: BTreeMap<String, LbSpec>,

@@ -38,6 +38,12 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
         files,
     };
     let project = v.project(raw.project.as_ref());
+    let keep_previous = v.count(
+        raw.project.as_ref().and_then(|p| p.keep_previous.as_ref()),
+        "keep_previous",
+        0,
+        1,
+    );
     let hosts = v.hosts(&raw.hosts);
     // Sets: with 10,000 services, a linear search per reference is 10^8 comparisons.
     let host_names: BTreeSet<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -86,6 +92,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
     if v.diags.is_empty() {
         Ok(Model {
             project,
+            keep_previous,
             hosts,
             services,
             lbs,

@@ -186,6 +186,7 @@ pub fn execute(
             image_ids: &image_ids,
             origin: run.origin.clone(),
             lbs: &lbs,
+            keep_previous: run.model.keep_previous,
         };
         let (outcome, _state) = engine::apply(plan, state, &ctx).await;
         match outcome {

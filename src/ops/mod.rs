@@ -5,6 +5,7 @@ pub mod apply;
 pub mod graph;
 pub mod history;
 pub mod plan;
+pub mod prune;
 pub mod rollback;
 pub mod status;
 pub mod validate;

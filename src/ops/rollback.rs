@@ -69,6 +69,7 @@ pub fn rollback(
     // The revision's services; the load balancers as they are now; the hosts of the config.
     let model = Model {
         project: state.project.clone(),
+        keep_previous: loaded.model.keep_previous,
         hosts: loaded.model.hosts.clone(),
         services: record
             .services

@@ -144,6 +144,22 @@ pub struct Member {
     pub replica: u32,
 }
 
+/// Retention: running replicas stay, and the stopped replicas of the newest `keep` revisions
+/// among the stopped ones; returns `(kept, beyond retention)`.
+pub fn retain_kept(replicas: Vec<Replica>, keep: u32) -> (Vec<Replica>, Vec<Replica>) {
+    let mut revisions: Vec<u64> = replicas
+        .iter()
+        .filter(|r| r.status == ReplicaStatus::Stopped)
+        .map(|r| r.revision)
+        .collect();
+    revisions.sort_unstable_by(|a, b| b.cmp(a));
+    revisions.dedup();
+    revisions.truncate(keep as usize);
+    replicas
+        .into_iter()
+        .partition(|r| r.status == ReplicaStatus::Running || revisions.contains(&r.revision))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
     #[error("is not valid state JSON at line {line}, column {column}: {message}")]
@@ -242,6 +258,34 @@ mod tests {
         let full = State::empty("p", "abc".into()).to_json();
         let err = State::from_json(&full[..full.len() / 2]).unwrap_err();
         assert!(matches!(err, StateError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_stopped_revisions() {
+        let r = |rev: u64, status: ReplicaStatus| Replica {
+            index: 1,
+            host: "h".into(),
+            name: format!("p-s-{rev}-1"),
+            container_id: format!("c{rev}"),
+            image_id: None,
+            revision: rev,
+            host_port: None,
+            status,
+        };
+        let all = vec![
+            r(1, ReplicaStatus::Stopped),
+            r(2, ReplicaStatus::Stopped),
+            r(3, ReplicaStatus::Stopped),
+            r(4, ReplicaStatus::Running),
+        ];
+        let (kept, gone) = retain_kept(all.clone(), 2);
+        assert_eq!(
+            kept.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        assert_eq!(gone.iter().map(|r| r.revision).collect::<Vec<_>>(), [1]);
+        let (kept, _) = retain_kept(all, 0);
+        assert_eq!(kept.iter().map(|r| r.revision).collect::<Vec<_>>(), [4]);
     }
 
     #[test]
