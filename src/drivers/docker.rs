@@ -360,7 +360,6 @@ impl ContainerRuntime for DockerRuntime {
         let options = bollard::query_parameters::RemoveImageOptions {
             force: false,
             noprune: false,
-            ..Default::default()
         };
         match self.docker.remove_image(id, Some(options), None).await {
             Ok(_) => Ok(true),
