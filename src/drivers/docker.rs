@@ -13,6 +13,10 @@ use futures_util::StreamExt;
 
 use crate::ports::{ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
 
+/// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
+/// request, so this is long.
+const REQUEST_TIMEOUT_SECS: u64 = 3600;
+
 /// Pull attempts and the first back-off (doubled after each failure).
 const PULL_ATTEMPTS: u32 = 4;
 const PULL_BACKOFF: Duration = Duration::from_millis(500);
@@ -32,9 +36,9 @@ impl DockerRuntime {
             message,
         };
         let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
         } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(endpoint, 120, bollard::API_DEFAULT_VERSION)
+            Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
         } else {
             return Err(unreachable(
                 "unsupported endpoint scheme (use unix:// or tcp://)".into(),

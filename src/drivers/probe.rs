@@ -134,15 +134,17 @@ impl HttpProber {
     ) -> Result<WarmupReport, WarmupError> {
         let started = Instant::now();
         let consecutive = Arc::new(AtomicU32::new(0));
+        let best = Arc::new(AtomicU32::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
         let last_failure = Arc::new(Mutex::new(None::<String>));
         let deadline = started + spec.deadline.0;
         let mut workers = Vec::new();
         for _ in 0..spec.concurrency.max(1) {
-            let (prober, consecutive, done, latencies, last_failure) = (
+            let (prober, consecutive, best, done, latencies, last_failure) = (
                 self.clone(),
                 consecutive.clone(),
+                best.clone(),
                 done.clone(),
                 latencies.clone(),
                 last_failure.clone(),
@@ -161,13 +163,16 @@ impl HttpProber {
                         .await;
                     latencies.lock().await.push(r.latency);
                     if r.is_2xx() && r.latency <= spec.max_latency.0 {
-                        if consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= spec.successes {
+                        let streak = consecutive.fetch_add(1, Ordering::SeqCst) + 1;
+                        best.fetch_max(streak, Ordering::SeqCst);
+                        if streak >= spec.successes {
                             done.store(true, Ordering::SeqCst);
                         }
                     } else {
                         consecutive.store(0, Ordering::SeqCst);
                         *last_failure.lock().await = Some(r.describe());
-                        if r.outcome.is_err() {
+                        // A refused or non-2xx answer comes fast: do not hammer a cold replica.
+                        if !r.is_2xx() {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
@@ -190,7 +195,7 @@ impl HttpProber {
             Ok(report)
         } else {
             Err(WarmupError {
-                reached: consecutive.load(Ordering::SeqCst),
+                reached: best.load(Ordering::SeqCst),
                 last_failure: last_failure.lock().await.clone(),
                 report,
             })

@@ -228,7 +228,7 @@ pub async fn apply<R: ContainerRuntime>(
         services: BTreeMap::new(),
         failure: None,
     });
-    run.save();
+    let _ = run.save();
 
     // Wave by wave; the resources of one wave are independent and run concurrently.
     let mut waves: BTreeMap<usize, Vec<&ResourceChange>> = BTreeMap::new();
@@ -259,12 +259,22 @@ pub async fn apply<R: ContainerRuntime>(
                 .services
                 .iter()
                 .map(|(n, s)| {
-                    let image_id = ctx.image_ids.get(&s.spec.image).cloned();
+                    // What the engine says the running replicas run; unchanged services too.
+                    let running = s
+                        .replicas
+                        .iter()
+                        .filter(|r| r.status == ReplicaStatus::Running);
+                    let image_id = running
+                        .clone()
+                        .find_map(|r| r.image_id.clone())
+                        .or_else(|| ctx.image_ids.get(&s.spec.image).cloned());
+                    let replicas_revision = running.map(|r| r.revision).max();
                     (
                         n.clone(),
                         RevisionService {
                             spec: s.spec.clone(),
                             image_id,
+                            replicas_revision,
                         },
                     )
                 })
@@ -293,12 +303,13 @@ pub async fn apply<R: ContainerRuntime>(
                 message: format!("restoring revision {} after: {failure}", original.revision),
             });
             match run.restore().await {
-                Ok(()) => {
+                Ok(moved) => {
                     {
                         let mut current = run.st();
                         let mut state = original;
                         state.serial = current.serial;
                         state.history = std::mem::take(&mut current.history);
+                        moved.apply(&mut state);
                         *current = state;
                     }
                     run.finish(
@@ -340,14 +351,18 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         self.undo.lock().unwrap_or_else(|e| e.into_inner()).push(u);
     }
 
-    fn save(&self) {
+    /// Writes the state. A failure is reported here; after a step it also fails the step
+    /// (see `change`): containers the state does not know must not pile up.
+    fn save(&self) -> Result<(), String> {
         let mut state = self.st();
         state.serial += 1;
-        if let Err(e) = self.ctx.sink.save(&state) {
+        let result = self.ctx.sink.save(&state);
+        if let Err(e) = &result {
             self.ctx.reporter.event(Event::Note {
                 message: format!("warning: could not save the state: {e}"),
             });
         }
+        result
     }
 
     fn finish(
@@ -368,7 +383,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             last.services = services;
             last.failure = failure;
         }
-        self.save();
+        let _ = self.save();
     }
 
     fn target(&self, host: &Option<String>) -> Result<&Target<R>, String> {
@@ -388,8 +403,13 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         if let (Some(spec), false) = (&after, known) {
             self.st().services.insert(
                 name.clone(),
+                // Recorded with no replicas until the change completes: if it stops half way
+                // (pause, failure), the next plan scales up what is missing.
                 ServiceState {
-                    spec: spec.clone(),
+                    spec: ServiceSpec {
+                        replicas: 0,
+                        ..spec.clone()
+                    },
                     revision: self.revision,
                     replicas: Vec::new(),
                 },
@@ -409,10 +429,13 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 step: description.clone(),
             });
             let result = self.step(&name, change, step).await;
+            let result = match (result, self.save()) {
+                (Ok(_), Err(e)) => Err((format!("the state could not be saved: {e}"), Vec::new())),
+                (result, _) => result,
+            };
             let elapsed_ms = started.elapsed().as_millis();
             match result {
                 Ok(detail) => {
-                    self.save();
                     self.ctx.reporter.event(Event::StepFinished {
                         resource: change.address.to_string(),
                         host: step.host.clone(),
@@ -423,7 +446,6 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                     });
                 }
                 Err((reason, logs)) => {
-                    self.save();
                     self.ctx.reporter.event(Event::StepFailed {
                         resource: change.address.to_string(),
                         host: step.host.clone(),
@@ -449,7 +471,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                     s.spec = spec.clone();
                     s.revision = self.revision;
                 }
-                self.save();
+                let _ = self.save();
             }
             (None, _) => {}
         }
@@ -737,7 +759,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 host_port,
                 status: ReplicaStatus::Stopped,
             });
-        self.save();
+        let _ = self.save();
         let target = self.target(&Some(host.to_string())).map_err(plain)?;
         if let Err(e) = target.runtime.start(&id).await {
             return Err((e.to_string(), self.logs(host, &id).await));
@@ -821,7 +843,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 r.host_port = info.host_port.or(r.host_port);
             }
         }
-        self.save();
+        let _ = self.save();
         Ok(())
     }
 
@@ -840,7 +862,12 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .map(|s| s.replicas.iter().filter_map(|r| r.host_port).collect())
             .unwrap_or_default();
         (range.start..=range.end)
-            .find(|p| !used.contains(p) && std::net::TcpListener::bind((address, *p)).is_ok())
+            .find(|p| {
+                let local = address
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+                !used.contains(p) && (!local || std::net::TcpListener::bind((address, *p)).is_ok())
+            })
             .ok_or_else(|| {
                 (
                     format!("no free host port left in {range} on {address}"),
@@ -1163,17 +1190,25 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 let _ = t.runtime.remove(&id).await;
             }
         }
-        self.save();
+        let _ = self.save();
     }
 
     /// Undoes this apply, newest change first.
-    async fn restore(&self) -> Result<(), String> {
+    async fn restore(&self) -> Result<Moved, String> {
         let mut problems = Vec::new();
+        // A restarted container with an engine-chosen port gets a new one: the load balancers
+        // and the state must follow it.
+        let mut moved = Moved::default();
         loop {
             let next = self.undo.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(u) = next else { break };
             match u {
-                Undo::Members { lb, previous } => {
+                Undo::Members { lb, mut previous } => {
+                    for m in &mut previous {
+                        if let Some(new) = moved.addresses.get(&m.address) {
+                            m.address = new.clone();
+                        }
+                    }
                     let current = self
                         .st()
                         .lbs
@@ -1194,10 +1229,11 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                     }
                 }
                 Undo::Restarted { host, id, grace } => {
-                    if let Ok(t) = self.target(&Some(host))
-                        && let Err(e) = t.runtime.stop(&id, grace).await
-                    {
-                        problems.push(format!("stopping {id} again: {e}"));
+                    if let Ok(t) = self.target(&Some(host)) {
+                        match t.runtime.stop(&id, grace).await {
+                            Ok(()) => self.mark(&id, Some(ReplicaStatus::Stopped)),
+                            Err(e) => problems.push(format!("stopping {id} again: {e}")),
+                        }
                     }
                 }
                 Undo::Created { host, id, grace } => {
@@ -1205,8 +1241,9 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                         continue;
                     };
                     let r = t.runtime.stop(&id, grace).await;
-                    if let Err(e) = r.and(t.runtime.remove(&id).await) {
-                        problems.push(format!("removing {id}: {e}"));
+                    match r.and(t.runtime.remove(&id).await) {
+                        Ok(()) => self.mark(&id, None),
+                        Err(e) => problems.push(format!("removing {id}: {e}")),
                     }
                 }
                 Undo::Stopped {
@@ -1223,6 +1260,26 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                         problems.push(format!("restarting {id}: {e}"));
                         continue;
                     }
+                    let new_port = t
+                        .runtime
+                        .inspect(&id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|i| i.host_port)
+                        .or(port);
+                    if let (Some(old), Some(new)) = (port, new_port)
+                        && old != new
+                    {
+                        moved.addresses.insert(
+                            format!("{}:{old}", t.address),
+                            format!("{}:{new}", t.address),
+                        );
+                    }
+                    if let Some(new) = new_port {
+                        moved.ports.insert(id.clone(), new);
+                    }
+                    self.mark(&id, Some(ReplicaStatus::Running));
                     let replica = Replica {
                         index: 0,
                         host: host.clone(),
@@ -1230,7 +1287,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                         container_id: id.clone(),
                         image_id: None,
                         revision: 0,
-                        host_port: port,
+                        host_port: new_port,
                         status: ReplicaStatus::Running,
                     };
                     match wait_healthy(self.ctx, t, &spec, &replica).await {
@@ -1249,9 +1306,53 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             }
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(moved)
         } else {
             Err(problems.join("; "))
+        }
+    }
+
+    /// Records what a restore did to one container: a new status, or gone (`None`).
+    fn mark(&self, id: &str, status: Option<ReplicaStatus>) {
+        let mut state = self.st();
+        for s in state.services.values_mut() {
+            match status {
+                Some(status) => {
+                    if let Some(r) = s.replicas.iter_mut().find(|r| r.container_id == id) {
+                        r.status = status;
+                    }
+                }
+                None => s.replicas.retain(|r| r.container_id != id),
+            }
+        }
+    }
+}
+
+/// Ports that changed when containers were started again during a restore.
+#[derive(Debug, Default)]
+struct Moved {
+    /// Old `host:port` -> new `host:port`.
+    addresses: BTreeMap<String, String>,
+    /// Container ID -> its host port now.
+    ports: BTreeMap<String, u16>,
+}
+
+impl Moved {
+    /// Applies the moves to a state (the snapshot a successful restore goes back to).
+    fn apply(&self, state: &mut State) {
+        for s in state.services.values_mut() {
+            for r in &mut s.replicas {
+                if let Some(p) = self.ports.get(&r.container_id) {
+                    r.host_port = Some(*p);
+                }
+            }
+        }
+        for lb in state.lbs.values_mut() {
+            for m in &mut lb.members {
+                if let Some(new) = self.addresses.get(&m.address) {
+                    m.address = new.clone();
+                }
+            }
         }
     }
 }

@@ -241,7 +241,9 @@ fn host_ports_free<R: ContainerRuntime>(
         };
         let free = (range.start..=range.end)
             .filter(|p| {
-                !used.contains(p) && std::net::TcpListener::bind((address.as_str(), *p)).is_ok()
+                !used.contains(p)
+                    && (!local(&address)
+                        || std::net::TcpListener::bind((address.as_str(), *p)).is_ok())
             })
             .count();
         if free < needed {
@@ -321,6 +323,14 @@ fn lb_drivers(
         }
     }
     out
+}
+
+/// Whether a host address is this machine's, where a port can be tried by binding it.
+fn local(address: &str) -> bool {
+    address == "localhost"
+        || address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// Why a saved plan no longer applies, if it does not.

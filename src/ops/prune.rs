@@ -40,7 +40,7 @@ pub fn prune(
         .enable_all()
         .build()
         .map_err(|e| Error::Message(e.to_string()))?;
-    let (containers, images) = rt.block_on(async {
+    let (containers, images, problems) = rt.block_on(async {
         let mut runtimes = std::collections::BTreeMap::new();
         for h in &loaded.model.hosts {
             let r = DockerRuntime::connect(&h.docker)
@@ -49,17 +49,25 @@ pub fn prune(
             runtimes.insert(h.name.clone(), r);
         }
         let mut containers = 0;
+        let mut problems = Vec::new();
         for s in state.services.values_mut() {
-            let (kept, gone) = crate::state::retain_kept(std::mem::take(&mut s.replicas), keep);
-            s.replicas = kept;
+            let (mut kept, gone) = crate::state::retain_kept(std::mem::take(&mut s.replicas), keep);
             for r in gone {
-                if let Some(rt) = runtimes.get(&r.host) {
-                    rt.remove(&r.container_id)
-                        .await
-                        .map_err(|e| Error::Message(e.to_string()))?;
-                    containers += 1;
+                // Only what was really removed leaves the state (a host not in the config, or
+                // a refusal, keeps its record: nothing gantry created goes untracked).
+                match runtimes.get(&r.host) {
+                    Some(rt) => match rt.remove(&r.container_id).await {
+                        Ok(()) => containers += 1,
+                        Err(e) => {
+                            problems.push(format!("{}: {e}", r.name));
+                            kept.push(r);
+                        }
+                    },
+                    None => kept.push(r),
                 }
             }
+            kept.sort_by(|a, b| a.name.cmp(&b.name));
+            s.replicas = kept;
         }
         // Images gantry ran, by ID, that no container of the state (running or kept) uses.
         let in_use: BTreeSet<&str> = state
@@ -76,16 +84,14 @@ pub fn prune(
         for id in ran.difference(&in_use) {
             for rt in runtimes.values() {
                 // The engine refuses an image any container (ours or not) still uses.
-                if rt
-                    .remove_image(id)
-                    .await
-                    .map_err(|e| Error::Message(e.to_string()))?
-                {
-                    images += 1;
+                match rt.remove_image(id).await {
+                    Ok(true) => images += 1,
+                    Ok(false) => {}
+                    Err(e) => problems.push(format!("image {id}: {e}")),
                 }
             }
         }
-        Ok::<_, Error>((containers, images))
+        Ok::<_, Error>((containers, images, problems))
     })?;
     state.serial += 1;
     state_dir.write(&state)?;
@@ -105,5 +111,16 @@ pub fn prune(
             "Removed {containers} container(s) and {images} image(s); kept {kept} stopped container(s) of the last {keep} revision(s) for rollback.\n"
         ),
     )?;
-    Ok(ExitStatus::Success)
+    if problems.is_empty() {
+        Ok(ExitStatus::Success)
+    } else {
+        emit(
+            err,
+            &format!(
+                "error: some containers could not be removed (kept in the state): {}\n",
+                problems.join("; ")
+            ),
+        )?;
+        Ok(ExitStatus::Error)
+    }
 }

@@ -44,10 +44,17 @@ pub fn rollback(
             )));
         }
         Some(n) => n,
+        // The newest successful revision before the current one that no rollback has left
+        // (rolling back twice must not bring the bad revision back).
         None => *succeeded
             .iter()
             .rev()
-            .find(|r| **r < state.revision)
+            .filter(|r| **r < state.revision)
+            .find(|r| {
+                !state.history.iter().any(|h| {
+                    h.outcome == Outcome::Succeeded && h.origin.ends_with(&format!("(from {r})"))
+                })
+            })
             .ok_or_else(|| {
                 Error::Message(format!(
                     "no earlier successful revision than {} to roll back to",

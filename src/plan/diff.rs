@@ -196,6 +196,26 @@ pub(super) fn service(
         Action::Replace => steps::roll(before, after, &join, &existing(&before.lb, prior_lbs)),
         Action::Scale => {
             let mut s = steps::scale(before, after, &join, &existing(&before.lb, prior_lbs));
+            // Membership changed too: the replicas that stay join or leave as in an update.
+            let added: Vec<String> = after
+                .lb
+                .iter()
+                .filter(|l| !before.lb.contains(l))
+                .cloned()
+                .collect();
+            let kept = ServiceSpec {
+                replicas: before.replicas.min(after.replicas),
+                ..before.clone()
+            };
+            if !added.is_empty() || !removed_lbs.is_empty() {
+                let staying = steps::update(
+                    &kept,
+                    after,
+                    &existing(&added, prior_lbs),
+                    &existing(&removed_lbs, prior_lbs),
+                );
+                s.extend(staying.into_iter().filter(|st| st.op != StepOp::Record));
+            }
             if attributes.iter().any(|a| a.path != "replicas") {
                 s.push(Step::global(StepOp::Record));
             }

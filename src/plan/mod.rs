@@ -213,6 +213,15 @@ impl Plan {
 /// keeps stopped replicas of `revision`, they are started again instead of creating new
 /// containers. Pure, like `plan`: the executor is told exactly what to do.
 pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
+    // The kept containers of a service are those of the revision that created its replicas
+    // in the target record (older than the record for a service it did not change).
+    let record = state.history.iter().find(|r| r.revision == revision);
+    let kept_revision = |service: &str| -> u64 {
+        record
+            .and_then(|r| r.services.get(service))
+            .and_then(|s| s.replicas_revision)
+            .unwrap_or(revision)
+    };
     for change in &mut plan.changes {
         if change.address.kind != ResourceKind::Service || change.action != Action::Replace {
             continue;
@@ -236,6 +245,7 @@ pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
         let Some(kept) = state.services.get(&change.address.name).filter(|_| fast) else {
             continue;
         };
+        let revision = kept_revision(&change.address.name);
         for step in &mut change.steps {
             let StepOp::Start { replicas } = &step.op else {
                 continue;

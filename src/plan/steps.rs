@@ -257,7 +257,9 @@ fn take_down(
             },
         ));
     }
-    if !leave.is_empty() && !drain.is_zero() {
+    // Even a zero drain is a step: it is where load balancers that can tell (HAProxy) are
+    // told the leaving members are gone for good.
+    if !leave.is_empty() {
         out.push(Step::new(host, batch, StepOp::Drain { duration: drain }));
     }
     out.push(Step::new(
@@ -439,7 +441,7 @@ pub(super) fn update(
                 },
             ));
         }
-        if !leaves.is_empty() && !after.rollout.drain.is_zero() {
+        if !leaves.is_empty() {
             out.push(Step::new(
                 host,
                 None,

@@ -61,6 +61,10 @@ pub struct RevisionService {
     pub spec: ServiceSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The revision that created this service's running replicas (older than the record when
+    /// the service did not change): the containers a fast rollback to this record restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_revision: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
