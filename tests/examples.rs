@@ -174,3 +174,29 @@ fn blue_green_release_plans_preview_then_one_switch() {
         ]
     );
 }
+
+/// The README's first command: the quickstart, end to end against the real engine.
+#[test]
+fn quickstart_script_runs_end_to_end() {
+    #[path = "support/docker.rs"]
+    #[allow(dead_code)]
+    mod docker_support;
+    if !docker_support::require_docker("quickstart_script") {
+        return;
+    }
+    let o = std::process::Command::new("bash")
+        .arg(root("examples/quickstart/run.sh"))
+        .env("GANTRY", env!("CARGO_BIN_EXE_gantry"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    for expected in [
+        "Apply complete: revision 2",
+        "restart #1,#2 (kept from revision 1)",
+        "rollback to revision 1 (from 2)",
+        "quickstart done",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}

@@ -9,8 +9,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 work="$(mktemp -d)"
 cd "$repo"
-cargo build -q
-gantry="$repo/target/debug/gantry"
+# GANTRY: a gantry binary to use (the tests pass theirs); otherwise build one.
+gantry="${GANTRY:-}"
+if [ -z "$gantry" ]; then
+    cargo build -q
+    gantry="$repo/target/debug/gantry"
+fi
 trap 'rm -rf "$work"' EXIT
 
 echo "== building the test application image (FROM scratch, static binary)"
