@@ -179,7 +179,6 @@ fn blue_green_release_plans_preview_then_one_switch() {
 #[test]
 fn quickstart_script_runs_end_to_end() {
     #[path = "support/docker.rs"]
-    #[allow(dead_code)]
     mod docker_support;
     if !docker_support::require_docker("quickstart_script") {
         return;
