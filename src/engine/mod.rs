@@ -764,11 +764,26 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         if let Err(e) = target.runtime.start(&id).await {
             return Err((e.to_string(), self.logs(host, &id).await));
         }
+        self.record_started(target, service, &id)
+            .await
+            .map_err(plain)?;
+        Ok(())
+    }
+
+    /// After a container started, what the engine says goes into its record, now running and
+    /// part of this revision: its host port (an engine-chosen one is chosen again at every
+    /// start) and its image.
+    async fn record_started(
+        &self,
+        target: &Target<R>,
+        service: &str,
+        id: &str,
+    ) -> Result<(), String> {
         let info = target
             .runtime
-            .inspect(&id)
+            .inspect(id)
             .await
-            .map_err(|e| plain(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         if let Some(r) = self
             .st()
             .services
@@ -776,6 +791,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
         {
             r.status = ReplicaStatus::Running;
+            r.revision = self.revision;
             if let Some(info) = info {
                 r.host_port = info.host_port.or(r.host_port);
                 r.image_id = Some(info.image_id);
@@ -825,24 +841,9 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             id: id.clone(),
             grace,
         });
-        // An engine-chosen host port is chosen again at every start.
-        let info = target
-            .runtime
-            .inspect(&id)
+        self.record_started(target, service, &id)
             .await
-            .map_err(|e| plain(e.to_string()))?;
-        if let Some(r) = self
-            .st()
-            .services
-            .get_mut(service)
-            .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
-        {
-            r.status = ReplicaStatus::Running;
-            r.revision = self.revision;
-            if let Some(info) = info {
-                r.host_port = info.host_port.or(r.host_port);
-            }
-        }
+            .map_err(plain)?;
         let _ = self.save();
         Ok(())
     }
