@@ -156,47 +156,17 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
     };
     eprintln!("before the rollout: {}", before.summary(before_s));
 
-    // One rollout and one roll back here; `benches/zero_downtime.sh` sets
-    // GANTRY_ZERO_DOWNTIME_ROUNDS=10 for ten of each.
-    let rounds: usize = std::env::var("GANTRY_ZERO_DOWNTIME_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let schedule: Vec<(usize, &String)> = (0..rounds)
-        .flat_map(|_| [(1, &tags[1]), (2, &tags[0])])
-        .collect();
-    let mut totals = (0usize, 0usize);
-    for (round, tag) in schedule {
-        s.write(tag, None);
-        let load = Load::start(&s.nginx.addr(), 500, Duration::from_secs(120));
-        let o = if round == 1 { s.apply() } else { s.rollback() };
-        std::thread::sleep(Duration::from_millis(500));
-        let (during, secs) = load.stop();
-        let what = if round == 1 {
-            "rollout to v2"
-        } else {
-            "gantry rollback to v1"
-        };
-        totals = (totals.0 + during.total, totals.1 + during.failed());
-        eprintln!("during the {what}: {}", during.summary(secs));
-        assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
-        assert_eq!(
-            during.failed(),
-            0,
-            "{what}: {} failed requests, e.g. {:?}",
-            during.failed(),
-            during.failures
-        );
-        assert!(
-            during.total as f64 >= 450.0 * secs,
-            "{what}: the load was not steady: {}",
-            during.summary(secs)
-        );
-        assert_eq!(s.version(), *tag);
-    }
-    eprintln!(
-        "nginx, {rounds} rollout(s) and roll back(s): {} requests, {} failed",
-        totals.0, totals.1
+    support::load::rounds_lose_no_request(
+        "nginx",
+        &s.nginx.addr(),
+        &tags,
+        Duration::from_millis(500),
+        |rollout, tag| {
+            s.write(tag, None);
+            if rollout { s.apply() } else { s.rollback() }
+        },
+        || s.version(),
+        |_| {},
     );
 }
 

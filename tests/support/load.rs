@@ -137,3 +137,64 @@ impl Load {
         (all, seconds)
     }
 }
+
+/// The zero-downtime proof shared by the nginx and HAProxy tests: rollouts to `tags[1]` and
+/// `gantry rollback`s to `tags[0]` under 500 requests/s, one of each, or
+/// `GANTRY_ZERO_DOWNTIME_ROUNDS` of each (`benches/zero_downtime.sh`). `run(rollout, tag)`
+/// writes the configuration for `tag` and runs `gantry apply` (rollout) or `gantry rollback`;
+/// `version()` is what the load balancer serves once settled; `check` looks at each command's
+/// output. Asserts no failed request, a steady load and the right version after each round.
+pub fn rounds_lose_no_request(
+    lb: &str,
+    addr: &str,
+    tags: &[String; 2],
+    settle: Duration,
+    mut run: impl FnMut(bool, &str) -> std::process::Output,
+    version: impl Fn() -> String,
+    check: impl Fn(&std::process::Output),
+) {
+    let rounds: usize = std::env::var("GANTRY_ZERO_DOWNTIME_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut totals = (0usize, 0usize);
+    for (rollout, tag) in (0..rounds).flat_map(|_| [(true, &tags[1]), (false, &tags[0])]) {
+        let load = Load::start(addr, 500, Duration::from_secs(120));
+        let o = run(rollout, tag);
+        thread::sleep(settle);
+        let (during, secs) = load.stop();
+        let what = if rollout {
+            "rollout to v2"
+        } else {
+            "gantry rollback to v1"
+        };
+        totals = (totals.0 + during.total, totals.1 + during.failed());
+        eprintln!("{lb}, during the {what}: {}", during.summary(secs));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "exit {:?}\n{}\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            during.failed(),
+            0,
+            "{what}: {} failed requests, e.g. {:?}",
+            during.failed(),
+            during.failures
+        );
+        assert!(
+            during.total as f64 >= 450.0 * secs,
+            "{what}: the load was not steady: {}",
+            during.summary(secs)
+        );
+        assert_eq!(version(), *tag);
+        check(&o);
+    }
+    eprintln!(
+        "{lb}, {rounds} rollout(s) and roll back(s): {} requests, {} failed",
+        totals.0, totals.1
+    );
+}
