@@ -55,12 +55,19 @@ fn usage_errors_exit_1_not_clap_s_2() {
 #[test]
 fn every_command_help_shows_an_example() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in ["validate", "plan", "graph", "completions"] {
-        let o = gantry(dir.path(), &[cmd, "--help"]);
+    for cmd in [
+        &["validate"][..],
+        &["plan"],
+        &["graph"],
+        &["completions"],
+        &["state"],
+        &["state", "restore-backup"],
+    ] {
+        let o = gantry(dir.path(), &[cmd, &["--help"]].concat());
         assert_eq!(code(&o), 0);
         assert!(
             stdout(&o).contains("Examples:\n  gantry"),
-            "{cmd} --help has no example"
+            "{cmd:?} --help has no example"
         );
     }
 }
@@ -397,4 +404,207 @@ fn apply_without_a_terminal_refuses_without_yes() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("Pass --yes"), "{}", stderr(&o));
     assert!(!dir.path().join(".gantry/state.json").exists());
+}
+
+/// The plan scenario with a damaged `state.json` (its first third, as a crash of a
+/// non-atomic writer would leave it) and a readable `state.json.backup` one serial behind.
+/// Returns the directory and the damaged bytes.
+fn scenario_with_truncated_state_and_backup() -> (tempfile::TempDir, Vec<u8>) {
+    let dir = scenario();
+    let state = dir.path().join(".gantry/state.json");
+    let full = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(
+        dir.path().join(".gantry/state.json.backup"),
+        full.replace("\"serial\": 17", "\"serial\": 16"),
+    )
+    .unwrap();
+    let damaged = full.as_bytes()[..full.len() / 3].to_vec();
+    std::fs::write(&state, &damaged).unwrap();
+    (dir, damaged)
+}
+
+/// Every file in the state directory with its bytes: "nothing changed" is this, unchanged.
+fn state_dir_snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join(".gantry"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Issue 5: a truncated state is refused by every command with the backup offered (its
+/// serial, revision, age and the command); `state restore-backup` puts it back and keeps
+/// the damaged file aside, byte for byte.
+#[test]
+fn truncated_state_offers_the_backup_and_restore_backup_puts_it_back() {
+    let (dir, damaged) = scenario_with_truncated_state_and_backup();
+    let before = state_dir_snapshot(dir.path());
+    for args in [
+        &["plan"][..],
+        &["status"],
+        &["history"],
+        &["prune"],
+        &["apply", "--yes"],
+        &["rollback", "--yes"],
+    ] {
+        let o = gantry(dir.path(), args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        for expected in [
+            "is not valid state JSON at line",
+            "Nothing was changed",
+            "A backup is readable: ./.gantry/state.json.backup (serial 16, revision 6, written 20",
+            "`gantry state restore-backup`",
+        ] {
+            assert!(err.contains(expected), "{args:?}: no {expected:?} in {err}");
+        }
+        assert_eq!(state_dir_snapshot(dir.path()), before, "{args:?} wrote");
+    }
+
+    // No terminal to ask on: refused, like apply.
+    let o = gantry(dir.path(), &["state", "restore-backup"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("Pass --yes"), "{}", stderr(&o));
+    assert_eq!(state_dir_snapshot(dir.path()), before);
+
+    let o = gantry(dir.path(), &["state", "restore-backup", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("serial 16, revision 6"), "{text}");
+    assert!(text.contains("gantry status"), "{text}");
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join(".gantry"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("state.json.broken-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(
+        text.contains(&aside[0].file_name().unwrap().to_string_lossy().into_owned()),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&aside[0]).unwrap(),
+        damaged,
+        "kept byte-identical"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(".gantry/state.json")).unwrap(),
+        std::fs::read(dir.path().join(".gantry/state.json.backup")).unwrap()
+    );
+
+    let o = gantry(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["prior"]["serial"], 16);
+
+    // Now the state is readable: restoring over it needs --force.
+    let o = gantry(dir.path(), &["state", "restore-backup", "--yes"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("is readable"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+}
+
+/// Issue 5: a state from a newer gantry is that gantry's record: upgrading is the fix, and
+/// restoring the backup over it (which would discard that record) takes --force.
+#[test]
+fn state_from_a_newer_gantry_says_upgrade_and_restoring_needs_force() {
+    let (dir, _) = scenario_with_truncated_state_and_backup();
+    let state = dir.path().join(".gantry/state.json");
+    std::fs::write(&state, r#"{"format_version": 7}"#).unwrap();
+    let o = gantry(dir.path(), &["plan"]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    let upgrade = err.find("Upgrading gantry is the right fix").expect(&err);
+    let restore = err.find("restore-backup --force").expect(&err);
+    assert!(upgrade < restore, "upgrading comes first: {err}");
+    assert!(err.contains("would discard"), "{err}");
+
+    let before = state_dir_snapshot(dir.path());
+    let o = gantry(dir.path(), &["state", "restore-backup", "--yes"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("upgrade gantry instead"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state_dir_snapshot(dir.path()), before);
+
+    let o = gantry(dir.path(), &["state", "restore-backup", "--yes", "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&gantry(dir.path(), &["plan"])), 0);
+}
+
+/// Issue 5: without a backup the message says there is none, and restore-backup changes
+/// nothing.
+#[test]
+fn unreadable_state_without_a_backup_says_there_is_none() {
+    let (dir, _) = scenario_with_truncated_state_and_backup();
+    std::fs::remove_file(dir.path().join(".gantry/state.json.backup")).unwrap();
+    let before = state_dir_snapshot(dir.path());
+    let o = gantry(dir.path(), &["plan"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("There is no backup to restore"),
+        "{}",
+        stderr(&o)
+    );
+    let o = gantry(dir.path(), &["state", "restore-backup", "--yes"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("there is no backup to restore"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state_dir_snapshot(dir.path()), before);
+
+    // A backup that is damaged too is named as such.
+    std::fs::write(dir.path().join(".gantry/state.json.backup"), "{").unwrap();
+    let o = gantry(dir.path(), &["plan"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("The backup cannot be restored either"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 5: restore-backup takes the state lock; held by a live process, it exits 5 naming
+/// the holder and changes nothing.
+#[test]
+fn restore_backup_exits_5_when_a_live_process_holds_the_lock() {
+    let (dir, _) = scenario_with_truncated_state_and_backup();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    std::fs::write(
+        dir.path().join(".gantry/lock.json"),
+        serde_json::json!({
+            "holder": "ci@test",
+            "pid": std::process::id(),
+            "host": host,
+            "started_at": "2026-11-23T20:00:00Z",
+            "operation": "apply",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let before = state_dir_snapshot(dir.path());
+    let o = gantry(dir.path(), &["state", "restore-backup", "--yes"]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("locked by ci@test"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("stale"), "{}", stderr(&o));
+    assert_eq!(state_dir_snapshot(dir.path()), before);
 }

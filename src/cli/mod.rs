@@ -74,6 +74,8 @@ When $GITHUB_STEP_SUMMARY is set, the Markdown view is appended to it as well.")
   gantry apply                        # plan, show it, ask for `yes` on a terminal
   gantry apply --yes                  # no question (CI, scripts)
   gantry plan --out release.plan && gantry apply release.plan   # exactly that plan, or exit 6 if stale
+  gantry apply --resume --yes    # after a run that died half way: reconcile, then continue
+  gantry apply --undo --yes      # ... or put back the revision it started from
   gantry apply --yes --progress json  # one JSON event per line on stderr
 
 Exit codes: 0 applied, 1 nothing changed (error before any change), 3 failed and the previous
@@ -88,6 +90,14 @@ revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 sta
         /// JSON event per line (json).
         #[arg(long, value_enum, default_value = "auto")]
         progress: crate::engine::report::ProgressFormat,
+        /// After a run that did not finish (killed, crashed, interrupted): reconcile the state
+        /// with the engine, then continue to the configuration.
+        #[arg(long, conflicts_with_all = ["undo", "plan_file"])]
+        resume: bool,
+        /// After a run that did not finish: undo what it did, back to the revision it
+        /// started from.
+        #[arg(long, conflicts_with = "plan_file")]
+        undo: bool,
     },
 
     /// Go back to an earlier revision: its recorded image IDs (no pull), the same rolling
@@ -141,6 +151,14 @@ Running containers and the kept revisions' containers and images are never remov
     )]
     ForceUnlock,
 
+    /// Repair the state directory (see `gantry state restore-backup --help`).
+    #[command(after_help = "Examples:
+  gantry state restore-backup          # after a command said the state file cannot be read")]
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+
     /// Print the dependency graph as Graphviz DOT.
     #[command(after_help = "Examples:
   gantry graph
@@ -155,6 +173,34 @@ Running containers and the kept revisions' containers and images are never remov
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Put `state.json.backup` back when `state.json` cannot be read (truncated, corrupt, or
+    /// from a newer gantry). The current file is moved to `state.json.broken-<UTC time>`,
+    /// never deleted; no engine is contacted.
+    #[command(
+        name = "restore-backup",
+        after_help = "Examples:
+  gantry state restore-backup                    # shows what it restores, asks for `yes`
+  gantry state restore-backup --yes              # no question (scripts)
+  gantry state restore-backup --state-dir /srv/deploy/.gantry --yes
+  gantry status                                  # afterwards: the backup is one write behind
+
+Exits 1 without changing anything when there is no usable backup, or when state.json is
+readable or from a newer gantry (pass --force to replace it anyway); 5 when another run holds
+the lock."
+    )]
+    RestoreBackup {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Replace state.json even when it is readable or from a newer gantry (the newest
+        /// serial, or what the newer gantry recorded, is then lost; the file is kept aside).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -206,19 +252,23 @@ pub fn run(
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from),
             };
-            ops::plan::plan(&common, &opts, out)
+            ops::plan::plan(&common, &opts, out, err)
         }
         Command::Graph => ops::graph::graph(&common, out).map(|_| ExitStatus::Success),
         Command::Apply {
             plan_file,
             yes,
             progress,
+            resume,
+            undo,
         } => ops::apply::apply(
             &common,
             &ops::apply::ApplyOptions {
                 plan_file,
                 yes,
                 progress,
+                resume,
+                undo,
             },
             out,
             err,
@@ -242,6 +292,14 @@ pub fn run(
             err,
         ),
         Command::History => ops::history::history(&common, out).map(|_| ExitStatus::Success),
+        Command::State {
+            command: StateCommand::RestoreBackup { yes, force },
+        } => ops::state_cmd::restore_backup(
+            &common,
+            &ops::state_cmd::RestoreOptions { yes, force },
+            out,
+            err,
+        ),
         Command::ForceUnlock => {
             ops::history::force_unlock(&common, out).map(|_| ExitStatus::Success)
         }

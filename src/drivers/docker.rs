@@ -213,10 +213,18 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker
+        match self
+            .docker
             .start_container(id, None::<StartContainerOptions>)
             .await
-            .map_err(|e| self.engine_error(&format!("start container {id}"), e))
+        {
+            Ok(()) => Ok(()),
+            // 304: already running (an undo after a crash may start what never stopped).
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.engine_error(&format!("start container {id}"), e)),
+        }
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
@@ -226,10 +234,11 @@ impl ContainerRuntime for DockerRuntime {
         };
         match self.docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            // 304: already stopped.
+            // 304: already stopped; 404: gone, or never created (an undo after a crash).
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(self.engine_error(&format!("stop container {id}"), e)),
         }
     }

@@ -18,8 +18,15 @@ pub enum FsError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
-    #[error("state file {} {source}", path.display())]
-    State { path: PathBuf, source: StateError },
+    /// `state.json` cannot be used; `backup` is what `state.json.backup` offers instead
+    /// (`None` for a file that has no backup of its own).
+    #[error("state file {} {source}{}", path.display(), recovery_hint(source, backup.as_deref()))]
+    State {
+        path: PathBuf,
+        source: StateError,
+        /// Boxed: this error travels in every `Result` of the crate.
+        backup: Option<Box<BackupCheck>>,
+    },
 }
 
 pub fn read_to_string(path: &Path) -> Result<String, FsError> {
@@ -101,18 +108,220 @@ impl StateDir {
         self.dir.join(STATE_FILE_NAME)
     }
 
-    /// The recorded state, or `None` when nothing was ever applied.
+    /// The recorded state, or `None` when nothing was ever applied. When the file cannot be
+    /// used, the error says what the backup offers; nothing is written either way.
     pub fn read(&self) -> Result<Option<State>, FsError> {
         let path = self.state_path();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(FsError::Read { path, source }),
         };
-        State::from_json(&text)
+        parse_state(&bytes)
             .map(Some)
-            .map_err(|source| FsError::State { path, source })
+            .map_err(|source| FsError::State {
+                path,
+                source,
+                backup: Some(Box::new(self.backup_check())),
+            })
     }
+
+    /// `state.json.backup`, parsed, or `None` when there is none.
+    pub fn read_backup(&self) -> Result<Option<Backup>, UnusableBackup> {
+        let path = self.backup_path();
+        let unusable = |fault| UnusableBackup {
+            path: path.clone(),
+            fault,
+        };
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unusable(BackupFault::Read(e))),
+        };
+        let state = parse_state(&bytes).map_err(|e| unusable(BackupFault::State(e)))?;
+        let written = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_else(|_| "at an unknown time".into());
+        Ok(Some(Backup {
+            path,
+            state,
+            bytes,
+            written,
+        }))
+    }
+
+    /// What the backup offers, in the terms of the error message of an unreadable state.
+    pub fn backup_check(&self) -> BackupCheck {
+        match self.read_backup() {
+            Ok(None) => BackupCheck::Missing {
+                path: self.backup_path(),
+            },
+            Ok(Some(b)) => BackupCheck::Readable {
+                path: b.path,
+                serial: b.state.serial,
+                revision: b.state.revision,
+                written: b.written,
+            },
+            Err(e) => BackupCheck::Unusable(e),
+        }
+    }
+
+    /// Puts `backup` in place of `state.json` (`gantry state restore-backup`; the caller holds
+    /// the lock and has checked the backup). The current `state.json`, if any, is first copied
+    /// to `state.json.broken-<stamp>` (a new file, never one that exists) and is only then
+    /// replaced atomically, so at no instant is there no state file. Returns where the old one
+    /// went. The backup stays as it is: `write` would have replaced it with the broken file.
+    pub fn restore_backup(&self, backup: &Backup, stamp: &str) -> Result<Option<PathBuf>, FsError> {
+        let path = self.state_path();
+        let moved = match fs::read(&path) {
+            Ok(current) => Some(self.keep_aside(&current, stamp)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(FsError::Read { path, source }),
+        };
+        write_atomic(&path, &backup.bytes)?;
+        Ok(moved)
+    }
+
+    fn keep_aside(&self, bytes: &[u8], stamp: &str) -> Result<PathBuf, FsError> {
+        for n in 1u32.. {
+            let name = match n {
+                1 => format!("{STATE_FILE_NAME}.broken-{stamp}"),
+                n => format!("{STATE_FILE_NAME}.broken-{stamp}-{n}"),
+            };
+            let aside = self.dir.join(name);
+            let err = |source| FsError::Write {
+                path: aside.clone(),
+                source,
+            };
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&aside)
+            {
+                Ok(mut f) => {
+                    f.write_all(bytes)
+                        .and_then(|_| f.sync_all())
+                        .and_then(|_| fs::File::open(&self.dir)?.sync_all())
+                        .map_err(err)?;
+                    return Ok(aside);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(err(e)),
+            }
+        }
+        unreachable!("some suffix is free")
+    }
+}
+
+/// A state file's bytes as a state; bytes that are not UTF-8 are reported like any other
+/// corruption, with the position where they start.
+fn parse_state(bytes: &[u8]) -> Result<State, StateError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => State::from_json(text),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            Err(StateError::Malformed {
+                line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+                column: valid.len() - line_start + 1,
+                message: "bytes that are not UTF-8".into(),
+            })
+        }
+    }
+}
+
+/// `state.json.backup`, readable and parsed.
+#[derive(Debug)]
+pub struct Backup {
+    pub path: PathBuf,
+    pub state: State,
+    /// Exactly what the file holds: a restore installs these bytes.
+    pub bytes: Vec<u8>,
+    /// The file's modification time (RFC 3339, UTC).
+    pub written: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{} {fault}", path.display())]
+pub struct UnusableBackup {
+    pub path: PathBuf,
+    pub fault: BackupFault,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupFault {
+    #[error("cannot be read: {0}")]
+    Read(io::Error),
+    #[error("{0}")]
+    State(StateError),
+}
+
+/// What `state.json.backup` offers when `state.json` cannot be read.
+#[derive(Debug)]
+pub enum BackupCheck {
+    Missing {
+        path: PathBuf,
+    },
+    Unusable(UnusableBackup),
+    Readable {
+        path: PathBuf,
+        serial: u64,
+        revision: u64,
+        written: String,
+    },
+}
+
+/// The lines after "state file ... cannot be used": that nothing was written, and the way
+/// back (upgrade, restore the backup, or repair by hand). Every command shows it, since
+/// every command reads the state through `StateDir::read`.
+fn recovery_hint(source: &StateError, backup: Option<&BackupCheck>) -> String {
+    let Some(backup) = backup else {
+        return String::new();
+    };
+    let newer = matches!(source, StateError::NewerFormat { .. });
+    let mut hint = String::from(
+        "\nNothing was changed: gantry never writes over a state file it cannot read.",
+    );
+    if newer {
+        hint.push_str(
+            "\nUpgrading gantry is the right fix: that file records what the newer gantry did.",
+        );
+    }
+    const OPTIONS: &str = "add the -f/--state-dir options you gave this command, if any";
+    match backup {
+        BackupCheck::Readable {
+            path,
+            serial,
+            revision,
+            written,
+        } => {
+            hint.push_str(&format!(
+                "\nA backup is readable: {} (serial {serial}, revision {revision}, written {written}).",
+                path.display()
+            ));
+            if newer {
+                hint.push_str(&format!(
+                    "\nRestoring it would discard everything the newer gantry recorded after serial {serial}. Only if you cannot upgrade: `gantry state restore-backup --force` ({OPTIONS})."
+                ));
+            } else {
+                hint.push_str(&format!(
+                    "\nTo restore it: `gantry state restore-backup` ({OPTIONS}); the unreadable file is kept aside as {STATE_FILE_NAME}.broken-<UTC time>."
+                ));
+            }
+        }
+        BackupCheck::Missing { path } => hint.push_str(&format!(
+            "\nThere is no backup to restore ({} does not exist).",
+            path.display()
+        )),
+        BackupCheck::Unusable(e) => {
+            hint.push_str(&format!("\nThe backup cannot be restored either: {e}."))
+        }
+    }
+    if !newer && !matches!(backup, BackupCheck::Readable { .. }) {
+        hint.push_str("\nThe state file has to be repaired by hand.");
+    }
+    hint
 }
 
 /// Who holds the state lock: written into the lock file so that a second run can name it.
@@ -146,6 +355,12 @@ pub struct StateLock {
     path: PathBuf,
 }
 
+impl StateLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Drop for StateLock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
@@ -160,7 +375,7 @@ pub fn hostname() -> String {
 }
 
 /// Is `pid` a live process on this machine?
-fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -326,5 +541,55 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "temp files left behind");
+    }
+
+    /// Issue 5: bytes that are not UTF-8 are corruption like any other: the error carries the
+    /// backup hint, and the file is left alone.
+    #[test]
+    fn non_utf8_state_is_reported_with_the_backup_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir {
+            dir: dir.path().to_path_buf(),
+        };
+        let mut state = State::empty("p", "l".into());
+        sd.write(&state).unwrap();
+        state.serial = 1;
+        sd.write(&state).unwrap();
+        fs::write(sd.state_path(), b"{\n  \"lineage\": \"\xff").unwrap();
+        let e = sd.read().unwrap_err().to_string();
+        assert!(
+            e.contains("at line 2, column 15: bytes that are not UTF-8"),
+            "{e}"
+        );
+        assert!(e.contains("(serial 0, revision 0, written "), "{e}");
+        assert_eq!(
+            fs::read(sd.state_path()).unwrap(),
+            b"{\n  \"lineage\": \"\xff"
+        );
+    }
+
+    /// Issue 5: a restore keeps every earlier broken file: a second one in the same second
+    /// gets a suffix instead of replacing the first.
+    #[test]
+    fn restore_keeps_earlier_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir {
+            dir: dir.path().to_path_buf(),
+        };
+        let state = State::empty("p", "l".into());
+        sd.write(&state).unwrap();
+        sd.write(&state).unwrap();
+        let backup = sd.read_backup().unwrap().unwrap();
+        fs::write(sd.state_path(), "first").unwrap();
+        let a = sd.restore_backup(&backup, "T").unwrap().unwrap();
+        fs::write(sd.state_path(), "second").unwrap();
+        let b = sd.restore_backup(&backup, "T").unwrap().unwrap();
+        assert_eq!(fs::read_to_string(&a).unwrap(), "first");
+        assert_eq!(fs::read_to_string(&b).unwrap(), "second");
+        assert!(
+            b.to_string_lossy().ends_with("state.json.broken-T-2"),
+            "{b:?}"
+        );
+        assert_eq!(sd.read().unwrap(), Some(state));
     }
 }

@@ -6,5 +6,6 @@ pub mod command;
 pub mod docker;
 pub mod fs;
 pub mod haproxy;
+pub mod journal;
 pub mod nginx;
 pub mod probe;

@@ -2,6 +2,7 @@
 //! HTTP prober), writes the state after every step, and on failure restores what it
 //! changed, in reverse order. It decides nothing the plan has not already decided.
 
+pub mod recover;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use crate::model::{OnFailure, ServiceSpec};
 use crate::plan::steps::Generation;
 use crate::plan::{Action, Plan, ResourceChange, Spec, Step, StepOp};
 use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, Member, labels};
+use crate::state::journal::{Entry, Undo};
 use crate::state::{
     LbState, Outcome, Replica, ReplicaStatus, RevisionRecord, RevisionService, ServiceState, State,
 };
@@ -26,9 +28,12 @@ pub struct Target<R> {
     pub address: String,
 }
 
-/// Where the executor saves the state after every step.
+/// Where the executor saves the state after every step, and journals every change before
+/// it makes it.
 pub trait StateSink: Send + Sync {
     fn save(&self, state: &State) -> Result<(), String>;
+    /// Appends to the journal, durably, before returning.
+    fn journal(&self, entry: &Entry) -> Result<(), String>;
 }
 
 /// Everything apply needs besides the plan and the state.
@@ -48,6 +53,8 @@ pub struct ApplyContext<'a, R> {
     pub keep_previous: u32,
     /// A driver per load balancer gantry can drive.
     pub lbs: &'a BTreeMap<String, Box<dyn LoadBalancer>>,
+    /// Set by the first Ctrl-C/SIGTERM: finish the steps in flight, then stop safely.
+    pub interrupt: &'a AtomicBool,
 }
 
 /// Why a step failed.
@@ -91,29 +98,11 @@ pub enum ApplyOutcome {
         failure: Failure,
         restore_error: Option<String>,
     },
-}
-
-/// What to undo, newest last.
-#[derive(Debug, Clone)]
-enum Undo {
-    /// A load balancer's members before a change.
-    Members { lb: String, previous: Vec<Member> },
-    Created {
-        host: String,
-        id: String,
-        grace: Duration,
-    },
-    Stopped {
-        host: String,
-        id: String,
-        spec: Box<ServiceSpec>,
-        port: Option<u16>,
-    },
-    /// A kept container started again (rollback fast path): stopped again on undo.
-    Restarted {
-        host: String,
-        id: String,
-        grace: Duration,
+    /// Stopped by an interrupt after the steps in flight finished; the journal keeps the run
+    /// open for `--resume` or `--undo`.
+    Interrupted {
+        /// The last step that finished, if any.
+        after: Option<String>,
     },
 }
 
@@ -199,6 +188,8 @@ struct Run<'a, 'p, R: ContainerRuntime> {
     lb_lock: tokio::sync::Mutex<()>,
     /// Members that left a load balancer and await their drain, per (service, host).
     leaving: Mutex<BTreeMap<(String, String), Vec<Leaving>>>,
+    /// The last step that finished, for the message after an interrupt.
+    last_finished: Mutex<Option<String>>,
 }
 
 /// Applies `plan` to `state`. The state is saved after every step; the returned state is
@@ -210,15 +201,7 @@ pub async fn apply<R: ContainerRuntime>(
 ) -> (ApplyOutcome, State) {
     let original = state.clone();
     let revision = state.next_revision();
-    let run = Run {
-        ctx,
-        revision,
-        state: Mutex::new(state),
-        undo: Mutex::new(Vec::new()),
-        cancelled: AtomicBool::new(false),
-        lb_lock: tokio::sync::Mutex::new(()),
-        leaving: Mutex::new(BTreeMap::new()),
-    };
+    let run = Run::new(ctx, revision, state);
     run.st().history.push(RevisionRecord {
         revision,
         started_at: now(),
@@ -236,51 +219,41 @@ pub async fn apply<R: ContainerRuntime>(
         waves.entry(c.wave).or_default().push(c);
     }
     let mut failed: Option<(Failure, OnFailure)> = None;
+    let mut stopped_early = false;
     for wave in waves.values() {
         let results = futures_util::future::join_all(wave.iter().map(|c| run.change(c))).await;
         for (change, result) in wave.iter().zip(results) {
-            if let (Err(Some(f)), None) = (result, &failed) {
-                let policy = service_spec(&change.after)
-                    .or(service_spec(&change.before))
-                    .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
-                failed = Some((f, policy));
+            match (result, &failed) {
+                (Err(Some(f)), None) => {
+                    let policy = service_spec(&change.after)
+                        .or(service_spec(&change.before))
+                        .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
+                    failed = Some((f, policy));
+                }
+                (Err(None), _) => stopped_early = true,
+                _ => {}
             }
         }
-        if failed.is_some() {
+        if failed.is_some() || stopped_early {
             break;
         }
     }
 
     match failed {
+        None if stopped_early => {
+            // Interrupted between steps: everything done so far is recorded; the journal stays
+            // open so that `--resume` or `--undo` can take it from here.
+            let _ = run.journal(Entry::Interrupted { at: now() });
+            let _ = run.save();
+            let after = run.last_finished();
+            (ApplyOutcome::Interrupted { after }, run.into_state())
+        }
         None => {
-            run.cleanup(plan).await;
-            let services = run
-                .st()
-                .services
-                .iter()
-                .map(|(n, s)| {
-                    // What the engine says the running replicas run; unchanged services too.
-                    let running = s
-                        .replicas
-                        .iter()
-                        .filter(|r| r.status == ReplicaStatus::Running);
-                    let image_id = running
-                        .clone()
-                        .find_map(|r| r.image_id.clone())
-                        .or_else(|| ctx.image_ids.get(&s.spec.image).cloned());
-                    let replicas_revision = running.map(|r| r.revision).max();
-                    (
-                        n.clone(),
-                        RevisionService {
-                            spec: s.spec.clone(),
-                            image_id,
-                            replicas_revision,
-                        },
-                    )
-                })
-                .collect();
+            let services = run.revision_services();
             run.st().revision = revision;
             run.finish(Outcome::Succeeded, services, None);
+            // Only old containers go from here on; an interruption now loses nothing.
+            run.cleanup(plan).await;
             (ApplyOutcome::Succeeded { revision }, run.into_state())
         }
         Some((failure, OnFailure::Pause)) => {
@@ -302,16 +275,8 @@ pub async fn apply<R: ContainerRuntime>(
             ctx.reporter.event(Event::Note {
                 message: format!("restoring revision {} after: {failure}", original.revision),
             });
-            match run.restore().await {
-                Ok(moved) => {
-                    {
-                        let mut current = run.st();
-                        let mut state = original;
-                        state.serial = current.serial;
-                        state.history = std::mem::take(&mut current.history);
-                        moved.apply(&mut state);
-                        *current = state;
-                    }
+            match run.restore_to(original).await {
+                Ok(()) => {
                     run.finish(
                         Outcome::RolledBack,
                         BTreeMap::new(),
@@ -338,7 +303,86 @@ pub async fn apply<R: ContainerRuntime>(
     }
 }
 
-impl<R: ContainerRuntime> Run<'_, '_, R> {
+impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
+    fn new(ctx: &'a ApplyContext<'p, R>, revision: u64, state: State) -> Self {
+        Run {
+            ctx,
+            revision,
+            state: Mutex::new(state),
+            undo: Mutex::new(Vec::new()),
+            cancelled: AtomicBool::new(false),
+            lb_lock: tokio::sync::Mutex::new(()),
+            leaving: Mutex::new(BTreeMap::new()),
+            last_finished: Mutex::new(None),
+        }
+    }
+
+    /// Journals an entry; a failure is reported here and returned.
+    fn journal(&self, entry: Entry) -> Result<(), String> {
+        let result = self.ctx.sink.journal(&entry);
+        if let Err(e) = &result {
+            self.ctx.reporter.event(Event::Note {
+                message: format!("warning: could not write the journal: {e}"),
+            });
+        }
+        result
+    }
+
+    /// Announces a change in the journal before making it: no journal, no change.
+    fn intent(&self, undo: Undo) -> Result<(), (String, Vec<String>)> {
+        self.journal(Entry::Intent { undo })
+            .map_err(|e| (format!("the journal could not be written: {e}"), Vec::new()))
+    }
+
+    fn last_finished(&self) -> Option<String> {
+        self.last_finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The record of every service in this revision: its spec, the image its newest running
+    /// replicas run, and the revision that created them.
+    fn revision_services(&self) -> BTreeMap<String, RevisionService> {
+        self.st()
+            .services
+            .iter()
+            .map(|(n, s)| {
+                let running = s
+                    .replicas
+                    .iter()
+                    .filter(|r| r.status == ReplicaStatus::Running);
+                let newest = running.clone().max_by_key(|r| r.revision);
+                let image_id = newest
+                    .and_then(|r| r.image_id.clone())
+                    .or_else(|| running.clone().find_map(|r| r.image_id.clone()))
+                    .or_else(|| self.ctx.image_ids.get(&s.spec.image).cloned());
+                (
+                    n.clone(),
+                    RevisionService {
+                        spec: s.spec.clone(),
+                        image_id,
+                        replicas_revision: newest.map(|r| r.revision),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Undoes this run and puts `original` back as the state (with the ports restarted
+    /// containers were given, and the history as it is now).
+    async fn restore_to(&self, original: State) -> Result<(), String> {
+        let _ = self.journal(Entry::Restoring { at: now() });
+        let moved = self.restore().await?;
+        let mut current = self.st();
+        let mut state = original;
+        state.serial = current.serial;
+        state.history = std::mem::take(&mut current.history);
+        moved.apply(&mut state);
+        *current = state;
+        Ok(())
+    }
+
     fn st(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -384,6 +428,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             last.failure = failure;
         }
         let _ = self.save();
+        let _ = self.journal(Entry::End { outcome, at: now() });
     }
 
     fn target(&self, host: &Option<String>) -> Result<&Target<R>, String> {
@@ -416,7 +461,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             );
         }
         for step in &change.steps {
-            if self.cancelled.load(Ordering::SeqCst) {
+            if self.cancelled.load(Ordering::SeqCst) || self.ctx.interrupt.load(Ordering::SeqCst) {
                 return Err(None);
             }
             let started = Instant::now();
@@ -428,14 +473,43 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 batch: batch.clone(),
                 step: description.clone(),
             });
-            let result = self.step(&name, change, step).await;
+            let result = match self.journal(Entry::StepStarted {
+                resource: change.address.to_string(),
+                step: description.clone(),
+                host: step.host.clone(),
+                at: now(),
+            }) {
+                Ok(()) => self.step(&name, change, step).await,
+                Err(e) => Err((format!("the journal could not be written: {e}"), Vec::new())),
+            };
             let result = match (result, self.save()) {
                 (Ok(_), Err(e)) => Err((format!("the state could not be saved: {e}"), Vec::new())),
+                (result, _) => result,
+            };
+            let journaled = match &result {
+                Ok(_) => self.journal(Entry::StepFinished {
+                    resource: change.address.to_string(),
+                    step: description.clone(),
+                    at: now(),
+                }),
+                Err((reason, _)) => self.journal(Entry::StepFailed {
+                    resource: change.address.to_string(),
+                    step: description.clone(),
+                    reason: reason.clone(),
+                    at: now(),
+                }),
+            };
+            let result = match (result, journaled) {
+                (Ok(_), Err(e)) => {
+                    Err((format!("the journal could not be written: {e}"), Vec::new()))
+                }
                 (result, _) => result,
             };
             let elapsed_ms = started.elapsed().as_millis();
             match result {
                 Ok(detail) => {
+                    *self.last_finished.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("{}: {description}", change.address));
                     self.ctx.reporter.event(Event::StepFinished {
                         resource: change.address.to_string(),
                         host: step.host.clone(),
@@ -562,6 +636,13 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                     // None left running (stopped by an earlier, interrupted attempt): nothing to do.
                     for replica in self.replicas(service, &host, index, *generation) {
                         let target = self.target(&step.host).map_err(plain)?;
+                        let undo = Undo::Stopped {
+                            host: host.clone(),
+                            id: replica.container_id.clone(),
+                            spec: Box::new(spec.clone()),
+                            port: replica.host_port,
+                        };
+                        self.intent(undo.clone())?;
                         target
                             .runtime
                             .stop(&replica.container_id, grace.0)
@@ -573,12 +654,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                             killed.push(format!("#{index}"));
                         }
                         self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
-                        self.push_undo(Undo::Stopped {
-                            host: host.clone(),
-                            id: replica.container_id.clone(),
-                            spec: Box::new(spec.clone()),
-                            port: replica.host_port,
-                        });
+                        self.push_undo(undo);
                     }
                 }
                 let killed = if killed.is_empty() {
@@ -732,6 +808,12 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             log_max_files: spec.log.max_files,
             stop_grace: spec.stop_grace_period.0,
         };
+        // Announced by name: the engine gives the ID only once it exists.
+        self.intent(Undo::Created {
+            host: host.to_string(),
+            id: name.clone(),
+            grace: spec.stop_grace_period.0,
+        })?;
         let id = target
             .runtime
             .create(&container)
@@ -831,16 +913,18 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
                 ))
             })?;
         let target = self.target(&Some(host.to_string())).map_err(plain)?;
+        let undo = Undo::Restarted {
+            host: host.to_string(),
+            id: id.clone(),
+            grace,
+        };
+        self.intent(undo.clone())?;
         target
             .runtime
             .start(&id)
             .await
             .map_err(|e| plain(e.to_string()))?;
-        self.push_undo(Undo::Restarted {
-            host: host.to_string(),
-            id: id.clone(),
-            grace,
-        });
+        self.push_undo(undo);
         self.record_started(target, service, &id)
             .await
             .map_err(plain)?;
@@ -988,6 +1072,11 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .lbs
             .get(lb)
             .ok_or_else(|| format!("no driver for lb.{lb}"))?;
+        self.journal(Entry::Members {
+            lb: lb.to_string(),
+            previous: previous.clone(),
+            next: next.clone(),
+        })?;
         driver.set_members(&previous, &next).await?;
         self.push_undo(Undo::Members {
             lb: lb.to_string(),
@@ -1319,11 +1408,15 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
         for s in state.services.values_mut() {
             match status {
                 Some(status) => {
-                    if let Some(r) = s.replicas.iter_mut().find(|r| r.container_id == id) {
+                    if let Some(r) = s
+                        .replicas
+                        .iter_mut()
+                        .find(|r| r.container_id == id || r.name == id)
+                    {
                         r.status = status;
                     }
                 }
-                None => s.replicas.retain(|r| r.container_id != id),
+                None => s.replicas.retain(|r| r.container_id != id && r.name != id),
             }
         }
     }

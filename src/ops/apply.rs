@@ -2,38 +2,33 @@
 //! then run the engine against the real Docker engine(s).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
+use super::recover::{FileSink, confirm, connect, now, reporter, take_lock, watch_interrupts};
 use super::{Common, Error, emit, load};
-use crate::drivers::docker::DockerRuntime;
-use crate::drivers::fs::{LockError, StateDir};
+use crate::drivers::fs::hostname;
 use crate::drivers::probe::HttpProber;
-use crate::engine::report::{LineReporter, ProgressFormat, TtyReporter};
-use crate::engine::{self, ApplyContext, ApplyOutcome, StateSink, Target};
+use crate::engine::recover::{Mode, Recovered};
+use crate::engine::report::ProgressFormat;
+use crate::engine::{self, ApplyContext, ApplyOutcome, Target};
 use crate::exit::ExitStatus;
 use crate::plan::{Action, Plan, Spec};
 use crate::ports::ContainerRuntime;
 use crate::state::State;
+use crate::state::journal::Entry;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     pub plan_file: Option<PathBuf>,
     pub yes: bool,
     pub progress: ProgressFormat,
-}
-
-struct FileSink<'a>(&'a StateDir);
-
-impl StateSink for FileSink<'_> {
-    fn save(&self, state: &State) -> Result<(), String> {
-        self.0.write(state).map_err(|e| e.to_string())
-    }
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    /// After a run that did not finish: reconcile, then continue.
+    pub resume: bool,
+    /// After a run that did not finish: undo it.
+    pub undo: bool,
 }
 
 pub fn apply(
@@ -44,6 +39,67 @@ pub fn apply(
 ) -> Result<ExitStatus, Error> {
     let loaded = load(common)?;
     let state_dir = common.state_dir();
+    if let Some(journal) = super::recover::pending(&state_dir)? {
+        let state = state_dir.read()?;
+        let lbs = lb_drivers(&loaded.model, state.as_ref(), &common.config_dir());
+        if opts.undo {
+            emit(
+                out,
+                &format!(
+                    "{}
+",
+                    super::recover::choose_header(&journal)
+                ),
+            )?;
+            emit(out, &super::recover::undo_summary(&journal))?;
+            if !confirm("undo it", opts.yes, out)? {
+                return Ok(ExitStatus::Error);
+            }
+            return Ok(
+                match super::recover::recover(
+                    common,
+                    &loaded.model,
+                    &journal,
+                    Mode::Undo,
+                    opts.progress,
+                    &lbs,
+                    out,
+                    err,
+                )? {
+                    Ok(_) => ExitStatus::Success,
+                    Err(status) => status,
+                },
+            );
+        }
+        if !opts.resume {
+            return Err(Error::Message(super::recover::choose(&journal)));
+        }
+        emit(
+            out,
+            &format!(
+                "{}
+",
+                super::recover::choose_header(&journal)
+            ),
+        )?;
+        match super::recover::recover(
+            common,
+            &loaded.model,
+            &journal,
+            Mode::Resume,
+            opts.progress,
+            &lbs,
+            out,
+            err,
+        )? {
+            Ok(Recovered::ReadyToResume) => {}
+            Ok(_) => return Ok(ExitStatus::Success),
+            Err(status) => return Ok(status),
+        }
+    } else if opts.undo {
+        emit(out, "Nothing to undo: the last run finished.\n")?;
+        return Ok(ExitStatus::Success);
+    }
     let state = state_dir.read()?;
 
     let plan = match &opts.plan_file {
@@ -119,31 +175,17 @@ pub fn execute(
             "cannot {verb} {resource}: {why}; nothing was changed"
         )));
     }
-    if !run.confirmed {
-        if !std::io::stdin().is_terminal() {
-            return Err(Error::Message(format!(
-                "refusing to {verb} without confirmation: no terminal to ask on. Pass --yes, or apply a saved plan file"
-            )));
-        }
-        emit(
-            out,
-            &format!("\nDo you want to {verb}? Only `yes` is accepted: "),
-        )?;
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if answer.trim() != "yes" {
-            emit(out, "Cancelled; nothing was changed.\n")?;
-            return Ok(ExitStatus::Error);
-        }
+    if !confirm(verb, run.confirmed, out)? {
+        return Ok(ExitStatus::Error);
     }
 
-    let _lock = match state_dir.lock(if verb == "apply" { "apply" } else { "rollback" }, &now()) {
-        Ok(l) => l,
-        Err(LockError::Held(info, stale)) => {
-            emit(err, &format!("error: {}\n", LockError::Held(info, stale)))?;
-            return Ok(ExitStatus::Locked);
-        }
-        Err(LockError::Fs(e)) => return Err(e.into()),
+    let Some(lock) = take_lock(
+        &state_dir,
+        if verb == "apply" { "apply" } else { "rollback" },
+        err,
+    )?
+    else {
+        return Ok(ExitStatus::Locked);
     };
     // Re-read under the lock: another run may have finished in between.
     let state = state_dir.read()?;
@@ -154,6 +196,9 @@ pub fn execute(
         )?;
         return Ok(ExitStatus::StalePlan);
     }
+    if let Some(journal) = super::recover::pending(&state_dir)? {
+        return Err(Error::Message(super::recover::choose(&journal)));
+    }
     let state =
         state.unwrap_or_else(|| State::empty(&run.model.project, uuid::Uuid::new_v4().to_string()));
 
@@ -163,19 +208,22 @@ pub fn execute(
         .map_err(|e| Error::Message(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         // Pre-flight: nothing is touched until every check passes.
-        let mut hosts = BTreeMap::new();
-        for h in &run.model.hosts {
-            let rt = DockerRuntime::connect(&h.docker).await.map_err(|e| Error::Message(format!("pre-flight: host `{}`: {e}; nothing was changed", h.name)))?;
-            rt.ping().await.map_err(|e| Error::Message(format!("pre-flight: host `{}`: {e}; nothing was changed", h.name)))?;
-            hosts.insert(h.name.clone(), Target { runtime: rt, address: h.address.clone() });
-        }
+        let hosts = connect(run.model).await?;
         let (env, image_ids) = preflight(plan, &state, &hosts, &common.config_dir(), &run.pinned).await?;
 
-        let reporter: Box<dyn crate::engine::report::Reporter> = match progress {
-            ProgressFormat::Auto if std::io::stderr().is_terminal() => Box::new(TtyReporter::new()),
-            format => Box::new(LineReporter::new(std::io::stderr(), format)),
-        };
-        let sink = FileSink(&state_dir);
+        // The journal announces the run (and the state it starts from) before any change.
+        let journal = Arc::new(state_dir.begin_journal(&Entry::Begin {
+            revision: state.next_revision(),
+            origin: run.origin.clone(),
+            pid: std::process::id(),
+            host: hostname(),
+            at: now(),
+            prior: Box::new(state.clone()),
+        })?);
+        let interrupt = Arc::new(AtomicBool::new(false));
+        watch_interrupts(interrupt.clone(), journal.clone(), lock.path().to_path_buf());
+        let reporter = reporter(progress);
+        let sink = FileSink { dir: &state_dir, journal };
         let ctx = ApplyContext {
             project: &run.model.project,
             hosts: &hosts,
@@ -187,8 +235,10 @@ pub fn execute(
             origin: run.origin.clone(),
             lbs: &lbs,
             keep_previous: run.model.keep_previous,
+            interrupt: &interrupt,
         };
-        let (outcome, _state) = engine::apply(plan, state, &ctx).await;
+        let (outcome, state) = engine::apply(plan, state, &ctx).await;
+        drop(lock);
         match outcome {
             ApplyOutcome::Succeeded { revision } => {
                 let done = if verb == "apply" { "Apply complete".to_string() } else { format!("Rollback complete ({})", run.origin) };
@@ -205,6 +255,15 @@ pub fn execute(
                     None => "stopped where it failed (on_failure = \"pause\"). Fix the cause and run `gantry apply` to continue.".to_string(),
                 };
                 emit(err, &format!("\nerror: {verb} failed and was NOT restored.\n{failure}\n{how}\n"))?;
+                Ok(ExitStatus::FailedHalted)
+            }
+            ApplyOutcome::Interrupted { after } => {
+                let after = after.map_or("before any step finished".to_string(), |a| format!("after {a}"));
+                emit(err, &format!(
+                    "\nStopped safely {after}: revision {} is unfinished.\n  gantry apply --resume   continue it\n  gantry apply --undo     put revision {} back\n",
+                    state.history.last().map_or(0, |r| r.revision),
+                    state.revision,
+                ))?;
                 Ok(ExitStatus::FailedHalted)
             }
         }
@@ -258,7 +317,7 @@ fn host_ports_free<R: ContainerRuntime>(
 
 /// Drivers for the load balancers (nginx, HAProxy, commands), from the config and from the
 /// state (a load balancer being removed is still left by its members).
-fn lb_drivers(
+pub(super) fn lb_drivers(
     model: &crate::model::Model,
     state: Option<&State>,
     config_dir: &std::path::Path,

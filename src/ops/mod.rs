@@ -6,7 +6,9 @@ pub mod graph;
 pub mod history;
 pub mod plan;
 pub mod prune;
+pub mod recover;
 pub mod rollback;
+pub mod state_cmd;
 pub mod status;
 pub mod validate;
 

@@ -17,10 +17,25 @@ pub struct PlanOptions {
     pub step_summary: Option<PathBuf>,
 }
 
-pub fn plan(common: &Common, opts: &PlanOptions, out: &mut dyn Write) -> Result<ExitStatus, Error> {
+pub fn plan(
+    common: &Common,
+    opts: &PlanOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitStatus, Error> {
     let loaded = load(common)?;
     let state_dir = common.state_dir();
     let state = state_dir.read()?;
+    if let Some(journal) = super::recover::pending(&state_dir)? {
+        // Offline, plan cannot reconcile; it says the recorded state may be behind.
+        emit(
+            err,
+            &format!(
+                "warning: {}\nThis plan is computed from the recorded state, which may be behind what the engine runs.\n\n",
+                super::recover::choose(&journal)
+            ),
+        )?;
+    }
     if let Some(s) = &state
         && s.project != loaded.model.project
     {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use super::apply::{Execution, execute};
-use super::{Common, Error, load};
+use super::{Common, Error, emit, load};
+use crate::engine::recover::{Mode, Recovered};
 use crate::engine::report::ProgressFormat;
 use crate::exit::ExitStatus;
 use crate::model::Model;
@@ -28,7 +29,45 @@ pub fn rollback(
     err: &mut dyn Write,
 ) -> Result<ExitStatus, Error> {
     let loaded = load(common)?;
-    let state = common.state_dir().read()?.ok_or_else(|| {
+    let state_dir = common.state_dir();
+    if let Some(journal) = super::recover::pending(&state_dir)? {
+        // A run died half way: rolling back starts by undoing it.
+        let was_rollback = journal
+            .unfinished()
+            .is_some_and(|u| u.origin.starts_with("rollback"));
+        let state = state_dir.read()?;
+        let lbs = super::apply::lb_drivers(&loaded.model, state.as_ref(), &common.config_dir());
+        emit(
+            out,
+            &format!(
+                "{}\nRolling back starts by undoing it.\n",
+                super::recover::choose_header(&journal)
+            ),
+        )?;
+        emit(out, &super::recover::undo_summary(&journal))?;
+        if !super::recover::confirm("undo it", opts.yes, out)? {
+            return Ok(ExitStatus::Error);
+        }
+        match super::recover::recover(
+            common,
+            &loaded.model,
+            &journal,
+            Mode::Undo,
+            opts.progress,
+            &lbs,
+            out,
+            err,
+        )? {
+            Ok(Recovered::Undone { revision })
+                if !was_rollback && opts.to.is_none_or(|n| n == revision) =>
+            {
+                return Ok(ExitStatus::Success);
+            }
+            Ok(_) => {}
+            Err(status) => return Ok(status),
+        }
+    }
+    let state = state_dir.read()?.ok_or_else(|| {
         Error::Message("nothing to roll back: nothing was applied with this state directory".into())
     })?;
     let succeeded: Vec<u64> = state

@@ -21,25 +21,23 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
         emit(out, "Nothing applied yet (no state).\n")?;
         return Ok(ExitStatus::Success);
     };
+    let pending = super::recover::pending(&state_dir)?;
     if let Some(lock) = state_dir.lock_holder()? {
+        let gone = if pending.is_some() {
+            " That process is gone: the next apply or rollback takes the lock over."
+        } else {
+            ""
+        };
         emit(
             out,
             &format!(
-                "Locked: {} (pid {} on {}) is running {} since {}.\n\n",
+                "Locked: {} (pid {} on {}) is running {} since {}.{gone}\n\n",
                 lock.holder, lock.pid, lock.host, lock.operation, lock.started_at
             ),
         )?;
     }
-    if let Some(last) = state.history.last()
-        && last.outcome == crate::state::Outcome::InProgress
-    {
-        emit(
-            out,
-            &format!(
-                "Revision {} ({}) did not finish: it was interrupted.\n\n",
-                last.revision, last.origin
-            ),
-        )?;
+    if let Some(journal) = &pending {
+        emit(out, &format!("{}\n\n", super::recover::choose(journal)))?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -6,6 +6,8 @@
 //! first apply creates it); `serial` increases with every write, so that a saved plan can
 //! tell whether the state moved under it.
 
+pub mod journal;
+
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
@@ -76,6 +78,9 @@ pub enum Outcome {
     RolledBack,
     /// Failed and left as it was (`on_failure = "pause"`) or not fully restored.
     Halted,
+    /// The process stopped in the middle (killed, crashed, interrupted); the next command
+    /// found it in the journal and resumed or undid it.
+    Interrupted,
 }
 
 impl Outcome {
@@ -85,6 +90,7 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::RolledBack => "failed, previous revision restored",
             Outcome::Halted => "failed, halted",
+            Outcome::Interrupted => "interrupted, then resumed or undone",
         }
     }
 }
