@@ -62,6 +62,21 @@ pub struct Summary {
 }
 
 impl Summary {
+    pub fn count(changes: &[ResourceChange]) -> Summary {
+        let mut summary = Summary::default();
+        for c in changes {
+            *match c.action {
+                Action::Create => &mut summary.create,
+                Action::Update => &mut summary.update,
+                Action::Replace => &mut summary.replace,
+                Action::Scale => &mut summary.scale,
+                Action::Destroy => &mut summary.destroy,
+                Action::NoOp => &mut summary.no_op,
+            } += 1;
+        }
+        summary
+    }
+
     pub fn has_changes(&self) -> bool {
         self.create + self.update + self.replace + self.scale + self.destroy > 0
     }
@@ -222,6 +237,35 @@ pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
             .and_then(|s| s.replicas_revision)
             .unwrap_or(revision)
     };
+    // The same spec with another image behind its tag (the tag was re-pointed since): the
+    // recorded image ID is what counts, so the service is rolled all the same.
+    for change in &mut plan.changes {
+        if change.address.kind != ResourceKind::Service || change.action != Action::NoOp {
+            continue;
+        }
+        let recorded = record
+            .and_then(|r| r.services.get(&change.address.name))
+            .and_then(|s| s.image_id.clone());
+        let running = state.services.get(&change.address.name).and_then(|s| {
+            s.replicas
+                .iter()
+                .filter(|r| r.status == crate::state::ReplicaStatus::Running)
+                .find_map(|r| r.image_id.clone())
+        });
+        if let (Some(recorded), Some(running)) = (recorded, running)
+            && recorded != running
+        {
+            change.action = Action::Replace;
+            change.attributes.push(diff::AttributeChange {
+                path: "image_id".into(),
+                before: Some(serde_json::Value::String(running)),
+                after: Some(serde_json::Value::String(recorded)),
+                sensitive: false,
+                forces_replacement: true,
+            });
+        }
+    }
+    plan.summary = Summary::count(&plan.changes);
     for change in &mut plan.changes {
         if change.address.kind != ResourceKind::Service || change.action != Action::Replace {
             continue;
@@ -342,17 +386,7 @@ pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
         }
     }
 
-    let mut summary = Summary::default();
-    for c in &changes {
-        *match c.action {
-            Action::Create => &mut summary.create,
-            Action::Update => &mut summary.update,
-            Action::Replace => &mut summary.replace,
-            Action::Scale => &mut summary.scale,
-            Action::Destroy => &mut summary.destroy,
-            Action::NoOp => &mut summary.no_op,
-        } += 1;
-    }
+    let summary = Summary::count(&changes);
 
     Plan {
         format_version: PLAN_FORMAT_VERSION,
