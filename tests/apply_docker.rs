@@ -406,13 +406,78 @@ fn status_shows_kept_replicas_and_names_drift() {
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     guard.run(&args, &format!("gantry-testapp:{v1}"));
+    // A container gantry does not manage, on the host port a kept v1 replica will need.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.dir.path().join(".gantry/state.json")).unwrap(),
+    )
+    .unwrap();
+    let kept_port = state["services"]["web"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "stopped")
+        .and_then(|r| r["host_port"].as_u64())
+        .unwrap();
+    let publish = format!("127.0.0.1:{kept_port}:8080");
+    let mut args: Vec<String> = guard.label_args();
+    args.extend([
+        "-p".into(),
+        publish,
+        "--name".into(),
+        format!("{}-squatter", p.name),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    guard.run(&args, &format!("gantry-testapp:{v1}"));
+
     let o = p.gantry(&["status"]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(text.contains("Drift (2)"), "{text}");
-    assert!(text.contains("engine says MISSING"), "{text}");
+    assert!(text.contains("Drift (3)"), "{text}");
     assert!(
-        text.contains("-intruder on host local carries project"),
+        text.contains("#2 recorded running; no such container"),
         "{text}"
+    );
+    assert!(
+        text.contains("-intruder on local: carries this project's labels"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "publishes host port {kept_port}, which service.web uses"
+        )),
+        "{text}"
+    );
+
+    // Plan stays offline and sees nothing; --refresh shows the drift and rolls the service.
+    assert_eq!(code(&p.gantry(&["plan", "--detailed-exitcode"])), 0);
+    let o = p.gantry(&["plan", "--refresh", "--detailed-exitcode"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(code(&o), 2, "{}", explain(&o));
+    assert!(text.contains("Drift found by --refresh (3)"), "{text}");
+    assert!(text.contains("roll 3 replicas"), "{text}");
+    let o = p.gantry(&["plan", "--refresh", "--format", "markdown"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("<details><summary>Drift found by"),
+        "drift in its own collapsed section"
+    );
+    let o = p.gantry(&["plan", "--refresh", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["drift"].as_array().unwrap().len(), 3);
+
+    // apply --refresh repairs: three healthy replicas again; the foreign ones stay drift.
+    let o = p.gantry(&["apply", "--refresh", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let running = p.containers("status=running");
+    assert_eq!(
+        running.iter().filter(|c| c.contains("-web-3-")).count(),
+        3,
+        "{running:?}"
+    );
+    let o = p.gantry(&["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(
+        code(&o),
+        0,
+        "only what apply cannot repair is left\n{}",
+        explain(&o)
     );
 }
 

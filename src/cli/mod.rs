@@ -67,6 +67,10 @@ When $GITHUB_STEP_SUMMARY is set, the Markdown view is appended to it as well.")
         /// Save the plan (JSON, with the state's lineage and serial) for `gantry apply PLANFILE`.
         #[arg(long, value_name = "PLANFILE")]
         out: Option<PathBuf>,
+        /// Ask the engines what runs (one list call per host) and show the drift; services
+        /// whose replicas drifted are rolled to repair them. Without it, plan is offline.
+        #[arg(long)]
+        refresh: bool,
     },
 
     /// Apply the changes to the Docker engine(s): rolling steps, probes, automatic rollback.
@@ -98,6 +102,9 @@ revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 sta
         /// started from.
         #[arg(long, conflicts_with = "plan_file")]
         undo: bool,
+        /// Read the engines first (as `plan --refresh`): replicas that drifted are replaced.
+        #[arg(long, conflicts_with = "plan_file")]
+        refresh: bool,
     },
 
     /// Go back to an earlier revision: its recorded image IDs (no pull), the same rolling
@@ -243,11 +250,13 @@ pub fn run(
             format,
             detailed_exitcode,
             out: plan_out,
+            refresh,
         } => {
             let opts = ops::plan::PlanOptions {
                 format,
                 detailed_exitcode,
                 out: plan_out,
+                refresh,
                 step_summary: std::env::var_os("GITHUB_STEP_SUMMARY")
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from),
@@ -261,6 +270,7 @@ pub fn run(
             progress,
             resume,
             undo,
+            refresh,
         } => ops::apply::apply(
             &common,
             &ops::apply::ApplyOptions {
@@ -269,6 +279,7 @@ pub fn run(
                 progress,
                 resume,
                 undo,
+                refresh,
             },
             out,
             err,

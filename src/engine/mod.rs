@@ -648,10 +648,16 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                             .stop(&replica.container_id, grace.0)
                             .await
                             .map_err(|e| plain(e.to_string()))?;
-                        if let Ok(Some(info)) = target.runtime.inspect(&replica.container_id).await
-                            && info.state == ContainerState::Exited(137)
-                        {
-                            killed.push(format!("#{index}"));
+                        match target.runtime.inspect(&replica.container_id).await {
+                            Ok(Some(info)) if info.state == ContainerState::Exited(137) => {
+                                killed.push(format!("#{index}"))
+                            }
+                            // Gone behind gantry's back: nothing to keep.
+                            Ok(None) => {
+                                self.mark(&replica.container_id, None);
+                                continue;
+                            }
+                            _ => {}
                         }
                         self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
                         self.push_undo(undo);

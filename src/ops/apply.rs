@@ -29,6 +29,8 @@ pub struct ApplyOptions {
     pub resume: bool,
     /// After a run that did not finish: undo it.
     pub undo: bool,
+    /// Read the engines first and repair drift (as `plan --refresh`).
+    pub refresh: bool,
 }
 
 pub fn apply(
@@ -121,7 +123,15 @@ pub fn apply(
             }
             plan
         }
-        None => crate::plan::plan(&loaded.model, state.as_ref(), &loaded.sha256),
+        None => {
+            let mut plan = crate::plan::plan(&loaded.model, state.as_ref(), &loaded.sha256);
+            if let (true, Some(state)) = (opts.refresh, &state) {
+                let engines = super::plan::observe(&loaded.model)?;
+                let drift = crate::plan::drift::detect(state, &engines);
+                crate::plan::drift::apply_to_plan(&mut plan, drift, state);
+            }
+            plan
+        }
     };
     let run = Execution {
         model: &loaded.model,

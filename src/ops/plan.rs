@@ -13,6 +13,8 @@ pub struct PlanOptions {
     pub format: Format,
     pub detailed_exitcode: bool,
     pub out: Option<PathBuf>,
+    /// Read the engines and show the drift (online).
+    pub refresh: bool,
     /// Where to append the Markdown view (`$GITHUB_STEP_SUMMARY`), if anywhere.
     pub step_summary: Option<PathBuf>,
 }
@@ -46,7 +48,12 @@ pub fn plan(
             expected: loaded.model.project.clone(),
         });
     }
-    let plan = crate::plan::plan(&loaded.model, state.as_ref(), &loaded.sha256);
+    let mut plan = crate::plan::plan(&loaded.model, state.as_ref(), &loaded.sha256);
+    if let (true, Some(state)) = (opts.refresh, &state) {
+        let engines = observe(&loaded.model)?;
+        let drift = crate::plan::drift::detect(state, &engines);
+        crate::plan::drift::apply_to_plan(&mut plan, drift, state);
+    }
 
     if let Some(path) = &opts.out {
         write_atomic(path, plan.to_json().as_bytes())?;
@@ -74,6 +81,34 @@ pub fn plan(
         ExitStatus::Changes
     } else {
         ExitStatus::Success
+    })
+}
+
+/// Every container of every host, one list call each (`--refresh`).
+pub fn observe(
+    model: &crate::model::Model,
+) -> Result<std::collections::BTreeMap<String, Vec<crate::ports::ContainerInfo>>, Error> {
+    use crate::ports::ContainerRuntime as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Message(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let hosts = super::recover::connect(model).await.map_err(|e| {
+            Error::Message(format!(
+                "--refresh needs every engine: {e}. Without --refresh, plan works offline"
+            ))
+        })?;
+        let mut engines = std::collections::BTreeMap::new();
+        for (name, target) in &hosts {
+            let found = target
+                .runtime
+                .list(&[])
+                .await
+                .map_err(|e| Error::Message(format!("--refresh: host `{name}`: {e}")))?;
+            engines.insert(name.clone(), found);
+        }
+        Ok(engines)
     })
 }
 

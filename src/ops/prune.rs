@@ -4,11 +4,9 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::time::SystemTime;
 
 use super::{Common, Error, emit, load};
 use crate::drivers::docker::DockerRuntime;
-use crate::drivers::fs::LockError;
 use crate::exit::ExitStatus;
 use crate::ports::ContainerRuntime;
 
@@ -19,15 +17,13 @@ pub fn prune(
 ) -> Result<ExitStatus, Error> {
     let loaded = load(common)?;
     let state_dir = common.state_dir();
-    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let _lock = match state_dir.lock("prune", &now) {
-        Ok(l) => l,
-        Err(LockError::Held(info, stale)) => {
-            emit(err, &format!("error: {}\n", LockError::Held(info, stale)))?;
-            return Ok(ExitStatus::Locked);
-        }
-        Err(LockError::Fs(e)) => return Err(e.into()),
+    let Some(_lock) = super::recover::take_lock(&state_dir, "prune", err)? else {
+        return Ok(ExitStatus::Locked);
     };
+    // An unfinished run's undo needs the containers it stopped: recover it first.
+    if let Some(journal) = super::recover::pending(&state_dir)? {
+        return Err(Error::Message(super::recover::choose(&journal)));
+    }
     let Some(mut state) = state_dir.read()? else {
         emit(
             out,

@@ -2,7 +2,7 @@
 //! call per host; drift (a replica gone, stopped behind gantry's back, or a container with
 //! gantry's labels the state does not know) is named.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -59,17 +59,29 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
     let mut drift = Vec::new();
     rt.block_on(async {
         let mut live: BTreeMap<String, BTreeMap<String, ContainerInfo>> = BTreeMap::new();
+        let mut engines = BTreeMap::new();
         let mut addresses = BTreeMap::new();
         for h in &loaded.model.hosts {
             addresses.insert(h.name.clone(), h.address.clone());
-            let runtime = DockerRuntime::connect(&h.docker).await.map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
-            let found = runtime.list(&[(labels::PROJECT, &state.project)]).await.map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
-            live.insert(h.name.clone(), found.into_iter().map(|c| (c.id.clone(), c)).collect());
+            let runtime = DockerRuntime::connect(&h.docker)
+                .await
+                .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
+            let found = runtime
+                .list(&[])
+                .await
+                .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
+            live.insert(
+                h.name.clone(),
+                found
+                    .iter()
+                    .filter(|c| c.labels.get(labels::PROJECT) == Some(&state.project))
+                    .map(|c| (c.id.clone(), c.clone()))
+                    .collect(),
+            );
+            engines.insert(h.name.clone(), found);
         }
-        let mut known = BTreeSet::new();
         for (name, s) in &state.services {
             for r in &s.replicas {
-                known.insert(r.container_id.clone());
                 let engine = live.get(&r.host).and_then(|m| m.get(&r.container_id));
                 let engine_state = match engine.map(|c| c.state) {
                     Some(ContainerState::Running) => "running".to_string(),
@@ -82,31 +94,40 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
                     ReplicaStatus::Stopped if r.revision != s.revision => "kept for rollback",
                     ReplicaStatus::Stopped => "stopped",
                 };
-                if (r.status == ReplicaStatus::Running) != matches!(engine.map(|c| c.state), Some(ContainerState::Running)) {
-                    drift.push(format!("service.{name} #{} ({}): recorded {recorded}, engine says {engine_state}", r.index, r.name));
-                }
                 let health = match (&s.spec.health, engine.map(|c| (c.state, c.host_port))) {
                     (Some(h), Some((ContainerState::Running, Some(port)))) if h.http.is_some() => {
-                        let address = format!("{}:{port}", addresses.get(&r.host).cloned().unwrap_or_default());
-                        let probe = prober.get(&address, h.http.as_deref().unwrap_or("/"), h.timeout.0).await;
-                        if probe.is_2xx() { "healthy".to_string() } else { format!("UNHEALTHY ({:?})", probe.outcome) }
+                        let address = format!(
+                            "{}:{port}",
+                            addresses.get(&r.host).cloned().unwrap_or_default()
+                        );
+                        let probe = prober
+                            .get(&address, h.http.as_deref().unwrap_or("/"), h.timeout.0)
+                            .await;
+                        if probe.is_2xx() {
+                            "healthy".to_string()
+                        } else {
+                            format!("UNHEALTHY ({:?})", probe.outcome)
+                        }
                     }
                     (_, Some((ContainerState::Running, _))) => "-".to_string(),
                     _ => String::new(),
                 };
-                table.add_row([name.clone(), format!("#{}", r.index), r.host.clone(), r.revision.to_string(), r.name.clone(), recorded.to_string(), engine_state, health]);
+                table.add_row([
+                    name.clone(),
+                    format!("#{}", r.index),
+                    r.host.clone(),
+                    r.revision.to_string(),
+                    r.name.clone(),
+                    recorded.to_string(),
+                    engine_state,
+                    health,
+                ]);
             }
         }
-        for (host, containers) in &live {
-            for c in containers.values().filter(|c| !known.contains(&c.id)) {
-                drift.push(format!(
-                    "{} on host {host} carries project `{}`'s labels (service {}) but is not in the state",
-                    c.name,
-                    state.project,
-                    c.labels.get(labels::SERVICE).map_or("?", String::as_str)
-                ));
-            }
-        }
+        drift = crate::plan::drift::detect(&state, &engines)
+            .into_iter()
+            .map(|d| format!("{} {} on {}: {}", d.resource, d.container, d.host, d.detail))
+            .collect();
         Ok::<(), Error>(())
     })?;
     emit(

@@ -4,6 +4,7 @@
 //! steps. The JSON form is canonical; the text and Markdown views are rendered from it.
 
 mod diff;
+pub mod drift;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,9 @@ pub struct Plan {
     /// Resources of the desired configuration grouped in dependency waves: members of a
     /// wave are independent of each other.
     pub waves: Vec<Vec<Address>>,
+    /// What the engines run that the state does not say (`--refresh` only; empty offline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<drift::Drift>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -277,14 +281,7 @@ pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
             at_once.rollout.batch = at_once.replicas.max(before.replicas);
             at_once.rollout.soak = crate::model::Duration::default();
             at_once.rollout.order = crate::model::Order::StartFirst;
-            let lbs = |spec: &ServiceSpec| -> Vec<String> {
-                spec.lb
-                    .iter()
-                    .filter(|l| state.lbs.contains_key(*l))
-                    .cloned()
-                    .collect()
-            };
-            change.steps = steps::roll(before, &at_once, &lbs(after), &lbs(before));
+            change.steps = roll_steps(before, &at_once, state);
         }
         let Some(kept) = state.services.get(&change.address.name).filter(|_| fast) else {
             continue;
@@ -401,5 +398,19 @@ pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
         summary,
         changes,
         waves,
+        drift: Vec::new(),
     }
+}
+
+/// The steps of rolling a service from `before` to `after`, with the load balancers the
+/// state knows.
+pub(crate) fn roll_steps(before: &ServiceSpec, after: &ServiceSpec, state: &State) -> Vec<Step> {
+    let lbs = |spec: &ServiceSpec| -> Vec<String> {
+        spec.lb
+            .iter()
+            .filter(|l| state.lbs.contains_key(*l))
+            .cloned()
+            .collect()
+    };
+    steps::roll(before, after, &lbs(after), &lbs(before))
 }

@@ -42,6 +42,27 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
             let _ = writeln!(head, "No state yet: everything is new.");
         }
     }
+    if !plan.drift.is_empty() {
+        // Drift in its own collapsed section: reviewers open it when they care.
+        let _ = writeln!(head);
+        let _ = writeln!(
+            head,
+            "<details><summary>Drift found by <code>--refresh</code> ({}): the engines differ from the recorded state</summary>",
+            plan.drift.len()
+        );
+        let _ = writeln!(head);
+        for d in &plan.drift {
+            let _ = writeln!(
+                head,
+                "- {} on {}: {}",
+                code(&d.container),
+                code(&d.host),
+                cell(&d.detail)
+            );
+        }
+        let _ = writeln!(head);
+        let _ = writeln!(head, "</details>");
+    }
     let review = plan.review_order();
     let risky: Vec<_> = review.iter().filter(|c| c.is_risky()).collect();
     if !risky.is_empty() {

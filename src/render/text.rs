@@ -65,6 +65,27 @@ pub fn text(plan: &Plan, color: bool) -> String {
         p.bold(&plan.project)
     );
     let _ = writeln!(out);
+    if !plan.drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            p.bold(&format!(
+                "Drift found by --refresh ({}): the engines differ from the recorded state",
+                plan.drift.len()
+            ))
+        );
+        for d in &plan.drift {
+            let _ = writeln!(
+                out,
+                "  {} {} on {}: {}",
+                p.action(Action::Update, "~"),
+                d.container,
+                d.host,
+                d.detail
+            );
+        }
+        let _ = writeln!(out);
+    }
     let review = plan.review_order();
     if review.is_empty() {
         let _ = writeln!(out, "{}", p.bold(&plan.summary.line()));
