@@ -202,6 +202,7 @@ fn state_from(model: &Model) -> State {
                 spec,
                 revision: 7,
                 replicas,
+                old_colour: None,
             },
         );
     }
@@ -222,6 +223,7 @@ fn state_from(model: &Model) -> State {
                 spec,
                 revision: 6,
                 replicas,
+                old_colour: None,
             },
         );
     }

@@ -26,6 +26,10 @@
 //! * `SHUTDOWN_DELAY_SECONDS=N`: on SIGTERM, go on serving in-flight and new requests for N
 //!   seconds before closing the listener (a slow shutdown).
 //!
+//! `testapp --healthcheck [PATH]` does not serve: it GETs `http://127.0.0.1:$PORT/PATH` (default
+//! `/healthz`) and exits 0 on a 2xx answer, 1 otherwise. Images `FROM scratch` have no curl, so
+//! this is the in-container health check for Docker Swarm (`HEALTHCHECK CMD /testapp --healthcheck`).
+//!
 //! Seconds may be fractional (`0.5`). On SIGTERM (or SIGINT) the server stops accepting, finishes
 //! the requests in flight (idle keep-alive connections are closed), and exits 0. One line per
 //! lifecycle event goes to stdout: listening, signal received, listener closed, exit. A bad
@@ -187,6 +191,10 @@ impl App {
 }
 
 fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--healthcheck") {
+        process::exit(healthcheck(args.get(1).map_or("/healthz", String::as_str)));
+    }
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -270,6 +278,40 @@ fn main() {
     // The signal thread finishes the shutdown and exits the process.
     loop {
         thread::park();
+    }
+}
+
+/// `--healthcheck`: one GET of `path` on this container's own port; 0 for a 2xx answer.
+fn healthcheck(path: &str) -> i32 {
+    let port = var("PORT")
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(8080);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let answer = (|| -> io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned())
+    })();
+    match answer {
+        Ok(line) if line.split(' ').nth(1).is_some_and(|c| c.starts_with('2')) => 0,
+        Ok(line) => {
+            eprintln!("testapp: health check of {path} failed: {line}");
+            1
+        }
+        Err(e) => {
+            eprintln!("testapp: health check of {path} failed: {e}");
+            1
+        }
     }
 }
 

@@ -142,7 +142,12 @@ impl ResourceGraph {
             for dep in &spec.depends_on {
                 edges.push((Address::service(dep), Address::service(name)));
             }
-            for lb in &spec.lb {
+            let preview = spec
+                .rollout
+                .blue_green
+                .as_ref()
+                .and_then(|b| b.preview_lb.as_ref());
+            for lb in spec.lb.iter().chain(preview) {
                 edges.push((Address::service(name), Address::lb(lb)));
             }
         }

@@ -325,6 +325,7 @@ fn changed_env_file_rolls_the_service_without_showing_values() {
                 spec: (**spec).clone(),
                 revision: 1,
                 replicas: vec![],
+                old_colour: None,
             },
         );
     }

@@ -142,6 +142,7 @@ fn blue_green_release_plans_preview_then_one_switch() {
                 spec,
                 revision: 1,
                 replicas: vec![],
+                old_colour: None,
             },
         );
     }
@@ -167,10 +168,12 @@ fn blue_green_release_plans_preview_then_one_switch() {
             "start #1,#2,#3,#4 (new)",
             "health #1,#2,#3,#4",
             "warm up #1,#2,#3,#4",
+            "#1,#2,#3,#4 (new) join lb.preview",
             "preview check `./scripts/smoke-test.sh`",
-            "switch lb.edge to new #1,#2,#3,#4 in one change",
+            "switch lb.edge from the live colour to #1,#2,#3,#4 in one change",
+            "#1,#2,#3,#4 (new) leave lb.preview",
             "drain 5s",
-            "after 10m, scale the old colour down to 1",
+            "keep the old colour 10m for switch-back, then scale it down to 1 running",
         ]
     );
 }

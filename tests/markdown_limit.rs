@@ -31,6 +31,7 @@ fn markdown_fits_a_comment_and_keeps_every_destroy() {
                 spec,
                 revision: 1,
                 replicas: vec![],
+                old_colour: None,
             },
         );
     }

@@ -420,11 +420,13 @@ name = "shop"
 
 [[host]]
 name = "edge-1"
-docker = "ssh://deploy@10.0.0.5"
+docker = "tcp://10.0.0.5:2376"
+tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
 
 [[host]]
 name = "edge-2"
-docker = "ssh://deploy@10.0.0.6"
+docker = "https://10.0.0.6:2376"
+tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
 
 [service.api]
 image = "shop/api:1.4.2"
@@ -656,4 +658,95 @@ fn weights_must_name_member_services() {
         ),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Docker Swarm (`runtime = "swarm"`)
+
+#[test]
+fn swarm_services_reject_what_swarm_cannot_do() {
+    let f = "swarm_mistakes.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(6);
+    // No `hosts` while two are declared: which one is the manager?
+    let d = out.diagnostic(
+        f,
+        12,
+        10,
+        "service `api` runs on Docker Swarm but names no manager",
+    );
+    assert_has(&d, "one of `edge` and `manager`");
+    // The routing mesh publishes one port for all replicas.
+    let d = out.diagnostic(
+        f,
+        17,
+        14,
+        "`host_ports` must be one port, found 18080-18083",
+    );
+    assert_has(&d, "e.g. `host_ports = 8080`");
+    // Swarm checks health inside the container.
+    let d = out.diagnostic(f, 18, 19, "runs health checks inside the container");
+    assert_has(&d, "use `command`");
+    out.diagnostic(f, 19, 24, "`strategy = \"blue-green\"` is not available");
+    out.diagnostic(
+        f,
+        24,
+        21,
+        "service `worker` runs on Docker Swarm and names 2 hosts",
+    );
+    let d = out.diagnostic(f, 27, 11, "invalid `runtime` value `swarn`");
+    assert_has(&d, "did you mean `swarm`?");
+}
+
+#[test]
+fn a_swarm_service_with_one_manager_a_command_health_check_and_one_port_is_valid() {
+    let source = r#"
+[project]
+name = "shop"
+
+[[host]]
+name = "manager"
+docker = "unix:///var/run/docker.sock"
+
+[[host]]
+name = "edge"
+docker = "tcp://127.0.0.1:2375"
+
+[service.api]
+runtime = "swarm"
+image = "shop/api:1.4.2"
+hosts = ["manager"]
+replicas = 6
+port = 8080
+host_ports = 18080
+health = { command = ["/api", "--healthcheck"], interval = "2s", retries = 3 }
+rollout = { batch = 2, order = "start-first", soak = "10s" }
+"#;
+    validate_source("gantry.toml", source).assert_valid();
+}
+
+#[test]
+fn ssh_endpoints_and_tls_on_a_unix_socket_are_refused_where_they_are_written() {
+    let source = r#"[project]
+name = "shop"
+
+[[host]]
+name = "edge-1"
+docker = "ssh://deploy@10.0.0.5"
+
+[[host]]
+name = "edge-2"
+docker = "unix:///var/run/docker.sock"
+tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(2);
+    let d = out.diagnostic(
+        "gantry.toml",
+        6,
+        10,
+        "`ssh://` Docker endpoints are not supported yet",
+    );
+    assert_has(&d, "tcp://HOST:2376");
+    out.diagnostic("gantry.toml", 10, 10, "`tls` applies to `tcp://` endpoints");
 }

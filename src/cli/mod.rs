@@ -105,6 +105,43 @@ revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 sta
         /// Read the engines first (as `plan --refresh`): replicas that drifted are replaced.
         #[arg(long, conflicts_with = "plan_file")]
         refresh: bool,
+        /// Blue-green: start, check and warm up the new colour and put it on the preview
+        /// address, then stop before the preview check; `gantry promote` continues.
+        #[arg(long, conflicts_with_all = ["hold_at_preview", "resume", "undo"])]
+        prepare: bool,
+        /// Blue-green: stop after the preview check, before any user traffic moves;
+        /// `gantry promote` continues.
+        #[arg(long, conflicts_with_all = ["resume", "undo"])]
+        hold_at_preview: bool,
+    },
+
+    /// Continue a blue-green release held at its preview: switch the load balancers to the
+    /// new colour, one change each.
+    #[command(after_help = "Examples:
+  gantry apply --hold-at-preview --yes && gantry promote --yes
+  gantry apply --prepare --yes     # before the release window: the next colour starts and warms up
+  gantry promote --yes             # in the window: preview check, then the switch
+
+`gantry rollback` instead abandons the held release (its new colour is removed).")]
+    Promote {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: crate::engine::report::ProgressFormat,
+    },
+
+    /// Scale down the old colours of blue-green services whose `scale_down_delay` is over.
+    #[command(
+        name = "scale-down",
+        after_help = "Examples:
+  gantry scale-down          # what is due now; says when the next one is
+  gantry scale-down --wait   # sleep until each is due (apply starts this in the background)"
+    )]
+    ScaleDown {
+        /// Wait until every scheduled scale-down is due and done.
+        #[arg(long)]
+        wait: bool,
     },
 
     /// Go back to an earlier revision: its recorded image IDs (no pull), the same rolling
@@ -271,6 +308,8 @@ pub fn run(
             resume,
             undo,
             refresh,
+            prepare,
+            hold_at_preview,
         } => ops::apply::apply(
             &common,
             &ops::apply::ApplyOptions {
@@ -280,12 +319,23 @@ pub fn run(
                 resume,
                 undo,
                 refresh,
+                hold: if prepare {
+                    crate::engine::Hold::BeforePreview
+                } else if hold_at_preview {
+                    crate::engine::Hold::AfterPreview
+                } else {
+                    crate::engine::Hold::No
+                },
             },
             out,
             err,
         ),
         Command::Status => ops::status::status(&common, out),
         Command::Prune => ops::prune::prune(&common, out, err),
+        Command::Promote { yes, progress } => {
+            ops::promote::promote(&common, yes, progress, out, err)
+        }
+        Command::ScaleDown { wait } => ops::scale_down::scale_down(&common, wait, out, err),
         Command::Rollback {
             to,
             yes,

@@ -89,7 +89,13 @@ pub struct TomlService {
     /// to know exactly what ran.
     #[serde(default)]
     pub allow_mutable_tag: bool,
-    /// Number of replicas (per host).
+    /// `container` (default): gantry runs every replica as a container of its own. `swarm`:
+    /// a Docker Swarm service, created and updated through the service API of the manager
+    /// named by `hosts`; Swarm runs the rolling update and rolls it back on failure.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub runtime: Option<SpStr>,
+    /// Number of replicas (per host; with `runtime = "swarm"`, in the whole swarm).
     #[serde(default)]
     #[schemars(with = "Option<i64>")]
     pub replicas: Option<Spanned<i64>>,
@@ -262,6 +268,11 @@ pub struct TomlRollout {
     /// Blue-green: a command that must exit 0 against the preview before traffic moves.
     #[serde(default)]
     pub preview_check: Option<Vec<String>>,
+    /// Blue-green: the load balancer (its own nginx upstream or HAProxy backend) that is
+    /// the preview address: the new colour joins it before the switch.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub preview_lb: Option<SpStr>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -119,11 +119,21 @@ impl LoadBalancer for CommandLb {
 
 /// Runs a command with a time limit; its output and exit status are the error when it fails.
 pub async fn run(argv: &[String], timeout: Duration) -> Result<(), String> {
+    run_with_env(argv, &[], timeout).await
+}
+
+/// [`run`] with extra environment variables.
+pub async fn run_with_env(
+    argv: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".into());
     };
     let child = tokio::process::Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -1,6 +1,8 @@
-//! The Docker engine through bollard: the real [`ContainerRuntime`].
+//! The Docker engine through bollard: the real [`ContainerRuntime`], over a unix socket, plain
+//! HTTP on loopback, or HTTPS with client certificates (a remote engine's `--tlsverify`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -11,6 +13,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use crate::model::Tls;
 use crate::ports::{ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
 
 /// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
@@ -28,27 +31,43 @@ pub struct DockerRuntime {
 }
 
 impl DockerRuntime {
-    /// Connects to `endpoint` (`unix:///path` or `tcp://host:port`) and negotiates the API
-    /// version with the engine (old engines refuse newer clients).
-    pub async fn connect(endpoint: &str) -> Result<Self, RuntimeError> {
+    /// Connects to a host's engine and negotiates the API version with it (old engines refuse
+    /// newer clients). See [`Transport::choose`] for which endpoint and `tls` combinations
+    /// mean what; every refusal names the endpoint and says what to change.
+    pub async fn connect(endpoint: &str, tls: Option<&Tls>) -> Result<Self, RuntimeError> {
         let unreachable = |message: String| RuntimeError::Unreachable {
             endpoint: endpoint.to_string(),
             message,
         };
-        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-        } else {
-            return Err(unreachable(
-                "unsupported endpoint scheme (use unix:// or tcp://)".into(),
-            ));
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match Transport::choose(endpoint, tls).map_err(unreachable)? {
+            Transport::Unix(path) => Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, version),
+            Transport::Http => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, version),
+            Transport::Https(tls) => {
+                // bollard reads the client key lazily, at each handshake, and a key it cannot
+                // read becomes "no client certificate" and a bare handshake failure: check the
+                // three files now, in the user's words.
+                check_tls_files(tls).map_err(unreachable)?;
+                Docker::connect_with_ssl(
+                    endpoint,
+                    Path::new(&tls.key),
+                    Path::new(&tls.cert),
+                    Path::new(&tls.ca),
+                    REQUEST_TIMEOUT_SECS,
+                    version,
+                )
+            }
         }
-        .map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(error_chain(&e)))?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            let mut message = error_chain(&e);
+            if message.contains("HTTP request to an HTTPS server") {
+                message.push_str(
+                    " (the engine wants TLS: give this host `tls` with ca, cert and key)",
+                );
+            }
+            unreachable(message)
+        })?;
         Ok(DockerRuntime {
             docker,
             endpoint: endpoint.to_string(),
@@ -62,6 +81,11 @@ impl DockerRuntime {
         self
     }
 
+    /// The connected client, for drivers of other parts of the engine's API (Swarm services).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
     fn engine_error(&self, op: &str, e: bollard::errors::Error) -> RuntimeError {
         use bollard::errors::Error as E;
         match e {
@@ -69,18 +93,94 @@ impl DockerRuntime {
                 op: op.to_string(),
                 message,
             },
-            E::IOError { .. } | E::HyperResponseError { .. } | E::RequestTimeoutError => {
-                RuntimeError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    message: e.to_string(),
-                }
-            }
+            E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::RequestTimeoutError => RuntimeError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: error_chain(&e),
+            },
             other => RuntimeError::Engine {
                 op: op.to_string(),
                 message: other.to_string(),
             },
         }
     }
+}
+
+/// How gantry talks to one engine, decided from the host's `docker` endpoint and `tls`.
+#[derive(Debug, PartialEq, Eq)]
+enum Transport<'a> {
+    /// `unix:///path`: the local socket.
+    Unix(&'a str),
+    /// `tcp://` or `http://` without `tls`: plain HTTP (validation allows it on loopback only).
+    Http,
+    /// `tcp://` or `https://` with `tls`: HTTPS; the engine's certificate must be signed by
+    /// `tls.ca` and name the endpoint's host, and gantry presents `tls.cert` and `tls.key`
+    /// (what an engine started with `--tlsverify` demands).
+    Https(&'a Tls),
+}
+
+impl<'a> Transport<'a> {
+    fn choose(endpoint: &'a str, tls: Option<&'a Tls>) -> Result<Transport<'a>, String> {
+        let scheme = endpoint.split_once("://").map_or("", |(s, _)| s);
+        match (scheme, tls) {
+            ("unix", None) => Ok(Transport::Unix(&endpoint["unix://".len()..])),
+            ("unix", Some(_)) => Err(
+                "`tls` is set, but a unix socket has no TLS: remove `tls`, or use `tcp://HOST:2376`"
+                    .into(),
+            ),
+            ("tcp" | "https", Some(tls)) => Ok(Transport::Https(tls)),
+            ("http", Some(_)) => {
+                Err("`tls` is set, but `http://` is plain HTTP: use `tcp://` or `https://`".into())
+            }
+            ("tcp" | "http", None) => Ok(Transport::Http),
+            ("https", None) => Err(
+                "`https://` needs `tls` (ca, cert, key): the engine checks gantry's client certificate"
+                    .into(),
+            ),
+            ("ssh", _) => Err(
+                "`ssh://` endpoints are not supported yet: on the host, use `unix:///var/run/docker.sock`; from elsewhere, `tcp://HOST:2376` with `tls`"
+                    .into(),
+            ),
+            _ => Err("unsupported endpoint scheme (use `unix://` or `tcp://`)".into()),
+        }
+    }
+}
+
+/// Each TLS file is readable and holds what it should, as PEM.
+fn check_tls_files(tls: &Tls) -> Result<(), String> {
+    let files = [
+        ("ca", &tls.ca, " CERTIFICATE-----", "a PEM certificate"),
+        ("cert", &tls.cert, " CERTIFICATE-----", "a PEM certificate"),
+        ("key", &tls.key, " PRIVATE KEY-----", "a PEM private key"),
+    ];
+    for (field, path, marker, what) in files {
+        let text = std::fs::read(path)
+            .map_err(|e| format!("tls.{field} `{path}`: cannot read it: {e}"))?;
+        let text = String::from_utf8_lossy(&text);
+        if !(text.contains("-----BEGIN ") && text.contains(marker)) {
+            return Err(format!("tls.{field} `{path}` does not hold {what}"));
+        }
+    }
+    Ok(())
+}
+
+/// An error and its causes, `outer: inner: ...`: bollard's own message for a failed TLS
+/// handshake is only "client error (Connect)"; the reason (an unknown issuer, a name
+/// mismatch, a refused client certificate) is further down the chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string().trim().to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string().trim().to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -204,9 +304,13 @@ impl ContainerRuntime for DockerRuntime {
         };
         match self.docker.create_container(Some(options), body).await {
             Ok(r) => Ok(r.id),
+            // Pre-flight pulls what is missing; nothing is pulled mid-run.
             Err(e) if is_not_found(&e) => Err(RuntimeError::ImageUnavailable {
                 image: spec.image.clone(),
-                message: "not on the host".into(),
+                message: format!(
+                    "{} (gantry pulls during pre-flight only: was it removed from the host since?)",
+                    error_chain(&e)
+                ),
             }),
             Err(e) => Err(self.engine_error(&format!("create container {}", spec.name), e)),
         }
@@ -407,5 +511,153 @@ impl ContainerRuntime for DockerRuntime {
         }
         let skip = out.len().saturating_sub(lines);
         Ok(out.split_off(skip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(dir: &Path) -> Tls {
+        let at = |f: &str| dir.join(f).display().to_string();
+        Tls {
+            ca: at("ca.pem"),
+            cert: at("cert.pem"),
+            key: at("key.pem"),
+        }
+    }
+
+    fn write_pems(dir: &Path) {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.join("ca.pem"), cert).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(
+            dir.join("key.pem"),
+            "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_endpoint_and_tls_choose_the_transport() {
+        let t = tls(Path::new("/certs"));
+        let choose = Transport::choose;
+        assert_eq!(
+            choose("unix:///var/run/docker.sock", None),
+            Ok(Transport::Unix("/var/run/docker.sock"))
+        );
+        assert_eq!(choose("tcp://127.0.0.1:2375", None), Ok(Transport::Http));
+        assert_eq!(choose("http://127.0.0.1:2375", None), Ok(Transport::Http));
+        assert_eq!(
+            choose("tcp://10.0.0.5:2376", Some(&t)),
+            Ok(Transport::Https(&t))
+        );
+        assert_eq!(
+            choose("https://10.0.0.5:2376", Some(&t)),
+            Ok(Transport::Https(&t))
+        );
+    }
+
+    #[test]
+    fn combinations_that_cannot_work_are_refused_in_words() {
+        let t = tls(Path::new("/certs"));
+        let refused = |endpoint, tls| Transport::choose(endpoint, tls).unwrap_err();
+        assert!(
+            refused("unix:///var/run/docker.sock", Some(&t)).contains("a unix socket has no TLS")
+        );
+        assert!(refused("http://10.0.0.5:2375", Some(&t)).contains("`http://` is plain HTTP"));
+        assert!(refused("https://10.0.0.5:2376", None).contains("needs `tls`"));
+        let ssh = refused("ssh://deploy@node-b", None);
+        assert!(
+            ssh.contains("`ssh://` endpoints are not supported yet"),
+            "{ssh}"
+        );
+        assert!(
+            refused("npipe:////./pipe/docker_engine", None).contains("unsupported endpoint scheme")
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_ssh_before_trying_anything() {
+        let Err(e) = DockerRuntime::connect("ssh://deploy@node-b", None).await else {
+            panic!("ssh:// connected");
+        };
+        let text = e.to_string();
+        assert!(text.starts_with("cannot reach the Docker engine at ssh://deploy@node-b: `ssh://` endpoints are not supported yet"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn connect_names_a_missing_or_wrong_tls_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tls(dir.path());
+        // Nothing listens there: the files are checked before any connection.
+        let endpoint = "tcp://127.0.0.1:9";
+        let Err(e) = DockerRuntime::connect(endpoint, Some(&t)).await else {
+            panic!("connected without certificates");
+        };
+        assert!(
+            e.to_string()
+                .contains(&format!("tls.ca `{}`: cannot read it", t.ca)),
+            "{e}"
+        );
+
+        write_pems(dir.path());
+        std::fs::write(&t.key, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let Err(e) = DockerRuntime::connect(endpoint, Some(&t)).await else {
+            panic!("connected with a certificate for a key");
+        };
+        assert!(
+            e.to_string().contains(&format!(
+                "tls.key `{}` does not hold a PEM private key",
+                t.key
+            )),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tls_endpoint_that_does_not_answer_is_unreachable_with_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pems(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let endpoint = format!("tcp://127.0.0.1:{port}");
+        let Err(e) = DockerRuntime::connect(&endpoint, Some(&tls(dir.path()))).await else {
+            panic!("connected to a closed port");
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("cannot reach the Docker engine at {endpoint}: ")),
+            "{text}"
+        );
+        assert!(
+            text.to_lowercase().contains("refused"),
+            "the cause is kept: {text}"
+        );
+    }
+
+    #[test]
+    fn the_error_chain_keeps_every_cause_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert_eq!(
+            error_chain(&e),
+            "client error (Connect): invalid peer certificate: UnknownIssuer"
+        );
     }
 }

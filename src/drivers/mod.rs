@@ -9,3 +9,4 @@ pub mod haproxy;
 pub mod journal;
 pub mod nginx;
 pub mod probe;
+pub mod swarm;

@@ -4,6 +4,7 @@
 
 pub mod recover;
 pub mod report;
+mod swarm;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use crate::model::{OnFailure, ServiceSpec};
 use crate::plan::steps::Generation;
 use crate::plan::{Action, Plan, ResourceChange, Spec, Step, StepOp};
 use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, Member, labels};
-use crate::state::journal::{Entry, Undo};
+use crate::state::journal::{Entry, Journal, Undo};
 use crate::state::{
     LbState, Outcome, Replica, ReplicaStatus, RevisionRecord, RevisionService, ServiceState, State,
 };
@@ -26,6 +27,8 @@ use report::{Event, Reporter};
 pub struct Target<R> {
     pub runtime: R,
     pub address: String,
+    /// The same engine's Swarm service API (services with `runtime = "swarm"`).
+    pub swarm: Option<crate::drivers::swarm::SwarmManager>,
 }
 
 /// Where the executor saves the state after every step, and journals every change before
@@ -55,6 +58,31 @@ pub struct ApplyContext<'a, R> {
     pub lbs: &'a BTreeMap<String, Box<dyn LoadBalancer>>,
     /// Set by the first Ctrl-C/SIGTERM: finish the steps in flight, then stop safely.
     pub interrupt: &'a AtomicBool,
+    /// Where a blue-green release stops for `gantry promote`.
+    pub hold: Hold,
+}
+
+/// Blue-green hold points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hold {
+    #[default]
+    No,
+    /// `apply --prepare`: the new colour is up and warm; stop before the preview check.
+    BeforePreview,
+    /// `apply --hold-at-preview`: stop after the preview check, before the switch.
+    AfterPreview,
+}
+
+impl Hold {
+    fn is_at(self, op: &StepOp) -> bool {
+        match self {
+            Hold::No => false,
+            Hold::BeforePreview => {
+                matches!(op, StepOp::PreviewCheck { .. } | StepOp::Switch { .. })
+            }
+            Hold::AfterPreview => matches!(op, StepOp::Switch { .. }),
+        }
+    }
 }
 
 /// Why a step failed.
@@ -97,6 +125,10 @@ pub enum ApplyOutcome {
     Halted {
         failure: Failure,
         restore_error: Option<String>,
+    },
+    /// A blue-green release held at its preview; `gantry promote` continues it.
+    Held {
+        revision: u64,
     },
     /// Stopped by an interrupt after the steps in flight finished; the journal keeps the run
     /// open for `--resume` or `--undo`.
@@ -146,23 +178,23 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
         }
         for s in &c.steps {
             let why = match &s.op {
-                StepOp::JoinLb { lb, .. } | StepOp::LeaveLb { lb, .. } if !driven(lb) => {
+                StepOp::JoinLb { lb, .. }
+                | StepOp::LeaveLb { lb, .. }
+                | StepOp::Switch { lb, .. }
+                    if !driven(lb) =>
+                {
                     Some(format!("step `{}`: no driver for lb.{lb}", s.describe()))
                 }
-                StepOp::PreviewCheck { .. }
-                | StepOp::Switch { .. }
-                | StepOp::ScaleDownOld { .. } => Some(format!(
-                    "step `{}`: blue-green releases are planned but not executed yet",
-                    s.describe()
-                )),
                 _ => None,
             };
             if let Some(why) = why {
                 return Some((c.address.to_string(), why));
             }
         }
+        // Swarm runs a `command` health check itself, inside the container.
         if let Some(spec) = service_spec(&c.after)
             && spec.health.as_ref().is_some_and(|h| h.command.is_some())
+            && spec.runtime != crate::model::Runtime::Swarm
         {
             return Some((
                 c.address.to_string(),
@@ -172,6 +204,11 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
     }
     None
 }
+
+/// How long a blue-green preview check may run.
+const PREVIEW_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a failing preview check is tried again.
+const PREVIEW_CHECK_RETRIES: Duration = Duration::from_secs(5);
 
 /// Addresses that left one load balancer and await their drain: `(lb, addresses)`.
 type Leaving = (String, Vec<Member>);
@@ -212,98 +249,190 @@ pub async fn apply<R: ContainerRuntime>(
         failure: None,
     });
     let _ = run.save();
+    run.execute(plan, original, &BTreeMap::new()).await
+}
 
-    // Wave by wave; the resources of one wave are independent and run concurrently.
-    let mut waves: BTreeMap<usize, Vec<&ResourceChange>> = BTreeMap::new();
-    for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        waves.entry(c.wave).or_default().push(c);
+/// Continues a blue-green release held at its preview (`apply --hold-at-preview` or
+/// `--prepare`): the remaining steps of `held`, as the same revision. A failure undoes the
+/// whole release, the part before the hold included (its undo is in the journal).
+pub async fn promote<R: ContainerRuntime>(
+    journal: &Journal,
+    state: State,
+    ctx: &ApplyContext<'_, R>,
+) -> Option<(ApplyOutcome, State)> {
+    let unfinished = journal.unfinished()?;
+    let held = journal.held()?;
+    let (plan, positions) = (held.plan, held.positions);
+    let original = unfinished.prior.clone();
+    let run = Run::new(ctx, unfinished.revision, state);
+    *run.undo.lock().unwrap_or_else(|e| e.into_inner()) = journal.undos();
+    if let Some(record) = run
+        .st()
+        .history
+        .iter_mut()
+        .rev()
+        .find(|r| r.revision == unfinished.revision)
+    {
+        record.outcome = Outcome::InProgress;
+        record.finished_at = None;
     }
-    let mut failed: Option<(Failure, OnFailure)> = None;
-    let mut stopped_early = false;
-    for wave in waves.values() {
-        let results = futures_util::future::join_all(wave.iter().map(|c| run.change(c))).await;
-        for (change, result) in wave.iter().zip(results) {
-            match (result, &failed) {
-                (Err(Some(f)), None) => {
-                    let policy = service_spec(&change.after)
-                        .or(service_spec(&change.before))
-                        .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
-                    failed = Some((f, policy));
-                }
-                (Err(None), _) => stopped_early = true,
-                _ => {}
-            }
-        }
-        if failed.is_some() || stopped_early {
-            break;
-        }
-    }
+    let _ = run.save();
+    let _ = run.journal(Entry::Promoted { at: now() });
+    Some(run.execute(plan, original, positions).await)
+}
 
-    match failed {
-        None if stopped_early => {
-            // Interrupted between steps: everything done so far is recorded; the journal stays
-            // open so that `--resume` or `--undo` can take it from here.
-            let _ = run.journal(Entry::Interrupted { at: now() });
-            let _ = run.save();
-            let after = run.last_finished();
-            (ApplyOutcome::Interrupted { after }, run.into_state())
-        }
-        None => {
-            let services = run.revision_services();
-            run.st().revision = revision;
-            run.finish(Outcome::Succeeded, services, None);
-            // Only old containers go from here on; an interruption now loses nothing.
-            run.cleanup(plan).await;
-            (ApplyOutcome::Succeeded { revision }, run.into_state())
-        }
-        Some((failure, OnFailure::Pause)) => {
-            ctx.reporter.event(Event::Note {
-                message: format!(
-                    "on_failure = \"pause\": leaving everything where it stopped. {failure}"
-                ),
-            });
-            run.finish(Outcome::Halted, BTreeMap::new(), Some(failure.to_string()));
-            (
-                ApplyOutcome::Halted {
-                    failure,
-                    restore_error: None,
-                },
-                run.into_state(),
-            )
-        }
-        Some((failure, OnFailure::Rollback)) => {
-            ctx.reporter.event(Event::Note {
-                message: format!("restoring revision {} after: {failure}", original.revision),
-            });
-            match run.restore_to(original).await {
-                Ok(()) => {
-                    run.finish(
-                        Outcome::RolledBack,
-                        BTreeMap::new(),
-                        Some(failure.to_string()),
-                    );
-                    (ApplyOutcome::RolledBack { failure }, run.into_state())
-                }
-                Err(e) => {
-                    run.finish(
-                        Outcome::Halted,
-                        BTreeMap::new(),
-                        Some(format!("{failure}; restore failed: {e}")),
-                    );
-                    (
-                        ApplyOutcome::Halted {
-                            failure,
-                            restore_error: Some(e),
-                        },
-                        run.into_state(),
-                    )
-                }
-            }
-        }
-    }
+/// Why a resource's steps stopped before their end.
+enum Stopped {
+    Failed(Failure),
+    /// Another resource failed, or an interrupt asked to stop.
+    Cancelled,
+    /// At a blue-green hold point: the index of the next step.
+    Held(usize),
 }
 
 impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
+    /// Runs `plan` wave by wave from `start` (resource -> first step; 0 when absent), then
+    /// succeeds, holds, stops, or restores `original`.
+    async fn execute(
+        self,
+        plan: &Plan,
+        original: State,
+        start: &BTreeMap<String, usize>,
+    ) -> (ApplyOutcome, State) {
+        let revision = self.revision;
+        // Wave by wave; the resources of one wave are independent and run concurrently.
+        let mut waves: BTreeMap<usize, Vec<&ResourceChange>> = BTreeMap::new();
+        for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+            waves.entry(c.wave).or_default().push(c);
+        }
+        let mut failed: Option<(Failure, OnFailure)> = None;
+        let mut stopped_early = false;
+        // Where each resource stopped at a hold point (its next step), and the resources not begun.
+        let mut held: BTreeMap<String, usize> = BTreeMap::new();
+        for wave in waves.values() {
+            if !held.is_empty() {
+                for c in wave {
+                    held.insert(
+                        c.address.to_string(),
+                        start.get(&c.address.to_string()).copied().unwrap_or(0),
+                    );
+                }
+                continue;
+            }
+            let results = futures_util::future::join_all(wave.iter().map(|c| {
+                // A promote runs only what the hold left; everything else is done.
+                let from = match start.get(&c.address.to_string()) {
+                    Some(i) => *i,
+                    None if start.is_empty() => 0,
+                    None => usize::MAX,
+                };
+                self.change(c, from)
+            }))
+            .await;
+            for (change, result) in wave.iter().zip(results) {
+                match (result, &failed) {
+                    (Err(Stopped::Failed(f)), None) => {
+                        let policy = service_spec(&change.after)
+                            .or(service_spec(&change.before))
+                            .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
+                        failed = Some((f, policy));
+                    }
+                    (Err(Stopped::Cancelled), _) => stopped_early = true,
+                    (Err(Stopped::Held(at)), _) => {
+                        held.insert(change.address.to_string(), at);
+                    }
+                    _ => {}
+                }
+            }
+            if failed.is_some() || stopped_early {
+                break;
+            }
+        }
+
+        match failed {
+            None if !held.is_empty() && !stopped_early => {
+                // Held at the preview: the journal keeps the run open for `gantry promote`.
+                let _ = self.journal(Entry::Held {
+                    at: now(),
+                    plan: Box::new(plan.clone()),
+                    positions: held,
+                    image_ids: self.ctx.image_ids.clone(),
+                });
+                if let Some(record) = self
+                    .st()
+                    .history
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.revision == revision)
+                {
+                    record.outcome = Outcome::Held;
+                }
+                let _ = self.save();
+                (ApplyOutcome::Held { revision }, self.into_state())
+            }
+            None if stopped_early => {
+                // Interrupted between steps: everything done so far is recorded; the journal stays
+                // open so that `--resume` or `--undo` can take it from here.
+                let _ = self.journal(Entry::Interrupted { at: now() });
+                let _ = self.save();
+                let after = self.last_finished();
+                (ApplyOutcome::Interrupted { after }, self.into_state())
+            }
+            None => {
+                let services = self.revision_services();
+                self.st().revision = revision;
+                self.finish(Outcome::Succeeded, services, None);
+                // Only old containers go from here on; an interruption now loses nothing.
+                self.cleanup(plan).await;
+                (ApplyOutcome::Succeeded { revision }, self.into_state())
+            }
+            Some((failure, OnFailure::Pause)) => {
+                self.ctx.reporter.event(Event::Note {
+                    message: format!(
+                        "on_failure = \"pause\": leaving everything where it stopped. {failure}"
+                    ),
+                });
+                self.finish(Outcome::Halted, BTreeMap::new(), Some(failure.to_string()));
+                (
+                    ApplyOutcome::Halted {
+                        failure,
+                        restore_error: None,
+                    },
+                    self.into_state(),
+                )
+            }
+            Some((failure, OnFailure::Rollback)) => {
+                self.ctx.reporter.event(Event::Note {
+                    message: format!("restoring revision {} after: {failure}", original.revision),
+                });
+                match self.restore_to(original).await {
+                    Ok(()) => {
+                        self.finish(
+                            Outcome::RolledBack,
+                            BTreeMap::new(),
+                            Some(failure.to_string()),
+                        );
+                        (ApplyOutcome::RolledBack { failure }, self.into_state())
+                    }
+                    Err(e) => {
+                        self.finish(
+                            Outcome::Halted,
+                            BTreeMap::new(),
+                            Some(format!("{failure}; restore failed: {e}")),
+                        );
+                        (
+                            ApplyOutcome::Halted {
+                                failure,
+                                restore_error: Some(e),
+                            },
+                            self.into_state(),
+                        )
+                    }
+                }
+            }
+        }
+    }
+
     fn new(ctx: &'a ApplyContext<'p, R>, revision: u64, state: State) -> Self {
         Run {
             ctx,
@@ -344,7 +473,8 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
     /// The record of every service in this revision: its spec, the image its newest running
     /// replicas run, and the revision that created them.
     fn revision_services(&self) -> BTreeMap<String, RevisionService> {
-        self.st()
+        let state = self.st();
+        state
             .services
             .iter()
             .map(|(n, s)| {
@@ -356,6 +486,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                 let image_id = newest
                     .and_then(|r| r.image_id.clone())
                     .or_else(|| running.clone().find_map(|r| r.image_id.clone()))
+                    .or_else(|| state.swarm.get(n).map(|w| w.image_id.clone()))
                     .or_else(|| self.ctx.image_ids.get(&s.spec.image).cloned());
                 (
                     n.clone(),
@@ -439,9 +570,8 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
             .ok_or_else(|| format!("no engine connected for host `{name}`"))
     }
 
-    /// Runs the steps of one resource. `Err(None)`: stopped because another resource of the
-    /// wave failed.
-    async fn change(&self, change: &ResourceChange) -> Result<(), Option<Failure>> {
+    /// Runs the steps of one resource from step `from`.
+    async fn change(&self, change: &ResourceChange, from: usize) -> Result<(), Stopped> {
         let name = change.address.name.clone();
         let after = service_spec(&change.after).cloned();
         let known = self.st().services.contains_key(&name);
@@ -457,12 +587,16 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     },
                     revision: self.revision,
                     replicas: Vec::new(),
+                    old_colour: None,
                 },
             );
         }
-        for step in &change.steps {
+        for (index, step) in change.steps.iter().enumerate().skip(from) {
             if self.cancelled.load(Ordering::SeqCst) || self.ctx.interrupt.load(Ordering::SeqCst) {
-                return Err(None);
+                return Err(Stopped::Cancelled);
+            }
+            if index > from && self.ctx.hold.is_at(&step.op) {
+                return Err(Stopped::Held(index));
             }
             let started = Instant::now();
             let description = step.describe();
@@ -529,8 +663,11 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                         reason: reason.clone(),
                     });
                     self.cancelled.store(true, Ordering::SeqCst);
-                    return Err(Some(Failure {
-                        resource: change.address.to_string(),
+                    return Err(Stopped::Failed(Failure {
+                        resource: match (&step.host, self.ctx.hosts.len()) {
+                            (Some(h), n) if n > 1 => format!("{} on host `{h}`", change.address),
+                            _ => change.address.to_string(),
+                        },
                         step: description,
                         reason,
                         logs,
@@ -631,49 +768,168 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     .or(after)
                     .cloned()
                     .ok_or_else(|| plain("stop without a spec".into()))?;
-                let mut killed = Vec::new();
-                for &index in replicas {
-                    // None left running (stopped by an earlier, interrupted attempt): nothing to do.
-                    for replica in self.replicas(service, &host, index, *generation) {
-                        let target = self.target(&step.host).map_err(plain)?;
-                        let undo = Undo::Stopped {
-                            host: host.clone(),
-                            id: replica.container_id.clone(),
-                            spec: Box::new(spec.clone()),
-                            port: replica.host_port,
-                        };
-                        self.intent(undo.clone())?;
-                        target
-                            .runtime
-                            .stop(&replica.container_id, grace.0)
-                            .await
-                            .map_err(|e| plain(e.to_string()))?;
-                        match target.runtime.inspect(&replica.container_id).await {
-                            Ok(Some(info)) if info.state == ContainerState::Exited(137) => {
-                                killed.push(format!("#{index}"))
-                            }
-                            // Gone behind gantry's back: nothing to keep.
-                            Ok(None) => {
-                                self.mark(&replica.container_id, None);
-                                continue;
-                            }
-                            _ => {}
+                let stopped: Vec<Replica> = replicas
+                    .iter()
+                    .flat_map(|&index| self.replicas(service, &host, index, *generation))
+                    .collect();
+                self.stop_replicas(service, &host, &spec, &stopped, grace.0)
+                    .await
+                    .map(|killed| {
+                        Some(format!(
+                            "{} stopped, kept for rollback{killed}",
+                            ids(replicas)
+                        ))
+                    })
+            }
+            StepOp::PreviewCheck { command } => {
+                let addresses = self.new_addresses(service, &host).map_err(plain)?;
+                let env = [
+                    ("GANTRY_PREVIEW_ADDRESSES".to_string(), addresses.join(",")),
+                    ("GANTRY_SERVICE".to_string(), service.to_string()),
+                    ("GANTRY_REVISION".to_string(), self.revision.to_string()),
+                ];
+                // Load balancers reload asynchronously (nginx's old workers answer for a
+                // moment): a failing check is tried again for a few seconds.
+                let started = Instant::now();
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match crate::drivers::command::run_with_env(
+                        command,
+                        &env,
+                        PREVIEW_CHECK_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            break Ok(Some(format!(
+                                "passed against {} (attempt {attempts})",
+                                addresses.join(", ")
+                            )));
                         }
-                        self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
-                        self.push_undo(undo);
+                        Err(e) if started.elapsed() >= PREVIEW_CHECK_RETRIES => {
+                            break Err(plain(format!(
+                                "the preview check failed ({attempts} attempts over {:.1}s): {e}; no user traffic was moved",
+                                started.elapsed().as_secs_f64()
+                            )));
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
                 }
-                let killed = if killed.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; {} did not exit within the {grace} grace period and were killed",
-                        killed.join(",")
-                    )
+            }
+            StepOp::Switch { lb, replicas } => {
+                let target = self.target(&step.host).map_err(plain)?;
+                let on_host = format!("{}:", target.address);
+                let new = self
+                    .addresses(service, &host, replicas, Generation::New)
+                    .map_err(plain)?;
+                let mut old: Vec<Member> = Vec::new();
+                let joined = list(&new);
+                self.change_members(lb, None, |m| {
+                    let (out, stay): (Vec<Member>, Vec<Member>) =
+                        std::mem::take(m).into_iter().partition(|a| {
+                            a.service == service
+                                && a.address.starts_with(&on_host)
+                                && !new.iter().any(|n| n.address == a.address)
+                        });
+                    old = out;
+                    *m = stay;
+                    m.extend(new);
+                })
+                .await
+                .map_err(plain)?;
+                let left = list(&old);
+                self.leaving
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry((service.to_string(), host.clone()))
+                    .or_default()
+                    .push((lb.clone(), old));
+                Ok(Some(format!("lb.{lb}: {left} -> {joined}")))
+            }
+            StepOp::Adopt { replicas, revision } => {
+                let mut state = self.st();
+                let s = state
+                    .services
+                    .get_mut(service)
+                    .ok_or_else(|| plain("service missing from state".into()))?;
+                for &index in replicas {
+                    let r = s
+                        .replicas
+                        .iter_mut()
+                        .find(|r| {
+                            r.index == index
+                                && r.host == host
+                                && r.revision == *revision
+                                && r.status == ReplicaStatus::Running
+                        })
+                        .ok_or_else(|| {
+                            plain(format!(
+                                "#{index} of revision {revision} no longer runs; roll back with --recreate"
+                            ))
+                        })?;
+                    r.revision = self.revision;
+                }
+                s.old_colour = None;
+                Ok(Some("no container started".into()))
+            }
+            StepOp::ScaleDownOld { delay, keep } => {
+                let spec = before
+                    .or(after)
+                    .cloned()
+                    .ok_or_else(|| plain("scale-down without a spec".into()))?;
+                let old: Vec<Replica> = self
+                    .st()
+                    .services
+                    .get(service)
+                    .map(|s| {
+                        s.replicas
+                            .iter()
+                            .filter(|r| {
+                                r.host == host
+                                    && r.revision != self.revision
+                                    && r.status == ReplicaStatus::Running
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let Some(live) = old.iter().map(|r| r.revision).max() else {
+                    return Ok(Some("no old colour runs".into()));
                 };
+                // Older leftovers go now; the colour that was live goes after `delay`.
+                let (colour, leftovers): (Vec<Replica>, Vec<Replica>) =
+                    old.into_iter().partition(|r| r.revision == live);
+                self.stop_replicas(service, &host, &spec, &leftovers, spec.stop_grace_period.0)
+                    .await?;
+                if delay.is_zero() {
+                    let beyond: Vec<Replica> =
+                        colour.into_iter().filter(|r| r.index > *keep).collect();
+                    self.stop_replicas(service, &host, &spec, &beyond, spec.stop_grace_period.0)
+                        .await?;
+                    self.set_old_colour(
+                        service,
+                        (*keep > 0).then_some(crate::state::OldColour {
+                            revision: live,
+                            scale_down_at: None,
+                            keep: *keep,
+                        }),
+                    );
+                    return Ok(Some(format!(
+                        "old colour (revision {live}) down to {keep} running"
+                    )));
+                }
+                let at = humantime::format_rfc3339_seconds(SystemTime::now() + delay.0).to_string();
+                self.set_old_colour(
+                    service,
+                    Some(crate::state::OldColour {
+                        revision: live,
+                        scale_down_at: Some(at.clone()),
+                        keep: *keep,
+                    }),
+                );
                 Ok(Some(format!(
-                    "{} stopped, kept for rollback{killed}",
-                    ids(replicas)
+                    "old colour (revision {live}) keeps running for switch-back until {at}, then `gantry scale-down` takes it down to {keep}"
                 )))
             }
             StepOp::Drain { duration } => {
@@ -765,9 +1021,89 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                 self.st().lbs.remove(service);
                 Ok(None)
             }
-            other => Err(plain(format!(
-                "step {other:?} is not supported by this executor"
-            ))),
+            StepOp::SwarmUpdate { .. }
+            | StepOp::SwarmWarmup
+            | StepOp::SwarmJoinLb { .. }
+            | StepOp::SwarmLeaveLb { .. }
+            | StepOp::SwarmRemove => swarm::step(self, service, change, step).await,
+        }
+    }
+
+    /// Stops `replicas` (kept for rollback, each announced in the journal first); returns
+    /// what was killed after the grace period, as a sentence tail.
+    async fn stop_replicas(
+        &self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        replicas: &[Replica],
+        grace: Duration,
+    ) -> Result<String, (String, Vec<String>)> {
+        let plain = |e: String| (e, Vec::new());
+        let target = self.target(&Some(host.to_string())).map_err(plain)?;
+        let mut killed = Vec::new();
+        for replica in replicas {
+            let undo = Undo::Stopped {
+                host: host.to_string(),
+                id: replica.container_id.clone(),
+                spec: Box::new(spec.clone()),
+                port: replica.host_port,
+            };
+            self.intent(undo.clone())?;
+            target
+                .runtime
+                .stop(&replica.container_id, grace)
+                .await
+                .map_err(|e| plain(e.to_string()))?;
+            match target.runtime.inspect(&replica.container_id).await {
+                Ok(Some(info)) if info.state == ContainerState::Exited(137) => {
+                    killed.push(format!("#{}", replica.index))
+                }
+                // Gone behind gantry's back: nothing to keep.
+                Ok(None) => {
+                    self.mark(&replica.container_id, None);
+                    continue;
+                }
+                _ => {}
+            }
+            self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
+            self.push_undo(undo);
+        }
+        Ok(if killed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} did not exit within the {} grace period and were killed",
+                killed.join(","),
+                crate::model::Duration(grace)
+            )
+        })
+    }
+
+    /// `host:port` of this run's running replicas of `service` on `host`.
+    fn new_addresses(&self, service: &str, host: &str) -> Result<Vec<String>, String> {
+        let target = self.target(&Some(host.to_string()))?;
+        Ok(self
+            .st()
+            .services
+            .get(service)
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .filter(|r| {
+                        r.host == host
+                            && r.revision == self.revision
+                            && r.status == ReplicaStatus::Running
+                    })
+                    .filter_map(|r| r.host_port.map(|p| format!("{}:{p}", target.address)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn set_old_colour(&self, service: &str, colour: Option<crate::state::OldColour>) {
+        if let Some(s) = self.st().services.get_mut(service) {
+            s.old_colour = colour;
         }
     }
 
@@ -1050,6 +1386,16 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     });
                 }
             }
+            // A Swarm service is one member: its published port (the routing mesh).
+            if let Some(w) = state.swarm.get(name)
+                && let (Some(port), Some(t)) = (w.published_port, self.ctx.hosts.get(&w.host))
+            {
+                out.push(Member {
+                    address: format!("{}:{port}", t.address),
+                    service: name.to_string(),
+                    replica: 1,
+                });
+            }
         }
         out
     }
@@ -1244,7 +1590,11 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     .iter()
                     .any(|o| o.host == r.host && o.index == r.index && o.revision > r.revision);
                 let outside = r.index > s.spec.replicas || !s.spec.hosts.contains(&r.host);
-                if newer || outside {
+                // Blue-green: the old colour runs on beside the live one until scaled down.
+                let old_colour = s.old_colour.as_ref().is_some_and(|o| {
+                    o.revision == r.revision && (o.scale_down_at.is_some() || r.index <= o.keep)
+                });
+                if (newer || outside) && !old_colour {
                     strays.push((
                         name.clone(),
                         r.host.clone(),
@@ -1299,6 +1649,11 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
             let next = self.undo.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(u) = next else { break };
             match u {
+                Undo::Swarm { .. } => {
+                    if let Err(e) = swarm::undo(self, &u).await {
+                        problems.push(e);
+                    }
+                }
                 Undo::Members { lb, mut previous } => {
                     for m in &mut previous {
                         if let Some(new) = moved.addresses.get(&m.address) {

@@ -50,6 +50,9 @@ pub struct Tls {
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub image: String,
+    /// Absent in plans and states of container services (the default).
+    #[serde(default, skip_serializing_if = "Runtime::is_container")]
+    pub runtime: Runtime,
     pub replicas: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -88,8 +91,9 @@ impl ServiceSpec {
     /// Attributes that live in the container itself (or decide where it runs): changing one
     /// means new containers. Everything else (replicas, probes, rollout, dependencies, LB
     /// membership, stop grace) is applied in place.
-    pub const CONTAINER_ATTRIBUTES: [&'static str; 11] = [
+    pub const CONTAINER_ATTRIBUTES: [&'static str; 12] = [
         "image",
+        "runtime",
         "command",
         "port",
         "host_ports",
@@ -101,6 +105,24 @@ impl ServiceSpec {
         "labels",
         "log",
     ];
+}
+
+/// What runs a service's replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// gantry creates, checks and replaces every replica itself, container by container.
+    #[default]
+    Container,
+    /// A Docker Swarm service: gantry sets its spec through the manager's service API and
+    /// waits while Swarm rolls it (and rolls it back on failure).
+    Swarm,
+}
+
+impl Runtime {
+    pub fn is_container(&self) -> bool {
+        *self == Runtime::Container
+    }
 }
 
 /// An inclusive range of host ports.
@@ -225,6 +247,9 @@ pub struct BlueGreenSpec {
     pub keep_old_replicas: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_check: Option<Vec<String>>,
+    /// The load balancer the new colour joins before the switch (the preview address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_lb: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -269,6 +294,7 @@ macro_rules! keyword_enum {
 }
 
 keyword_enum!(Strategy { "rolling" => Strategy::Rolling, "blue-green" => Strategy::BlueGreen });
+keyword_enum!(Runtime { "container" => Runtime::Container, "swarm" => Runtime::Swarm });
 keyword_enum!(Order { "start-first" => Order::StartFirst, "stop-first" => Order::StopFirst });
 keyword_enum!(OnFailure { "rollback" => OnFailure::Rollback, "pause" => OnFailure::Pause });
 keyword_enum!(LbKind { "nginx" => LbKind::Nginx, "haproxy" => LbKind::Haproxy, "command" => LbKind::Command });

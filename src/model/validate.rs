@@ -197,13 +197,32 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(DEFAULT_DOCKER.to_string(), |d| d.get_ref().clone());
             if let Some(d) = &h.docker {
-                let ok = ["unix://", "tcp://", "ssh://"]
+                let ok = ["unix://", "tcp://", "https://"]
                     .iter()
                     .any(|p| d.get_ref().starts_with(p) && d.get_ref().len() > p.len());
-                if !ok {
+                if d.get_ref().starts_with("ssh://") {
                     self.err(
-                        Diagnostic::at(format!("invalid Docker endpoint `{}`", d.get_ref()), d.span())
-                            .help("use `unix:///var/run/docker.sock`, `tcp://HOST:2376` or `ssh://USER@HOST`"),
+                        Diagnostic::at(format!("`ssh://` Docker endpoints are not supported yet: `{}`", d.get_ref()), d.span())
+                            .help("expose the engine on `tcp://HOST:2376` with `tls` (ca, cert, key), or run gantry on that host with `unix:///var/run/docker.sock`"),
+                    );
+                } else if !ok {
+                    self.err(
+                        Diagnostic::at(
+                            format!("invalid Docker endpoint `{}`", d.get_ref()),
+                            d.span(),
+                        )
+                        .help(
+                            "use `unix:///var/run/docker.sock` or `tcp://HOST:2376` (with `tls`)",
+                        ),
+                    );
+                }
+                if d.get_ref().starts_with("unix://") && h.tls.is_some() {
+                    self.err(
+                        Diagnostic::at(
+                            "`tls` applies to `tcp://` endpoints, not to a unix socket",
+                            d.span(),
+                        )
+                        .help("remove `tls`, or use `tcp://HOST:2376`"),
                     );
                 }
                 if d.get_ref().starts_with("tcp://")
@@ -390,6 +409,13 @@ impl Validator<'_> {
             Ok(_) => {}
         }
 
+        let runtime = self.keyword(
+            t.runtime.as_ref(),
+            "runtime",
+            Runtime::WORDS,
+            Runtime::parse_word,
+            Runtime::Container,
+        );
         let replicas = self.count(t.replicas.as_ref(), "replicas", 1, 1);
         let command = self.command(t.command.as_ref(), "command", &ctx.span);
         let port = t.port.as_ref().and_then(|p| {
@@ -561,17 +587,37 @@ impl Validator<'_> {
         let health = t.health.as_ref().map(|h| self.health(ctx, h, has_port));
         let warmup = t.warmup.as_ref().map(|w| self.warmup(w, has_port, &here));
         let rollout = self.rollout(t.rollout.as_ref(), replicas, &here, &ctx.span);
+        if let Some(preview) = t.rollout.as_ref().and_then(|r| r.preview_lb.as_ref())
+            && self.reference("load balancer", preview, ctx.lbs, &here)
+            && t.lb.iter().any(|l| l.get_ref() == preview.get_ref())
+        {
+            self.err(
+                Diagnostic::at(
+                    format!(
+                        "`preview_lb` `{}` is also in `lb` of {here}: the preview must be its own address",
+                        preview.get_ref()
+                    ),
+                    preview.span(),
+                )
+                .label("users' traffic goes through this one")
+                .help("declare another [lb.NAME] (its own nginx upstream or HAProxy backend) for the preview"),
+            );
+        }
 
+        if runtime == Runtime::Swarm {
+            self.swarm(ctx, t, &hosts, &rollout);
+        }
         let host_ports = t
             .host_ports
             .as_ref()
-            .and_then(|hp| self.host_ports(hp, has_port, replicas, &rollout, &here));
+            .and_then(|hp| self.host_ports(hp, has_port, replicas, &rollout, runtime, &here));
 
         if self.diags.len() > errors_before {
             return (None, host_ports, hosts);
         }
         let spec = ServiceSpec {
             image: image.clone(),
+            runtime,
             replicas,
             command,
             port,
@@ -599,6 +645,7 @@ impl Validator<'_> {
         has_port: bool,
         replicas: u32,
         rollout: &RolloutSpec,
+        runtime: Runtime,
         here: &str,
     ) -> Option<PortRange> {
         let span = hp.span();
@@ -631,6 +678,17 @@ impl Validator<'_> {
             ));
             return None;
         }
+        if runtime == Runtime::Swarm {
+            if range.len() != 1 {
+                self.err(
+                    Diagnostic::at(format!("{here} runs on Docker Swarm, which publishes one port for all its replicas: `host_ports` must be one port, found {range}"), span)
+                        .label("a range")
+                        .help("Swarm's routing mesh answers on this one port on every node and spreads the requests over the replicas; e.g. `host_ports = 8080`"),
+                );
+                return None;
+            }
+            return Some(range);
+        }
         // During a rollout the new replicas run beside the old ones: the range must hold both.
         let surge = match (rollout.strategy, rollout.order) {
             (Strategy::BlueGreen, _) => replicas,
@@ -659,6 +717,57 @@ impl Validator<'_> {
             return None;
         }
         Some(range)
+    }
+
+    /// What a Swarm service cannot do: run on several managers, probe its replicas from the
+    /// host, or release blue-green.
+    fn swarm(
+        &mut self,
+        ctx: &ServiceCtx<'_>,
+        t: &TomlService,
+        hosts: &[String],
+        rollout: &RolloutSpec,
+    ) {
+        let here = format!("service `{}`", ctx.name);
+        match &t.hosts {
+            Some(list) if list.len() > 1 => self.err(
+                Diagnostic::at(
+                    format!("{here} runs on Docker Swarm and names {} hosts: a Swarm service is deployed through ONE manager", list.len()),
+                    list[1].span(),
+                )
+                .label("a second host")
+                .help("keep the manager only; Swarm places the replicas on the nodes of its cluster"),
+            ),
+            None if hosts.len() > 1 => self.err(
+                Diagnostic::at(
+                    format!("{here} runs on Docker Swarm but names no manager, and {} hosts are declared", hosts.len()),
+                    ctx.span.clone(),
+                )
+                .help(format!("set `hosts = [\"NAME\"]` to the host whose engine is a Swarm manager (one of {})", list_names(hosts.iter().map(String::as_str)))),
+            ),
+            _ => {}
+        }
+        if let Some(p) = t.health.as_ref().and_then(|h| h.http.as_ref()) {
+            self.err(
+                Diagnostic::at(
+                    format!("{here} runs on Docker Swarm, which runs health checks inside the container: `http` cannot be used"),
+                    p.span(),
+                )
+                .label("a probe from the host")
+                .help("use `command`, e.g. `command = [\"/app\", \"--healthcheck\"]` (exit 0 = healthy); Swarm replaces a replica only once its successor is healthy"),
+            );
+        }
+        if rollout.strategy == Strategy::BlueGreen
+            && let Some(s) = t.rollout.as_ref().and_then(|r| r.strategy.as_ref())
+        {
+            self.err(
+                Diagnostic::at(
+                    format!("{here} runs on Docker Swarm, which rolls services: `strategy = \"blue-green\"` is not available"),
+                    s.span(),
+                )
+                .help("use `strategy = \"rolling\"` (with `order` and `batch`), or `runtime = \"container\"` for blue-green"),
+            );
+        }
     }
 
     fn health(&mut self, ctx: &ServiceCtx<'_>, h: &TomlHealth, has_port: bool) -> HealthSpec {
@@ -783,6 +892,7 @@ impl Validator<'_> {
             scale_down_delay: None,
             keep_old_replicas: None,
             preview_check: None,
+            preview_lb: None,
         };
         let r = r.unwrap_or(&empty);
         let strategy = self.keyword(
@@ -841,6 +951,7 @@ impl Validator<'_> {
                         k => self.count(k.as_ref(), "keep_old_replicas", 0, 0),
                     },
                     preview_check,
+                    preview_lb: r.preview_lb.as_ref().map(|p| p.get_ref().clone()),
                 })
             }
             Strategy::Rolling => {
@@ -857,6 +968,7 @@ impl Validator<'_> {
                         "preview_check",
                         r.preview_check.as_ref().map(|_| span.clone()),
                     ),
+                    ("preview_lb", r.preview_lb.as_ref().map(|s| s.span())),
                 ];
                 for (key, at) in stray {
                     if let Some(at) = at {
@@ -1044,7 +1156,13 @@ impl Validator<'_> {
                 }
             }
             let has_member = services.iter().any(|s| match &s.value {
-                Some(v) => v.lb.iter().any(|l| l.get_ref() == &lb.name),
+                Some(v) => {
+                    v.lb.iter().any(|l| l.get_ref() == &lb.name)
+                        || v.rollout
+                            .as_ref()
+                            .and_then(|r| r.preview_lb.as_ref())
+                            .is_some_and(|p| p.get_ref() == &lb.name)
+                }
                 None => true, // unknown: do not blame the LB for a broken service
             });
             if !has_member {

@@ -31,6 +31,8 @@ pub struct ApplyOptions {
     pub undo: bool,
     /// Read the engines first and repair drift (as `plan --refresh`).
     pub refresh: bool,
+    /// Blue-green: stop the release at its preview (`--prepare`, `--hold-at-preview`).
+    pub hold: crate::engine::Hold,
 }
 
 pub fn apply(
@@ -102,6 +104,12 @@ pub fn apply(
         emit(out, "Nothing to undo: the last run finished.\n")?;
         return Ok(ExitStatus::Success);
     }
+    if let Some(journal) = super::recover::held(&state_dir)? {
+        return Err(Error::Message(format!(
+            "{}\n  gantry promote    continue it (switch the load balancers to the new colour)\n  gantry rollback   abandon it",
+            super::recover::choose_header(&journal)
+        )));
+    }
     let state = state_dir.read()?;
 
     let plan = match &opts.plan_file {
@@ -139,6 +147,8 @@ pub fn apply(
         origin: "apply".into(),
         pinned: BTreeMap::new(),
         confirmed: opts.yes || opts.plan_file.is_some(),
+        hold: opts.hold,
+        promote: None,
     };
     execute(common, &plan, &run, opts.progress, out, err)
 }
@@ -155,6 +165,10 @@ pub struct Execution<'a> {
     pub pinned: BTreeMap<String, (String, String)>,
     /// No confirmation needed (`--yes`, or a saved plan file).
     pub confirmed: bool,
+    /// Where a blue-green release stops (`--prepare`, `--hold-at-preview`).
+    pub hold: crate::engine::Hold,
+    /// `gantry promote`: the journal of the held release this continues.
+    pub promote: Option<crate::state::journal::Journal>,
 }
 
 /// Shows the plan, confirms, locks, runs pre-flight and the engine; maps the outcome to the
@@ -169,7 +183,9 @@ pub fn execute(
 ) -> Result<ExitStatus, Error> {
     let state_dir = common.state_dir();
     let state = state_dir.read()?;
-    let verb = if run.origin == "apply" {
+    let verb = if run.promote.is_some() {
+        "promote"
+    } else if run.origin == "apply" {
         "apply"
     } else {
         "roll back"
@@ -191,15 +207,20 @@ pub fn execute(
 
     let Some(lock) = take_lock(
         &state_dir,
-        if verb == "apply" { "apply" } else { "rollback" },
+        if verb == "roll back" {
+            "rollback"
+        } else {
+            verb
+        },
         err,
     )?
     else {
         return Ok(ExitStatus::Locked);
     };
-    // Re-read under the lock: another run may have finished in between.
+    // Re-read under the lock: another run may have finished in between. (A promote continues
+    // a run that moved the state itself.)
     let state = state_dir.read()?;
-    if let Some(why) = stale(plan, state.as_ref(), run.config_sha256) {
+    if let (Some(why), None) = (stale(plan, state.as_ref(), run.config_sha256), &run.promote) {
         emit(
             err,
             &format!("error: the state moved while waiting: {why}\n"),
@@ -221,15 +242,19 @@ pub fn execute(
         let hosts = connect(run.model).await?;
         let (env, image_ids) = preflight(plan, &state, &hosts, &common.config_dir(), &run.pinned).await?;
 
-        // The journal announces the run (and the state it starts from) before any change.
-        let journal = Arc::new(state_dir.begin_journal(&Entry::Begin {
-            revision: state.next_revision(),
-            origin: run.origin.clone(),
-            pid: std::process::id(),
-            host: hostname(),
-            at: now(),
-            prior: Box::new(state.clone()),
-        })?);
+        // The journal announces the run (and the state it starts from) before any change; a
+        // promote appends to the held run's.
+        let journal = Arc::new(match &run.promote {
+            Some(_) => state_dir.reopen_journal()?,
+            None => state_dir.begin_journal(&Entry::Begin {
+                revision: state.next_revision(),
+                origin: run.origin.clone(),
+                pid: std::process::id(),
+                host: hostname(),
+                at: now(),
+                prior: Box::new(state.clone()),
+            })?,
+        });
         let interrupt = Arc::new(AtomicBool::new(false));
         watch_interrupts(interrupt.clone(), journal.clone(), lock.path().to_path_buf());
         let reporter = reporter(progress);
@@ -246,13 +271,22 @@ pub fn execute(
             lbs: &lbs,
             keep_previous: run.model.keep_previous,
             interrupt: &interrupt,
+            hold: run.hold,
         };
-        let (outcome, state) = engine::apply(plan, state, &ctx).await;
+        let (outcome, state) = match &run.promote {
+            Some(held) => engine::promote(held, state, &ctx)
+                .await
+                .ok_or_else(|| Error::Message("no release is held at its preview".into()))?,
+            None => engine::apply(plan, state, &ctx).await,
+        };
         drop(lock);
         match outcome {
             ApplyOutcome::Succeeded { revision } => {
                 let done = if verb == "apply" { "Apply complete".to_string() } else { format!("Rollback complete ({})", run.origin) };
                 emit(out, &format!("\n{done}: revision {revision}. {}\n", plan.summary.line()))?;
+                if let Some(timer) = super::scale_down::start_timer(common, &state) {
+                    emit(out, &format!("{timer}\n"))?;
+                }
                 Ok(ExitStatus::Success)
             }
             ApplyOutcome::RolledBack { failure } => {
@@ -266,6 +300,12 @@ pub fn execute(
                 };
                 emit(err, &format!("\nerror: {verb} failed and was NOT restored.\n{failure}\n{how}\n"))?;
                 Ok(ExitStatus::FailedHalted)
+            }
+            ApplyOutcome::Held { revision } => {
+                emit(out, &format!(
+                    "\nHeld at the preview: revision {revision}'s new colour runs beside the live one, which still takes all the traffic.\n  gantry promote    switch to it (one change per load balancer)\n  gantry rollback   abandon it (the new colour is removed)\n"
+                ))?;
+                Ok(ExitStatus::Success)
             }
             ApplyOutcome::Interrupted { after } => {
                 let after = after.map_or("before any step finished".to_string(), |a| format!("after {a}"));
@@ -394,6 +434,11 @@ pub(super) fn lb_drivers(
     out
 }
 
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
 /// Whether a host address is this machine's, where a port can be tried by binding it.
 fn local(address: &str) -> bool {
     address == "localhost"
@@ -436,7 +481,8 @@ async fn preflight<R: ContainerRuntime>(
     pinned: &BTreeMap<String, (String, String)>,
 ) -> Result<(BTreeMap<String, Vec<String>>, BTreeMap<String, String>), Error> {
     let mut env = BTreeMap::new();
-    let mut image_ids = BTreeMap::new();
+    let mut image_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut checked: std::collections::BTreeSet<(String, String)> = Default::default();
     for c in &plan.changes {
         let Some(Spec::Service(spec)) = &c.after else {
             continue;
@@ -474,10 +520,13 @@ async fn preflight<R: ContainerRuntime>(
             }
         }
         env.insert(c.address.name.clone(), lines);
-        if c.action == Action::NoOp || image_ids.contains_key(&spec.image) {
+        if c.action == Action::NoOp {
             continue;
         }
         for host in &spec.hosts {
+            if !checked.insert((host.clone(), spec.image.clone())) {
+                continue;
+            }
             let Some(t) = hosts.get(host) else {
                 return Err(Error::Message(format!(
                     "pre-flight: {} runs on host `{host}`, which is not connected",
@@ -518,7 +567,21 @@ async fn preflight<R: ContainerRuntime>(
                     ))
                 })?,
             };
-            image_ids.insert(spec.image.clone(), id);
+            // One release runs one image everywhere: a tag that names different images on
+            // different hosts is refused rather than mixed.
+            match image_ids.get(&spec.image) {
+                Some(other) if *other != id => {
+                    return Err(Error::Message(format!(
+                        "pre-flight: `{}` is image {} on host `{host}` but {} on another host; push the same image to every host (or pin it by digest); nothing was changed",
+                        spec.image,
+                        short_id(&id),
+                        short_id(other)
+                    )));
+                }
+                _ => {
+                    image_ids.insert(spec.image.clone(), id);
+                }
+            }
         }
     }
     Ok((env, image_ids))

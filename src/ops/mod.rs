@@ -5,9 +5,11 @@ pub mod apply;
 pub mod graph;
 pub mod history;
 pub mod plan;
+pub mod promote;
 pub mod prune;
 pub mod recover;
 pub mod rollback;
+pub mod scale_down;
 pub mod state_cmd;
 pub mod status;
 pub mod validate;
@@ -91,7 +93,8 @@ pub fn load(common: &Common) -> Result<Loaded, Error> {
         base: common.config_dir(),
     };
     match crate::model::validate(raw, &files) {
-        Ok(model) => {
+        Ok(mut model) => {
+            resolve_tls_paths(&mut model, &common.config_dir());
             let mut material = source.clone().into_bytes();
             for spec in model.services.values() {
                 if let Some(f) = &spec.env_file {
@@ -112,6 +115,15 @@ pub fn load(common: &Common) -> Result<Loaded, Error> {
             ),
             count: diags.len(),
         }),
+    }
+}
+
+/// `[host] tls` files are named relative to the config file's directory, like `env_file`.
+fn resolve_tls_paths(model: &mut Model, base: &Path) {
+    for tls in model.hosts.iter_mut().filter_map(|h| h.tls.as_mut()) {
+        for path in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+            *path = base.join(&*path).display().to_string();
+        }
     }
 }
 

@@ -39,7 +39,7 @@ pub fn prune(
     let (containers, images, problems) = rt.block_on(async {
         let mut runtimes = std::collections::BTreeMap::new();
         for h in &loaded.model.hosts {
-            let r = DockerRuntime::connect(&h.docker)
+            let r = DockerRuntime::connect(&h.docker, h.tls.as_ref())
                 .await
                 .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
             runtimes.insert(h.name.clone(), r);

@@ -49,7 +49,7 @@ pub fn pending(state_dir: &StateDir) -> Result<Option<Journal>, Error> {
     let Some(journal) = state_dir.read_journal()? else {
         return Ok(None);
     };
-    if journal.unfinished().is_none() {
+    if journal.unfinished().is_none_or(|u| u.held) {
         return Ok(None);
     }
     if let Some(lock) = state_dir.lock_holder()?
@@ -59,6 +59,13 @@ pub fn pending(state_dir: &StateDir) -> Result<Option<Journal>, Error> {
         return Ok(None);
     }
     Ok(Some(journal))
+}
+
+/// The journal of a blue-green release held at its preview (`gantry promote` continues it).
+pub fn held(state_dir: &StateDir) -> Result<Option<Journal>, Error> {
+    Ok(state_dir
+        .read_journal()?
+        .filter(|j| j.unfinished().is_some_and(|u| u.held)))
 }
 
 /// Takes the state lock. A lock left by a dead process on this host is stale: it is taken
@@ -159,13 +166,29 @@ pub async fn connect(model: &Model) -> Result<BTreeMap<String, Target<DockerRunt
                 h.name
             ))
         };
-        let rt = DockerRuntime::connect(&h.docker).await.map_err(fail)?;
+        let rt = DockerRuntime::connect(&h.docker, h.tls.as_ref())
+            .await
+            .map_err(fail)?;
         rt.ping().await.map_err(fail)?;
+        let swarm = crate::drivers::swarm::SwarmManager::new(rt.client().clone());
+        // A Swarm service needs its host to be a manager: said now, before any change.
+        if let Some(service) = model
+            .services
+            .iter()
+            .find(|(_, s)| s.runtime == crate::model::Runtime::Swarm && s.hosts.contains(&h.name))
+            && let Err(e) = swarm.check_manager().await
+        {
+            return Err(Error::Message(format!(
+                "pre-flight: service.{} runs on Docker Swarm through host `{}`, but {e}; nothing was changed",
+                service.0, h.name
+            )));
+        }
         hosts.insert(
             h.name.clone(),
             Target {
                 runtime: rt,
                 address: h.address.clone(),
+                swarm: Some(swarm),
             },
         );
     }
@@ -183,12 +206,21 @@ pub fn reporter(progress: ProgressFormat) -> Box<dyn Reporter> {
 pub fn undo_summary(journal: &Journal) -> String {
     let (mut created, mut stopped, mut restarted) = (0, 0, 0);
     let mut lbs: Vec<&str> = Vec::new();
+    let mut swarm: Vec<String> = Vec::new();
     for u in journal.undos() {
         match u {
             Undo::Created { .. } => created += 1,
             Undo::Stopped { .. } => stopped += 1,
             Undo::Restarted { .. } => restarted += 1,
             Undo::Members { .. } => {}
+            Undo::Swarm {
+                name,
+                created: true,
+                ..
+            } => swarm.push(format!("  - remove the Swarm service {name} it created\n")),
+            Undo::Swarm { name, .. } => swarm.push(format!(
+                "  - have Swarm roll the service {name} back to its previous spec\n"
+            )),
         }
     }
     for (lb, _) in journal.maybe_members() {
@@ -212,6 +244,9 @@ pub fn undo_summary(journal: &Journal) -> String {
         s.push_str(&format!(
             "  - give lb.{lb} back the members it had before\n"
         ));
+    }
+    for line in swarm {
+        s.push_str(&line);
     }
     s
 }
@@ -268,6 +303,7 @@ pub fn recover(
             lbs,
             keep_previous: model.keep_previous,
             interrupt: &interrupt,
+            hold: crate::engine::Hold::No,
         };
         let (recovered, _notes, _state) =
             crate::engine::recover::recover(journal, state, mode, &ctx).await;

@@ -30,8 +30,13 @@ pub fn rollback(
 ) -> Result<ExitStatus, Error> {
     let loaded = load(common)?;
     let state_dir = common.state_dir();
-    if let Some(journal) = super::recover::pending(&state_dir)? {
-        // A run died half way: rolling back starts by undoing it.
+    let pending = match super::recover::pending(&state_dir)? {
+        Some(j) => Some(j),
+        None => super::recover::held(&state_dir)?,
+    };
+    if let Some(journal) = pending {
+        // A run died half way, or a release is held at its preview: rolling back starts by
+        // undoing it.
         let was_rollback = journal
             .unfinished()
             .is_some_and(|u| u.origin.starts_with("rollback"));
@@ -146,6 +151,8 @@ pub fn rollback(
         origin: format!("rollback to revision {target} (from {})", state.revision),
         pinned,
         confirmed: opts.yes,
+        hold: crate::engine::Hold::No,
+        promote: None,
     };
     execute(common, &plan, &run, opts.progress, out, err)
 }

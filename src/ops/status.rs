@@ -39,6 +39,15 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
     if let Some(journal) = &pending {
         emit(out, &format!("{}\n\n", super::recover::choose(journal)))?;
     }
+    if let Some(journal) = super::recover::held(&state_dir)? {
+        emit(
+            out,
+            &format!(
+                "{}\n`gantry promote` continues it; `gantry rollback` abandons it.\n\n",
+                super::recover::choose_header(&journal)
+            ),
+        )?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,7 +72,7 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
         let mut addresses = BTreeMap::new();
         for h in &loaded.model.hosts {
             addresses.insert(h.name.clone(), h.address.clone());
-            let runtime = DockerRuntime::connect(&h.docker)
+            let runtime = DockerRuntime::connect(&h.docker, h.tls.as_ref())
                 .await
                 .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
             let found = runtime

@@ -30,8 +30,9 @@ pub struct AttributeChange {
 }
 
 /// Top-level service attributes in the order views show them.
-pub const SERVICE_FIELDS: [&str; 18] = [
+pub const SERVICE_FIELDS: [&str; 19] = [
     "image",
+    "runtime",
     "replicas",
     "command",
     "port",
@@ -192,6 +193,12 @@ pub(super) fn service(
         c.risks.push(Risk::LbRemoval);
     }
     let join = existing(&after.lb, prior_lbs);
+    if steps::swarm::involved(before, after) {
+        // Swarm rolls, scales and updates in one service update: see `steps::swarm`.
+        c.steps = steps::swarm::change(before, after, &join, &existing(&before.lb, prior_lbs));
+        c.attributes = attributes;
+        return c;
+    }
     c.steps = match action {
         Action::Replace => steps::roll(before, after, &join, &existing(&before.lb, prior_lbs)),
         Action::Scale => {

@@ -250,12 +250,22 @@ pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
         let recorded = record
             .and_then(|r| r.services.get(&change.address.name))
             .and_then(|s| s.image_id.clone());
-        let running = state.services.get(&change.address.name).and_then(|s| {
-            s.replicas
-                .iter()
-                .filter(|r| r.status == crate::state::ReplicaStatus::Running)
-                .find_map(|r| r.image_id.clone())
-        });
+        let running = state
+            .services
+            .get(&change.address.name)
+            .and_then(|s| {
+                s.replicas
+                    .iter()
+                    .filter(|r| r.status == crate::state::ReplicaStatus::Running)
+                    .find_map(|r| r.image_id.clone())
+            })
+            // A Swarm service has no replicas of gantry's: its record says what it runs.
+            .or_else(|| {
+                state
+                    .swarm
+                    .get(&change.address.name)
+                    .map(|w| w.image_id.clone())
+            });
         if let (Some(recorded), Some(running)) = (recorded, running)
             && recorded != running
         {
@@ -283,10 +293,37 @@ pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
             at_once.rollout.order = crate::model::Order::StartFirst;
             change.steps = roll_steps(before, &at_once, state);
         }
+        let revision = kept_revision(&change.address.name);
+        // Blue-green with the old colour still running: switch back to it, no container
+        // started.
+        if let (Some(s), Some(Spec::Service(after))) =
+            (state.services.get(&change.address.name), &change.after)
+            && s.old_colour
+                .as_ref()
+                .is_some_and(|o| o.revision == revision)
+            && after.hosts.iter().all(|h| {
+                (1..=after.replicas).all(|i| {
+                    s.replicas.iter().any(|r| {
+                        r.host == *h
+                            && r.index == i
+                            && r.revision == revision
+                            && r.status == crate::state::ReplicaStatus::Running
+                    })
+                })
+            })
+        {
+            let join: Vec<String> = after
+                .lb
+                .iter()
+                .filter(|l| state.lbs.contains_key(*l))
+                .cloned()
+                .collect();
+            change.steps = steps::switch_back(after, revision, &join);
+            continue;
+        }
         let Some(kept) = state.services.get(&change.address.name).filter(|_| fast) else {
             continue;
         };
-        let revision = kept_revision(&change.address.name);
         for step in &mut change.steps {
             let StepOp::Start { replicas } = &step.op else {
                 continue;

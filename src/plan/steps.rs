@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Duration, Order, ServiceSpec};
 
+pub mod swarm;
+pub use swarm::SwarmUpdateConfig;
+
 /// One step of apply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Step {
@@ -74,6 +77,9 @@ pub enum StepOp {
     Record,
     /// Blue-green: run the user's check against the new colour before traffic moves.
     PreviewCheck { command: Vec<String> },
+    /// Blue-green switch-back: the running replicas of `revision` (the old colour) become
+    /// this run's, without any container change.
+    Adopt { replicas: Vec<u32>, revision: u64 },
     /// Blue-green: move the LB from the current colour to the new one in one change.
     Switch { lb: String, replicas: Vec<u32> },
     /// Blue-green: after `delay`, stop the old colour but for `keep` replicas.
@@ -82,6 +88,25 @@ pub enum StepOp {
     Configure { members: Vec<String> },
     /// Load balancer: stop managing it (its configuration is left as it is).
     Forget,
+    /// Docker Swarm: create or update the Swarm service `<project>_<service>` through the
+    /// manager's service API, then wait until Swarm reports the update completed. A rolled
+    /// back update fails the step.
+    SwarmUpdate {
+        replicas: u32,
+        update: SwarmUpdateConfig,
+        /// Not converged by then: the step fails (and with `on_failure = "rollback"`, Swarm
+        /// is told to roll the update back).
+        deadline: Duration,
+    },
+    /// Docker Swarm: warm up through the published port (the routing mesh spreads the
+    /// requests over the replicas).
+    SwarmWarmup,
+    /// Docker Swarm: the service's published address joins a load balancer.
+    SwarmJoinLb { lb: String },
+    /// Docker Swarm: the service's published address leaves a load balancer.
+    SwarmLeaveLb { lb: String },
+    /// Docker Swarm: remove the service; Swarm stops its tasks (`stop_grace_period`).
+    SwarmRemove,
 }
 
 impl Step {
@@ -144,11 +169,23 @@ impl Step {
             }
             StepOp::Soak { duration } => format!("soak {duration}"),
             StepOp::PreviewCheck { command } => format!("preview check `{}`", command.join(" ")),
+            StepOp::Adopt { replicas, revision } => format!(
+                "take over running {} of revision {revision} (old colour, no container started)",
+                ids(replicas)
+            ),
             StepOp::Switch { lb, replicas } => {
-                format!("switch lb.{lb} to new {} in one change", ids(replicas))
+                format!(
+                    "switch lb.{lb} from the live colour to {} in one change",
+                    ids(replicas)
+                )
+            }
+            StepOp::ScaleDownOld { delay, keep } if delay.is_zero() => {
+                format!("scale the old colour down to {keep} running")
             }
             StepOp::ScaleDownOld { delay, keep } => {
-                format!("after {delay}, scale the old colour down to {keep}")
+                format!(
+                    "keep the old colour {delay} for switch-back, then scale it down to {keep} running"
+                )
             }
             StepOp::Record => "record new settings (no container changes)".to_string(),
             StepOp::Configure { members } => {
@@ -159,6 +196,18 @@ impl Step {
                 }
             }
             StepOp::Forget => "stop managing it (configuration left in place)".to_string(),
+            StepOp::SwarmUpdate {
+                replicas,
+                update,
+                deadline,
+            } => format!(
+                "swarm service update: {replicas} replica(s), {}; wait at most {deadline}",
+                update.describe()
+            ),
+            StepOp::SwarmWarmup => "warm up through the published port".to_string(),
+            StepOp::SwarmJoinLb { lb } => format!("published port joins lb.{lb}"),
+            StepOp::SwarmLeaveLb { lb } => format!("published port leaves lb.{lb}"),
+            StepOp::SwarmRemove => "remove the swarm service".to_string(),
         }
     }
 }
@@ -275,9 +324,12 @@ fn take_down(
 
 /// A new service: every replica at once (nothing serves traffic yet), host by host.
 pub(super) fn create(spec: &ServiceSpec, join: &[String]) -> Vec<Step> {
+    if spec.runtime == crate::model::Runtime::Swarm {
+        return swarm::create(spec, join);
+    }
     let mut out = Vec::new();
-    for host in &spec.hosts {
-        bring_up(&mut out, host, None, spec, &range(1, spec.replicas), join);
+    for host in hosts(None, Some(spec)) {
+        bring_up(&mut out, &host, None, spec, &range(1, spec.replicas), join);
     }
     out
 }
@@ -290,6 +342,9 @@ pub fn roll(
     join: &[String],
     leave: &[String],
 ) -> Vec<Step> {
+    if swarm::involved(before, after) {
+        return swarm::change(before, after, join, leave);
+    }
     if let Some(bg) = &after.rollout.blue_green {
         return blue_green(before, after, bg, join);
     }
@@ -332,6 +387,10 @@ pub fn roll(
     out
 }
 
+/// Blue-green, host by host: the new colour is started in full beside the live one, health
+/// checked and warmed up, joins the preview load balancer, passes the preview check; then each
+/// load balancer is switched from the old colour to the new one in ONE change, the new colour
+/// leaves the preview, the old one drains, and is scaled down after `scale_down_delay`.
 fn blue_green(
     before: &ServiceSpec,
     after: &ServiceSpec,
@@ -339,9 +398,10 @@ fn blue_green(
     join: &[String],
 ) -> Vec<Step> {
     let mut out = Vec::new();
+    let preview: Vec<String> = bg.preview_lb.iter().cloned().collect();
     for host in hosts(Some(before), Some(after)) {
         let new = range(1, replicas_on(Some(after), &host));
-        bring_up(&mut out, &host, None, after, &new, &[]);
+        bring_up(&mut out, &host, None, after, &new, &preview);
         if let Some(command) = &bg.preview_check {
             out.push(Step::new(
                 &host,
@@ -361,7 +421,18 @@ fn blue_green(
                 },
             ));
         }
-        if !after.rollout.drain.is_zero() && !join.is_empty() {
+        for lb in &preview {
+            out.push(Step::new(
+                &host,
+                None,
+                StepOp::LeaveLb {
+                    lb: lb.clone(),
+                    generation: Generation::New,
+                    replicas: new.clone(),
+                },
+            ));
+        }
+        if !join.is_empty() || !preview.is_empty() {
             out.push(Step::new(
                 &host,
                 None,
@@ -376,6 +447,53 @@ fn blue_green(
             StepOp::ScaleDownOld {
                 delay: bg.scale_down_delay,
                 keep: bg.keep_old_replicas,
+            },
+        ));
+    }
+    out
+}
+
+/// Blue-green switch-back, while the old colour still runs: take its running replicas over
+/// (no container started), switch every load balancer back to them in one change, drain,
+/// stop the colour that was live (kept for rollback).
+pub fn switch_back(spec: &ServiceSpec, revision: u64, join: &[String]) -> Vec<Step> {
+    let mut out = Vec::new();
+    for host in &spec.hosts {
+        let r = range(1, spec.replicas);
+        out.push(Step::new(
+            host,
+            None,
+            StepOp::Adopt {
+                replicas: r.clone(),
+                revision,
+            },
+        ));
+        for lb in join {
+            out.push(Step::new(
+                host,
+                None,
+                StepOp::Switch {
+                    lb: lb.clone(),
+                    replicas: r.clone(),
+                },
+            ));
+        }
+        if !join.is_empty() {
+            out.push(Step::new(
+                host,
+                None,
+                StepOp::Drain {
+                    duration: spec.rollout.drain,
+                },
+            ));
+        }
+        out.push(Step::new(
+            host,
+            None,
+            StepOp::Stop {
+                generation: Generation::Current,
+                replicas: r,
+                grace: spec.stop_grace_period,
             },
         ));
     }
@@ -457,6 +575,9 @@ pub(super) fn update(
 
 /// A removed service: leave LBs, drain and stop every replica (kept until pruned).
 pub(super) fn destroy(spec: &ServiceSpec, leave: &[String]) -> Vec<Step> {
+    if spec.runtime == crate::model::Runtime::Swarm {
+        return swarm::remove(spec, leave);
+    }
     let mut out = Vec::new();
     for host in &spec.hosts {
         take_down(

@@ -158,6 +158,9 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
             } else {
                 format!("{} -> {} replicas", b.replicas, a.replicas)
             };
+            if a.runtime == crate::model::Runtime::Swarm {
+                return format!("roll {count} through Docker Swarm ({})", why.join(", "));
+            }
             format!(
                 "roll {count} in {batches} batch{} ({})",
                 if batches == 1 { "" } else { "es" },

@@ -142,9 +142,12 @@ pub(crate) fn text_details(c: &ResourceChange) -> String {
 }
 
 fn details(out: &mut String, p: &Paint, c: &ResourceChange) {
+    let swarm =
+        matches!(&c.after, Some(Spec::Service(s)) if s.runtime == crate::model::Runtime::Swarm);
     let what = match c.action {
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
+        Action::Replace if swarm => "will be rolled by Docker Swarm (one service update)",
         Action::Replace => "will be rolled: new containers, batch by batch",
         Action::Scale => "will be scaled",
         Action::Destroy => "will be destroyed",
@@ -174,7 +177,8 @@ fn details(out: &mut String, p: &Paint, c: &ResourceChange) {
     }
     if !c.steps.is_empty() {
         let policy = match &c.after {
-            Some(Spec::Service(s)) if c.action == Action::Replace => format!(
+            // A Swarm step says its own update settings.
+            Some(Spec::Service(s)) if c.action == Action::Replace && !swarm => format!(
                 " ({}, batch {}, drain {}, soak {}, on failure: {})",
                 s.rollout.order,
                 s.rollout.batch,

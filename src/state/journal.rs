@@ -42,6 +42,15 @@ pub enum Undo {
         #[serde(with = "millis")]
         grace: std::time::Duration,
     },
+    /// Put a Swarm service back as it was before this run set it: remove it when this run
+    /// created it, else have Swarm roll it back to its previous spec. Only done while the
+    /// service still carries this run's `revision` label (so it is done once).
+    Swarm {
+        host: String,
+        name: String,
+        revision: u64,
+        created: bool,
+    },
 }
 
 /// One line of the journal.
@@ -89,6 +98,17 @@ pub enum Entry {
     Interrupted { at: String },
     /// Second interrupt: stopped at once, in the middle of a step.
     Aborted { at: String },
+    /// A blue-green release stopped at its preview: `plan` and where each resource goes on
+    /// (`positions`: resource -> next step) for `gantry promote`.
+    Held {
+        at: String,
+        plan: Box<crate::plan::Plan>,
+        positions: std::collections::BTreeMap<String, usize>,
+        /// Image reference -> the image ID the release runs (the rest of it runs the same).
+        image_ids: std::collections::BTreeMap<String, String>,
+    },
+    /// `gantry promote` continues the held release.
+    Promoted { at: String },
     /// The run is over (an apply's clean-up of old containers may follow: safe to
     /// interrupt); nothing to recover.
     End { outcome: Outcome, at: String },
@@ -100,6 +120,13 @@ pub struct Journal {
     pub entries: Vec<Entry>,
     /// A last line cut short by a crash while it was written (ignored).
     pub torn_tail: bool,
+}
+
+/// A release held at its preview.
+pub struct Held<'a> {
+    pub plan: &'a crate::plan::Plan,
+    pub positions: &'a std::collections::BTreeMap<String, usize>,
+    pub image_ids: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// What an unfinished run was doing when it stopped.
@@ -118,6 +145,8 @@ pub struct Unfinished<'a> {
     pub steps_finished: usize,
     /// Stopped by an interrupt (`Interrupted`/`Aborted`) rather than killed.
     pub how: &'static str,
+    /// Held on purpose at a blue-green preview (not a crash).
+    pub held: bool,
 }
 
 impl Journal {
@@ -153,6 +182,7 @@ impl Journal {
         let mut last_finished = None;
         let mut steps_finished = 0;
         let mut how = "the process died (killed, crashed, or the machine went down)";
+        let mut held = false;
         for e in &self.entries {
             match e {
                 Entry::End { .. } => return None,
@@ -164,6 +194,14 @@ impl Journal {
                         steps_finished += 1;
                         last_finished = Some((resource.as_str(), step.as_str()));
                     }
+                }
+                Entry::Held { .. } => {
+                    held = true;
+                    how = "it is held at its preview (blue-green), waiting for `gantry promote`"
+                }
+                Entry::Promoted { .. } => {
+                    held = false;
+                    how = "the process died while promoting (killed, crashed, or the machine went down)"
                 }
                 Entry::Interrupted { .. } => how = "it was interrupted (Ctrl-C or SIGTERM)",
                 Entry::Aborted { .. } => how = "it was stopped at once by a second interrupt",
@@ -181,6 +219,27 @@ impl Journal {
             last_finished,
             steps_finished,
             how,
+            held,
+        })
+    }
+
+    /// The plan, positions and image IDs of a release held at its preview, when it still is.
+    pub fn held(&self) -> Option<Held<'_>> {
+        if !self.unfinished()?.held {
+            return None;
+        }
+        self.entries.iter().rev().find_map(|e| match e {
+            Entry::Held {
+                plan,
+                positions,
+                image_ids,
+                ..
+            } => Some(Held {
+                plan,
+                positions,
+                image_ids,
+            }),
+            _ => None,
         })
     }
 

@@ -35,6 +35,9 @@ pub struct State {
     pub services: BTreeMap<String, ServiceState>,
     #[serde(default)]
     pub lbs: BTreeMap<String, LbState>,
+    /// Services with `runtime = "swarm"`: the Swarm service each runs as, by service name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub swarm: BTreeMap<String, SwarmService>,
     /// Every apply and rollback attempt, oldest first.
     #[serde(default)]
     pub history: Vec<RevisionRecord>,
@@ -81,6 +84,8 @@ pub enum Outcome {
     /// The process stopped in the middle (killed, crashed, interrupted); the next command
     /// found it in the journal and resumed or undid it.
     Interrupted,
+    /// A blue-green release held at its preview, waiting for `gantry promote`.
+    Held,
 }
 
 impl Outcome {
@@ -90,7 +95,10 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::RolledBack => "failed, previous revision restored",
             Outcome::Halted => "failed, halted",
-            Outcome::Interrupted => "interrupted, then resumed or undone",
+            Outcome::Interrupted => {
+                "did not finish (interrupted, or held and abandoned); resumed or undone"
+            }
+            Outcome::Held => "held at the preview (gantry promote continues)",
         }
     }
 }
@@ -105,6 +113,24 @@ pub struct ServiceState {
     pub revision: u64,
     #[serde(default)]
     pub replicas: Vec<Replica>,
+    /// Blue-green: the previous colour, still running beside the live one after a switch
+    /// (a rollback switches back to it), until it is scaled down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_colour: Option<OldColour>,
+}
+
+/// The old colour of a blue-green service after a switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OldColour {
+    /// The revision of its replicas.
+    pub revision: u64,
+    /// When `gantry scale-down` stops it but for `keep` replicas (RFC 3339, UTC); `None`
+    /// once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<String>,
+    /// Replicas that stay running after the scale-down.
+    pub keep: u32,
 }
 
 /// A container gantry created and tracks.
@@ -142,6 +168,26 @@ pub struct LbState {
     /// The replicas currently in the load balancer, sorted by address.
     #[serde(default)]
     pub members: Vec<Member>,
+}
+
+/// A Docker Swarm service gantry set (`runtime = "swarm"`). Swarm keeps its tasks; gantry
+/// keeps what a rollback needs: which image, through which manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmService {
+    /// The manager's host name.
+    pub host: String,
+    /// Swarm's service ID.
+    pub id: String,
+    /// `<project>_<service>`.
+    pub name: String,
+    /// Image ID (`sha256:...`) the service runs, pinned in its spec.
+    pub image_id: String,
+    /// The revision that set this spec.
+    pub revision: u64,
+    /// The published port of the container port (the routing mesh), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_port: Option<u16>,
 }
 
 /// One replica as a load balancer sees it.
@@ -195,6 +241,7 @@ impl State {
             revision: 0,
             services: BTreeMap::new(),
             lbs: BTreeMap::new(),
+            swarm: BTreeMap::new(),
             history: Vec::new(),
         }
     }
