@@ -262,7 +262,9 @@ fn killed_during(journal: &str) -> String {
         return "after the end (clean-up)".into();
     }
     match open.last() {
-        // "start #1,#2 (new)" -> "start"
+        // "start #1,#2 (new)" -> "start", "#1,#2 (new) join lb.front" -> "join"
+        Some(step) if step.contains(" join ") => "join".into(),
+        Some(step) if step.contains(" leave ") => "leave".into(),
         Some(step) => step.split(' ').next().unwrap_or_default().to_string(),
         None => "between steps".into(),
     }
@@ -311,9 +313,20 @@ fn kill_9_at_random_moments_then_the_next_command_converges() {
     for trial in 0..trials {
         let image = &tags[trial % 2];
         p.write(image, 1, "0s");
-        let delay = Duration::from_millis(rng.next() % (window.as_millis() as u64 * 11 / 10));
+        let after_begin = (trial / 2) % 2 == 1;
+        // The whole run (1.1x its length), or the steps after the journal began (about 0.6x).
+        let span = window.as_millis() as u64 * if after_begin { 6 } else { 11 } / 10;
+        let delay = Duration::from_millis(rng.next() % span);
         let before = p.journal();
         let mut child = p.spawn(&["apply", "--yes", "--progress", "plain"]);
+        // Every other pair of trials counts from the moment the run's journal begins (after
+        // pre-flight), so that most kills land among the steps.
+        if after_begin {
+            let begun = Instant::now();
+            while p.journal() == before && begun.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();

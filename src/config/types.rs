@@ -257,6 +257,10 @@ pub struct TomlRollout {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub on_failure: Option<SpStr>,
+    /// Several hosts: how many hosts roll at the same time (1: host after host).
+    #[serde(default)]
+    #[schemars(with = "Option<i64>")]
+    pub hosts_in_parallel: Option<Spanned<i64>>,
     /// Blue-green: how long the old colour is kept after the switch.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

@@ -41,22 +41,17 @@ impl StateDir {
         let mut line = serde_json::to_vec(begin).expect("journal entries serialise");
         line.push(b'\n');
         super::fs::write_atomic(&path, &line)?;
-        let file = fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|source| FsError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(JournalFile {
-            path,
-            file: Mutex::new(file),
-        })
+        JournalFile::open(path)
     }
 
     /// Opens the existing journal to append to it (a recovery adds to the run it recovers).
     pub fn reopen_journal(&self) -> Result<JournalFile, FsError> {
-        let path = self.journal_path();
+        JournalFile::open(self.journal_path())
+    }
+}
+
+impl JournalFile {
+    fn open(path: PathBuf) -> Result<JournalFile, FsError> {
         let file = fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -69,9 +64,7 @@ impl StateDir {
             file: Mutex::new(file),
         })
     }
-}
 
-impl JournalFile {
     /// Appends one entry and waits until it is on disk.
     pub fn append(&self, entry: &Entry) -> Result<(), FsError> {
         let mut line = serde_json::to_vec(entry).expect("journal entries serialise");

@@ -591,88 +591,47 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                 },
             );
         }
+        // Host after host, or `hosts_in_parallel` hosts at a time: each host's steps stay in
+        // order. A hold point stops the rollout host by host, whatever the setting.
+        let parallel = match self.ctx.hold {
+            Hold::No => after
+                .as_ref()
+                .or(service_spec(&change.before))
+                .map_or(1, |s| s.rollout.hosts_in_parallel.max(1)) as usize,
+            _ => 1,
+        };
+        let mut groups: Vec<Vec<(usize, &Step)>> = Vec::new();
         for (index, step) in change.steps.iter().enumerate().skip(from) {
-            if self.cancelled.load(Ordering::SeqCst) || self.ctx.interrupt.load(Ordering::SeqCst) {
-                return Err(Stopped::Cancelled);
+            match groups.last_mut() {
+                Some(g) if g[0].1.host == step.host => g.push((index, step)),
+                _ => groups.push(vec![(index, step)]),
             }
-            if index > from && self.ctx.hold.is_at(&step.op) {
-                return Err(Stopped::Held(index));
+        }
+        for chunk in groups.chunks(parallel) {
+            let results = futures_util::future::join_all(chunk.iter().map(|group| async move {
+                for &(index, step) in group {
+                    self.run_step(change, index, step, from).await?;
+                }
+                Ok::<(), Stopped>(())
+            }))
+            .await;
+            // A failure wins over a hold, a hold over a stop caused by the others.
+            let mut stopped = None;
+            for r in results {
+                match (r, &stopped) {
+                    (Err(e @ Stopped::Failed(_)), _) => {
+                        stopped = Some(e);
+                        break;
+                    }
+                    (Err(e @ Stopped::Held(_)), None | Some(Stopped::Cancelled)) => {
+                        stopped = Some(e)
+                    }
+                    (Err(e), None) => stopped = Some(e),
+                    _ => {}
+                }
             }
-            let started = Instant::now();
-            let description = step.describe();
-            let batch = step.batch.map(|b| format!("{}/{}", b.number, b.of));
-            self.ctx.reporter.event(Event::StepStarted {
-                resource: change.address.to_string(),
-                host: step.host.clone(),
-                batch: batch.clone(),
-                step: description.clone(),
-            });
-            let result = match self.journal(Entry::StepStarted {
-                resource: change.address.to_string(),
-                step: description.clone(),
-                host: step.host.clone(),
-                at: now(),
-            }) {
-                Ok(()) => self.step(&name, change, step).await,
-                Err(e) => Err((format!("the journal could not be written: {e}"), Vec::new())),
-            };
-            let result = match (result, self.save()) {
-                (Ok(_), Err(e)) => Err((format!("the state could not be saved: {e}"), Vec::new())),
-                (result, _) => result,
-            };
-            let journaled = match &result {
-                Ok(_) => self.journal(Entry::StepFinished {
-                    resource: change.address.to_string(),
-                    step: description.clone(),
-                    at: now(),
-                }),
-                Err((reason, _)) => self.journal(Entry::StepFailed {
-                    resource: change.address.to_string(),
-                    step: description.clone(),
-                    reason: reason.clone(),
-                    at: now(),
-                }),
-            };
-            let result = match (result, journaled) {
-                (Ok(_), Err(e)) => {
-                    Err((format!("the journal could not be written: {e}"), Vec::new()))
-                }
-                (result, _) => result,
-            };
-            let elapsed_ms = started.elapsed().as_millis();
-            match result {
-                Ok(detail) => {
-                    *self.last_finished.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(format!("{}: {description}", change.address));
-                    self.ctx.reporter.event(Event::StepFinished {
-                        resource: change.address.to_string(),
-                        host: step.host.clone(),
-                        batch,
-                        step: description,
-                        elapsed_ms,
-                        detail,
-                    });
-                }
-                Err((reason, logs)) => {
-                    self.ctx.reporter.event(Event::StepFailed {
-                        resource: change.address.to_string(),
-                        host: step.host.clone(),
-                        batch,
-                        step: description.clone(),
-                        elapsed_ms,
-                        reason: reason.clone(),
-                    });
-                    self.cancelled.store(true, Ordering::SeqCst);
-                    return Err(Stopped::Failed(Failure {
-                        resource: match (&step.host, self.ctx.hosts.len()) {
-                            (Some(h), n) if n > 1 => format!("{} on host `{h}`", change.address),
-                            _ => change.address.to_string(),
-                        },
-                        step: description,
-                        reason,
-                        logs,
-                    }));
-                }
+            if let Some(e) = stopped {
+                return Err(e);
             }
         }
         match (&after, change.action) {
@@ -685,6 +644,99 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                 let _ = self.save();
             }
             (None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// Runs step `index` of `change`: announced in the journal and the progress, the state
+    /// saved after it.
+    async fn run_step(
+        &self,
+        change: &ResourceChange,
+        index: usize,
+        step: &Step,
+        from: usize,
+    ) -> Result<(), Stopped> {
+        let name = change.address.name.clone();
+        if self.cancelled.load(Ordering::SeqCst) || self.ctx.interrupt.load(Ordering::SeqCst) {
+            return Err(Stopped::Cancelled);
+        }
+        if index > from && self.ctx.hold.is_at(&step.op) {
+            return Err(Stopped::Held(index));
+        }
+        let started = Instant::now();
+        let description = step.describe();
+        let batch = step.batch.map(|b| format!("{}/{}", b.number, b.of));
+        self.ctx.reporter.event(Event::StepStarted {
+            resource: change.address.to_string(),
+            host: step.host.clone(),
+            batch: batch.clone(),
+            step: description.clone(),
+        });
+        let result = match self.journal(Entry::StepStarted {
+            resource: change.address.to_string(),
+            step: description.clone(),
+            host: step.host.clone(),
+            at: now(),
+        }) {
+            Ok(()) => self.step(&name, change, step).await,
+            Err(e) => Err((format!("the journal could not be written: {e}"), Vec::new())),
+        };
+        let result = match (result, self.save()) {
+            (Ok(_), Err(e)) => Err((format!("the state could not be saved: {e}"), Vec::new())),
+            (result, _) => result,
+        };
+        let journaled = match &result {
+            Ok(_) => self.journal(Entry::StepFinished {
+                resource: change.address.to_string(),
+                step: description.clone(),
+                at: now(),
+            }),
+            Err((reason, _)) => self.journal(Entry::StepFailed {
+                resource: change.address.to_string(),
+                step: description.clone(),
+                reason: reason.clone(),
+                at: now(),
+            }),
+        };
+        let result = match (result, journaled) {
+            (Ok(_), Err(e)) => Err((format!("the journal could not be written: {e}"), Vec::new())),
+            (result, _) => result,
+        };
+        let elapsed_ms = started.elapsed().as_millis();
+        match result {
+            Ok(detail) => {
+                *self.last_finished.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("{}: {description}", change.address));
+                self.ctx.reporter.event(Event::StepFinished {
+                    resource: change.address.to_string(),
+                    host: step.host.clone(),
+                    batch,
+                    step: description,
+                    elapsed_ms,
+                    detail,
+                });
+            }
+            Err((reason, logs)) => {
+                self.ctx.reporter.event(Event::StepFailed {
+                    resource: change.address.to_string(),
+                    host: step.host.clone(),
+                    batch,
+                    step: description.clone(),
+                    elapsed_ms,
+                    reason: reason.clone(),
+                });
+                self.cancelled.store(true, Ordering::SeqCst);
+                return Err(Stopped::Failed(Failure {
+                    resource: match (&step.host, self.ctx.hosts.len()) {
+                        (Some(h), n) if n > 1 => format!("{} on host `{h}`", change.address),
+                        _ => change.address.to_string(),
+                    },
+                    step: description,
+                    reason,
+                    logs,
+                }));
+            }
         }
         Ok(())
     }
@@ -878,22 +930,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     .or(after)
                     .cloned()
                     .ok_or_else(|| plain("scale-down without a spec".into()))?;
-                let old: Vec<Replica> = self
-                    .st()
-                    .services
-                    .get(service)
-                    .map(|s| {
-                        s.replicas
-                            .iter()
-                            .filter(|r| {
-                                r.host == host
-                                    && r.revision != self.revision
-                                    && r.status == ReplicaStatus::Running
-                            })
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let old = self.running_on(service, &host, |r| r.revision != self.revision);
                 let Some(live) = old.iter().map(|r| r.revision).max() else {
                     return Ok(Some("no old colour runs".into()));
                 };
@@ -1084,21 +1121,39 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
     fn new_addresses(&self, service: &str, host: &str) -> Result<Vec<String>, String> {
         let target = self.target(&Some(host.to_string()))?;
         Ok(self
-            .st()
+            .running_on(service, host, |r| r.revision == self.revision)
+            .into_iter()
+            .filter_map(|r| r.host_port.map(|p| format!("{}:{p}", target.address)))
+            .collect())
+    }
+
+    /// The running replicas of `service` on `host` that `keep` selects.
+    fn running_on(
+        &self,
+        service: &str,
+        host: &str,
+        keep: impl Fn(&Replica) -> bool,
+    ) -> Vec<Replica> {
+        self.st()
             .services
             .get(service)
             .map(|s| {
                 s.replicas
                     .iter()
-                    .filter(|r| {
-                        r.host == host
-                            && r.revision == self.revision
-                            && r.status == ReplicaStatus::Running
-                    })
-                    .filter_map(|r| r.host_port.map(|p| format!("{}:{p}", target.address)))
+                    .filter(|r| r.host == host && r.status == ReplicaStatus::Running && keep(r))
+                    .cloned()
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The members the state records for `lb`.
+    fn members_of(&self, lb: &str) -> Vec<Member> {
+        self.st()
+            .lbs
+            .get(lb)
+            .map(|l| l.members.clone())
+            .unwrap_or_default()
     }
 
     fn set_old_colour(&self, service: &str, colour: Option<crate::state::OldColour>) {
@@ -1409,12 +1464,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
         edit: impl FnOnce(&mut Vec<Member>),
     ) -> Result<(), String> {
         let _one_at_a_time = self.lb_lock.lock().await;
-        let previous = self
-            .st()
-            .lbs
-            .get(lb)
-            .map(|l| l.members.clone())
-            .unwrap_or_default();
+        let previous = self.members_of(lb);
         let mut next = previous.clone();
         edit(&mut next);
         next.sort();
@@ -1509,23 +1559,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
             .min(duration.max(Duration::from_millis(100)));
         while Instant::now() < deadline {
             tokio::time::sleep(every.min(deadline.saturating_duration_since(Instant::now()))).await;
-            let replicas: Vec<Replica> = self
-                .st()
-                .services
-                .get(service)
-                .map(|s| {
-                    s.replicas
-                        .iter()
-                        .filter(|r| {
-                            r.revision == self.revision
-                                && r.status == ReplicaStatus::Running
-                                && r.host == host
-                        })
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            for r in replicas {
+            for r in self.running_on(service, host, |r| r.revision == self.revision) {
                 match target.runtime.inspect(&r.container_id).await {
                     Ok(Some(info)) if info.state == ContainerState::Running => {}
                     Ok(Some(info)) => {
@@ -1660,12 +1694,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                             m.address = new.clone();
                         }
                     }
-                    let current = self
-                        .st()
-                        .lbs
-                        .get(&lb)
-                        .map(|l| l.members.clone())
-                        .unwrap_or_default();
+                    let current = self.members_of(&lb);
                     if let Some(driver) = self.ctx.lbs.get(&lb) {
                         match driver.set_members(&current, &previous).await {
                             Ok(()) => {

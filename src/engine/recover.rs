@@ -273,12 +273,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             let Some(driver) = self.ctx.lbs.get(&lb) else {
                 continue;
             };
-            let current = self
-                .st()
-                .lbs
-                .get(&lb)
-                .map(|l| l.members.clone())
-                .unwrap_or_default();
+            let current = self.members_of(&lb);
             let next: Vec<_> = current
                 .iter()
                 .filter(|m| running.contains(&m.address))

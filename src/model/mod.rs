@@ -238,6 +238,17 @@ pub struct RolloutSpec {
     pub on_failure: OnFailure,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenSpec>,
+    /// How many hosts roll at the same time.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub hosts_in_parallel: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -893,6 +893,7 @@ impl Validator<'_> {
             keep_old_replicas: None,
             preview_check: None,
             preview_lb: None,
+            hosts_in_parallel: None,
         };
         let r = r.unwrap_or(&empty);
         let strategy = self.keyword(
@@ -984,6 +985,7 @@ impl Validator<'_> {
                 None
             }
         };
+        let hosts_in_parallel = self.count(r.hosts_in_parallel.as_ref(), "hosts_in_parallel", 1, 1);
         RolloutSpec {
             strategy,
             batch,
@@ -992,6 +994,7 @@ impl Validator<'_> {
             soak,
             on_failure,
             blue_green,
+            hosts_in_parallel,
         }
     }
 

@@ -44,29 +44,14 @@ pub fn apply(
     let loaded = load(common)?;
     let state_dir = common.state_dir();
     if let Some(journal) = super::recover::pending(&state_dir)? {
-        let state = state_dir.read()?;
-        let lbs = lb_drivers(&loaded.model, state.as_ref(), &common.config_dir());
         if opts.undo {
-            emit(
-                out,
-                &format!(
-                    "{}
-",
-                    super::recover::choose_header(&journal)
-                ),
-            )?;
-            emit(out, &super::recover::undo_summary(&journal))?;
-            if !confirm("undo it", opts.yes, out)? {
-                return Ok(ExitStatus::Error);
-            }
             return Ok(
-                match super::recover::recover(
+                match super::recover::undo_confirmed(
                     common,
                     &loaded.model,
                     &journal,
-                    Mode::Undo,
-                    opts.progress,
-                    &lbs,
+                    "",
+                    (opts.yes, opts.progress),
                     out,
                     err,
                 )? {
@@ -80,12 +65,10 @@ pub fn apply(
         }
         emit(
             out,
-            &format!(
-                "{}
-",
-                super::recover::choose_header(&journal)
-            ),
+            &format!("{}\n", super::recover::choose_header(&journal)),
         )?;
+        let state = state_dir.read()?;
+        let lbs = lb_drivers(&loaded.model, state.as_ref(), &common.config_dir());
         match super::recover::recover(
             common,
             &loaded.model,

@@ -332,6 +332,27 @@ pub fn recover(
     Ok(Ok(recovered))
 }
 
+/// Says which run did not finish (then `intro`) and what undoing it does, asks unless
+/// `yes`, then undoes it (`recover` in `Mode::Undo`).
+pub fn undo_confirmed(
+    common: &Common,
+    model: &Model,
+    journal: &Journal,
+    intro: &str,
+    (yes, progress): (bool, ProgressFormat),
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Result<Recovered, ExitStatus>, Error> {
+    let state = common.state_dir().read()?;
+    let lbs = super::apply::lb_drivers(model, state.as_ref(), &common.config_dir());
+    emit(out, &format!("{}\n{intro}", choose_header(journal)))?;
+    emit(out, &undo_summary(journal))?;
+    if !confirm("undo it", yes, out)? {
+        return Ok(Err(ExitStatus::Error));
+    }
+    recover(common, model, journal, Mode::Undo, progress, &lbs, out, err)
+}
+
 /// One line saying which run did not finish.
 pub fn choose_header(journal: &Journal) -> String {
     journal

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use super::apply::{Execution, execute};
-use super::{Common, Error, emit, load};
-use crate::engine::recover::{Mode, Recovered};
+use super::{Common, Error, load};
+use crate::engine::recover::Recovered;
 use crate::engine::report::ProgressFormat;
 use crate::exit::ExitStatus;
 use crate::model::Model;
@@ -40,26 +40,12 @@ pub fn rollback(
         let was_rollback = journal
             .unfinished()
             .is_some_and(|u| u.origin.starts_with("rollback"));
-        let state = state_dir.read()?;
-        let lbs = super::apply::lb_drivers(&loaded.model, state.as_ref(), &common.config_dir());
-        emit(
-            out,
-            &format!(
-                "{}\nRolling back starts by undoing it.\n",
-                super::recover::choose_header(&journal)
-            ),
-        )?;
-        emit(out, &super::recover::undo_summary(&journal))?;
-        if !super::recover::confirm("undo it", opts.yes, out)? {
-            return Ok(ExitStatus::Error);
-        }
-        match super::recover::recover(
+        match super::recover::undo_confirmed(
             common,
             &loaded.model,
             &journal,
-            Mode::Undo,
-            opts.progress,
-            &lbs,
+            "Rolling back starts by undoing it.\n",
+            (opts.yes, opts.progress),
             out,
             err,
         )? {

@@ -179,12 +179,17 @@ fn details(out: &mut String, p: &Paint, c: &ResourceChange) {
         let policy = match &c.after {
             // A Swarm step says its own update settings.
             Some(Spec::Service(s)) if c.action == Action::Replace && !swarm => format!(
-                " ({}, batch {}, drain {}, soak {}, on failure: {})",
+                " ({}, batch {}, drain {}, soak {}, on failure: {}{})",
                 s.rollout.order,
                 s.rollout.batch,
                 s.rollout.drain,
                 s.rollout.soak,
-                s.rollout.on_failure
+                s.rollout.on_failure,
+                match (s.hosts.len(), s.rollout.hosts_in_parallel) {
+                    (1, _) => String::new(),
+                    (_, 1) => ", host after host".to_string(),
+                    (_, n) => format!(", {n} hosts at a time"),
+                }
             ),
             _ => String::new(),
         };
