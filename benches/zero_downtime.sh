@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The zero-downtime proof, at length: real nginx and real HAProxy on loopback in front of 4
 # replicas of the test app, 500 requests/s (half of them POSTs, which nginx never retries)
-# for the whole of 10 rollouts and 10 roll backs each, then the same load against a naive
-# recreate (docker stop + docker run, no LB coordination) for comparison.
+# for the whole of 10 rollouts and 10 roll backs each, the same for 10 blue-green releases
+# and 10 switch-backs behind nginx, then the same load against a naive recreate (docker
+# stop + docker run, no LB coordination) for comparison.
 #
 #   benches/zero_downtime.sh            # needs Docker, nginx, haproxy; about 5 minutes
 #
@@ -12,6 +13,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export GANTRY_ZERO_DOWNTIME_ROUNDS="${GANTRY_ZERO_DOWNTIME_ROUNDS:-10}"
-cargo test --release -q --test lb_nginx --test lb_haproxy -- \
+cargo test --release -q --test lb_nginx --test lb_haproxy --test blue_green -- \
     --include-ignored --test-threads 1 --nocapture 2>&1 \
     | grep -E "^(nginx|haproxy|before|during|with warm-up|test result)|panicked|assert" || true

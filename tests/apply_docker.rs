@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::docker::{self, DockerTestGuard};
+use support::project::{self, code, explain};
 
 struct Project {
     dir: tempfile::TempDir,
@@ -21,16 +22,10 @@ impl Project {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("t{}-{n}", std::process::id());
-        let [run, scope] = guard.labels();
-        let kv = |l: &str| {
-            let (k, v) = l.split_once('=').unwrap();
-            format!("\"{k}\" = \"{v}\"")
-        };
-        let labels = format!("{{ {}, {} }}", kv(&run), kv(&scope));
         let p = Project {
             dir: tempfile::tempdir().unwrap(),
             name,
-            labels,
+            labels: project::labels_toml(guard),
         };
         p.write(tag, "", "");
         p
@@ -60,47 +55,18 @@ rollout = {{ batch = 1, order = "start-first", soak = "300ms" }}
     }
 
     fn gantry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
+        project::gantry(self.dir.path(), args)
     }
 
+    /// The names of the project's containers (and `extra_filter`'s, unless empty), sorted.
     fn containers(&self, extra_filter: &str) -> Vec<String> {
-        let mut args = vec![
-            "ps".to_string(),
-            "-a".into(),
-            "--format".into(),
-            "{{.Names}}".into(),
-            "--filter".into(),
-            format!("label=dev.gantry.project={}", self.name),
-        ];
+        let label = project::label_filter(&self.name);
+        let mut filters = vec![label.as_str()];
         if !extra_filter.is_empty() {
-            args.extend(["--filter".into(), extra_filter.to_string()]);
+            filters.push(extra_filter);
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut names: Vec<String> = docker::docker_ok(&args)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        names
+        project::containers(&filters, "{{.Names}}")
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn timestamp(container: &str, field: &str) -> String {
@@ -340,9 +306,7 @@ fn a_second_apply_fails_on_the_lock_and_harms_nothing() {
         .unwrap()
         .replace("soak = \"300ms\"", "soak = \"3s\"");
     std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
-    let first = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["apply", "--yes"])
-        .current_dir(p.dir.path())
+    let first = project::gantry_command(p.dir.path(), &["apply", "--yes"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -712,9 +676,7 @@ fn engine_unplugged_mid_apply_then_the_next_apply_converges() {
     through_proxy(&v1);
     assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
     through_proxy(&v2);
-    let apply = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["apply", "--yes"])
-        .current_dir(p.dir.path())
+    let apply = project::gantry_command(p.dir.path(), &["apply", "--yes"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

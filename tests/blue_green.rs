@@ -4,11 +4,12 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::docker::{self, DockerTestGuard};
 use support::nginx::{NginxUnderTest, require_nginx};
+use support::project::{self, code, explain};
 
 struct Project {
     dir: tempfile::TempDir,
@@ -23,14 +24,9 @@ impl Project {
         let dir = tempfile::tempdir().unwrap();
         let front = NginxUnderTest::start(&dir.path().join("front"), "web_front");
         let preview = NginxUnderTest::start(&dir.path().join("preview"), "web_preview");
-        let [run, scope] = guard.labels();
-        let kv = |l: &str| {
-            let (k, v) = l.split_once('=').unwrap();
-            format!("\"{k}\" = \"{v}\"")
-        };
         Project {
             name: format!("{label}{}", std::process::id()),
-            labels: format!("{{ {}, {} }}", kv(&run), kv(&scope)),
+            labels: project::labels_toml(guard),
             dir,
             front,
             preview,
@@ -87,30 +83,19 @@ keep_old_replicas = {keep_old}
     }
 
     fn gantry(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_gantry"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        docker::run_with_timeout(c, Duration::from_secs(180)).unwrap()
+        project::gantry(self.dir.path(), args)
     }
 
-    /// `(name, running)` of every container of the project.
+    /// `(name, running)` of every container of the project, sorted.
     fn containers(&self) -> Vec<(String, bool)> {
-        let mut v: Vec<(String, bool)> = docker::docker_ok(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=dev.gantry.project={}", self.name),
-            "--format",
-            "{{.Names}} {{.State}}",
-        ])
-        .lines()
-        .map(|l| {
-            let (n, s) = l.split_once(' ').unwrap();
-            (n.to_string(), s == "running")
-        })
-        .collect();
+        let filter = project::label_filter(&self.name);
+        let mut v: Vec<(String, bool)> = project::containers(&[&filter], "{{.Names}} {{.State}}")
+            .iter()
+            .map(|l| {
+                let (n, s) = l.split_once(' ').unwrap();
+                (n.to_string(), s == "running")
+            })
+            .collect();
         v.sort();
         v
     }
@@ -145,19 +130,6 @@ keep_old_replicas = {keep_old}
     fn upstream(&self, lb: &NginxUnderTest) -> String {
         std::fs::read_to_string(&lb.upstream_file).unwrap()
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Seconds the `switch lb.front` step took, from `--progress plain`.

@@ -9,11 +9,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::docker::{self, DockerTestGuard};
 use support::nginx::{NginxUnderTest, require_nginx};
+use support::project::{self, code, explain};
 
 /// A project of 4 replicas behind a real nginx, in its own directory.
 struct Project {
@@ -27,14 +28,9 @@ impl Project {
     fn new(guard: &DockerTestGuard, label: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let nginx = NginxUnderTest::start(&dir.path().join("nginx"), "web_backend");
-        let [run, scope] = guard.labels();
-        let kv = |l: &str| {
-            let (k, v) = l.split_once('=').unwrap();
-            format!("\"{k}\" = \"{v}\"")
-        };
         Project {
             name: format!("{label}{}", std::process::id()),
-            labels: format!("{{ {}, {} }}", kv(&run), kv(&scope)),
+            labels: project::labels_toml(guard),
             dir,
             nginx,
         }
@@ -78,17 +74,11 @@ rollout = {{ batch = 2, order = "start-first", drain = "200ms", soak = "{soak}" 
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_gantry"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        c
+        project::gantry_command(self.dir.path(), args)
     }
 
     fn gantry(&self, args: &[&str]) -> Output {
-        docker::run_with_timeout(self.command(args), Duration::from_secs(180))
-            .unwrap_or_else(|e| panic!("gantry {args:?}: {e}"))
+        project::gantry(self.dir.path(), args)
     }
 
     /// Starts gantry in the background, its output appended to `spawned.log`.
@@ -124,22 +114,16 @@ rollout = {{ batch = 2, order = "start-first", drain = "200ms", soak = "{soak}" 
         std::fs::read_to_string(self.dir.path().join(".gantry/journal.jsonl")).unwrap_or_default()
     }
 
-    /// Every container of the project: `(name, id, running)`.
+    /// Every container named after the project, labelled or not: `(name, id, running)`.
     fn containers(&self) -> Vec<(String, String, bool)> {
-        docker::docker_ok(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("name=^{}-", self.name),
-            "--format",
-            "{{.Names}} {{.ID}} {{.State}}",
-        ])
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[0].to_string(), f[1].to_string(), f[2] == "running")
-        })
-        .collect()
+        let filter = format!("name=^{}-", self.name);
+        project::containers(&[&filter], "{{.Names}} {{.ID}} {{.State}}")
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), f[1].to_string(), f[2] == "running")
+            })
+            .collect()
     }
 
     /// The state is converged: 4 running replicas of one revision, each tracked, healthy
@@ -209,19 +193,6 @@ rollout = {{ batch = 2, order = "start-first", drain = "200ms", soak = "{soak}" 
         assert_eq!(r.status, 200, "{context}: through nginx");
         revisions[0]
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A small deterministic generator (xorshift), seeded from the clock and printed, so that a
@@ -311,7 +282,16 @@ fn kill_9_at_random_moments_then_the_next_command_converges() {
     let mut during: std::collections::BTreeMap<String, usize> = Default::default();
     let (mut resumed, mut rolled_back, mut interrupted_runs) = (0, 0, 0);
     for trial in 0..trials {
-        let image = &tags[trial % 2];
+        // Always a change: the image the state does not run now.
+        let running = p.state()["services"]["web"]["spec"]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let image = if running.ends_with(tags[0].as_str()) {
+            &tags[1]
+        } else {
+            &tags[0]
+        };
         p.write(image, 1, "0s");
         let after_begin = (trial / 2) % 2 == 1;
         // The whole run (1.1x its length), or the steps after the journal began (about 0.6x).
@@ -323,7 +303,12 @@ fn kill_9_at_random_moments_then_the_next_command_converges() {
         // pre-flight), so that most kills land among the steps.
         if after_begin {
             let begun = Instant::now();
-            while p.journal() == before && begun.elapsed() < Duration::from_secs(30) {
+            while p.journal() == before {
+                assert!(
+                    begun.elapsed() < Duration::from_secs(30),
+                    "trial {trial}: the apply never began its journal\n{}",
+                    p.spawned_log()
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
         }

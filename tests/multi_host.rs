@@ -12,15 +12,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::docker::{self, DockerTestGuard};
 use support::nginx::{NginxUnderTest, require_nginx};
+use support::project::{self, explain};
 use support::second_engine::{SecondEngine, require_second_engine};
-
-const PROJECT_LABEL: &str = "dev.gantry.project";
 
 /// One engine, as the test's own `docker` CLI reaches it.
 #[derive(Clone, Copy)]
@@ -75,11 +74,6 @@ impl Project {
         }
         let dir = tempfile::tempdir().unwrap();
         let nginx = NginxUnderTest::start(&dir.path().join("nginx"), "app");
-        let [run, scope] = guard.labels();
-        let kv = |l: &str| {
-            let (k, v) = l.split_once('=').unwrap();
-            format!("\"{k}\" = \"{v}\"")
-        };
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         Project {
             dir,
@@ -90,7 +84,7 @@ impl Project {
                 std::process::id(),
                 N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             ),
-            labels: format!("{{ {}, {} }}", kv(&run), kv(&scope)),
+            labels: project::labels_toml(guard),
             v1,
             v2,
         }
@@ -139,11 +133,7 @@ reload = {reload}
     }
 
     fn gantry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+        project::gantry(self.dir.path(), args)
     }
 
     fn apply(&self) -> Output {
@@ -155,14 +145,12 @@ reload = {reload}
     /// a while), v2 is removed from `b`, as an image pruner on that host would. Pre-flight
     /// has seen it there; `b`'s first start then fails with "no such image".
     fn apply_losing_v2_on_b(&self) -> Output {
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["apply", "--yes", "--progress", "plain"])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child =
+            project::gantry_command(self.dir.path(), &["apply", "--yes", "--progress", "plain"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
         let second_on_a = format!("name={}-web-2-2", self.name);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -188,7 +176,7 @@ reload = {reload}
 
     /// This project's containers on one engine (`running` only, or all), sorted by name.
     fn replicas(&self, engine: Engine, running: bool) -> Vec<Replica> {
-        let filter = format!("label={PROJECT_LABEL}={}", self.name);
+        let filter = project::label_filter(&self.name);
         let mut ps = vec!["ps", "-q", "--filter", &filter];
         if !running {
             ps.push("-a");
@@ -270,15 +258,6 @@ fn main_endpoint() -> String {
         .ok()
         .filter(|h| h.starts_with("unix://"))
         .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The hosts in the order `text`'s lines name them (`host a:` ...), repeats collapsed.
@@ -593,4 +572,121 @@ fn host_b_is_reached_over_verified_tls_only() {
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
     p.assert_running((&p.v1, 2), (&p.v1, 2));
+}
+
+/// `[lb.NAME] hosts` and `rollout.hosts_in_parallel`: one nginx per host, each listing only
+/// its own host's replicas, and both hosts rolling at the same time.
+#[test]
+fn one_nginx_per_host_and_both_hosts_rolling_at_once() {
+    let Some((guard, b)) = setup("one_nginx_per_host") else {
+        return;
+    };
+    let p = Project::new("per-host", &guard, b, true);
+    let nginx_b = NginxUnderTest::start(&p.dir.path().join("nginx-b"), "app_b");
+    let write = |image: &str| {
+        let lb = |name: &str, host: &str, n: &NginxUnderTest, upstream: &str| {
+            let (check, reload) = n.toml_commands();
+            format!(
+                "[lb.{name}]\nkind = \"nginx\"\nhosts = [\"{host}\"]\nupstream = \"{upstream}\"\nupstream_file = \"{}\"\ncheck = {check}\nreload = {reload}\n",
+                n.upstream_file.display()
+            )
+        };
+        let version = if image == p.v1 { "v1" } else { "v2" };
+        let toml = format!(
+            r#"[project]
+name = "{name}"
+
+[[host]]
+name = "a"
+docker = "{main}"
+address = "127.0.0.1"
+
+{host_b}
+[service.web]
+image = "{image}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{version}" }}
+labels = {labels}
+stop_grace_period = "5s"
+lb = ["front-a", "front-b"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 30 }}
+rollout = {{ batch = 1, order = "start-first", drain = "200ms", soak = "1s", hosts_in_parallel = 2 }}
+
+{lb_a}
+{lb_b}"#,
+            name = p.name,
+            main = main_endpoint(),
+            host_b = p.b.host_toml("b"),
+            labels = p.labels,
+            lb_a = lb("front-a", "a", &p.nginx, "app"),
+            lb_b = lb("front-b", "b", &nginx_b, "app_b"),
+        );
+        std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
+    };
+    let ports_of = |file: &std::path::Path| -> BTreeSet<u16> {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("server 127.0.0.1:"))
+            .filter_map(|l| l.split([';', ' ']).next()?.parse().ok())
+            .collect()
+    };
+    let check_members = |context: &str| {
+        for (engine, file) in [
+            (Engine::Main, p.nginx.upstream_file.clone()),
+            (Engine::Second(&p.b), nginx_b.upstream_file.clone()),
+        ] {
+            let running: BTreeSet<u16> = p.replicas(engine, true).iter().map(|r| r.port).collect();
+            assert_eq!(running.len(), 2, "{context}");
+            assert_eq!(
+                ports_of(&file),
+                running,
+                "{context}: each nginx lists its own host's replicas only:\n{}",
+                std::fs::read_to_string(&file).unwrap()
+            );
+        }
+    };
+
+    write(&p.v1);
+    let o = p.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    check_members("v1");
+
+    write(&p.v2);
+    let plan = String::from_utf8_lossy(&p.gantry(&["plan"]).stdout).to_string();
+    assert!(plan.contains("2 hosts at a time"), "{plan}");
+    let o = p.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    check_members("v2");
+    // Host after host would start b's first v2 replica after a's two batches (2 s of soak
+    // at least); at once, they start together.
+    let started = |engine: Engine, name: &str| -> f64 {
+        let t = engine.docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name]);
+        let t = humantime::parse_rfc3339_weak(&t[..19]).unwrap();
+        let frac: f64 = format!(
+            "0.{}",
+            t_frac(&engine.docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name]))
+        )
+        .parse()
+        .unwrap_or(0.0);
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            + frac
+    };
+    let a1 = started(Engine::Main, &format!("{}-web-2-1", p.name));
+    let b1 = started(Engine::Second(&p.b), &format!("{}-web-2-1", p.name));
+    assert!(
+        (a1 - b1).abs() < 1.5,
+        "host a's first v2 replica started at {a1}, host b's at {b1}: not at the same time"
+    );
+}
+
+/// The fraction of a second of an RFC 3339 time (`...T10:00:00.123456789Z` -> `123456789`).
+fn t_frac(t: &str) -> String {
+    t.split('.')
+        .nth(1)
+        .map(|f| f.trim_end_matches('Z').chars().take(9).collect())
+        .unwrap_or_default()
 }

@@ -14,10 +14,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use support::docker::{self, DockerTestGuard};
+use support::project::{self, code, explain};
 use support::swarm_engine::{self, SwarmEngine};
 
 struct Project {
@@ -68,31 +69,13 @@ rollout = {{ batch = 1, order = "start-first", soak = "2s" }}
     }
 
     fn gantry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
+        project::gantry(self.dir.path(), args)
     }
 
     fn state(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.dir.path().join(".gantry/state.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Builds the two test images in the main engine and loads them into the swarm engine;

@@ -285,6 +285,11 @@ pub struct TomlLb {
     /// `nginx`, `haproxy` or `command`.
     #[schemars(with = "String")]
     pub kind: SpStr,
+    /// The `[[host]]`s whose replicas this load balancer sends to (default: every host; one
+    /// load balancer in front of all of them).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub hosts: Vec<SpStr>,
     /// nginx: name of the `upstream` block gantry renders.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

@@ -162,6 +162,7 @@ mod tests {
             address: "10.0.0.5:32769".into(),
             service: "web".into(),
             replica: 2,
+            host: String::new(),
         };
         let argv: Vec<String> = ["lbctl", "add", "{service}-{replica}", "{address}:{port}"]
             .iter()

@@ -9,4 +9,5 @@ pub mod haproxy;
 pub mod journal;
 pub mod nginx;
 pub mod probe;
+pub mod scoped;
 pub mod swarm;

@@ -151,6 +151,7 @@ mod tests {
             address: a.into(),
             service: "web".into(),
             replica: 1,
+            host: String::new(),
         };
         let text = n.render(&[member("127.0.0.1:32770"), member("127.0.0.1:32769")]);
         assert_eq!(

@@ -1413,6 +1413,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     address: format!("{}:{port}", target.address),
                     service: service.to_string(),
                     replica: index,
+                    host: host.to_string(),
                 });
             }
         }
@@ -1438,6 +1439,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                         address: format!("{}:{port}", t.address),
                         service: name.to_string(),
                         replica: r.index,
+                        host: r.host.clone(),
                     });
                 }
             }
@@ -1449,6 +1451,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     address: format!("{}:{port}", t.address),
                     service: name.to_string(),
                     replica: 1,
+                    host: w.host.clone(),
                 });
             }
         }

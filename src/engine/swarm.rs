@@ -103,6 +103,7 @@ fn member<R: ContainerRuntime>(
         address: format!("{}:{port}", target.address),
         service: service.to_string(),
         replica: 1,
+        host: host.to_string(),
     })
 }
 

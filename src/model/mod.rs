@@ -28,6 +28,8 @@ pub struct Model {
     pub hosts: Vec<Host>,
     pub services: BTreeMap<String, ServiceSpec>,
     pub lbs: BTreeMap<String, LbSpec>,
+    /// Load balancers that send only to the replicas of some hosts (`[lb.NAME] hosts`).
+    pub lb_hosts: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

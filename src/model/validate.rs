@@ -78,11 +78,22 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
     v.port_clashes(&port_claims);
 
     let mut lbs = BTreeMap::new();
+    let mut lb_hosts = BTreeMap::new();
     for named in &raw.lbs {
         v.name("lb", &named.name, &named.span);
         let Some(toml) = &named.value else { continue };
         if let Some(spec) = v.lb(named, toml) {
             lbs.insert(named.name.clone(), spec);
+        }
+        let here = format!("load balancer `{}`", named.name);
+        let scoped: Vec<String> = toml
+            .hosts
+            .iter()
+            .filter(|h| v.reference("host", h, &host_names, &here))
+            .map(|h| h.get_ref().clone())
+            .collect();
+        if !scoped.is_empty() {
+            lb_hosts.insert(named.name.clone(), scoped);
         }
     }
     v.lb_members(&raw.lbs, &raw.services);
@@ -96,6 +107,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             hosts,
             services,
             lbs,
+            lb_hosts,
         })
     } else {
         v.diags

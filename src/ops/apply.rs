@@ -414,6 +414,16 @@ pub(super) fn lb_drivers(
             out.insert(name, Box::new(driver));
         }
     }
+    // Load balancers in front of some hosts only see those hosts' members.
+    for (name, hosts) in &model.lb_hosts {
+        if let Some(inner) = out.remove(name) {
+            let scoped = crate::drivers::scoped::HostScoped {
+                inner,
+                hosts: hosts.clone(),
+            };
+            out.insert(name.clone(), Box::new(scoped));
+        }
+    }
     out
 }
 

@@ -118,6 +118,7 @@ pub fn rollback(
             .iter()
             .map(|(n, l)| (n.clone(), l.spec.clone()))
             .collect(),
+        lb_hosts: loaded.model.lb_hosts.clone(),
     };
     let pinned: BTreeMap<String, (String, String)> = record
         .services

@@ -361,6 +361,7 @@ mod tests {
             address: a.into(),
             service: "web".into(),
             replica: 1,
+            host: String::new(),
         };
         let j = Journal::parse(&lines(&[
             begin(),

@@ -198,6 +198,9 @@ pub struct Member {
     pub address: String,
     pub service: String,
     pub replica: u32,
+    /// The `[[host]]` the replica runs on (for load balancers scoped to some hosts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 /// Retention: running replicas stay, and the stopped replicas of the newest `keep` revisions
