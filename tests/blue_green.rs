@@ -1,6 +1,7 @@
-//! Blue-green releases against the real engine and two real nginx instances: `front` (the
-//! users' address) and `preview` (the new colour's address before the switch). Skipped
-//! (with a message) without Docker or nginx locally; fails under CI.
+//! Blue-green releases against the real engine and real load balancers: `front` (the users'
+//! address: nginx, or HAProxy through its runtime API) and `preview` (an nginx: the new
+//! colour's address before the switch). Skipped (with a message) without Docker, nginx or
+//! HAProxy locally; fails under CI.
 
 mod support;
 
@@ -8,6 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::docker::{self, DockerTestGuard};
+use support::haproxy::{HaproxyUnderTest, require_haproxy};
 use support::nginx::{NginxUnderTest, require_nginx};
 use support::project::{self, code, explain};
 
@@ -17,6 +19,8 @@ struct Project {
     labels: String,
     front: NginxUnderTest,
     preview: NginxUnderTest,
+    /// When set, the users' load balancer is this HAProxy instead of the `front` nginx.
+    haproxy: Option<HaproxyUnderTest>,
 }
 
 impl Project {
@@ -30,6 +34,25 @@ impl Project {
             dir,
             front,
             preview,
+            haproxy: None,
+        }
+    }
+
+    /// The same with HAProxy as the users' load balancer.
+    fn with_haproxy(guard: &DockerTestGuard, label: &str) -> Project {
+        let mut p = Project::new(guard, label);
+        p.haproxy = Some(HaproxyUnderTest::start(
+            &p.dir.path().join("haproxy"),
+            "web_front",
+        ));
+        p
+    }
+
+    /// The users' address.
+    fn front_addr(&self) -> String {
+        match &self.haproxy {
+            Some(h) => h.addr(),
+            None => self.front.addr(),
         }
     }
 
@@ -68,7 +91,13 @@ keep_old_replicas = {keep_old}
 "#,
             name = self.name,
             labels = self.labels,
-            front = lb("front", &self.front, "web_front"),
+            front = match &self.haproxy {
+                Some(h) => format!(
+                    "[lb.front]\nkind = \"haproxy\"\nsocket = \"{}\"\nbackend = \"web_front\"\n",
+                    h.socket.display()
+                ),
+                None => lb("front", &self.front, "web_front"),
+            },
             preview = lb("preview", &self.preview, "web_preview"),
         );
         std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
@@ -110,10 +139,10 @@ keep_old_replicas = {keep_old}
 
     /// What `lb` serves once nginx's reload has taken effect (it is asynchronous: old
     /// workers answer for a moment); what it serves after 5 s otherwise.
-    fn version_is(&self, lb: &NginxUnderTest, tag: &str) -> String {
+    fn version_is(&self, addr: &str, tag: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let v = self.version(lb);
+            let v = self.version(addr);
             if v == tag || Instant::now() > deadline {
                 return v;
             }
@@ -121,8 +150,8 @@ keep_old_replicas = {keep_old}
         }
     }
 
-    fn version(&self, lb: &NginxUnderTest) -> String {
-        support::http::get(&lb.addr(), "/version")
+    fn version(&self, addr: &str) -> String {
+        support::http::get(addr, "/version")
             .map(|r| r.text().trim().to_string())
             .unwrap_or_default()
     }
@@ -156,12 +185,31 @@ fn blue_green_under_load_loses_no_request_and_switches_back_in_one_change() {
         return;
     }
     let guard = DockerTestGuard::new();
-    let tags = images(&["bg1", "bg2"]);
-    let p = Project::new(&guard, "bg");
+    release_and_switch_back_under_load("nginx", &Project::new(&guard, "bg"), ["bg1", "bg2"]);
+}
+
+#[test]
+fn blue_green_behind_haproxy_loses_no_request_and_switches_back_in_one_change() {
+    if !docker::require_docker("blue_green_haproxy")
+        || !require_nginx("blue_green_haproxy")
+        || !require_haproxy("blue_green_haproxy")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let p = Project::with_haproxy(&guard, "bh");
+    release_and_switch_back_under_load("HAProxy", &p, ["bh1", "bh2"]);
+}
+
+/// A blue-green release and a switch-back under 500 requests/s through the users' load
+/// balancer: no failed request, each switch under 1 s of LB time, the switch-back without
+/// any container started.
+fn release_and_switch_back_under_load(lb: &str, p: &Project, tags: [&str; 2]) {
+    let tags = images(&tags);
     p.write(&tags[0], &p.check_for(&tags[0]), "10m", 0);
     let o = p.gantry(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
-    assert_eq!(p.version_is(&p.front, &tags[0]), tags[0]);
+    assert_eq!(p.version_is(&p.front_addr(), &tags[0]), tags[0]);
 
     // The plan names the colours, the preview and the switch.
     p.write(&tags[1], &p.check_for(&tags[1]), "10m", 0);
@@ -177,8 +225,8 @@ fn blue_green_under_load_loses_no_request_and_switches_back_in_one_change() {
 
     let containers_before_switch_back = std::cell::RefCell::new(Vec::new());
     support::load::rounds_lose_no_request(
-        "nginx, blue-green",
-        &p.front.addr(),
+        &format!("{lb}, blue-green"),
+        &p.front_addr(),
         &[tags[0].clone(), tags[1].clone()],
         Duration::from_millis(1500),
         |rollout, tag| {
@@ -190,7 +238,7 @@ fn blue_green_under_load_loses_no_request_and_switches_back_in_one_change() {
                 p.gantry(&["rollback", "--yes", "--progress", "plain"])
             }
         },
-        || p.version(&p.front),
+        || p.version(&p.front_addr()),
         |o| {
             let seconds = switch_seconds(o);
             assert!(seconds < 1.0, "the switch took {seconds}s of LB time");
@@ -236,7 +284,7 @@ fn a_failing_preview_check_stops_the_release_before_any_user_traffic_moves() {
         front_before,
         "users' LB never changed"
     );
-    assert_eq!(p.version_is(&p.front, &tags[0]), tags[0]);
+    assert_eq!(p.version_is(&p.front_addr(), &tags[0]), tags[0]);
     assert_eq!(p.running(1), 4, "{:?}", p.containers());
     assert_eq!(
         p.running(2),
@@ -262,8 +310,8 @@ fn hold_at_preview_then_promote_and_the_old_colour_is_scaled_down_on_schedule() 
     let o = p.gantry(&["apply", "--yes", "--hold-at-preview"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Held at the preview"));
-    assert_eq!(p.version_is(&p.front, &tags[0]), tags[0]);
-    assert_eq!(p.version_is(&p.preview, &tags[1]), tags[1]);
+    assert_eq!(p.version_is(&p.front_addr(), &tags[0]), tags[0]);
+    assert_eq!(p.version_is(&p.preview.addr(), &tags[1]), tags[1]);
     let o = p.gantry(&["apply", "--yes"]);
     assert_eq!(code(&o), 1, "apply refuses while a release is held");
     assert!(String::from_utf8_lossy(&o.stderr).contains("gantry promote"));
@@ -272,7 +320,7 @@ fn hold_at_preview_then_promote_and_the_old_colour_is_scaled_down_on_schedule() 
 
     let o = p.gantry(&["promote", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
-    assert_eq!(p.version_is(&p.front, &tags[1]), tags[1]);
+    assert_eq!(p.version_is(&p.front_addr(), &tags[1]), tags[1]);
     assert!(switch_seconds(&o) < 1.0);
     // The old colour runs on for the 3 s `scale_down_delay`, then keeps 1 replica running.
     assert_eq!(p.running(1), 4, "{:?}", p.containers());
@@ -300,18 +348,18 @@ fn hold_at_preview_then_promote_and_the_old_colour_is_scaled_down_on_schedule() 
     let o = p.gantry(&["apply", "--yes", "--prepare", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("preview check"));
-    assert_eq!(p.version_is(&p.front, &tags[1]), tags[1]);
+    assert_eq!(p.version_is(&p.front_addr(), &tags[1]), tags[1]);
     let o = p.gantry(&["promote", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("preview check"));
-    assert_eq!(p.version_is(&p.front, &tags[2]), tags[2]);
+    assert_eq!(p.version_is(&p.front_addr(), &tags[2]), tags[2]);
 
     // A held release abandoned by rollback: the new colour goes, users never saw it.
     p.write(&tags[0], &p.check_for(&tags[0]), "3s", 1);
     assert_eq!(code(&p.gantry(&["apply", "--yes", "--prepare"])), 0);
     let o = p.gantry(&["rollback", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
-    assert_eq!(p.version_is(&p.front, &tags[2]), tags[2]);
+    assert_eq!(p.version_is(&p.front_addr(), &tags[2]), tags[2]);
     let history = String::from_utf8_lossy(&p.gantry(&["history"]).stdout).to_string();
     assert!(history.contains("held and abandoned"), "{history}");
     assert_eq!(
