@@ -94,6 +94,31 @@ impl Project {
     /// `host_b` replaces the `[[host]]` table of `b` (for the TLS refusals).
     fn write(&self, image: &str, on_failure: &str, soak: &str, host_b: Option<&str>) {
         let (check, reload) = self.nginx.toml_commands();
+        let front = format!(
+            "[lb.front]\nkind = \"nginx\"\nupstream = \"app\"\nupstream_file = \"{}\"\ncheck = {check}\nreload = {reload}\n",
+            self.nginx.upstream_file.display()
+        );
+        self.write_config(
+            image,
+            host_b,
+            r#"["front"]"#,
+            &format!(
+                r#"{{ batch = 1, order = "start-first", drain = "200ms", soak = "{soak}", on_failure = "{on_failure}" }}"#
+            ),
+            &front,
+        );
+    }
+
+    /// Hosts `a` and `b`, service `web` (2 replicas per host) in load balancers `lb_list`
+    /// with `rollout`, then the `lbs` tables.
+    fn write_config(
+        &self,
+        image: &str,
+        host_b: Option<&str>,
+        lb_list: &str,
+        rollout: &str,
+        lbs: &str,
+    ) {
         let version = if image == self.v1 { "v1" } else { "v2" };
         let toml = format!(
             r#"[project]
@@ -112,22 +137,15 @@ port = 8080
 env = {{ VERSION = "{version}" }}
 labels = {labels}
 stop_grace_period = "5s"
-lb = ["front"]
+lb = {lb_list}
 health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 30 }}
-rollout = {{ batch = 1, order = "start-first", drain = "200ms", soak = "{soak}", on_failure = "{on_failure}" }}
+rollout = {rollout}
 
-[lb.front]
-kind = "nginx"
-upstream = "app"
-upstream_file = "{file}"
-check = {check}
-reload = {reload}
-"#,
+{lbs}"#,
             name = self.name,
             main = main_endpoint(),
             host_b = host_b.map_or_else(|| self.b.host_toml("b"), str::to_string),
             labels = self.labels,
-            file = self.nginx.upstream_file.display(),
         );
         std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
     }
@@ -591,38 +609,17 @@ fn one_nginx_per_host_and_both_hosts_rolling_at_once() {
                 n.upstream_file.display()
             )
         };
-        let version = if image == p.v1 { "v1" } else { "v2" };
-        let toml = format!(
-            r#"[project]
-name = "{name}"
-
-[[host]]
-name = "a"
-docker = "{main}"
-address = "127.0.0.1"
-
-{host_b}
-[service.web]
-image = "{image}"
-replicas = 2
-port = 8080
-env = {{ VERSION = "{version}" }}
-labels = {labels}
-stop_grace_period = "5s"
-lb = ["front-a", "front-b"]
-health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 30 }}
-rollout = {{ batch = 1, order = "start-first", drain = "200ms", soak = "1s", hosts_in_parallel = 2 }}
-
-{lb_a}
-{lb_b}"#,
-            name = p.name,
-            main = main_endpoint(),
-            host_b = p.b.host_toml("b"),
-            labels = p.labels,
-            lb_a = lb("front-a", "a", &p.nginx, "app"),
-            lb_b = lb("front-b", "b", &nginx_b, "app_b"),
+        p.write_config(
+            image,
+            None,
+            r#"["front-a", "front-b"]"#,
+            r#"{ batch = 1, order = "start-first", drain = "200ms", soak = "1s", hosts_in_parallel = 2 }"#,
+            &format!(
+                "{}\n{}",
+                lb("front-a", "a", &p.nginx, "app"),
+                lb("front-b", "b", &nginx_b, "app_b")
+            ),
         );
-        std::fs::write(p.dir.path().join("gantry.toml"), toml).unwrap();
     };
     let ports_of = |file: &std::path::Path| -> BTreeSet<u16> {
         std::fs::read_to_string(file)
@@ -663,14 +660,10 @@ rollout = {{ batch = 1, order = "start-first", drain = "200ms", soak = "1s", hos
     // at least); at once, they start together.
     let started = |engine: Engine, name: &str| -> f64 {
         let t = engine.docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name]);
-        let t = humantime::parse_rfc3339_weak(&t[..19]).unwrap();
-        let frac: f64 = format!(
-            "0.{}",
-            t_frac(&engine.docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name]))
-        )
-        .parse()
-        .unwrap_or(0.0);
-        t.duration_since(std::time::UNIX_EPOCH)
+        let whole = humantime::parse_rfc3339_weak(&t[..19]).unwrap();
+        let frac: f64 = format!("0.{}", t_frac(&t)).parse().unwrap_or(0.0);
+        whole
+            .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64()
             + frac
