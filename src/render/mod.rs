@@ -161,6 +161,16 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
             if a.runtime == crate::model::Runtime::Swarm {
                 return format!("roll {count} through Docker Swarm ({})", why.join(", "));
             }
+            if let Some(bg) = &a.rollout.blue_green {
+                let preview = bg
+                    .preview_lb
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(", previewed on lb.{p}"));
+                return format!(
+                    "blue-green: new colour of {count} beside the live one{preview}, then one switch ({})",
+                    why.join(", ")
+                );
+            }
             format!(
                 "roll {count} in {batches} batch{} ({})",
                 if batches == 1 { "" } else { "es" },
