@@ -11,7 +11,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
-run="bench-$$"
+run="bench-$$-$(date +%s%N)"  # epoch suffix: the tests' reaper reads the last part as a timestamp
 export GANTRY_TEST_LABEL="gantry.test-run=$run"
 testapp/build.sh "$run-v1" "$run-v2" >/dev/null
 cargo build --release -q

@@ -158,6 +158,11 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
             } else {
                 format!("{} -> {} replicas", b.replicas, a.replicas)
             };
+            // `replicas` is per host.
+            let count = match a.hosts.len() {
+                0 | 1 => count,
+                n => format!("{count} on each of {n} hosts"),
+            };
             if a.runtime == crate::model::Runtime::Swarm {
                 return format!("roll {count} through Docker Swarm ({})", why.join(", "));
             }
