@@ -1673,7 +1673,54 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                 let _ = t.runtime.remove(&id).await;
             }
         }
+        self.remove_late_leftovers().await;
         let _ = self.save();
+    }
+
+    /// Removes the containers of interrupted revisions that the state does not record. A
+    /// create in flight when gantry was killed completes on the engine's side, possibly after
+    /// the recovery looked: nothing refers to such a container.
+    async fn remove_late_leftovers(&self) {
+        let dead: Vec<String> = self
+            .st()
+            .history
+            .iter()
+            .filter(|r| r.outcome == Outcome::Interrupted)
+            .map(|r| r.revision.to_string())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        for (host, target) in self.ctx.hosts {
+            let Ok(found) = target
+                .runtime
+                .list(&[(labels::PROJECT, self.ctx.project)])
+                .await
+            else {
+                continue;
+            };
+            for c in found {
+                let of_dead_run = c
+                    .labels
+                    .get(labels::REVISION)
+                    .is_some_and(|r| dead.contains(r));
+                let here = c.labels.get(labels::HOST).is_none_or(|h| h == host);
+                let recorded = self
+                    .st()
+                    .services
+                    .values()
+                    .any(|s| s.replicas.iter().any(|r| r.container_id == c.id));
+                if of_dead_run && here && !recorded {
+                    let _ = target.runtime.remove(&c.id).await;
+                    self.ctx.reporter.event(Event::Note {
+                        message: format!(
+                            "removed {}: created for an interrupted run after it was recovered",
+                            c.name
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     /// Undoes this apply, newest change first.

@@ -83,7 +83,9 @@ pub async fn recover<R: ContainerRuntime>(
             match run.restore_to(prior).await {
                 Ok(()) => {
                     // What the undo could not know about (a replica that died meanwhile).
-                    if let Ok(more) = run.reconcile(None).await {
+                    // The interrupted revision's unrecorded containers go too: a create in
+                    // flight at the crash may have completed since the first look.
+                    if let Ok(more) = run.reconcile(Some(unfinished.revision)).await {
                         say(&more);
                         notes.extend(more);
                     }
