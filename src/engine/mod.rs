@@ -227,6 +227,8 @@ struct Run<'a, 'p, R: ContainerRuntime> {
     leaving: Mutex<BTreeMap<(String, String), Vec<Leaving>>>,
     /// The last step that finished, for the message after an interrupt.
     last_finished: Mutex<Option<String>>,
+    /// Undoing a run that crashed: its last engine request may still be under way.
+    recovering: AtomicBool,
 }
 
 /// Applies `plan` to `state`. The state is saved after every step; the returned state is
@@ -443,6 +445,7 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
             lb_lock: tokio::sync::Mutex::new(()),
             leaving: Mutex::new(BTreeMap::new()),
             last_finished: Mutex::new(None),
+            recovering: AtomicBool::new(false),
         }
     }
 
@@ -1786,6 +1789,12 @@ impl<'a, 'p, R: ContainerRuntime> Run<'a, 'p, R> {
                     let Ok(t) = self.target(&Some(host.clone())) else {
                         continue;
                     };
+                    // After a crash the stop may still be under way on the engine's side:
+                    // stopping again waits for it (the replica left its load balancers
+                    // before it was stopped), so the start below is the last word.
+                    if self.recovering.load(Ordering::SeqCst) {
+                        let _ = t.runtime.stop(&id, spec.stop_grace_period.0).await;
+                    }
                     if let Err(e) = t.runtime.start(&id).await {
                         problems.push(format!("restarting {id}: {e}"));
                         continue;

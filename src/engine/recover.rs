@@ -80,6 +80,8 @@ pub async fn recover<R: ContainerRuntime>(
     let outcome = match mode {
         Mode::Undo => {
             *run.undo.lock().unwrap_or_else(|e| e.into_inner()) = journal.undos();
+            run.recovering
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             match run.restore_to(prior).await {
                 Ok(()) => {
                     // What the undo could not know about (a replica that died meanwhile).
