@@ -209,19 +209,16 @@ fn template_digest(template: &TaskSpec) -> String {
 
 /// The digest label of a service spec's template.
 pub fn template_of(spec: &ServiceSpec) -> Option<&str> {
-    spec.task_template
-        .as_ref()?
-        .container_spec
-        .as_ref()?
-        .labels
-        .as_ref()?
-        .get(TEMPLATE_LABEL)
-        .map(String::as_str)
+    template_label(spec.task_template.as_ref())
 }
 
+/// The digest label of the template a task was created from.
 fn task_template(task: &Task) -> Option<&str> {
-    task.spec
-        .as_ref()?
+    template_label(task.spec.as_ref())
+}
+
+fn template_label(template: Option<&TaskSpec>) -> Option<&str> {
+    template?
         .container_spec
         .as_ref()?
         .labels
