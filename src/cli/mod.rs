@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::engine::report::ProgressFormat;
 use crate::exit::ExitStatus;
+use crate::ops::outcome::{self, Outcome, Stream};
 use crate::ops::{self, Common};
 use crate::render::Format;
 
@@ -281,8 +283,15 @@ pub fn run(
         state_dir: cli.state_dir,
         color,
     };
+    // The commands that run the engine end their `--progress json` stream with the outcome.
+    let progress = match &cli.command {
+        Command::Apply { progress, .. }
+        | Command::Promote { progress, .. }
+        | Command::Rollback { progress, .. } => Some(*progress),
+        _ => None,
+    };
     let result = match cli.command {
-        Command::Validate => ops::validate::validate(&common, out).map(|_| ExitStatus::Success),
+        Command::Validate => ops::validate::validate(&common, out).map(|_| Outcome::Done),
         Command::Plan {
             format,
             detailed_exitcode,
@@ -300,7 +309,7 @@ pub fn run(
             };
             ops::plan::plan(&common, &opts, out, err)
         }
-        Command::Graph => ops::graph::graph(&common, out).map(|_| ExitStatus::Success),
+        Command::Graph => ops::graph::graph(&common, out).map(|_| Outcome::Done),
         Command::Apply {
             plan_file,
             yes,
@@ -352,44 +361,33 @@ pub fn run(
             out,
             err,
         ),
-        Command::History => ops::history::history(&common, out).map(|_| ExitStatus::Success),
+        Command::History => ops::history::history(&common, out).map(|_| Outcome::Done),
         Command::State {
             command: StateCommand::RestoreBackup { yes, force },
         } => ops::state_cmd::restore_backup(
             &common,
             &ops::state_cmd::RestoreOptions { yes, force },
             out,
-            err,
         ),
-        Command::ForceUnlock => {
-            ops::history::force_unlock(&common, out).map(|_| ExitStatus::Success)
-        }
+        Command::ForceUnlock => ops::history::force_unlock(&common, out).map(|_| Outcome::Done),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "gantry", &mut buf);
-            ops::emit(out, &String::from_utf8_lossy(&buf)).map(|_| ExitStatus::Success)
+            ops::emit(out, &String::from_utf8_lossy(&buf)).map(|_| Outcome::Done)
         }
     };
-    match result {
-        Ok(status) => status,
-        Err(e) => {
-            let text = e.to_string();
-            let text = if text.starts_with("error") {
-                text
-            } else {
-                format!("error: {text}\n")
-            };
-            let _ = crate::render::write_out(err, &text);
-            if let ops::Error::Invalid { count, .. } = &e {
-                let _ = crate::render::write_out(
-                    err,
-                    &format!(
-                        "{count} problem{} found.\n",
-                        if *count == 1 { "" } else { "s" }
-                    ),
-                );
-            }
-            e.exit_status()
-        }
+    let (stream, text) = outcome::human(&result);
+    if !text.is_empty() {
+        let _ = crate::render::write_out(
+            match stream {
+                Stream::Out => out,
+                Stream::Err => &mut *err,
+            },
+            &text,
+        );
     }
+    if progress == Some(ProgressFormat::Json) {
+        let _ = crate::render::write_out(err, &format!("{}\n", outcome::json(&result)));
+    }
+    outcome::exit_status(&result)
 }

@@ -2,14 +2,18 @@
 //! calls the pure core, and writes through the writers it is given.
 
 pub mod apply;
+pub mod execute;
 pub mod graph;
 pub mod history;
+pub mod outcome;
 pub mod plan;
+pub mod preflight;
 pub mod promote;
 pub mod prune;
 pub mod recover;
 pub mod rollback;
 pub mod scale_down;
+pub mod session;
 pub mod state_cmd;
 pub mod status;
 pub mod validate;
@@ -18,11 +22,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::diag::render_diagnostics;
-use crate::drivers::fs::{EnvFiles, FsError, StateDir, read_to_string, sha256_hex};
-use crate::exit::ExitStatus;
+use crate::drivers::fs::{EnvFiles, FsError, LockError, StateDir, read_to_string, sha256_hex};
 use crate::model::Model;
+pub use outcome::{Choices, Halt, Outcome, Verb};
 
-/// Errors of a command, each mapped to its exit status in one place.
+/// Errors of a command, each mapped to its exit status in one place
+/// ([`outcome::exit_status`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Already rendered diagnostics (with file:line:col and snippets).
@@ -42,12 +47,34 @@ pub enum Error {
         found: String,
         expected: String,
     },
-}
-
-impl Error {
-    pub fn exit_status(&self) -> ExitStatus {
-        ExitStatus::Error
-    }
+    /// Another run holds the state lock.
+    #[error("{0}")]
+    Locked(LockError),
+    /// A saved plan no longer applies (`plan_file`), or the state moved while waiting for
+    /// the lock (`None`).
+    #[error("{}", match plan_file {
+        Some(p) => format!("the plan file {} is stale: {why}. Run `gantry plan --out {}` again.", p.display(), p.display()),
+        None => format!("the state moved while waiting: {why}"),
+    })]
+    StalePlan {
+        why: String,
+        plan_file: Option<PathBuf>,
+    },
+    /// The user did not confirm; nothing was changed.
+    #[error("cancelled; nothing was changed")]
+    Cancelled,
+    /// A run failed and what it changed was undone.
+    #[error("{verb} failed and the previous revision was restored: {failure}")]
+    Restored {
+        verb: Verb,
+        failure: crate::engine::Failure,
+    },
+    /// A run failed, or was interrupted, and was not restored: a human must look.
+    #[error("halted: {0:?}")]
+    Halted(Box<Halt>),
+    /// A run did not finish, or a release is held: the user chooses what happens next.
+    #[error("{}", .0.human())]
+    Unfinished(Choices),
 }
 
 /// Options every command shares.
