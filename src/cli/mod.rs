@@ -391,3 +391,61 @@ pub fn run(
     }
     outcome::exit_status(&result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gantry(dir: &std::path::Path, args: &[&str]) -> (ExitStatus, String, String) {
+        let config = dir.join("gantry.toml");
+        let mut argv: Vec<OsString> = vec!["gantry".into(), "-f".into(), config.into()];
+        argv.extend(args.iter().map(OsString::from));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = run(argv, &mut out, &mut err, false);
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (status, text(out), text(err))
+    }
+
+    /// A saved plan made stale by editing the config after it was saved.
+    fn stale_plan() -> tempfile::TempDir {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plan");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixtures.join("gantry.toml"), dir.path().join("gantry.toml")).unwrap();
+        std::fs::create_dir(dir.path().join(".gantry")).unwrap();
+        std::fs::copy(
+            fixtures.join("state.json"),
+            dir.path().join(".gantry/state.json"),
+        )
+        .unwrap();
+        let plan = dir.path().join("release.plan");
+        let (status, _, err) = gantry(dir.path(), &["plan", "--out", plan.to_str().unwrap()]);
+        assert_eq!(status, ExitStatus::Success, "{err}");
+        let mut toml = std::fs::read_to_string(dir.path().join("gantry.toml")).unwrap();
+        toml.push_str("\n# edited after planning\n");
+        std::fs::write(dir.path().join("gantry.toml"), toml).unwrap();
+        dir
+    }
+
+    #[test]
+    fn progress_json_ends_with_the_outcome_as_one_json_line() {
+        let dir = stale_plan();
+        let plan = dir.path().join("release.plan");
+        let plan = plan.to_str().unwrap();
+        let (status, _, err) = gantry(dir.path(), &["apply", plan, "--progress", "json"]);
+        assert_eq!(status, ExitStatus::StalePlan);
+        let (human, last) = err.trim_end().rsplit_once('\n').unwrap();
+        assert!(human.starts_with("error: the plan file "), "{err}");
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(v["event"], "outcome");
+        assert_eq!(v["format_version"], ops::outcome::OUTCOME_FORMAT_VERSION);
+        assert_eq!(v["outcome"], "stale_plan");
+        assert_eq!(v["exit_code"], 6);
+        assert_eq!(v["plan_file"], plan);
+        assert_eq!(v["message"], human);
+
+        // Without `--progress json`, the human text alone, as always.
+        let (status, _, err) = gantry(dir.path(), &["apply", plan, "--progress", "plain"]);
+        assert_eq!(status, ExitStatus::StalePlan);
+        assert_eq!(format!("{human}\n"), err);
+    }
+}

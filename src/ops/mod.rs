@@ -22,60 +22,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::diag::render_diagnostics;
-use crate::drivers::fs::{EnvFiles, FsError, LockError, StateDir, read_to_string, sha256_hex};
+use crate::drivers::fs::{EnvFiles, FsError, StateDir, read_to_string, sha256_hex};
 use crate::model::Model;
-pub use outcome::{Choices, Halt, Outcome, Verb};
-
-/// Errors of a command, each mapped to its exit status in one place
-/// ([`outcome::exit_status`]).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Already rendered diagnostics (with file:line:col and snippets).
-    #[error("{rendered}")]
-    Invalid { rendered: String, count: usize },
-    #[error(transparent)]
-    Fs(#[from] FsError),
-    /// A problem explained in one sentence.
-    #[error("{0}")]
-    Message(String),
-    #[error(
-        "the state in {state} belongs to project `{found}`, but {config} declares project `{expected}`"
-    )]
-    WrongProject {
-        state: String,
-        config: String,
-        found: String,
-        expected: String,
-    },
-    /// Another run holds the state lock.
-    #[error("{0}")]
-    Locked(LockError),
-    /// A saved plan no longer applies (`plan_file`), or the state moved while waiting for
-    /// the lock (`None`).
-    #[error("{}", match plan_file {
-        Some(p) => format!("the plan file {} is stale: {why}. Run `gantry plan --out {}` again.", p.display(), p.display()),
-        None => format!("the state moved while waiting: {why}"),
-    })]
-    StalePlan {
-        why: String,
-        plan_file: Option<PathBuf>,
-    },
-    /// The user did not confirm; nothing was changed.
-    #[error("cancelled; nothing was changed")]
-    Cancelled,
-    /// A run failed and what it changed was undone.
-    #[error("{verb} failed and the previous revision was restored: {failure}")]
-    Restored {
-        verb: Verb,
-        failure: crate::engine::Failure,
-    },
-    /// A run failed, or was interrupted, and was not restored: a human must look.
-    #[error("halted: {0:?}")]
-    Halted(Box<Halt>),
-    /// A run did not finish, or a release is held: the user chooses what happens next.
-    #[error("{}", .0.human())]
-    Unfinished(Choices),
-}
+pub use outcome::{Choices, Error, Halt, Outcome, Verb};
 
 /// Options every command shares.
 #[derive(Debug, Clone)]

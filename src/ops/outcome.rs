@@ -3,15 +3,65 @@
 //! text a human reads (unchanged, byte for byte) and one JSON line for `--progress json`.
 //! The exit status is decided here, in [`exit_status`], and nowhere else.
 
+use std::path::PathBuf;
+
 use serde_json::{Value, json};
 
-use super::Error;
+use crate::drivers::fs::{FsError, LockError};
 use crate::engine::Failure;
 use crate::exit::ExitStatus;
 use crate::state::journal::Journal;
 
 /// Version of the JSON outcome line's shape; bumped on any incompatible change.
 pub const OUTCOME_FORMAT_VERSION: u32 = 1;
+
+/// Errors of a command, each mapped to its exit status in one place
+/// ([`exit_status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Already rendered diagnostics (with file:line:col and snippets).
+    #[error("{rendered}")]
+    Invalid { rendered: String, count: usize },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A problem explained in one sentence.
+    #[error("{0}")]
+    Message(String),
+    #[error(
+        "the state in {state} belongs to project `{found}`, but {config} declares project `{expected}`"
+    )]
+    WrongProject {
+        state: String,
+        config: String,
+        found: String,
+        expected: String,
+    },
+    /// Another run holds the state lock.
+    #[error("{0}")]
+    Locked(LockError),
+    /// A saved plan no longer applies (`plan_file`), or the state moved while waiting for
+    /// the lock (`None`).
+    #[error("{}", match plan_file {
+        Some(p) => format!("the plan file {} is stale: {why}. Run `gantry plan --out {}` again.", p.display(), p.display()),
+        None => format!("the state moved while waiting: {why}"),
+    })]
+    StalePlan {
+        why: String,
+        plan_file: Option<PathBuf>,
+    },
+    /// The user did not confirm; nothing was changed.
+    #[error("cancelled; nothing was changed")]
+    Cancelled,
+    /// A run failed and what it changed was undone.
+    #[error("{verb} failed and the previous revision was restored: {failure}")]
+    Restored { verb: Verb, failure: Failure },
+    /// A run failed, or was interrupted, and was not restored: a human must look.
+    #[error("{}", .0.human().trim())]
+    Halted(Box<Halt>),
+    /// A run did not finish, or a release is held: the user chooses what happens next.
+    #[error("{}", .0.human())]
+    Unfinished(Choices),
+}
 
 /// What a run of the engine was started as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
