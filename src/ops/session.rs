@@ -369,3 +369,50 @@ pub fn reporter(progress: ProgressFormat) -> Box<dyn Reporter> {
         format => Box::new(LineReporter::new(std::io::stderr(), format)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(dir: &std::path::Path) -> Common {
+        Common {
+            config: dir.join("gantry.toml"),
+            state_dir: Some(dir.join("state")),
+            color: false,
+        }
+    }
+
+    #[test]
+    fn a_lock_held_by_a_live_run_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let common = common(dir.path());
+        let session = Session::new(&common);
+        let mut err = Vec::new();
+        let held = session.lock("apply", &mut err).unwrap();
+        // This process is alive: its lock is not stale, so it is not taken over.
+        match session.lock("prune", &mut err) {
+            Err(e @ Error::Locked(_)) => {
+                assert_eq!(
+                    crate::ops::outcome::exit_status(&Err(e)),
+                    ExitStatus::Locked
+                )
+            }
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+        drop(held);
+        assert!(session.lock("prune", &mut err).is_ok());
+    }
+
+    #[test]
+    fn nothing_pending_or_held_without_a_journal_and_no_runtime_until_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let common = common(dir.path());
+        let session = Session::new(&common);
+        assert!(session.pending().unwrap().is_none());
+        assert!(session.held().unwrap().is_none());
+        assert!(session.runtime.get().is_none());
+        assert_eq!(session.block_on(async { 2 + 2 }).unwrap(), 4);
+        assert!(session.runtime.get().is_some());
+    }
+}
