@@ -171,7 +171,10 @@ fn type_words(schema: &Json, node: &Json) -> String {
         other => format!("{other}s"),
     };
     match ty {
-        "array" => format!("list of {}", plural(node.get("items").unwrap_or(&Json::Null))),
+        "array" => format!(
+            "list of {}",
+            plural(node.get("items").unwrap_or(&Json::Null))
+        ),
         "object" if is_table_of_keys(node) => "table".into(),
         "object" => match node.get("additionalProperties") {
             Some(v @ Json::Object(_)) => format!("map of {}", plural(v)),
@@ -272,7 +275,10 @@ fn check_keys(schema: &Json, node: &Json, value: &toml::Value, path: &str, errs:
                 } else {
                     format!("{path}.{k}")
                 };
-                match (props.and_then(|ps| ps.get(k)), node.get("additionalProperties")) {
+                match (
+                    props.and_then(|ps| ps.get(k)),
+                    node.get("additionalProperties"),
+                ) {
                     (Some(sub), _) => check_keys(schema, sub, v, &p, errs),
                     (None, Some(sub @ Json::Object(_))) => check_keys(schema, sub, v, &p, errs),
                     (None, _) if props.is_some() => errs.push(format!("unknown key `{p}`")),
@@ -303,7 +309,11 @@ fn every_toml_block_is_a_configuration_gantry_accepts() {
                 continue;
             }
             let at = format!("{}:{}", page.display(), block.line);
-            let first = block.body.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let first = block
+                .body
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             if let Some(reason) = first.trim().strip_prefix(MARKER) {
                 marked += 1;
                 if reason.trim().is_empty() {
@@ -319,13 +329,15 @@ fn every_toml_block_is_a_configuration_gantry_accepts() {
                 }
                 continue;
             }
+            // Blank lines in front keep the diagnostics' line numbers those of the page.
             let is_full = block.body.lines().any(|l| l.trim() == "[project]");
             let source = if is_full {
                 full += 1;
-                block.body.clone()
+                format!("{}{}", "\n".repeat(block.line - 1), block.body)
             } else {
                 fragments += 1;
-                format!("[project]\nname = \"docs-snippet\"\n{}", block.body)
+                let pad = "\n".repeat(block.line.saturating_sub(3));
+                format!("[project]\nname = \"docs-snippet\"\n{pad}{}", block.body)
             };
             let raw = gantry::config::parse(&source);
             if let Err(diags) = gantry::model::validate(raw, &DocFiles) {
@@ -336,7 +348,12 @@ fn every_toml_block_is_a_configuration_gantry_accepts() {
                 };
                 failures.push(format!(
                     "{at}: gantry rejects {how} (fix it, or start it with `{MARKER} REASON`):\n{}",
-                    gantry::diag::render_diagnostics(&at, &source, &diags, false)
+                    gantry::diag::render_diagnostics(
+                        &page.display().to_string(),
+                        &source,
+                        &diags,
+                        false
+                    )
                 ));
             }
         }
@@ -424,10 +441,7 @@ fn documented_keys(text: &str) -> (BTreeMap<String, DocKey>, Vec<String>) {
         if cols.is_empty() {
             continue;
         }
-        let Some(key) = cells[0]
-            .strip_prefix('`')
-            .and_then(|k| k.strip_suffix('`'))
-        else {
+        let Some(key) = cells[0].strip_prefix('`').and_then(|k| k.strip_suffix('`')) else {
             problems.push(format!(
                 "{REFERENCE}:{line}: the first cell of a key row must be a `key`, found {}",
                 cells[0]
@@ -495,8 +509,8 @@ fn configuration_reference_matches_the_schema() {
         if !covered {
             let leaf = path.rsplit('.').next().unwrap();
             problems.push(format!(
-                "{REFERENCE} does not document `{path}`, a key of {SCHEMA}: add a row \
-                 `| `{leaf}` | {} | ... | ... |` under the heading {}",
+                "{REFERENCE} does not document `{path}`, a key of {SCHEMA}: add a row for \
+                 `{leaf}` (type {}) to the key table under the heading {}",
                 key.type_words,
                 table_heading(path)
             ));
@@ -527,11 +541,7 @@ fn configuration_reference_matches_the_schema() {
             problems.push(format!(
                 "{REFERENCE}:{}: `{path}` is {} in {SCHEMA} but its default cell says `{default}`",
                 doc.line,
-                if key.required {
-                    "required"
-                } else {
-                    "optional"
-                },
+                if key.required { "required" } else { "optional" },
             ));
         }
     }
@@ -561,7 +571,11 @@ fn anchors(text: &str) -> BTreeSet<String> {
         if line.starts_with('#') {
             let s = slug(line);
             let n = seen.entry(s.clone()).or_insert(0);
-            out.insert(if *n == 0 { s.clone() } else { format!("{s}-{n}") });
+            out.insert(if *n == 0 {
+                s.clone()
+            } else {
+                format!("{s}-{n}")
+            });
             *n += 1;
         }
         for part in line.split("id=\"").skip(1) {
@@ -631,6 +645,9 @@ fn links_between_pages_resolve() {
         }
     }
     println!("docs: {checked} relative links checked");
-    assert!(checked > 0, "no relative link found: is the extraction broken?");
+    assert!(
+        checked > 0,
+        "no relative link found: is the extraction broken?"
+    );
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
