@@ -141,13 +141,15 @@ pub fn watch_interrupts(flag: Arc<AtomicBool>, journal: Arc<JournalFile>, lock: 
             count += 1;
             if count == 1 {
                 flag.store(true, Ordering::SeqCst);
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\ninterrupt: finishing the step in flight, then stopping safely. Interrupt again to stop at once."
                 );
             } else {
                 let _ = journal.append(&Entry::Aborted { at: now() });
                 let _ = std::fs::remove_file(&lock);
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\nsecond interrupt: stopped at once; the journal is on disk. `gantry apply --resume` continues, `gantry apply --undo` undoes (`gantry rollback` undoes too)."
                 );
                 std::process::exit(ExitStatus::FailedHalted.code());
