@@ -2,9 +2,9 @@
 //! HTTP prober), writes the state after every step, and on failure restores what it
 //! changed, in reverse order. It decides nothing the plan has not already decided.
 //!
-//! [`run`] schedules and records a run; the steps it dispatches live by concern in
-//! [`replica`], [`membership`], [`blue_green`] and `swarm`; [`restore`] undoes a run and
-//! [`retention`] tidies up after a successful one.
+//! `run` schedules and records a run; the steps it dispatches live by concern in `replica`,
+//! `membership`, `blue_green` and `swarm`; `restore` undoes a run, `retention` tidies up
+//! after a successful one, and [`recover`] takes over a run that died.
 
 mod blue_green;
 mod membership;

@@ -5,15 +5,30 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::now;
 use super::replica::wait_healthy;
 use super::report::Event;
 use super::run::Run;
 use super::swarm;
 use crate::ports::ContainerRuntime;
-use crate::state::journal::Undo;
+use crate::state::journal::{Entry, Undo};
 use crate::state::{Replica, ReplicaStatus, State};
 
 impl<R: ContainerRuntime> Run<'_, R> {
+    /// Undoes this run and puts `original` back as the state (with the ports restarted
+    /// containers were given, and the history as it is now).
+    pub(super) async fn restore_to(&self, original: State) -> Result<(), String> {
+        let _ = self.journal(Entry::Restoring { at: now() });
+        let moved = self.restore().await?;
+        let mut current = self.st();
+        let mut state = original;
+        state.serial = current.serial;
+        state.history = std::mem::take(&mut current.history);
+        moved.apply(&mut state);
+        *current = state;
+        Ok(())
+    }
+
     /// Undoes this apply, newest change first.
     pub(super) async fn restore(&self) -> Result<Moved, String> {
         let mut problems = Vec::new();

@@ -266,20 +266,6 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             .collect()
     }
 
-    /// Undoes this run and puts `original` back as the state (with the ports restarted
-    /// containers were given, and the history as it is now).
-    pub(super) async fn restore_to(&self, original: State) -> Result<(), String> {
-        let _ = self.journal(Entry::Restoring { at: now() });
-        let moved = self.restore().await?;
-        let mut current = self.st();
-        let mut state = original;
-        state.serial = current.serial;
-        state.history = std::mem::take(&mut current.history);
-        moved.apply(&mut state);
-        *current = state;
-        Ok(())
-    }
-
     pub(super) fn st(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
