@@ -112,7 +112,7 @@ pub fn apply(
         verb: Verb::Apply,
         model: &loaded.model,
         config_sha256: &loaded.sha256,
-        origin: "apply".into(),
+        origin: crate::state::Origin::Apply,
         pinned: BTreeMap::new(),
         confirmed: opts.yes || opts.plan_file.is_some(),
         hold: opts.hold,

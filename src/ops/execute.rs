@@ -7,14 +7,14 @@ use std::io::Write;
 
 use super::outcome::{Choices, Halt, Outcome, Verb};
 use super::preflight::{preflight, stale};
-use super::session::{Inputs, Session, confirm, connect, now};
+use super::session::{Session, confirm, connect, now};
 use super::{Error, emit};
 use crate::drivers::fs::hostname;
 use crate::engine::report::ProgressFormat;
-use crate::engine::{self, ApplyOutcome};
+use crate::engine::{self, ApplyInputs, ApplyOutcome};
 use crate::plan::Plan;
-use crate::state::State;
 use crate::state::journal::{Entry, Journal};
+use crate::state::{Origin, State};
 
 /// What differs between an apply, a rollback and a promote once the plan is made.
 pub struct Execution<'a> {
@@ -22,8 +22,8 @@ pub struct Execution<'a> {
     /// Hosts, project and load balancers to drive.
     pub model: &'a crate::model::Model,
     pub config_sha256: &'a str,
-    /// `apply`, or `rollback to revision N (from M)`, or the held run's.
-    pub origin: String,
+    /// What starts the revision: an apply or a rollback (a promote keeps the held run's).
+    pub origin: Origin,
     /// Image reference -> the image ID it must run (a rollback runs exactly what was
     /// recorded, never pulls); recorded as `(image ID, where it was recorded)`.
     pub pinned: BTreeMap<String, (String, String)>,
@@ -96,20 +96,19 @@ pub fn execute(
             })?,
         };
         let running = session.start(lock, journal, run.model, (hosts, lbs), progress)?;
-        let ctx = running.context(Inputs {
+        let inputs = ApplyInputs {
             env: &env,
             image_ids: &image_ids,
             origin: run.origin.clone(),
             hold: run.hold,
-        });
+        };
         let (outcome, state) = match &run.promote {
-            Some(held) => engine::promote(held, state, &ctx)
+            Some(held) => engine::promote(held, state, &running.env(), &inputs)
                 .await
                 .ok_or_else(|| Error::Message("no release is held at its preview".into()))?,
-            None => engine::apply(plan, state, &ctx).await,
+            None => engine::apply(plan, state, &running.env(), &inputs).await,
         };
         // The lock goes before the outcome is told: the scale-down timer takes it.
-        drop(ctx);
         drop(running);
         match outcome {
             ApplyOutcome::Succeeded { revision } => Ok(Outcome::Completed {

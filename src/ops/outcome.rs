@@ -109,8 +109,7 @@ pub enum Outcome {
     /// A run of the engine completed.
     Completed {
         verb: Verb,
-        /// `apply`, `rollback to revision N (from M)`, ...
-        origin: String,
+        origin: crate::state::Origin,
         revision: u64,
         /// The plan's summary line.
         summary: String,
@@ -445,7 +444,7 @@ fn outcome_json(o: &Outcome) -> (&'static str, Value) {
             timer,
         } => (
             "completed",
-            json!({"verb": verb.operation(), "origin": origin, "revision": revision, "summary": summary, "scale_down": timer}),
+            json!({"verb": verb.operation(), "origin": origin.to_string(), "revision": revision, "summary": summary, "scale_down": timer}),
         ),
         Outcome::Held { revision } => ("held", json!({"revision": revision})),
         Outcome::Undone { revision } => ("undone", json!({"revision": revision})),
@@ -533,7 +532,7 @@ mod tests {
     fn a_completed_apply_reads_as_before_and_as_json() {
         let result = Ok(Outcome::Completed {
             verb: Verb::Apply,
-            origin: "apply".into(),
+            origin: crate::state::Origin::Apply,
             revision: 3,
             summary: "Plan: 0 to create, 1 to roll, 0 to destroy.".into(),
             timer: None,
@@ -562,7 +561,7 @@ mod tests {
     fn a_rollback_names_its_origin() {
         let result = Ok(Outcome::Completed {
             verb: Verb::RollBack,
-            origin: "rollback to revision 1 (from 2)".into(),
+            origin: crate::state::Origin::Rollback { to: 1, from: 2 },
             revision: 3,
             summary: "S.".into(),
             timer: Some("timer".into()),

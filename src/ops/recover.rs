@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::outcome::{Choices, Halt};
-use super::session::{Inputs, Lbs, Session, confirm, connect};
+use super::session::{Lbs, Session, confirm, connect};
 use super::{Error, emit};
 use crate::engine::recover::{Mode, Recovered};
 use crate::engine::report::ProgressFormat;
@@ -81,8 +81,7 @@ pub fn recover(
         let journal_file = session.reopen_journal()?;
         let run = session.start(lock, journal_file, model, (hosts, lbs), progress)?;
         let (recovered, _notes, _state) =
-            crate::engine::recover::recover(journal, state, mode, &run.context(Inputs::none()))
-                .await;
+            crate::engine::recover::recover(journal, state, mode, &run.env()).await;
         Ok::<_, Error>(recovered)
     })??;
     match recovered {

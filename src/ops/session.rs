@@ -2,8 +2,9 @@
 //! them used to take the lock, watch interrupts, connect the engines and start an async
 //! runtime its own way; here each is done once, the same way for all: the state lock (a
 //! stale one, left by a dead process on this host, is taken over), the journal, the two-step
-//! interrupt, the engine connections, the reporter and the one tokio runtime. The engine's
-//! context is built in [`Run::context`] and nowhere else.
+//! interrupt, the engine connections, the reporter and the one tokio runtime. The run's
+//! environment for the engine is built in [`Run::env`] and nowhere else; what one apply
+//! brings ([`crate::engine::ApplyInputs`]) stays with the command.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,7 +21,7 @@ use crate::drivers::journal::JournalFile;
 use crate::drivers::probe::HttpProber;
 use crate::drivers::sink::FileSink;
 use crate::engine::report::{LineReporter, ProgressFormat, Reporter, TtyReporter};
-use crate::engine::{ApplyContext, Hold, Target};
+use crate::engine::{RunEnv, Target};
 use crate::exit::ExitStatus;
 use crate::model::Model;
 use crate::ports::{ContainerInfo, ContainerRuntime as _, LoadBalancer};
@@ -194,34 +195,8 @@ impl<'c> Session<'c> {
     }
 }
 
-/// What one apply, rollback or promote brings to a run; a recovery brings none.
-pub struct Inputs<'a> {
-    /// Resolved environment per service (`KEY=value`, secrets included; never logged).
-    pub env: &'a BTreeMap<String, Vec<String>>,
-    /// Image reference -> image ID, from pre-flight.
-    pub image_ids: &'a BTreeMap<String, String>,
-    /// `apply`, `rollback to revision N (from M)`, or the held run's origin.
-    pub origin: String,
-    pub hold: Hold,
-}
-
-static NO_ENV: BTreeMap<String, Vec<String>> = BTreeMap::new();
-static NO_IMAGES: BTreeMap<String, String> = BTreeMap::new();
-
-impl Inputs<'static> {
-    /// A recovery starts nothing new: no environment, no images, no origin of its own.
-    pub fn none() -> Self {
-        Inputs {
-            env: &NO_ENV,
-            image_ids: &NO_IMAGES,
-            origin: String::new(),
-            hold: Hold::No,
-        }
-    }
-}
-
-/// A run of the engine in progress: it owns what the engine's context borrows, holds the
-/// lock and watches interrupts until it is dropped.
+/// A run of the engine in progress: it owns what the engine's environment borrows, holds
+/// the lock and watches interrupts until it is dropped.
 pub struct Run {
     project: String,
     keep_previous: u32,
@@ -235,21 +210,17 @@ pub struct Run {
 }
 
 impl Run {
-    /// The engine's context for this run: the one place it is built.
-    pub fn context<'a>(&'a self, inputs: Inputs<'a>) -> ApplyContext<'a, DockerRuntime> {
-        ApplyContext {
+    /// The engine's environment for this run: the one place it is built.
+    pub fn env(&self) -> RunEnv<'_, DockerRuntime> {
+        RunEnv {
             project: &self.project,
             hosts: &self.hosts,
             prober: HttpProber::new(),
             reporter: self.reporter.as_ref(),
             sink: &self.sink,
-            env: inputs.env,
-            image_ids: inputs.image_ids,
-            origin: inputs.origin,
             lbs: &self.lbs,
             keep_previous: self.keep_previous,
             interrupt: &self.interrupt,
-            hold: inputs.hold,
         }
     }
 }
@@ -302,13 +273,15 @@ async fn watch_interrupts(flag: Arc<AtomicBool>, journal: Arc<JournalFile>, lock
         count += 1;
         if count == 1 {
             flag.store(true, Ordering::SeqCst);
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "\ninterrupt: finishing the step in flight, then stopping safely. Interrupt again to stop at once."
             );
         } else {
             let _ = journal.append(&Entry::Aborted { at: now() });
             let _ = std::fs::remove_file(&lock);
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "\nsecond interrupt: stopped at once; the journal is on disk. `gantry apply --resume` continues, `gantry apply --undo` undoes (`gantry rollback` undoes too)."
             );
             std::process::exit(ExitStatus::FailedHalted.code());
