@@ -266,16 +266,14 @@ pub fn run(
             } else {
                 e.render().to_string()
             };
-            return match e.kind() {
+            let result = match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     let _ = crate::render::write_out(out, &rendered);
-                    ExitStatus::Success
+                    Ok(Outcome::Done)
                 }
-                _ => {
-                    let _ = crate::render::write_out(err, &rendered);
-                    ExitStatus::Error
-                }
+                _ => Err(ops::Error::Usage(rendered)),
             };
+            return finish(&result, None, out, err);
         }
     };
     let common = Common {
@@ -376,7 +374,18 @@ pub fn run(
             ops::emit(out, &String::from_utf8_lossy(&buf)).map(|_| Outcome::Done)
         }
     };
-    let (stream, text) = outcome::human(&result);
+    finish(&result, progress, out, err)
+}
+
+/// Tells how the command ended (the human view, and the JSON line that ends a
+/// `--progress json` stream) and returns its exit status.
+fn finish(
+    result: &Result<Outcome, ops::Error>,
+    progress: Option<ProgressFormat>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitStatus {
+    let (stream, text) = outcome::human(result);
     if !text.is_empty() {
         let _ = crate::render::write_out(
             match stream {
@@ -387,9 +396,9 @@ pub fn run(
         );
     }
     if progress == Some(ProgressFormat::Json) {
-        let _ = crate::render::write_out(err, &format!("{}\n", outcome::json(&result)));
+        let _ = crate::render::write_out(err, &format!("{}\n", outcome::json(result)));
     }
-    outcome::exit_status(&result)
+    outcome::exit_status(result)
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub const OUTCOME_FORMAT_VERSION: u32 = 1;
 /// ([`exit_status`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A command line clap refused, rendered by clap (exit 1: clap's own 2 would read as
+    /// "changes present").
+    #[error("{0}")]
+    Usage(String),
     /// Already rendered diagnostics (with file:line:col and snippets).
     #[error("{rendered}")]
     Invalid { rendered: String, count: usize },
@@ -333,7 +337,8 @@ pub fn exit_status(result: &Result<Outcome, Error>) -> ExitStatus {
         Err(Error::Locked(_)) => ExitStatus::Locked,
         Err(Error::StalePlan { .. }) => ExitStatus::StalePlan,
         Err(
-            Error::Invalid { .. }
+            Error::Usage(_)
+            | Error::Invalid { .. }
             | Error::Fs(_)
             | Error::Message(_)
             | Error::WrongProject { .. }
@@ -386,6 +391,7 @@ fn outcome_text(o: &Outcome) -> String {
 fn error_text(e: &Error) -> (Stream, String) {
     let text = match e {
         Error::Cancelled => return (Stream::Out, "Cancelled; nothing was changed.\n".into()),
+        Error::Usage(rendered) => rendered.clone(),
         Error::Restored { verb, failure } => {
             format!("\nerror: {verb} failed and the previous revision was restored.\n{failure}\n")
         }
@@ -471,6 +477,7 @@ fn error_json(e: &Error) -> (&'static str, Value) {
         Error::Cancelled => ("cancelled", json!({})),
         Error::Unfinished(choices) => ("unfinished", choices.json()),
         Error::Invalid { count, .. } => ("invalid", json!({"problems": count})),
+        Error::Usage(_) => ("usage", json!({})),
         Error::Fs(_) | Error::Message(_) | Error::WrongProject { .. } => ("error", json!({})),
     }
 }

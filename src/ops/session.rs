@@ -160,7 +160,8 @@ impl<'c> Session<'c> {
     }
 
     /// Starts a run of the engine under `lock`, journaling to `journal`: from here on an
-    /// interrupt is watched (see [`watch_interrupts`]) until the run is dropped.
+    /// interrupt is watched (the first stops safely, the second at once) until the run is
+    /// dropped.
     pub fn start(
         &self,
         lock: StateLock,
