@@ -366,11 +366,11 @@ fn outcome_text(o: &Outcome) -> String {
             summary,
             timer,
         } => {
-            // A promote reads "Rollback complete" too: kept as it always was.
-            let done = if *verb == Verb::Apply {
-                "Apply complete".to_string()
-            } else {
-                format!("Rollback complete ({origin})")
+            let done = match verb {
+                Verb::Apply => "Apply complete".to_string(),
+                // A promote finishes the held release: it names the run it completes.
+                Verb::Promote => format!("Promote complete ({origin})"),
+                Verb::RollBack => format!("Rollback complete ({origin})"),
             };
             let mut s = format!("\n{done}: revision {revision}. {summary}\n");
             if let Some(timer) = timer {
@@ -578,6 +578,22 @@ mod tests {
             "\nRollback complete (rollback to revision 1 (from 2)): revision 3. S.\ntimer\n"
         );
         assert_eq!(parse(&result)["scale_down"], "timer");
+    }
+
+    /// Pins a fix: a promote used to end with "Rollback complete (apply)".
+    #[test]
+    fn a_promote_says_it_promoted() {
+        let result = Ok(Outcome::Completed {
+            verb: Verb::Promote,
+            origin: crate::state::Origin::Apply,
+            revision: 4,
+            summary: "S.".into(),
+            timer: None,
+        });
+        assert_eq!(
+            human(&result).1,
+            "\nPromote complete (apply): revision 4. S.\n"
+        );
     }
 
     #[test]
