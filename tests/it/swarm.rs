@@ -1,4 +1,4 @@
-//! `runtime = "swarm"` against a real single-node Docker Swarm (tests/support/swarm_engine.rs:
+//! `runtime = "swarm"` against a real single-node Docker Swarm (tests/it/support/swarm_engine.rs:
 //! a swarm-mode dockerd of its own beside the main engine). What is asserted is what the
 //! manager says (`docker service inspect`, the tasks and their timestamps), not gantry's log:
 //!

@@ -1,7 +1,7 @@
 //! Docker helpers for integration tests, through the `docker` CLI.
 //!
 //! ```ignore
-//! mod support;
+//! use crate::support;
 //! use support::docker::{self, DockerTestGuard};
 //!
 //! #[test]
