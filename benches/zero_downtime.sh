@@ -13,6 +13,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export GANTRY_ZERO_DOWNTIME_ROUNDS="${GANTRY_ZERO_DOWNTIME_ROUNDS:-10}"
-cargo test --release -q --test lb_nginx --test lb_haproxy --test blue_green -- \
+cargo test --release -q --test it -- lb_nginx:: lb_haproxy:: blue_green:: \
     --include-ignored --test-threads 1 --nocapture 2>&1 \
     | grep -E "^(nginx|haproxy|before|during|with warm-up|test result)|panicked|assert" || true

@@ -1,11 +1,10 @@
 //! The command-line contract scripts rely on (DESIGN.md, "Contract"), checked on the real
 //! binary: exit codes, formats, plan files, the GitHub step summary, colour, completions.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::support::fixtures::*;
+use crate::support::project::{gantry, run, stderr, stdout};
 
 fn code(o: &std::process::Output) -> i32 {
     o.status.code().expect("exited normally")
@@ -130,12 +129,10 @@ fn github_step_summary_gets_the_markdown_appended() {
     let dir = scenario();
     let summary = dir.path().join("summary.md");
     std::fs::write(&summary, "earlier step\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let o = run(Command::new(env!("CARGO_BIN_EXE_gantry"))
         .arg("plan")
         .current_dir(dir.path())
-        .env("GITHUB_STEP_SUMMARY", &summary)
-        .output()
-        .unwrap();
+        .env("GITHUB_STEP_SUMMARY", &summary));
     assert_eq!(code(&o), 0);
     let text = std::fs::read_to_string(&summary).unwrap();
     assert!(
@@ -149,33 +146,27 @@ fn github_step_summary_gets_the_markdown_appended() {
 fn no_colour_when_piped_or_no_color_set() {
     let dir = scenario();
     // Piped (captured) output: no escape codes even without NO_COLOR.
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let o = run(Command::new(env!("CARGO_BIN_EXE_gantry"))
         .arg("plan")
         .current_dir(dir.path())
         .env_remove("NO_COLOR")
-        .env_remove("CLICOLOR_FORCE")
-        .output()
-        .unwrap();
+        .env_remove("CLICOLOR_FORCE"));
     assert!(!stdout(&o).contains('\u{1b}'));
     // Forced on, then NO_COLOR wins.
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let o = run(Command::new(env!("CARGO_BIN_EXE_gantry"))
         .arg("plan")
         .current_dir(dir.path())
         .env("CLICOLOR_FORCE", "1")
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap();
+        .env_remove("NO_COLOR"));
     assert!(
         stdout(&o).contains('\u{1b}'),
         "CLICOLOR_FORCE should colour"
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let o = run(Command::new(env!("CARGO_BIN_EXE_gantry"))
         .arg("plan")
         .current_dir(dir.path())
         .env("CLICOLOR_FORCE", "1")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+        .env("NO_COLOR", "1"));
     assert!(!stdout(&o).contains('\u{1b}'));
 }
 
@@ -183,12 +174,10 @@ fn no_colour_when_piped_or_no_color_set() {
 fn plan_needs_no_docker_engine() {
     // Point every Docker variable at nothing: plan must not care.
     let dir = scenario();
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let o = run(Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["plan", "--detailed-exitcode"])
         .current_dir(dir.path())
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .output()
-        .unwrap();
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"));
     assert_eq!(code(&o), 2);
 }
 
@@ -275,12 +264,10 @@ fn secrets_never_reach_any_output() {
     .unwrap();
     let mut outputs = Vec::new();
     for format in ["text", "markdown", "json"] {
-        let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        let o = run(Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["plan", "--format", format, "--out", "p.plan"])
             .current_dir(dir.path())
-            .env("SESSION_SECRET", "s3cr3t-from-env")
-            .output()
-            .unwrap();
+            .env("SESSION_SECRET", "s3cr3t-from-env"));
         assert_eq!(code(&o), 0, "{}", stderr(&o));
         outputs.push(stdout(&o) + &stderr(&o));
         outputs.push(std::fs::read_to_string(dir.path().join("p.plan")).unwrap());

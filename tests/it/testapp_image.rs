@@ -2,7 +2,7 @@
 //! apply / rollback tests and the quickstart expect: checked over real HTTP against real
 //! containers. Skipped without Docker, except under CI=true where it fails.
 
-mod support;
+use crate::support;
 
 use std::thread;
 use std::time::{Duration, Instant};

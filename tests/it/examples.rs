@@ -1,8 +1,7 @@
 //! Every example under `examples/` validates and plans, and plans what its comments promise.
 
-mod common;
-
-use common::*;
+use crate::support::fixtures::*;
+use crate::support::project::{gantry, run, stderr, stdout};
 
 fn plan_json(example: &str) -> serde_json::Value {
     let dir = root("examples").join(example);
@@ -181,16 +180,17 @@ fn blue_green_release_plans_preview_then_one_switch() {
 /// The README's first command: the quickstart, end to end against the real engine.
 #[test]
 fn quickstart_script_runs_end_to_end() {
-    #[path = "support/docker.rs"]
-    mod docker_support;
-    if !docker_support::require_docker("quickstart_script") {
+    use crate::support::docker;
+    if !docker::require_docker("quickstart_script") {
         return;
     }
-    let o = std::process::Command::new("bash")
+    // Its containers are not labelled for a guard, but it must not overlap an `alone` test.
+    let _turn = crate::support::serial::shared();
+    let mut script = std::process::Command::new("bash");
+    script
         .arg(root("examples/quickstart/run.sh"))
-        .env("GANTRY", env!("CARGO_BIN_EXE_gantry"))
-        .output()
-        .unwrap();
+        .env("GANTRY", env!("CARGO_BIN_EXE_gantry"));
+    let o = run(script);
     let text = format!("{}{}", stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "{text}");
     for expected in [

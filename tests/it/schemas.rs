@@ -1,6 +1,6 @@
 //! The committed JSON schemas are generated from the Rust types; this test fails when the
 //! files in `schemas/` drift from the code. Regenerate with
-//! `GANTRY_UPDATE_SCHEMAS=1 cargo test --test schemas` and commit the result.
+//! `GANTRY_UPDATE_SCHEMAS=1 cargo test --test it schemas` and commit the result.
 
 use std::path::Path;
 
@@ -21,7 +21,7 @@ fn committed_schemas_match_the_code() {
     }
     assert!(
         stale.is_empty(),
-        "schemas out of date: {stale:?}; run `GANTRY_UPDATE_SCHEMAS=1 cargo test --test schemas` and commit schemas/"
+        "schemas out of date: {stale:?}; run `GANTRY_UPDATE_SCHEMAS=1 cargo test --test it schemas` and commit schemas/"
     );
 }
 

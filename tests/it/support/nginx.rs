@@ -1,14 +1,26 @@
 //! A real nginx on loopback, in its own directory, for tests: started with a config that
 //! includes the upstream file gantry manages, stopped on drop.
+//!
+//! It runs in the foreground (`daemon off;`) as a child of the test, in a process group of
+//! its own, and the drop stops that group by its id. Daemonized and stopped with
+//! `nginx -s stop`, it outlived the tests: that command reads the config to find the pid
+//! file, and the fixtures' temporary directory (a struct field declared before the nginx)
+//! was already deleted when the nginx dropped.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long nginx may take to listen after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct NginxUnderTest {
     pub dir: PathBuf,
     pub port: u16,
     pub upstream_file: PathBuf,
+    master: Child,
 }
 
 pub fn nginx_available() -> bool {
@@ -68,31 +80,41 @@ http {{
 "#
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let n = NginxUnderTest {
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let mut master = Command::new("nginx")
+            .args(args(dir))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .expect("run nginx");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        while std::net::TcpStream::connect(&addr).is_err() {
+            let exited = master.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                super::process::stop_group(&mut master, Duration::ZERO);
+                panic!(
+                    "nginx did not start ({exited:?}): {}{}",
+                    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
+                    std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NginxUnderTest {
             dir: dir.to_path_buf(),
             port,
             upstream_file,
-        };
-        let o = Command::new("nginx").args(n.args()).output().unwrap();
-        assert!(
-            o.status.success(),
-            "nginx did not start: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        n
+            master,
+        }
     }
 
     /// `-c CONF -p DIR -e ERRORLOG`: every nginx command of this instance starts with these.
     pub fn args(&self) -> Vec<String> {
-        let d = self.dir.display();
-        vec![
-            "-c".into(),
-            format!("{d}/nginx.conf"),
-            "-p".into(),
-            format!("{d}"),
-            "-e".into(),
-            format!("{d}/error.log"),
-        ]
+        args(&self.dir)
     }
 
     /// The `check` and `reload` commands for gantry's `[lb.X]`, as TOML arrays.
@@ -119,8 +141,18 @@ http {{
 
 impl Drop for NginxUnderTest {
     fn drop(&mut self) {
-        let mut args = self.args();
-        args.extend(["-s".into(), "stop".into()]);
-        let _ = Command::new("nginx").args(args).output();
+        super::process::stop_group(&mut self.master, Duration::from_secs(5));
     }
+}
+
+fn args(dir: &Path) -> Vec<String> {
+    let d = dir.display();
+    vec![
+        "-c".into(),
+        format!("{d}/nginx.conf"),
+        "-p".into(),
+        format!("{d}"),
+        "-e".into(),
+        format!("{d}/error.log"),
+    ]
 }

@@ -4,7 +4,7 @@
 //! `docker swarm init`.
 //!
 //! ```ignore
-//! mod support;
+//! use crate::support;
 //! use support::swarm_engine;
 //!
 //! #[test]

@@ -6,33 +6,35 @@
 //!
 //! `GANTRY_FAULT_TRIALS` sets the number of kill -9 trials (default 50).
 
-mod support;
-
-use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::ops::Deref;
 use std::time::{Duration, Instant, SystemTime};
 
-use support::docker::{self, DockerTestGuard};
-use support::nginx::{NginxUnderTest, require_nginx};
-use support::project::{self, code, explain};
+use crate::support;
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::nginx::{NginxUnderTest, require_nginx};
+use crate::support::process::Background;
+use crate::support::project::{GANTRY_TIMEOUT, Project, code, explain};
 
 /// A project of 4 replicas behind a real nginx, in its own directory.
-struct Project {
-    dir: tempfile::TempDir,
-    name: String,
-    labels: String,
+struct Fronted {
     nginx: NginxUnderTest,
+    /// Last: its directory, where nginx runs, goes after nginx stops.
+    p: Project,
 }
 
-impl Project {
-    fn new(guard: &DockerTestGuard, label: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let nginx = NginxUnderTest::start(&dir.path().join("nginx"), "web_backend");
-        Project {
-            name: format!("{label}{}", std::process::id()),
-            labels: project::labels_toml(guard),
-            dir,
-            nginx,
+impl Deref for Fronted {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.p
+    }
+}
+
+impl Fronted {
+    fn new(guard: &DockerTestGuard, label: &str) -> Fronted {
+        let p = Project::new(label, guard);
+        Fronted {
+            nginx: NginxUnderTest::start(&p.join("nginx"), "web_backend"),
+            p,
         }
     }
 
@@ -43,7 +45,7 @@ impl Project {
     /// `image` with `VERSION = version` in its environment.
     fn write_release(&self, image: &str, version: &str, keep_previous: u32, soak: &str) {
         let (check, reload) = self.nginx.toml_commands();
-        let toml = format!(
+        self.write_toml(&format!(
             r#"[project]
 name = "{name}"
 keep_previous = {keep_previous}
@@ -69,45 +71,20 @@ rollout = {{ batch = 2, order = "start-first", drain = "200ms", soak = "{soak}" 
             name = self.name,
             labels = self.labels,
             upstream = self.nginx.upstream_file.display(),
-        );
-        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        project::gantry_command(self.dir.path(), args)
-    }
-
-    fn gantry(&self, args: &[&str]) -> Output {
-        project::gantry(self.dir.path(), args)
+        ));
     }
 
     /// Starts gantry in the background, its output appended to `spawned.log`.
-    fn spawn(&self, args: &[&str]) -> Child {
-        let log = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.path().join("spawned.log"))
-                .unwrap()
-        };
-        self.command(args)
-            .stdout(log())
-            .stderr(log())
-            .spawn()
-            .unwrap()
+    fn spawn(&self, args: &[&str]) -> Background {
+        self.spawn_logged(args, &self.join("spawned.log"))
     }
 
     fn spawned_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("spawned.log")).unwrap_or_default()
     }
 
-    fn state_path(&self) -> PathBuf {
-        self.dir.path().join(".gantry/state.json")
-    }
-
     fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.state_path()).unwrap();
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("state unreadable: {e}\n{text}"))
+        self.state_json()
     }
 
     fn journal(&self) -> String {
@@ -117,7 +94,7 @@ rollout = {{ batch = 2, order = "start-first", drain = "200ms", soak = "{soak}" 
     /// Every container named after the project, labelled or not: `(name, id, running)`.
     fn containers(&self) -> Vec<(String, String, bool)> {
         let filter = format!("name=^{}-", self.name);
-        project::containers(&[&filter], "{{.Names}} {{.ID}} {{.State}}")
+        support::project::containers(&[&filter], "{{.Names}} {{.ID}} {{.State}}")
             .iter()
             .map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
@@ -265,7 +242,7 @@ fn kill_9_at_random_moments_then_the_next_command_converges() {
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("f1"), docker::run_tag("f2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
-    let p = Project::new(&guard, "fi");
+    let p = Fronted::new(&guard, "fi");
     p.write(&tags[0], 1, "0s");
     let o = p.gantry(&["apply", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
@@ -298,7 +275,7 @@ fn kill_9_at_random_moments_then_the_next_command_converges() {
         let span = window.as_millis() as u64 * if after_begin { 6 } else { 11 } / 10;
         let delay = Duration::from_millis(rng.next() % span);
         let before = p.journal();
-        let mut child = p.spawn(&["apply", "--yes", "--progress", "plain"]);
+        let child = p.spawn(&["apply", "--yes", "--progress", "plain"]);
         // Every other pair of trials counts from the moment the run's journal begins (after
         // pre-flight), so that most kills land among the steps.
         if after_begin {
@@ -313,8 +290,7 @@ fn kill_9_at_random_moments_then_the_next_command_converges() {
             }
         }
         std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
+        child.kill(); // SIGKILL
         let journal = p.journal();
         let where_ = if journal == before {
             "before its journal began (pre-flight)".to_string()
@@ -364,7 +340,7 @@ fn kill_9_at_random_moments_then_the_next_command_converges() {
 
 /// Waits until the journal of run `revision` shows `needle` (an older run's journal may still
 /// be there when the process starts).
-fn wait_for_journal(p: &Project, revision: u64, needle: &str, timeout: Duration) {
+fn wait_for_journal(p: &Fronted, revision: u64, needle: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let journal = p.journal();
@@ -384,9 +360,12 @@ fn wait_for_journal(p: &Project, revision: u64, needle: &str, timeout: Duration)
     }
 }
 
-fn interrupt(child: &Child) {
+fn interrupt(child: &Background) {
     let pid = child.id().to_string();
-    let o = Command::new("kill").args(["-INT", &pid]).output().unwrap();
+    let o = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .output()
+        .unwrap();
     assert!(o.status.success());
 }
 
@@ -398,18 +377,18 @@ fn first_interrupt_stops_after_the_step_second_stops_at_once() {
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("i1"), docker::run_tag("i2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
-    let p = Project::new(&guard, "ic");
+    let p = Fronted::new(&guard, "ic");
     p.write(&tags[0], 1, "0s");
     assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
     p.assert_converged("v1");
 
     // One Ctrl-C during the first batch's 3 s soak: the soak finishes, nothing else starts.
     p.write(&tags[1], 1, "3s");
-    let mut child = p.spawn(&["apply", "--yes", "--progress", "plain"]);
+    let child = p.spawn(&["apply", "--yes", "--progress", "plain"]);
     wait_for_journal(&p, 2, "\"step\":\"soak", Duration::from_secs(60));
     let sent = Instant::now();
     interrupt(&child);
-    let status = child.wait().unwrap();
+    let status = child.wait_status(GANTRY_TIMEOUT);
     assert_eq!(status.code(), Some(4));
     assert!(
         sent.elapsed() >= Duration::from_millis(2000),
@@ -443,13 +422,13 @@ fn first_interrupt_stops_after_the_step_second_stops_at_once() {
     assert!(history.contains("interrupted"), "{history}");
 
     // Two Ctrl-Cs: out at once, mid-soak, with the journal on disk; --resume converges.
-    let mut child = p.spawn(&["apply", "--yes", "--progress", "plain"]);
+    let child = p.spawn(&["apply", "--yes", "--progress", "plain"]);
     wait_for_journal(&p, 3, "\"step\":\"soak", Duration::from_secs(60));
     let sent = Instant::now();
     interrupt(&child);
     std::thread::sleep(Duration::from_millis(100));
     interrupt(&child);
-    let status = child.wait().unwrap();
+    let status = child.wait_status(GANTRY_TIMEOUT);
     assert_eq!(status.code(), Some(4));
     assert!(
         sent.elapsed() < Duration::from_millis(1500),
@@ -483,7 +462,7 @@ fn rollback_to_each_of_the_last_3_revisions_runs_the_recorded_images_after_the_t
     let ids: Vec<String> = builds.iter().map(|b| id(b)).collect();
     // One tag, re-pointed before every release, as a careless pipeline does with `:stable`.
     let moving = docker::run_tag("moving");
-    let p = Project::new(&guard, "r3");
+    let p = Fronted::new(&guard, "r3");
     for (i, built) in ids.iter().enumerate() {
         docker::docker_ok(&["tag", built, &format!("gantry-testapp:{moving}")]);
         p.write_release(&moving, &format!("r{}", i + 1), 3, "0s");
@@ -491,7 +470,7 @@ fn rollback_to_each_of_the_last_3_revisions_runs_the_recorded_images_after_the_t
         assert_eq!(code(&o), 0, "{}", explain(&o));
     }
     assert_eq!(id(&moving), ids[3], "the tag names the newest image");
-    let running_images = |p: &Project| -> Vec<String> {
+    let running_images = |p: &Fronted| -> Vec<String> {
         p.containers()
             .into_iter()
             .filter(|c| c.2)

@@ -10,6 +10,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::project::run;
+
 /// What one run of `gantry validate` produced.
 struct Outcome {
     code: Option<i32>,
@@ -26,14 +28,12 @@ fn fixture(name: &str) -> String {
 
 /// Runs `gantry validate -f FILE` in `dir`, with a colour-free environment.
 fn validate_in(dir: &Path, file: &str) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let out = run(Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["validate", "-f", file])
         .current_dir(dir)
         .env_remove("CLICOLOR_FORCE")
         .env_remove("GITHUB_STEP_SUMMARY")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run gantry");
+        .env("NO_COLOR", "1"));
     Outcome {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -644,12 +644,10 @@ fn weights_must_name_member_services() {
     let dir = tempfile::tempdir().unwrap();
     let toml = "[project]\nname = \"p\"\n\n[service.web]\nimage = \"app:1\"\nport = 80\nlb = [\"front\"]\n\n[lb.front]\nkind = \"nginx\"\nupstream = \"u\"\nupstream_file = \"u.conf\"\nweights = { web = 2, api = 3 }\n";
     std::fs::write(dir.path().join("gantry.toml"), toml).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let o = run(std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["validate"])
         .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+        .env("NO_COLOR", "1"));
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(

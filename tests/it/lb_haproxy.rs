@@ -1,28 +1,29 @@
 //! Load-balancer membership with a real HAProxy over its runtime API: no reload, a leaving
-//! replica is drained until HAProxy reports no session on it, and only then stopped.
+//! replica is drained until HAProxy reports no session on it, and only then stopped. Each
+//! test measures under load, so it runs alone (`support::serial`).
 
-mod support;
-
-/// The tests of this file measure latency and rate under load: they run one at a time, so
-/// that on a 2-core machine one test's load is not another's noise.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-use std::process::{Command, Output};
+use std::ops::Deref;
+use std::process::Output;
 use std::time::Duration;
 
-use support::docker::{self, DockerTestGuard};
-use support::haproxy::{HaproxyUnderTest, require_haproxy};
-use support::load::Load;
+use crate::support;
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::haproxy::{HaproxyUnderTest, require_haproxy};
+use crate::support::load::Load;
+use crate::support::project::{Project, explain};
+use crate::support::serial;
 
 struct Setup {
-    dir: tempfile::TempDir,
     haproxy: HaproxyUnderTest,
-    name: String,
-    labels: String,
+    /// Last: its directory, where HAProxy runs, goes after HAProxy stops.
+    p: Project,
+}
+
+impl Deref for Setup {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.p
+    }
 }
 
 impl Setup {
@@ -31,28 +32,15 @@ impl Setup {
     }
 
     fn with_backend(guard: &DockerTestGuard, body: &str) -> Setup {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let dir = tempfile::tempdir().unwrap();
-        let haproxy = HaproxyUnderTest::start_with(&dir.path().join("haproxy"), "app", body);
-        let [run, scope] = guard.labels();
-        let kv = |l: &str| {
-            let (k, v) = l.split_once('=').unwrap();
-            format!("\"{k}\" = \"{v}\"")
-        };
+        let p = Project::new("hp", guard);
         Setup {
-            haproxy,
-            name: format!(
-                "hp{}-{}",
-                std::process::id(),
-                N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            ),
-            labels: format!("{{ {}, {} }}", kv(&run), kv(&scope)),
-            dir,
+            haproxy: HaproxyUnderTest::start_with(&p.join("haproxy"), "app", body),
+            p,
         }
     }
 
     fn write(&self, tag: &str, replicas: u32, drain: &str) {
-        let toml = format!(
+        self.p.write_toml(&format!(
             r#"[project]
 name = "{name}"
 
@@ -75,24 +63,15 @@ backend = "app"
             name = self.name,
             labels = self.labels,
             socket = self.haproxy.socket.display(),
-        );
-        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
+        ));
     }
 
     fn rollback(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["rollback", "--yes", "--progress", "plain"])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+        self.p.gantry(&["rollback", "--yes", "--progress", "plain"])
     }
 
     fn apply(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["apply", "--yes", "--progress", "plain"])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+        self.p.gantry(&["apply", "--yes", "--progress", "plain"])
     }
 
     fn version(&self) -> String {
@@ -107,15 +86,6 @@ backend = "app"
     }
 }
 
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn rollout_and_roll_back_behind_haproxy_lose_no_request() {
     if !docker::require_docker("rollout_behind_haproxy")
@@ -123,7 +93,7 @@ fn rollout_and_roll_back_behind_haproxy_lose_no_request() {
     {
         return;
     }
-    let _serial = serial();
+    let _alone = serial::alone();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -157,7 +127,7 @@ fn a_leaving_replica_is_stopped_only_after_its_last_request() {
     if !docker::require_docker("verified_drain") || !require_haproxy("verified_drain") {
         return;
     }
-    let _serial = serial();
+    let _alone = serial::alone();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -216,7 +186,7 @@ fn server_template_slots_when_the_backend_takes_no_dynamic_servers() {
     {
         return;
     }
-    let _serial = serial();
+    let _alone = serial::alone();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);

@@ -1,4 +1,4 @@
-//! `runtime = "swarm"` against a real single-node Docker Swarm (tests/support/swarm_engine.rs:
+//! `runtime = "swarm"` against a real single-node Docker Swarm (tests/it/support/swarm_engine.rs:
 //! a swarm-mode dockerd of its own beside the main engine). What is asserted is what the
 //! manager says (`docker service inspect`, the tasks and their timestamps), not gantry's log:
 //!
@@ -12,28 +12,26 @@
 //!
 //! Skipped (with a `SKIPPED:` line) where a second dockerd cannot run; fails under CI=true.
 
-mod support;
-
-use std::process::Output;
+use std::ops::Deref;
 use std::time::{Duration, Instant, SystemTime};
 
-use support::docker::{self, DockerTestGuard};
-use support::project::{self, code, explain};
-use support::swarm_engine::{self, SwarmEngine};
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::project::{Project, code, explain};
+use crate::support::swarm_engine::{self, SwarmEngine};
 
-struct Project {
-    dir: tempfile::TempDir,
-    name: String,
+/// A project whose one service runs on the swarm.
+struct OnSwarm(Project);
+
+impl Deref for OnSwarm {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.0
+    }
 }
 
-impl Project {
-    fn new() -> Project {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Project {
-            dir: tempfile::tempdir().unwrap(),
-            name: format!("sw{}-{n}", std::process::id()),
-        }
+impl OnSwarm {
+    fn new(guard: &DockerTestGuard) -> OnSwarm {
+        OnSwarm(Project::new("sw", guard))
     }
 
     /// The swarm service of this project.
@@ -44,7 +42,7 @@ impl Project {
     /// 3 replicas of the test app on the swarm, rolled one at a time, start-first, each new
     /// replica healthy (checked inside the container) and watched 2s before the next.
     fn write(&self, swarm: &SwarmEngine, tag: &str, extra_env: &str, extra: &str) {
-        let toml = format!(
+        self.write_toml(&format!(
             r#"[project]
 name = "{name}"
 
@@ -64,17 +62,11 @@ rollout = {{ batch = 1, order = "start-first", soak = "2s" }}
 "#,
             name = self.name,
             socket = swarm.socket,
-        );
-        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
-    }
-
-    fn gantry(&self, args: &[&str]) -> Output {
-        project::gantry(self.dir.path(), args)
+        ));
     }
 
     fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.dir.path().join(".gantry/state.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        self.state_json()
     }
 }
 
@@ -153,9 +145,9 @@ fn swarm_rolling_update_one_at_a_time_then_rollback_to_the_recorded_image() {
     let Some(swarm) = swarm_engine::require_swarm_engine("swarm_rolling_update") else {
         return;
     };
-    let _guard = DockerTestGuard::new();
+    let guard = DockerTestGuard::new();
     let [(v1, v1_id), (v2, v2_id)] = images(&swarm);
-    let p = Project::new();
+    let p = OnSwarm::new(&guard);
     let members = p.dir.path().join("members.log");
     // A load balancer of commands: the service's published address (the routing mesh) joins
     // it once, and stays through the update.
@@ -282,9 +274,9 @@ fn swarm_rolls_back_a_bad_image_and_gantry_exits_3() {
     let Some(swarm) = swarm_engine::require_swarm_engine("swarm_rolls_back_a_bad_image") else {
         return;
     };
-    let _guard = DockerTestGuard::new();
+    let guard = DockerTestGuard::new();
     let [(v1, v1_id), (v2, v2_id)] = images(&swarm);
-    let p = Project::new();
+    let p = OnSwarm::new(&guard);
     p.write(&swarm, &v1, "", "");
     let o = p.gantry(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "create: {}", explain(&o));
@@ -340,9 +332,9 @@ fn a_later_failure_has_swarm_roll_back_a_completed_update() {
     let Some(swarm) = swarm_engine::require_swarm_engine("swarm_later_failure") else {
         return;
     };
-    let _guard = DockerTestGuard::new();
+    let guard = DockerTestGuard::new();
     let [(v1, v1_id), (v2, v2_id)] = images(&swarm);
-    let p = Project::new();
+    let p = OnSwarm::new(&guard);
     // `api` depends on `web`: web is updated first (wave 1), then api (wave 2) fails.
     let write = |web: &str, api: &str, api_env: &str| {
         let service = |name: &str, tag: &str, env: &str, deps: &str| {

@@ -1,9 +1,7 @@
 //! GitHub cuts PR comments at 65,536 characters. The Markdown plan must fit, and must never
 //! cut the summary or the destroy section to get there.
 
-mod common;
-
-use common::model;
+use crate::support::fixtures::model;
 use gantry::render::{GITHUB_COMMENT_LIMIT, markdown};
 use gantry::state::{ServiceState, State};
 

@@ -1,7 +1,7 @@
 //! Docker helpers for integration tests, through the `docker` CLI.
 //!
 //! ```ignore
-//! mod support;
+//! use crate::support;
 //! use support::docker::{self, DockerTestGuard};
 //!
 //! #[test]
@@ -27,14 +27,16 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use super::process::run_with_timeout;
 
 /// Label key carrying the run id of the test process that created a resource.
 pub const RUN_LABEL_KEY: &str = "gantry.test-run";
@@ -117,49 +119,6 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Runs a command with a time limit, capturing stdout and stderr; kills it on timeout.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{:?} did not finish within {timeout:?}",
-                    cmd.get_program()
-                ));
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for {:?}: {e}", cmd.get_program())),
-        }
-    };
-    Ok(Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    })
-}
-
 /// Live guards of this process; the lock also serialises the last guard's cleanup with the
 /// creation of new guards.
 static LIVE_GUARDS: Mutex<usize> = Mutex::new(0);
@@ -168,11 +127,14 @@ static NEXT_SCOPE: Mutex<u64> = Mutex::new(0);
 /// Removes, on drop (so also on panic), what a test created with its labels.
 pub struct DockerTestGuard {
     scope: String,
+    /// Released after the clean-up: an `alone` test waits for it (see `serial`).
+    _turn: super::serial::Shared,
 }
 
 impl DockerTestGuard {
     /// Create one at the start of a test, before any container, network or image.
     pub fn new() -> DockerTestGuard {
+        let turn = super::serial::shared();
         static REAPED: OnceLock<()> = OnceLock::new();
         REAPED.get_or_init(remove_stale_runs);
         let scope = {
@@ -181,7 +143,7 @@ impl DockerTestGuard {
             format!("{}-{}", run_id(), *n)
         };
         *LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        DockerTestGuard { scope }
+        DockerTestGuard { scope, _turn: turn }
     }
 
     /// `gantry.test-scope=<scope>`.

@@ -1,8 +1,8 @@
-//! Helpers shared by the integration tests.
+//! The offline tests' fixtures (what was `tests/common`): files under `tests/fixtures`, the
+//! plan scenario in a temporary directory, and configurations validated in memory.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -12,26 +12,6 @@ pub fn fixture(rel: &str) -> PathBuf {
 
 pub fn root(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-/// Runs the real binary with a clean colour environment, in `dir`.
-pub fn gantry(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .env_remove("CLICOLOR_FORCE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run gantry")
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A temp dir holding the plan scenario: gantry.toml and .gantry/state.json.

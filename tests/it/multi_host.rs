@@ -9,17 +9,17 @@
 //! shows both); an image missing on one host is refused before anything changes; and gantry
 //! really speaks verified TLS to host `b`.
 
-mod support;
-
 use std::collections::BTreeSet;
-use std::process::{Output, Stdio};
+use std::ops::Deref;
+use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::docker::{self, DockerTestGuard};
-use support::nginx::{NginxUnderTest, require_nginx};
-use support::project::{self, explain};
-use support::second_engine::{SecondEngine, require_second_engine};
+use crate::support;
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::nginx::{NginxUnderTest, require_nginx};
+use crate::support::project::{GANTRY_TIMEOUT, Project, explain};
+use crate::support::second_engine::{SecondEngine, require_second_engine};
 
 /// One engine, as the test's own `docker` CLI reaches it.
 #[derive(Clone, Copy)]
@@ -47,21 +47,28 @@ struct Replica {
     port: u16,
 }
 
-struct Project {
-    dir: tempfile::TempDir,
+/// A project on hosts `a` and `b` behind one nginx.
+struct TwoHosts {
     nginx: NginxUnderTest,
     b: Arc<SecondEngine>,
-    name: String,
-    labels: String,
     /// `gantry-testapp:<run>-<test>-v1`, `...-v2`.
     v1: String,
     v2: String,
+    /// Last: its directory, where nginx runs, goes after nginx stops.
+    p: Project,
 }
 
-impl Project {
+impl Deref for TwoHosts {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.p
+    }
+}
+
+impl TwoHosts {
     /// Builds v1 and v2 (tags of this test only: a test that removes an image from host `b`
     /// touches no other test's), loads v1 into host `b`, and v2 too when `v2_on_b`.
-    fn new(test: &str, guard: &DockerTestGuard, b: Arc<SecondEngine>, v2_on_b: bool) -> Project {
+    fn new(test: &str, guard: &DockerTestGuard, b: Arc<SecondEngine>, v2_on_b: bool) -> TwoHosts {
         let tags = [
             docker::run_tag(&format!("{test}-v1")),
             docker::run_tag(&format!("{test}-v2")),
@@ -72,21 +79,13 @@ impl Project {
         if v2_on_b {
             b.load_images(&[&v2]);
         }
-        let dir = tempfile::tempdir().unwrap();
-        let nginx = NginxUnderTest::start(&dir.path().join("nginx"), "app");
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        Project {
-            dir,
-            nginx,
+        let p = Project::new("mh", guard);
+        TwoHosts {
+            nginx: NginxUnderTest::start(&p.join("nginx"), "app"),
             b,
-            name: format!(
-                "mh{}-{}",
-                std::process::id(),
-                N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            ),
-            labels: project::labels_toml(guard),
             v1,
             v2,
+            p,
         }
     }
 
@@ -120,7 +119,7 @@ impl Project {
         lbs: &str,
     ) {
         let version = if image == self.v1 { "v1" } else { "v2" };
-        let toml = format!(
+        self.write_toml(&format!(
             r#"[project]
 name = "{name}"
 
@@ -146,12 +145,7 @@ rollout = {rollout}
             main = main_endpoint(),
             host_b = host_b.map_or_else(|| self.b.host_toml("b"), str::to_string),
             labels = self.labels,
-        );
-        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
-    }
-
-    fn gantry(&self, args: &[&str]) -> Output {
-        project::gantry(self.dir.path(), args)
+        ));
     }
 
     fn apply(&self) -> Output {
@@ -163,12 +157,11 @@ rollout = {rollout}
     /// a while), v2 is removed from `b`, as an image pruner on that host would. Pre-flight
     /// has seen it there; `b`'s first start then fails with "no such image".
     fn apply_losing_v2_on_b(&self) -> Output {
-        let child =
-            project::gantry_command(self.dir.path(), &["apply", "--yes", "--progress", "plain"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+        let mut apply = self.command(&["apply", "--yes", "--progress", "plain"]);
+        apply
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = support::process::Background::spawn(apply, "gantry apply");
         let second_on_a = format!("name={}-web-2-2", self.name);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -189,12 +182,12 @@ rollout = {rollout}
             "host b began before host a was done"
         );
         self.b.docker_ok(&["rmi", "-f", &self.v2]);
-        child.wait_with_output().unwrap()
+        child.wait(GANTRY_TIMEOUT)
     }
 
     /// This project's containers on one engine (`running` only, or all), sorted by name.
     fn replicas(&self, engine: Engine, running: bool) -> Vec<Replica> {
-        let filter = project::label_filter(&self.name);
+        let filter = support::project::label_filter(&self.name);
         let mut ps = vec!["ps", "-q", "--filter", &filter];
         if !running {
             ps.push("-a");
@@ -343,7 +336,7 @@ fn a_rollout_covers_both_engines_host_after_host_behind_one_nginx() {
     let Some((guard, b)) = setup("a_rollout_covers_both_engines") else {
         return;
     };
-    let p = Project::new("both", &guard, b, true);
+    let p = TwoHosts::new("both", &guard, b, true);
     p.write(&p.v1, "rollback", "0s", None);
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
@@ -401,7 +394,7 @@ fn a_failure_on_host_b_restores_host_a_too() {
     let Some((guard, b)) = setup("a_failure_on_host_b_restores_host_a_too") else {
         return;
     };
-    let p = Project::new("rollback", &guard, b, true);
+    let p = TwoHosts::new("rollback", &guard, b, true);
     p.write(&p.v1, "rollback", "0s", None);
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
@@ -447,7 +440,7 @@ fn a_failure_on_host_b_with_pause_leaves_each_host_where_it_stopped() {
     let Some((guard, b)) = setup("a_failure_on_host_b_with_pause") else {
         return;
     };
-    let p = Project::new("pause", &guard, b, true);
+    let p = TwoHosts::new("pause", &guard, b, true);
     p.write(&p.v1, "pause", "0s", None);
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
@@ -493,7 +486,7 @@ fn an_image_missing_on_host_b_is_refused_before_anything_changes() {
     let Some((guard, b)) = setup("an_image_missing_on_host_b") else {
         return;
     };
-    let p = Project::new("missing", &guard, b, false);
+    let p = TwoHosts::new("missing", &guard, b, false);
     p.write(&p.v1, "rollback", "0s", None);
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
@@ -523,7 +516,7 @@ fn host_b_is_reached_over_verified_tls_only() {
     let Some((guard, b)) = setup("host_b_is_reached_over_verified_tls_only") else {
         return;
     };
-    let p = Project::new("tls", &guard, b, true);
+    let p = TwoHosts::new("tls", &guard, b, true);
     let endpoint = &p.b.tls_endpoint;
 
     // Plain HTTP to the TLS port: the engine refuses to talk.
@@ -599,8 +592,8 @@ fn one_nginx_per_host_and_both_hosts_rolling_at_once() {
     let Some((guard, b)) = setup("one_nginx_per_host") else {
         return;
     };
-    let p = Project::new("per-host", &guard, b, true);
-    let nginx_b = NginxUnderTest::start(&p.dir.path().join("nginx-b"), "app_b");
+    let p = TwoHosts::new("per-host", &guard, b, true);
+    let nginx_b = NginxUnderTest::start(&p.join("nginx-b"), "app_b");
     let write = |image: &str| {
         let lb = |name: &str, host: &str, n: &NginxUnderTest, upstream: &str| {
             let (check, reload) = n.toml_commands();

@@ -1,13 +1,20 @@
 //! A real HAProxy on loopback for tests, with its runtime API on a unix socket, stopped on drop.
+//!
+//! It runs in the foreground (no `-D`) as a child of the test, in a process group of its
+//! own, stopped by that id. Daemonized, it was stopped through the pid file in its
+//! directory, which the fixtures had often deleted first: the daemons outlived the tests.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub struct HaproxyUnderTest {
     pub dir: PathBuf,
     pub port: u16,
     pub socket: PathBuf,
+    process: Child,
 }
 
 pub fn require_haproxy(test: &str) -> bool {
@@ -44,23 +51,32 @@ impl HaproxyUnderTest {
              backend {backend}\n{body}"
         );
         std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
-        let o = Command::new("haproxy")
-            .args(["-f", &format!("{d}/haproxy.cfg"), "-D"])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "haproxy did not start: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !socket.exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let mut process = Command::new("haproxy")
+            .args(["-f", &format!("{d}/haproxy.cfg")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .expect("run haproxy");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            let exited = process.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                super::process::stop_group(&mut process, Duration::ZERO);
+                panic!(
+                    "haproxy did not start ({exited:?}): {}",
+                    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         HaproxyUnderTest {
             dir: dir.to_path_buf(),
             port,
             socket,
+            process,
         }
     }
 
@@ -71,10 +87,6 @@ impl HaproxyUnderTest {
 
 impl Drop for HaproxyUnderTest {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("haproxy.pid")) {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", pid.trim()])
-                .status();
-        }
+        super::process::stop_group(&mut self.process, Duration::from_secs(5));
     }
 }

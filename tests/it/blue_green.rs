@@ -3,48 +3,48 @@
 //! colour's address before the switch). Skipped (with a message) without Docker, nginx or
 //! HAProxy locally; fails under CI.
 
-mod support;
-
+use std::ops::Deref;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::docker::{self, DockerTestGuard};
-use support::haproxy::{HaproxyUnderTest, require_haproxy};
-use support::nginx::{NginxUnderTest, require_nginx};
-use support::project::{self, code, explain};
+use crate::support;
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::haproxy::{HaproxyUnderTest, require_haproxy};
+use crate::support::nginx::{NginxUnderTest, require_nginx};
+use crate::support::project::{Project, code, explain};
 
-struct Project {
-    dir: tempfile::TempDir,
-    name: String,
-    labels: String,
+/// A project behind two nginx (the users' `front` and the `preview`), or HAProxy in front.
+struct BlueGreen {
     front: NginxUnderTest,
     preview: NginxUnderTest,
     /// When set, the users' load balancer is this HAProxy instead of the `front` nginx.
     haproxy: Option<HaproxyUnderTest>,
+    /// Last: its directory, where the load balancers run, goes after they stop.
+    p: Project,
 }
 
-impl Project {
-    fn new(guard: &DockerTestGuard, label: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let front = NginxUnderTest::start(&dir.path().join("front"), "web_front");
-        let preview = NginxUnderTest::start(&dir.path().join("preview"), "web_preview");
-        Project {
-            name: format!("{label}{}", std::process::id()),
-            labels: project::labels_toml(guard),
-            dir,
-            front,
-            preview,
+impl Deref for BlueGreen {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.p
+    }
+}
+
+impl BlueGreen {
+    fn new(guard: &DockerTestGuard, label: &str) -> BlueGreen {
+        let p = Project::new(label, guard);
+        BlueGreen {
+            front: NginxUnderTest::start(&p.join("front"), "web_front"),
+            preview: NginxUnderTest::start(&p.join("preview"), "web_preview"),
             haproxy: None,
+            p,
         }
     }
 
     /// The same with HAProxy as the users' load balancer.
-    fn with_haproxy(guard: &DockerTestGuard, label: &str) -> Project {
-        let mut p = Project::new(guard, label);
-        p.haproxy = Some(HaproxyUnderTest::start(
-            &p.dir.path().join("haproxy"),
-            "web_front",
-        ));
+    fn with_haproxy(guard: &DockerTestGuard, label: &str) -> BlueGreen {
+        let mut p = BlueGreen::new(guard, label);
+        p.haproxy = Some(HaproxyUnderTest::start(&p.join("haproxy"), "web_front"));
         p
     }
 
@@ -65,7 +65,7 @@ impl Project {
                 n.upstream_file.display()
             )
         };
-        let toml = format!(
+        self.write_toml(&format!(
             r#"[project]
 name = "{name}"
 
@@ -99,8 +99,7 @@ keep_old_replicas = {keep_old}
                 None => lb("front", &self.front, "web_front"),
             },
             preview = lb("preview", &self.preview, "web_preview"),
-        );
-        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
+        ));
     }
 
     /// A preview check that asks the preview address for `tag`.
@@ -111,14 +110,11 @@ keep_old_replicas = {keep_old}
         )
     }
 
-    fn gantry(&self, args: &[&str]) -> Output {
-        project::gantry(self.dir.path(), args)
-    }
-
     /// `(name, running)` of every container of the project, sorted.
     fn containers(&self) -> Vec<(String, bool)> {
-        let filter = project::label_filter(&self.name);
-        let mut v: Vec<(String, bool)> = project::containers(&[&filter], "{{.Names}} {{.State}}")
+        let mut v: Vec<(String, bool)> = self
+            .p
+            .containers(&[], "{{.Names}} {{.State}}")
             .iter()
             .map(|l| {
                 let (n, s) = l.split_once(' ').unwrap();
@@ -185,7 +181,7 @@ fn blue_green_under_load_loses_no_request_and_switches_back_in_one_change() {
         return;
     }
     let guard = DockerTestGuard::new();
-    release_and_switch_back_under_load("nginx", &Project::new(&guard, "bg"), ["bg1", "bg2"]);
+    release_and_switch_back_under_load("nginx", &BlueGreen::new(&guard, "bg"), ["bg1", "bg2"]);
 }
 
 #[test]
@@ -197,14 +193,14 @@ fn blue_green_behind_haproxy_loses_no_request_and_switches_back_in_one_change() 
         return;
     }
     let guard = DockerTestGuard::new();
-    let p = Project::with_haproxy(&guard, "bh");
+    let p = BlueGreen::with_haproxy(&guard, "bh");
     release_and_switch_back_under_load("HAProxy", &p, ["bh1", "bh2"]);
 }
 
 /// A blue-green release and a switch-back under 500 requests/s through the users' load
 /// balancer: no failed request, each switch under 1 s of LB time, the switch-back without
 /// any container started.
-fn release_and_switch_back_under_load(lb: &str, p: &Project, tags: [&str; 2]) {
+fn release_and_switch_back_under_load(lb: &str, p: &BlueGreen, tags: [&str; 2]) {
     let tags = images(&tags);
     p.write(&tags[0], &p.check_for(&tags[0]), "10m", 0);
     let o = p.gantry(&["apply", "--yes"]);
@@ -269,7 +265,7 @@ fn a_failing_preview_check_stops_the_release_before_any_user_traffic_moves() {
     }
     let guard = DockerTestGuard::new();
     let tags = images(&["pc1", "pc2"]);
-    let p = Project::new(&guard, "pc");
+    let p = BlueGreen::new(&guard, "pc");
     p.write(&tags[0], &p.check_for(&tags[0]), "0s", 0);
     assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
     let front_before = p.upstream(&p.front);
@@ -306,7 +302,7 @@ fn hold_at_preview_then_promote_and_the_old_colour_is_scaled_down_on_schedule() 
     }
     let guard = DockerTestGuard::new();
     let tags = images(&["hp1", "hp2", "hp3"]);
-    let p = Project::new(&guard, "hp");
+    let p = BlueGreen::new(&guard, "hp");
     p.write(&tags[0], &p.check_for(&tags[0]), "3s", 1);
     assert_eq!(code(&p.gantry(&["apply", "--yes"])), 0);
 

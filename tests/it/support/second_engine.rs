@@ -5,7 +5,7 @@
 //! certificates (`--tlsverify`), which is what gantry is given, so that TLS is proven for real.
 //!
 //! ```ignore
-//! mod support;
+//! use crate::support;
 //! use support::second_engine;
 //!
 //! #[test]

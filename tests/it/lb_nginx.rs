@@ -1,53 +1,39 @@
 //! Load-balancer membership with a real nginx on loopback in front of the test app's
 //! replicas, under a steady load of GETs and non-idempotent POSTs: a rollout and a roll back
 //! lose no request; a failing `nginx -t` leaves nginx serving as before and the rollout
-//! restores itself.
+//! restores itself. They measure latency and rate under load, so each runs alone
+//! (`support::serial`).
 
-mod support;
-
-/// The tests of this file measure latency and rate under load: they run one at a time, so
-/// that on a 2-core machine one test's load is not another's noise.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-use std::process::{Command, Output};
+use std::ops::Deref;
+use std::process::Output;
 use std::time::Duration;
 
-use support::docker::{self, DockerTestGuard};
-use support::load::Load;
-use support::nginx::{NginxUnderTest, require_nginx};
+use crate::support;
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::load::Load;
+use crate::support::nginx::{NginxUnderTest, require_nginx};
+use crate::support::project::{Project, explain};
+use crate::support::serial;
 
 struct Setup {
-    dir: tempfile::TempDir,
     nginx: NginxUnderTest,
-    name: String,
-    labels: String,
+    /// Last: its directory, where nginx runs, goes after nginx stops.
+    p: Project,
+}
+
+impl Deref for Setup {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.p
+    }
 }
 
 impl Setup {
     fn new(guard: &DockerTestGuard) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let nginx = NginxUnderTest::start(&dir.path().join("nginx"), "app");
-        let [run, scope] = guard.labels();
-        let kv = |l: &str| {
-            let (k, v) = l.split_once('=').unwrap();
-            format!("\"{k}\" = \"{v}\"")
-        };
+        let p = Project::new("lb", guard);
         Setup {
-            nginx,
-            name: {
-                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                format!(
-                    "lb{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                )
-            },
-            labels: format!("{{ {}, {} }}", kv(&run), kv(&scope)),
-            dir,
+            nginx: NginxUnderTest::start(&p.join("nginx"), "app"),
+            p,
         }
     }
 
@@ -58,7 +44,7 @@ impl Setup {
     /// `env` is added to the replicas' environment, `extra` to the service table.
     fn write_with(&self, tag: &str, check: Option<&str>, env: &str, extra: &str) {
         let (default_check, reload) = self.nginx.toml_commands();
-        let toml = format!(
+        self.p.write_toml(&format!(
             r#"[project]
 name = "{name}"
 
@@ -85,24 +71,15 @@ reload = {reload}
             labels = self.labels,
             file = self.nginx.upstream_file.display(),
             check = check.unwrap_or(&default_check),
-        );
-        std::fs::write(self.dir.path().join("gantry.toml"), toml).unwrap();
+        ));
     }
 
     fn rollback(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["rollback", "--yes", "--progress", "plain"])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+        self.p.gantry(&["rollback", "--yes", "--progress", "plain"])
     }
 
     fn apply(&self) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["apply", "--yes", "--progress", "plain"])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+        self.p.gantry(&["apply", "--yes", "--progress", "plain"])
     }
 
     /// The version nginx serves, once its reload has taken effect (nginx reloads
@@ -114,21 +91,12 @@ reload = {reload}
     }
 }
 
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn rollout_and_roll_back_behind_nginx_lose_no_request() {
     if !docker::require_docker("rollout_behind_nginx") || !require_nginx("rollout_behind_nginx") {
         return;
     }
-    let _serial = serial();
+    let _alone = serial::alone();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -180,7 +148,7 @@ fn naive_recreate_behind_nginx_for_comparison() {
     if !docker::require_docker("naive_recreate") || !require_nginx("naive_recreate") {
         return;
     }
-    let _serial = serial();
+    let _alone = serial::alone();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -227,7 +195,7 @@ fn a_failing_nginx_check_keeps_nginx_serving_and_the_rollout_restores_itself() {
     if !docker::require_docker("failing_nginx_check") || !require_nginx("failing_nginx_check") {
         return;
     }
-    let _serial = serial();
+    let _alone = serial::alone();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
@@ -275,7 +243,7 @@ fn warm_up_keeps_p99_during_a_rollout_within_twice_the_p99_before() {
     if !docker::require_docker("warm_up_p99") || !require_nginx("warm_up_p99") {
         return;
     }
-    let _serial = serial();
+    let _alone = serial::alone();
     let guard = DockerTestGuard::new();
     let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
     docker::build_testapp_images_once(&[&tags[0], &tags[1]]);

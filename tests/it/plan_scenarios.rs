@@ -2,9 +2,7 @@
 //! (`tests/fixtures/plan/state.json`, produced from `previous.toml`): every action kind
 //! appears once, in dependency order, and the three views are kept as snapshots.
 
-mod common;
-
-use common::*;
+use crate::support::fixtures::*;
 use gantry::plan::{Action, Plan, Risk, StepOp};
 use gantry::state::State;
 
@@ -169,7 +167,8 @@ fn no_changes_when_config_matches_state() {
 
 fn settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
-    s.set_snapshot_path("snapshots");
+    // Relative to this file: tests/snapshots, named without the module path.
+    s.set_snapshot_path("../snapshots");
     s.add_filter(
         r#""gantry_version": "[^"]+""#,
         r#""gantry_version": "[VERSION]""#,

@@ -1,0 +1,26 @@
+//! Helpers of the integration tests (`crate::support`).
+//!
+//! `project`: the one project fixture (temporary directory, unique name, the guard's labels,
+//! `gantry.toml`) and running the gantry binary, always under a deadline. `process`: deadlines
+//! and kill-on-drop guards for every process a test starts. `fixtures`: the offline tests'
+//! files and in-memory configurations. `docker`: availability, per-process run id and labels,
+//! a cleanup guard, the test-app image, free ports. `extra_engine`: a real dockerd of its own
+//! beside the main engine, what `second_engine` (own bridge, TLS endpoint; multi-host tests)
+//! and `swarm_engine` (swarm mode; Docker Swarm tests) are made of. `nginx`, `haproxy`: real
+//! load balancers on loopback, stopped on drop. `http`: a small HTTP/1.1 client (keep-alive,
+//! Content-Length and chunked); `load`: a steady load through it. `serial`: which tests run
+//! alone.
+#![allow(dead_code)]
+
+pub mod docker;
+pub mod extra_engine;
+pub mod fixtures;
+pub mod haproxy;
+pub mod http;
+pub mod load;
+pub mod nginx;
+pub mod process;
+pub mod project;
+pub mod second_engine;
+pub mod serial;
+pub mod swarm_engine;
