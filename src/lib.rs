@@ -30,3 +30,5 @@ pub mod ports;
 pub mod render;
 pub mod schema;
 pub mod state;
+#[doc(hidden)]
+pub mod testing;
