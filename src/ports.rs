@@ -175,7 +175,9 @@ pub trait Prober: Send + Sync {
 
 /// Swarm's own data as the manager reports it (bollard's models are plain serde structs):
 /// the executor reads update status and tasks as they are, so the fake speaks them too.
-pub use bollard::models::{Service as SwarmServiceInfo, ServiceSpec as SwarmSpec, Task as SwarmTask};
+pub use bollard::models::{
+    Service as SwarmServiceInfo, ServiceSpec as SwarmSpec, Task as SwarmTask,
+};
 
 /// The Swarm service API of a manager, as the `swarm_*` steps use it. Errors are sentences
 /// naming the service.
@@ -183,7 +185,10 @@ pub trait SwarmApi: Send + Sync {
     /// `Ok(())` when the engine is an active Swarm manager, else why not (pre-flight).
     fn check_manager(&self) -> BoxFuture<'_, Result<(), String>>;
     /// The service by name or ID; `None` when there is none.
-    fn inspect<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<SwarmServiceInfo>, String>>;
+    fn inspect<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SwarmServiceInfo>, String>>;
     /// Creates a service; returns its ID.
     fn create(&self, spec: SwarmSpec) -> BoxFuture<'_, Result<String, String>>;
     /// Sets a new spec on the service at `version` (Swarm's optimistic concurrency: an

@@ -76,9 +76,7 @@ impl FakeProber {
 
     fn next(&self, address: &str, path: &str) -> FakeAnswer {
         let mut inner = self.lock();
-        inner
-            .requests
-            .push((address.to_string(), path.to_string()));
+        inner.requests.push((address.to_string(), path.to_string()));
         let wildcard = address
             .rsplit_once(':')
             .map(|(host, _)| format!("{host}:*"))

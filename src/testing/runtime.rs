@@ -213,7 +213,10 @@ impl FakeRuntime {
 
 /// A stable, distinct image ID per reference.
 pub fn fake_image_id(reference: &str) -> String {
-    format!("sha256:{}", crate::drivers::fs::sha256_hex(reference.as_bytes()))
+    format!(
+        "sha256:{}",
+        crate::drivers::fs::sha256_hex(reference.as_bytes())
+    )
 }
 
 impl Inner {
@@ -234,10 +237,7 @@ impl Inner {
             matches!(f, Fault::Fails { op: o, name: n, times, .. }
                 if *o == op && name.contains(n.as_str()) && *times != Some(0))
         })?;
-        let Fault::Fails {
-            message, times, ..
-        } = &mut self.faults[i]
-        else {
+        let Fault::Fails { message, times, .. } = &mut self.faults[i] else {
             return None;
         };
         if let Some(t) = times {
@@ -295,14 +295,15 @@ impl ContainerRuntime for FakeRuntime {
     async fn pull(&self, image: &str) -> Result<String, RuntimeError> {
         let mut inner = self.lock();
         inner.check(format!("pull {image}"))?;
-        let id = inner
-            .registry
-            .get(image)
-            .cloned()
-            .ok_or_else(|| RuntimeError::ImageUnavailable {
-                image: image.to_string(),
-                message: "not in the fake registry".into(),
-            })?;
+        let id =
+            inner
+                .registry
+                .get(image)
+                .cloned()
+                .ok_or_else(|| RuntimeError::ImageUnavailable {
+                    image: image.to_string(),
+                    message: "not in the fake registry".into(),
+                })?;
         inner.images.insert(image.to_string(), id.clone());
         Ok(id)
     }
@@ -317,7 +318,10 @@ impl ContainerRuntime for FakeRuntime {
         if inner.containers.values().any(|c| c.info.name == spec.name) {
             return Err(engine(
                 &op,
-                format!("Conflict. The container name \"/{}\" is already in use", spec.name),
+                format!(
+                    "Conflict. The container name \"/{}\" is already in use",
+                    spec.name
+                ),
             ));
         }
         let image_id = inner
@@ -374,7 +378,10 @@ impl ContainerRuntime for FakeRuntime {
                 if taken {
                     return Err(engine(
                         &op,
-                        format!("Bind for {}:{p} failed: port is already allocated", spec.host_ip),
+                        format!(
+                            "Bind for {}:{p} failed: port is already allocated",
+                            spec.host_ip
+                        ),
                     ));
                 }
                 Some(p)

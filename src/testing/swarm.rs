@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bollard::models::{
     ContainerStatus, EndpointPortConfig, ObjectVersion, Service, ServiceEndpoint, ServiceSpec,
-    ServiceUpdateStatus, ServiceUpdateStatusStateEnum as UpdateState, Task, TaskState,
-    TaskStatus,
+    ServiceUpdateStatus, ServiceUpdateStatusStateEnum as UpdateState, Task, TaskState, TaskStatus,
 };
 
 use crate::ports::{BoxFuture, SwarmApi};
@@ -180,7 +179,13 @@ fn shut_down(tasks: &mut [Task]) {
 }
 
 fn published(spec: &ServiceSpec, next: i64) -> Option<(i64, i64)> {
-    let port = spec.endpoint_spec.as_ref()?.ports.as_ref()?.first()?.clone();
+    let port = spec
+        .endpoint_spec
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .first()?
+        .clone();
     Some((
         port.target_port?,
         port.published_port.unwrap_or(30000 + next),
@@ -306,10 +311,7 @@ impl SwarmApi for FakeSwarm {
                     let previous = s.previous.take().unwrap_or_default();
                     s.previous = Some(std::mem::replace(&mut s.spec, previous));
                     s.version += 1;
-                    s.status = inner.status(
-                        UpdateState::ROLLBACK_COMPLETED,
-                        "rollback completed",
-                    );
+                    s.status = inner.status(UpdateState::ROLLBACK_COMPLETED, "rollback completed");
                 }
                 FakeUpdate::Pauses => {
                     let failed = inner.tasks(&s.id, &s.spec, TaskState::FAILED);
@@ -339,9 +341,7 @@ impl SwarmApi for FakeSwarm {
             let mut s = inner.services[&name].clone();
             let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
             if s.version != version {
-                return Err(format!(
-                    "update Swarm service {id}: update out of sequence"
-                ));
+                return Err(format!("update Swarm service {id}: update out of sequence"));
             }
             let Some(previous) = s.previous.take() else {
                 return Err(format!(

@@ -191,9 +191,23 @@ async fn a_scripted_swarm_update_rolls_back_with_failed_tasks() {
         Some("rollback_completed")
     );
     let env = |svc: &bollard::models::Service| {
-        svc.spec.as_ref().unwrap().task_template.as_ref().unwrap().container_spec.as_ref().unwrap().env.clone()
+        svc.spec
+            .as_ref()
+            .unwrap()
+            .task_template
+            .as_ref()
+            .unwrap()
+            .container_spec
+            .as_ref()
+            .unwrap()
+            .env
+            .clone()
     };
     assert_eq!(env(&svc), Some(vec!["A=1".to_string()]));
     let tasks = api.tasks(&id).await.unwrap();
-    assert!(tasks.iter().any(|t| t.status.as_ref().unwrap().err.is_some()));
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.status.as_ref().unwrap().err.is_some())
+    );
 }

@@ -287,4 +287,3 @@ mod tests {
         assert_eq!(repository_of("app@sha256:abc"), "app");
     }
 }
-

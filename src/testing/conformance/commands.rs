@@ -44,11 +44,7 @@ pub async fn command_runner(runner: &dyn CommandRunner) {
 
     let started = tokio::time::Instant::now();
     let e = runner
-        .run(
-            &argv(&["sh", "-c", SLOW]),
-            &[],
-            Duration::from_millis(300),
-        )
+        .run(&argv(&["sh", "-c", SLOW]), &[], Duration::from_millis(300))
         .await
         .expect_err("a command past its timeout fails");
     assert!(e.contains("no answer within"), "{e}");

@@ -109,7 +109,11 @@ pub async fn swarm_api(api: &dyn SwarmApi, f: &SwarmFixture<'_>) {
 
     // Update at the current version; an outdated one is refused.
     let svc = inspect(api, f.name).await;
-    let version = svc.version.as_ref().and_then(|v| v.index).expect("a version");
+    let version = svc
+        .version
+        .as_ref()
+        .and_then(|v| v.index)
+        .expect("a version");
     let before = update_started(&svc);
     let v2 = spec(f, 2, "v2");
     let t2 = template_of(&v2).expect("digest").to_string();
@@ -130,8 +134,8 @@ pub async fn swarm_api(api: &dyn SwarmApi, f: &SwarmFixture<'_>) {
     let deadline = tokio::time::Instant::now() + f.within;
     let svc = loop {
         let svc = inspect(api, f.name).await;
-        let done = update_state(&svc) == Some("rollback_completed")
-            && update_started(&svc) != before;
+        let done =
+            update_state(&svc) == Some("rollback_completed") && update_started(&svc) != before;
         if done || tokio::time::Instant::now() >= deadline {
             break svc;
         }
@@ -157,5 +161,7 @@ pub async fn swarm_api(api: &dyn SwarmApi, f: &SwarmFixture<'_>) {
     })
     .await;
     assert!(gone, "removed");
-    api.remove(f.name).await.expect("removing what is gone is fine");
+    api.remove(f.name)
+        .await
+        .expect("removing what is gone is fine");
 }
