@@ -32,7 +32,7 @@ pub struct DockerRuntime {
 
 impl DockerRuntime {
     /// Connects to a host's engine and negotiates the API version with it (old engines refuse
-    /// newer clients). See [`Transport::choose`] for which endpoint and `tls` combinations
+    /// newer clients). See `Transport::choose` for which endpoint and `tls` combinations
     /// mean what; every refusal names the endpoint and says what to change.
     pub async fn connect(endpoint: &str, tls: Option<&Tls>) -> Result<Self, RuntimeError> {
         let unreachable = |message: String| RuntimeError::Unreachable {

@@ -93,7 +93,7 @@ mod tests {
         assert!(sd.read_journal().unwrap().is_none());
         let begin = |revision| Entry::Begin {
             revision,
-            origin: "apply".into(),
+            origin: crate::state::Origin::Apply,
             pid: 1,
             host: "h".into(),
             at: "t".into(),

@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 
 use super::report::Event;
-use super::{ApplyContext, Run};
+use super::run::Run;
+use super::{ApplyInputs, Hold, RunEnv};
 use crate::ports::{ContainerRuntime, ContainerState, labels};
 use crate::state::journal::Journal;
-use crate::state::{Outcome, Replica, ReplicaStatus, State};
+use crate::state::{Origin, Outcome, Replica, ReplicaStatus, State};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -37,17 +38,26 @@ pub async fn recover<R: ContainerRuntime>(
     journal: &Journal,
     state: State,
     mode: Mode,
-    ctx: &ApplyContext<'_, R>,
+    env: &RunEnv<'_, R>,
 ) -> (Recovered, Vec<String>, State) {
     let Some(unfinished) = journal.unfinished() else {
         return (Recovered::ReadyToResume, Vec::new(), state);
     };
     let what = unfinished.describe();
     let prior = unfinished.prior.clone();
-    let run = Run::new(ctx, unfinished.revision, state);
+    // A restore needs no inputs of its own: it starts again what it kept, creates nothing,
+    // and records no revision.
+    let (no_env, no_image_ids) = (BTreeMap::new(), BTreeMap::new());
+    let inputs = ApplyInputs {
+        env: &no_env,
+        image_ids: &no_image_ids,
+        origin: Origin::Other(String::new()),
+        hold: Hold::No,
+    };
+    let run = Run::new(env, &inputs, unfinished.revision, state);
     let say = |notes: &[String]| {
         for message in notes {
-            ctx.reporter.event(Event::Note {
+            env.reporter.event(Event::Note {
                 message: message.clone(),
             });
         }
@@ -130,17 +140,17 @@ pub async fn recover<R: ContainerRuntime>(
     (outcome, notes, run.into_state())
 }
 
-impl<R: ContainerRuntime> Run<'_, '_, R> {
+impl<R: ContainerRuntime> Run<'_, R> {
     /// Makes the recorded replicas what the engines say: statuses and ports updated, gone
     /// containers forgotten, unrecorded ones with this project's labels adopted. Containers
     /// of the `interrupted` revision that were never recorded are removed: nothing refers to
     /// them (load balancers are only given recorded replicas).
     pub(super) async fn reconcile(&self, interrupted: Option<u64>) -> Result<Vec<String>, String> {
         let mut notes = Vec::new();
-        for (host, target) in self.ctx.hosts {
+        for (host, target) in self.env.hosts {
             let found: Vec<_> = target
                 .runtime
-                .list(&[(labels::PROJECT, self.ctx.project)])
+                .list(&[(labels::PROJECT, self.env.project)])
                 .await
                 .map_err(|e| format!("host `{host}`: {e}"))?
                 .into_iter()
@@ -274,7 +284,7 @@ impl<R: ContainerRuntime> Run<'_, '_, R> {
             .collect();
         let lbs: Vec<String> = self.st().lbs.keys().cloned().collect();
         for lb in lbs {
-            let Some(driver) = self.ctx.lbs.get(&lb) else {
+            let Some(driver) = self.env.lbs.get(&lb) else {
                 continue;
             };
             let current = self.members_of(&lb);

@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::Run;
 use super::report::Event;
+use super::{Run, StepError};
 use crate::drivers::swarm::{self as driver, Progress, SwarmManager};
 use crate::plan::{ResourceChange, Spec, Step, StepOp};
 use crate::ports::{ContainerRuntime, Member, labels};
@@ -23,11 +23,7 @@ const POLL: Duration = Duration::from_millis(500);
 /// The longest an undo waits for Swarm's rollback.
 const UNDO_BOUND: Duration = Duration::from_secs(600);
 
-type StepResult = Result<Option<String>, (String, Vec<String>)>;
-
-fn plain(e: String) -> (String, Vec<String>) {
-    (e, Vec::new())
-}
+type StepResult = Result<Option<String>, StepError>;
 
 /// The Swarm service of a gantry service: `<project>_<service>`, as `docker stack` names them.
 pub fn service_name(project: &str, service: &str) -> String {
@@ -35,7 +31,7 @@ pub fn service_name(project: &str, service: &str) -> String {
 }
 
 fn manager<'r, R: ContainerRuntime>(
-    run: &'r Run<'_, '_, R>,
+    run: &'r Run<'_, R>,
     host: &str,
 ) -> Result<(&'r super::Target<R>, &'r SwarmManager), String> {
     let target = run.target(&Some(host.to_string()))?;
@@ -46,9 +42,9 @@ fn manager<'r, R: ContainerRuntime>(
     Ok((target, manager))
 }
 
-/// Runs one Swarm step; `Ok(detail)` or `Err((reason, log lines))`.
+/// Runs one Swarm step; `Ok(detail)` or `Err` with the reason and the log lines.
 pub(super) async fn step<R: ContainerRuntime>(
-    run: &Run<'_, '_, R>,
+    run: &Run<'_, R>,
     service: &str,
     change: &ResourceChange,
     step: &Step,
@@ -60,19 +56,19 @@ pub(super) async fn step<R: ContainerRuntime>(
         } => update(run, service, change, step, &host, *replicas, deadline.0).await,
         StepOp::SwarmWarmup => warm_up(run, service, change, &host).await,
         StepOp::SwarmJoinLb { lb } => {
-            let member = member(run, service, &host).map_err(plain)?;
+            let member = member(run, service, &host).map_err(StepError::new)?;
             let joined = member.address.clone();
             run.change_members(lb, None, |m| m.push(member))
                 .await
-                .map_err(plain)?;
+                .map_err(StepError::new)?;
             Ok(Some(format!("lb.{lb} now sends to {joined}")))
         }
         StepOp::SwarmLeaveLb { lb } => {
-            let member = member(run, service, &host).map_err(plain)?;
+            let member = member(run, service, &host).map_err(StepError::new)?;
             let left = member.address.clone();
             run.change_members(lb, None, |m| m.retain(|a| a.address != left))
                 .await
-                .map_err(plain)?;
+                .map_err(StepError::new)?;
             run.leaving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -82,13 +78,13 @@ pub(super) async fn step<R: ContainerRuntime>(
             Ok(Some(format!("lb.{lb} no longer sends to {left}")))
         }
         StepOp::SwarmRemove => remove(run, service, &host).await,
-        other => Err(plain(format!("{other:?} is not a Swarm step"))),
+        other => Err(StepError::new(format!("{other:?} is not a Swarm step"))),
     }
 }
 
 /// The published address of the service, as a load-balancer member.
 fn member<R: ContainerRuntime>(
-    run: &Run<'_, '_, R>,
+    run: &Run<'_, R>,
     service: &str,
     host: &str,
 ) -> Result<Member, String> {
@@ -108,7 +104,7 @@ fn member<R: ContainerRuntime>(
 }
 
 async fn update<R: ContainerRuntime>(
-    run: &Run<'_, '_, R>,
+    run: &Run<'_, R>,
     service: &str,
     change: &ResourceChange,
     step: &Step,
@@ -117,25 +113,27 @@ async fn update<R: ContainerRuntime>(
     deadline: Duration,
 ) -> StepResult {
     let Some(Spec::Service(spec)) = &change.after else {
-        return Err(plain("a Swarm update without a desired spec".into()));
+        return Err(StepError::new("a Swarm update without a desired spec"));
     };
     let StepOp::SwarmUpdate { update, .. } = &step.op else {
-        return Err(plain("not a Swarm update".into()));
+        return Err(StepError::new("not a Swarm update"));
     };
-    let (target, manager) = manager(run, host).map_err(plain)?;
-    let name = service_name(run.ctx.project, service);
+    let (target, manager) = manager(run, host).map_err(StepError::new)?;
+    let name = service_name(run.env.project, service);
     let image_id = run
-        .ctx
+        .inputs
         .image_ids
         .get(&spec.image)
         .cloned()
-        .ok_or_else(|| plain(format!("pre-flight did not resolve image `{}`", spec.image)))?;
+        .ok_or_else(|| {
+            StepError::new(format!("pre-flight did not resolve image `{}`", spec.image))
+        })?;
     let image = manager.pinned_image(&spec.image, &image_id).await;
-    let env = run.ctx.env.get(service).cloned().unwrap_or_default();
+    let env = run.inputs.env.get(service).cloned().unwrap_or_default();
     let spec_hash = super::spec_hash(spec);
     let swarm_spec = driver::service_spec(&driver::ServiceInput {
         name: &name,
-        project: run.ctx.project,
+        project: run.env.project,
         service,
         host,
         revision: run.revision,
@@ -150,7 +148,7 @@ async fn update<R: ContainerRuntime>(
         .unwrap_or_default()
         .to_string();
 
-    let existing = manager.inspect(&name).await.map_err(plain)?;
+    let existing = manager.inspect(&name).await.map_err(StepError::new)?;
     let before = existing.as_ref().and_then(driver::update_started);
     let undo = Undo::Swarm {
         host: host.to_string(),
@@ -160,14 +158,14 @@ async fn update<R: ContainerRuntime>(
     };
     run.intent(undo.clone())?;
     let id = match &existing {
-        None => manager.create(swarm_spec).await.map_err(plain)?,
+        None => manager.create(swarm_spec).await.map_err(StepError::new)?,
         Some(s) => {
             let id = s.id.clone().unwrap_or_else(|| name.clone());
             let version = s.version.as_ref().and_then(|v| v.index).unwrap_or(0);
             manager
                 .update(&id, version, swarm_spec)
                 .await
-                .map_err(plain)?;
+                .map_err(StepError::new)?;
             id
         }
     };
@@ -179,9 +177,9 @@ async fn update<R: ContainerRuntime>(
         let svc = manager
             .inspect(&id)
             .await
-            .map_err(plain)?
-            .ok_or_else(|| plain(format!("the Swarm service {name} disappeared")))?;
-        let tasks = manager.tasks(&id).await.map_err(plain)?;
+            .map_err(StepError::new)?
+            .ok_or_else(|| StepError::new(format!("the Swarm service {name} disappeared")))?;
+        let tasks = manager.tasks(&id).await.map_err(StepError::new)?;
         let progress = driver::progress(&svc, before.as_deref(), &tasks, replicas, &template);
         // What Swarm says, as it changes (a rollback is worth seeing while it happens).
         if let Some(state) = driver::update_state(&svc)
@@ -189,7 +187,7 @@ async fn update<R: ContainerRuntime>(
             && state != said
         {
             said = state.to_string();
-            run.ctx.reporter.event(Event::Note {
+            run.env.reporter.event(Event::Note {
                 message: format!(
                     "service.{service}: Swarm update status `{state}`{}",
                     svc.update_status
@@ -252,7 +250,7 @@ async fn explain<R: ContainerRuntime>(
     mut reason: String,
     tasks: &[bollard::models::Task],
     template: &str,
-) -> (String, Vec<String>) {
+) -> StepError {
     let failed = driver::failed_tasks(tasks, template);
     let mut logs = Vec::new();
     for (i, (words, container)) in failed.iter().take(3).enumerate() {
@@ -270,7 +268,7 @@ async fn explain<R: ContainerRuntime>(
     if failed.len() > 3 {
         reason.push_str(&format!("; and {} more", failed.len() - 3));
     }
-    (reason, logs)
+    StepError::with_logs(reason, logs)
 }
 
 fn short(image_id: &str) -> &str {
@@ -279,39 +277,35 @@ fn short(image_id: &str) -> &str {
 }
 
 async fn warm_up<R: ContainerRuntime>(
-    run: &Run<'_, '_, R>,
+    run: &Run<'_, R>,
     service: &str,
     change: &ResourceChange,
     host: &str,
 ) -> StepResult {
     let Some(Spec::Service(spec)) = &change.after else {
-        return Err(plain("a warm-up without a desired spec".into()));
+        return Err(StepError::new("a warm-up without a desired spec"));
     };
     let Some(warmup) = &spec.warmup else {
         return Ok(None);
     };
-    let address = member(run, service, host).map_err(plain)?.address;
-    run.ctx
+    let address = member(run, service, host).map_err(StepError::new)?.address;
+    run.env
         .prober
         .warm_up(warmup, &address)
         .await
         .map(|report| Some(format!("{address}: {report}")))
-        .map_err(|e| plain(format!("{address}: {e}")))
+        .map_err(|e| StepError::new(format!("{address}: {e}")))
 }
 
-async fn remove<R: ContainerRuntime>(
-    run: &Run<'_, '_, R>,
-    service: &str,
-    host: &str,
-) -> StepResult {
-    let (_, manager) = manager(run, host).map_err(plain)?;
+async fn remove<R: ContainerRuntime>(run: &Run<'_, R>, service: &str, host: &str) -> StepResult {
+    let (_, manager) = manager(run, host).map_err(StepError::new)?;
     let name = run
         .st()
         .swarm
         .get(service)
         .map(|s| s.name.clone())
-        .unwrap_or_else(|| service_name(run.ctx.project, service));
-    let detail = match manager.inspect(&name).await.map_err(plain)? {
+        .unwrap_or_else(|| service_name(run.env.project, service));
+    let detail = match manager.inspect(&name).await.map_err(StepError::new)? {
         None => "already gone".to_string(),
         Some(svc) => {
             let tasks = manager
@@ -322,7 +316,7 @@ async fn remove<R: ContainerRuntime>(
                 .iter()
                 .filter(|t| t.desired_state == Some(bollard::models::TaskState::RUNNING))
                 .count();
-            manager.remove(&name).await.map_err(plain)?;
+            manager.remove(&name).await.map_err(StepError::new)?;
             format!("removed; Swarm stops its {running} task(s)")
         }
     };
@@ -332,10 +326,7 @@ async fn remove<R: ContainerRuntime>(
 
 /// Reverses one `Undo::Swarm`: only while the service still carries the spec of the run
 /// that set it (an update Swarm rolled back already carries the previous one).
-pub(super) async fn undo<R: ContainerRuntime>(
-    run: &Run<'_, '_, R>,
-    undo: &Undo,
-) -> Result<(), String> {
+pub(super) async fn undo<R: ContainerRuntime>(run: &Run<'_, R>, undo: &Undo) -> Result<(), String> {
     let Undo::Swarm {
         host,
         name,
@@ -350,7 +341,7 @@ pub(super) async fn undo<R: ContainerRuntime>(
         return Ok(());
     };
     let ours = driver::label(&svc, labels::REVISION) == Some(revision.to_string().as_str());
-    let note = |message: String| run.ctx.reporter.event(Event::Note { message });
+    let note = |message: String| run.env.reporter.event(Event::Note { message });
     if !ours {
         // Swarm may still be rolling it back itself: wait for the end of that.
         if driver::update_state(&svc) == Some("rollback_started") {

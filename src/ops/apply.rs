@@ -13,12 +13,12 @@ use crate::drivers::fs::hostname;
 use crate::drivers::probe::HttpProber;
 use crate::engine::recover::{Mode, Recovered};
 use crate::engine::report::ProgressFormat;
-use crate::engine::{self, ApplyContext, ApplyOutcome, Target};
+use crate::engine::{self, ApplyInputs, ApplyOutcome, RunEnv, Target};
 use crate::exit::ExitStatus;
 use crate::plan::{Action, Plan, Spec};
 use crate::ports::ContainerRuntime;
-use crate::state::State;
 use crate::state::journal::Entry;
+use crate::state::{Origin, State};
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -127,7 +127,7 @@ pub fn apply(
     let run = Execution {
         model: &loaded.model,
         config_sha256: &loaded.sha256,
-        origin: "apply".into(),
+        origin: Origin::Apply,
         pinned: BTreeMap::new(),
         confirmed: opts.yes || opts.plan_file.is_some(),
         hold: opts.hold,
@@ -141,8 +141,8 @@ pub struct Execution<'a> {
     /// Hosts, project and load balancers to drive.
     pub model: &'a crate::model::Model,
     pub config_sha256: &'a str,
-    /// `apply`, or `rollback of revision N`.
-    pub origin: String,
+    /// What starts the revision: an apply or a rollback (a promote keeps the held run's).
+    pub origin: Origin,
     /// Image reference -> the image ID it must run (a rollback runs exactly what was
     /// recorded, never pulls); recorded as `(image ID, where it was recorded)`.
     pub pinned: BTreeMap<String, (String, String)>,
@@ -168,7 +168,7 @@ pub fn execute(
     let state = state_dir.read()?;
     let verb = if run.promote.is_some() {
         "promote"
-    } else if run.origin == "apply" {
+    } else if run.origin == Origin::Apply {
         "apply"
     } else {
         "roll back"
@@ -242,25 +242,27 @@ pub fn execute(
         watch_interrupts(interrupt.clone(), journal.clone(), lock.path().to_path_buf());
         let reporter = reporter(progress);
         let sink = FileSink { dir: &state_dir, journal };
-        let ctx = ApplyContext {
+        let run_env = RunEnv {
             project: &run.model.project,
             hosts: &hosts,
             prober: HttpProber::new(),
             reporter: reporter.as_ref(),
             sink: &sink,
-            env: &env,
-            image_ids: &image_ids,
-            origin: run.origin.clone(),
             lbs: &lbs,
             keep_previous: run.model.keep_previous,
             interrupt: &interrupt,
+        };
+        let inputs = ApplyInputs {
+            env: &env,
+            image_ids: &image_ids,
+            origin: run.origin.clone(),
             hold: run.hold,
         };
         let (outcome, state) = match &run.promote {
-            Some(held) => engine::promote(held, state, &ctx)
+            Some(held) => engine::promote(held, state, &run_env, &inputs)
                 .await
                 .ok_or_else(|| Error::Message("no release is held at its preview".into()))?,
-            None => engine::apply(plan, state, &ctx).await,
+            None => engine::apply(plan, state, &run_env, &inputs).await,
         };
         drop(lock);
         match outcome {

@@ -33,7 +33,7 @@ pub fn history(common: &Common, out: &mut dyn Write) -> Result<(), Error> {
             r.revision.to_string(),
             r.started_at.clone(),
             r.finished_at.clone().unwrap_or_else(|| "-".into()),
-            r.origin.clone(),
+            r.origin.to_string(),
             images.join("\n"),
             outcome,
         ]);

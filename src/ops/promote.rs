@@ -41,7 +41,7 @@ pub fn promote(
                 )
             })
             .collect();
-        (held.plan.clone(), unfinished.origin.to_string(), pinned)
+        (held.plan.clone(), unfinished.origin.clone(), pinned)
     };
     emit(
         out,

@@ -16,7 +16,7 @@ use crate::drivers::journal::JournalFile;
 use crate::drivers::probe::HttpProber;
 use crate::engine::recover::{Mode, Recovered};
 use crate::engine::report::{LineReporter, ProgressFormat, Reporter, TtyReporter};
-use crate::engine::{ApplyContext, StateSink, Target};
+use crate::engine::{RunEnv, StateSink, Target};
 use crate::exit::ExitStatus;
 use crate::model::Model;
 use crate::ports::ContainerRuntime as _;
@@ -141,13 +141,15 @@ pub fn watch_interrupts(flag: Arc<AtomicBool>, journal: Arc<JournalFile>, lock: 
             count += 1;
             if count == 1 {
                 flag.store(true, Ordering::SeqCst);
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\ninterrupt: finishing the step in flight, then stopping safely. Interrupt again to stop at once."
                 );
             } else {
                 let _ = journal.append(&Entry::Aborted { at: now() });
                 let _ = std::fs::remove_file(&lock);
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "\nsecond interrupt: stopped at once; the journal is on disk. `gantry apply --resume` continues, `gantry apply --undo` undoes (`gantry rollback` undoes too)."
                 );
                 std::process::exit(ExitStatus::FailedHalted.code());
@@ -290,23 +292,18 @@ pub fn recover(
             dir: &state_dir,
             journal: journal_file,
         };
-        let (env, image_ids) = (BTreeMap::new(), BTreeMap::new());
-        let ctx = ApplyContext {
+        let run_env = RunEnv {
             project: &model.project,
             hosts: &hosts,
             prober: HttpProber::new(),
             reporter: reporter.as_ref(),
             sink: &sink,
-            env: &env,
-            image_ids: &image_ids,
-            origin: String::new(),
             lbs,
             keep_previous: model.keep_previous,
             interrupt: &interrupt,
-            hold: crate::engine::Hold::No,
         };
         let (recovered, _notes, _state) =
-            crate::engine::recover::recover(journal, state, mode, &ctx).await;
+            crate::engine::recover::recover(journal, state, mode, &run_env).await;
         Ok::<_, Error>(recovered)
     })?;
     drop(lock);

@@ -11,7 +11,7 @@ use crate::engine::recover::Recovered;
 use crate::engine::report::ProgressFormat;
 use crate::exit::ExitStatus;
 use crate::model::Model;
-use crate::state::Outcome;
+use crate::state::{Origin, Outcome};
 
 #[derive(Debug, Clone)]
 pub struct RollbackOptions {
@@ -39,7 +39,7 @@ pub fn rollback(
         // undoing it.
         let was_rollback = journal
             .unfinished()
-            .is_some_and(|u| u.origin.starts_with("rollback"));
+            .is_some_and(|u| matches!(u.origin, Origin::Rollback { .. }));
         match super::recover::undo_confirmed(
             common,
             &loaded.model,
@@ -82,7 +82,8 @@ pub fn rollback(
             .filter(|r| **r < state.revision)
             .find(|r| {
                 !state.history.iter().any(|h| {
-                    h.outcome == Outcome::Succeeded && h.origin.ends_with(&format!("(from {r})"))
+                    h.outcome == Outcome::Succeeded
+                        && matches!(h.origin, Origin::Rollback { from, .. } if from == **r)
                 })
             })
             .ok_or_else(|| {
@@ -135,7 +136,10 @@ pub fn rollback(
     let run = Execution {
         model: &model,
         config_sha256: &loaded.sha256,
-        origin: format!("rollback to revision {target} (from {})", state.revision),
+        origin: Origin::Rollback {
+            to: target,
+            from: state.revision,
+        },
         pinned,
         confirmed: opts.yes,
         hold: crate::engine::Hold::No,

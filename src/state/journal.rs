@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::ServiceSpec;
-use crate::state::{Member, Outcome, State};
+use crate::state::{Member, Origin, Outcome, State};
 
 pub const JOURNAL_FILE_NAME: &str = "journal.jsonl";
 
@@ -60,7 +60,7 @@ pub enum Entry {
     /// A run starts: who, what, and the state it started from (what an undo goes back to).
     Begin {
         revision: u64,
-        origin: String,
+        origin: Origin,
         pid: u32,
         host: String,
         at: String,
@@ -133,7 +133,7 @@ pub struct Held<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unfinished<'a> {
     pub revision: u64,
-    pub origin: &'a str,
+    pub origin: &'a Origin,
     pub pid: u32,
     pub host: &'a str,
     pub started_at: &'a str,
@@ -313,7 +313,7 @@ mod tests {
     fn begin() -> Entry {
         Entry::Begin {
             revision: 3,
-            origin: "apply".into(),
+            origin: Origin::Apply,
             pid: 42,
             host: "h".into(),
             at: "t0".into(),

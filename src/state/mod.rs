@@ -43,6 +43,72 @@ pub struct State {
     pub history: Vec<RevisionRecord>,
 }
 
+/// What started a revision. Written as the same text gantry always wrote (`apply`,
+/// `rollback to revision 3 (from 5)`), so state files and journals of every version read
+/// and write alike; text this build does not recognise is kept as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Origin {
+    Apply,
+    /// `gantry rollback`: back to revision `to`, from revision `from` (the one running then).
+    Rollback {
+        to: u64,
+        from: u64,
+    },
+    /// Any other text, kept byte for byte.
+    Other(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Apply => f.write_str("apply"),
+            Origin::Rollback { to, from } => write!(f, "rollback to revision {to} (from {from})"),
+            Origin::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rollback = || {
+            let rest = s.strip_prefix("rollback to revision ")?;
+            let (to, from) = rest.strip_suffix(')')?.split_once(" (from ")?;
+            Some(Origin::Rollback {
+                to: to.parse().ok()?,
+                from: from.parse().ok()?,
+            })
+        };
+        let parsed = match s {
+            "apply" => Origin::Apply,
+            _ => rollback().unwrap_or_else(|| Origin::Other(s.to_string())),
+        };
+        // Only text that comes back byte for byte is recognised (`revision 03` is not).
+        Ok(if parsed.to_string() == s {
+            parsed
+        } else {
+            Origin::Other(s.to_string())
+        })
+    }
+}
+
+impl From<Origin> for String {
+    fn from(o: Origin) -> String {
+        o.to_string()
+    }
+}
+
+impl From<String> for Origin {
+    fn from(s: String) -> Origin {
+        match s.parse() {
+            Ok(o) => o,
+            Err(never) => match never {},
+        }
+    }
+}
+
 /// One attempt to move to a new revision, and what came of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,8 +117,10 @@ pub struct RevisionRecord {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// `apply`, or `rollback of N`.
-    pub origin: String,
+    /// What started this revision: `apply`, or `rollback to revision N (from M)`. A promote
+    /// keeps the origin of the release it continues.
+    #[schemars(with = "String")]
+    pub origin: Origin,
     pub outcome: Outcome,
     /// The resolved spec of every service in this revision and the image ID it ran.
     pub services: BTreeMap<String, RevisionService>,
@@ -352,5 +420,54 @@ mod tests {
     fn round_trips() {
         let s = State::empty("p", "abc".into());
         assert_eq!(State::from_json(&s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn origin_parses_and_displays_every_form() {
+        let cases = [
+            ("apply", Origin::Apply),
+            (
+                "rollback to revision 3 (from 5)",
+                Origin::Rollback { to: 3, from: 5 },
+            ),
+            ("", Origin::Other(String::new())),
+            ("rollback of 3", Origin::Other("rollback of 3".into())),
+            (
+                "rollback to revision 03 (from 5)",
+                Origin::Other("rollback to revision 03 (from 5)".into()),
+            ),
+            (
+                "rollback to revision 3 (from x)",
+                Origin::Other("rollback to revision 3 (from x)".into()),
+            ),
+        ];
+        for (text, origin) in cases {
+            assert_eq!(text.parse::<Origin>().unwrap(), origin, "{text}");
+            assert_eq!(origin.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn state_with_todays_origins_round_trips_byte_for_byte() {
+        let record = |revision: u64, origin: &str| {
+            format!(
+                r#"{{"revision":{revision},"started_at":"t","finished_at":"t","origin":"{origin}","outcome":"succeeded","services":{{}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"format_version":1,"lineage":"l","serial":4,"project":"p","revision":3,"services":{{}},"lbs":{{}},"history":[{},{},{}]}}"#,
+            record(1, "apply"),
+            record(2, "rollback to revision 1 (from 1)"),
+            record(3, "something older"),
+        );
+        let state: State = serde_json::from_str(&text).unwrap();
+        assert_eq!(state.history[0].origin, Origin::Apply);
+        assert_eq!(state.history[1].origin, Origin::Rollback { to: 1, from: 1 });
+        assert_eq!(
+            state.history[2].origin,
+            Origin::Other("something older".into())
+        );
+        assert_eq!(serde_json::to_string(&state).unwrap(), text);
+        assert_eq!(State::from_json(&state.to_json()).unwrap(), state);
     }
 }

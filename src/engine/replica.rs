@@ -1,0 +1,630 @@
+//! Replica steps: a container started, started again, probed, warmed up, watched through a
+//! soak, stopped (kept for rollback), or adopted by a new revision without a restart.
+
+use std::time::{Duration, Instant};
+
+use super::run::Run;
+use super::{StepError, Target, ids, service_spec, spec_hash};
+use crate::drivers::probe::HttpProber;
+use crate::model::ServiceSpec;
+use crate::plan::steps::Generation;
+use crate::plan::{ResourceChange, Step, StepOp};
+use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, labels};
+use crate::state::journal::Undo;
+use crate::state::{Replica, ReplicaStatus};
+
+impl<R: ContainerRuntime> Run<'_, R> {
+    /// Runs a replica step: start, restart, health, warm-up, stop, adopt, soak.
+    pub(super) async fn replica_step(
+        &self,
+        service: &str,
+        change: &ResourceChange,
+        step: &Step,
+    ) -> Result<Option<String>, StepError> {
+        let after = service_spec(&change.after);
+        let before = service_spec(&change.before);
+        let host = step.host.clone().unwrap_or_default();
+        match &step.op {
+            StepOp::Start { replicas } => {
+                let spec = after
+                    .ok_or_else(|| StepError::new("start without a desired spec"))?
+                    .clone();
+                for &index in replicas {
+                    self.start_replica(service, &host, &spec, index).await?;
+                }
+                Ok(None)
+            }
+            StepOp::Restart { replicas, revision } => {
+                let grace = after.map_or(Duration::from_secs(10), |s| s.stop_grace_period.0);
+                for &index in replicas {
+                    self.restart_replica(service, &host, index, *revision, grace)
+                        .await?;
+                }
+                Ok(Some("no image pull, no create".into()))
+            }
+            StepOp::WaitHealthy { replicas } => {
+                let spec = after
+                    .ok_or_else(|| StepError::new("health without a desired spec"))?
+                    .clone();
+                let mut details = Vec::new();
+                for &index in replicas {
+                    let replica = self
+                        .replica(service, &host, index, Generation::New)
+                        .ok_or_else(|| {
+                            StepError::new(format!("replica #{index} was not started"))
+                        })?;
+                    details.push(self.wait_healthy(&host, &spec, &replica).await?);
+                }
+                Ok(Some(details.join("; ")))
+            }
+            StepOp::Warmup { replicas } => {
+                let spec = after.ok_or_else(|| StepError::new("warm-up without a desired spec"))?;
+                let Some(warmup) = &spec.warmup else {
+                    return Ok(None);
+                };
+                let target = self.target(&step.host).map_err(StepError::new)?;
+                let mut details = Vec::new();
+                for &index in replicas {
+                    let replica = self
+                        .replica(service, &host, index, Generation::New)
+                        .ok_or_else(|| {
+                            StepError::new(format!("replica #{index} was not started"))
+                        })?;
+                    let address = format!(
+                        "{}:{}",
+                        target.address,
+                        replica.host_port.unwrap_or_default()
+                    );
+                    match self.env.prober.warm_up(warmup, &address).await {
+                        Ok(report) => details.push(format!("#{index}: {report}")),
+                        Err(e) => {
+                            return Err(StepError::with_logs(
+                                format!("#{index}: {e}"),
+                                self.logs(&host, &replica.container_id).await,
+                            ));
+                        }
+                    }
+                }
+                Ok(Some(details.join("; ")))
+            }
+            StepOp::Stop {
+                generation,
+                replicas,
+                grace,
+            } => {
+                let spec = before
+                    .or(after)
+                    .cloned()
+                    .ok_or_else(|| StepError::new("stop without a spec"))?;
+                let stopped: Vec<Replica> = replicas
+                    .iter()
+                    .flat_map(|&index| self.replicas(service, &host, index, *generation))
+                    .collect();
+                self.stop_replicas(service, &host, &spec, &stopped, grace.0)
+                    .await
+                    .map(|killed| {
+                        Some(format!(
+                            "{} stopped, kept for rollback{killed}",
+                            ids(replicas)
+                        ))
+                    })
+            }
+            StepOp::Adopt { replicas, revision } => {
+                let mut state = self.st();
+                let s = state
+                    .services
+                    .get_mut(service)
+                    .ok_or_else(|| StepError::new("service missing from state"))?;
+                for &index in replicas {
+                    let r = s
+                        .replicas
+                        .iter_mut()
+                        .find(|r| {
+                            r.index == index
+                                && r.host == host
+                                && r.revision == *revision
+                                && r.status == ReplicaStatus::Running
+                        })
+                        .ok_or_else(|| {
+                            StepError::new(format!(
+                                "#{index} of revision {revision} no longer runs; roll back with --recreate"
+                            ))
+                        })?;
+                    r.revision = self.revision;
+                }
+                s.old_colour = None;
+                Ok(Some("no container started".into()))
+            }
+            StepOp::Soak { duration } => {
+                let spec = after
+                    .cloned()
+                    .ok_or_else(|| StepError::new("soak without a desired spec"))?;
+                self.soak(service, &host, &spec, duration.0)
+                    .await
+                    .map(|_| None)
+            }
+            other => Err(StepError::new(format!("{other:?} is not a replica step"))),
+        }
+    }
+
+    /// Stops `replicas` (kept for rollback, each announced in the journal first); returns
+    /// what was killed after the grace period, as a sentence tail.
+    pub(super) async fn stop_replicas(
+        &self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        replicas: &[Replica],
+        grace: Duration,
+    ) -> Result<String, StepError> {
+        let target = self
+            .target(&Some(host.to_string()))
+            .map_err(StepError::new)?;
+        let mut killed = Vec::new();
+        for replica in replicas {
+            let undo = Undo::Stopped {
+                host: host.to_string(),
+                id: replica.container_id.clone(),
+                spec: Box::new(spec.clone()),
+                port: replica.host_port,
+            };
+            self.intent(undo.clone())?;
+            target
+                .runtime
+                .stop(&replica.container_id, grace)
+                .await
+                .map_err(|e| StepError::new(e.to_string()))?;
+            match target.runtime.inspect(&replica.container_id).await {
+                Ok(Some(info)) if info.state == ContainerState::Exited(137) => {
+                    killed.push(format!("#{}", replica.index))
+                }
+                // Gone behind gantry's back: nothing to keep.
+                Ok(None) => {
+                    self.mark(&replica.container_id, None);
+                    continue;
+                }
+                _ => {}
+            }
+            self.set_status(service, &replica.container_id, ReplicaStatus::Stopped);
+            self.push_undo(undo);
+        }
+        Ok(if killed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} did not exit within the {} grace period and were killed",
+                killed.join(","),
+                crate::model::Duration(grace)
+            )
+        })
+    }
+
+    /// `host:port` of this run's running replicas of `service` on `host`.
+    pub(super) fn new_addresses(&self, service: &str, host: &str) -> Result<Vec<String>, String> {
+        let target = self.target(&Some(host.to_string()))?;
+        Ok(self
+            .running_on(service, host, |r| r.revision == self.revision)
+            .into_iter()
+            .filter_map(|r| r.host_port.map(|p| format!("{}:{p}", target.address)))
+            .collect())
+    }
+
+    /// The running replicas of `service` on `host` that `keep` selects.
+    pub(super) fn running_on(
+        &self,
+        service: &str,
+        host: &str,
+        keep: impl Fn(&Replica) -> bool,
+    ) -> Vec<Replica> {
+        self.st()
+            .services
+            .get(service)
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .filter(|r| r.host == host && r.status == ReplicaStatus::Running && keep(r))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) async fn start_replica(
+        &self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        index: u32,
+    ) -> Result<(), StepError> {
+        let name = format!("{}-{service}-{}-{index}", self.env.project, self.revision);
+        let target = self
+            .target(&Some(host.to_string()))
+            .map_err(StepError::new)?;
+        let host_port = match spec.host_ports {
+            None => None,
+            Some(range) => Some(self.free_port(service, range, &target.address)?),
+        };
+        let mut container_labels = spec.labels.clone();
+        container_labels.insert(labels::PROJECT.into(), self.env.project.into());
+        container_labels.insert(labels::SERVICE.into(), service.into());
+        container_labels.insert(labels::REVISION.into(), self.revision.to_string());
+        container_labels.insert(labels::REPLICA.into(), index.to_string());
+        container_labels.insert(labels::HOST.into(), host.into());
+        container_labels.insert(labels::SPEC_HASH.into(), spec_hash(spec));
+        let container = ContainerSpec {
+            name: name.clone(),
+            // The image ID resolved by pre-flight: every replica runs the same image even if
+            // the tag moves during the rollout, and a rollback runs exactly what was recorded.
+            image: self
+                .inputs
+                .image_ids
+                .get(&spec.image)
+                .cloned()
+                .unwrap_or_else(|| spec.image.clone()),
+            command: spec.command.clone(),
+            env: self.inputs.env.get(service).cloned().unwrap_or_default(),
+            labels: container_labels,
+            port: spec.port,
+            host_port,
+            host_ip: target.address.clone(),
+            memory_bytes: spec.resources.memory.map(|m| m.0),
+            cpus: spec.resources.cpus,
+            log_max_size: spec.log.max_size.map(|s| s.to_string()),
+            log_max_files: spec.log.max_files,
+            stop_grace: spec.stop_grace_period.0,
+        };
+        // Announced by name: the engine gives the ID only once it exists.
+        self.intent(Undo::Created {
+            host: host.to_string(),
+            id: name.clone(),
+            grace: spec.stop_grace_period.0,
+        })?;
+        let id = target
+            .runtime
+            .create(&container)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        self.push_undo(Undo::Created {
+            host: host.to_string(),
+            id: id.clone(),
+            grace: spec.stop_grace_period.0,
+        });
+        // Recorded as soon as it exists, so that no container gantry created is ever
+        // missing from the state, whatever happens next.
+        self.st()
+            .services
+            .get_mut(service)
+            .ok_or_else(|| StepError::new("service missing from state"))?
+            .replicas
+            .push(Replica {
+                index,
+                host: host.to_string(),
+                name,
+                container_id: id.clone(),
+                image_id: None,
+                revision: self.revision,
+                host_port,
+                status: ReplicaStatus::Stopped,
+            });
+        let _ = self.save();
+        let target = self
+            .target(&Some(host.to_string()))
+            .map_err(StepError::new)?;
+        if let Err(e) = target.runtime.start(&id).await {
+            return Err(StepError::with_logs(
+                e.to_string(),
+                self.logs(host, &id).await,
+            ));
+        }
+        self.record_started(target, service, &id)
+            .await
+            .map_err(StepError::new)?;
+        Ok(())
+    }
+
+    /// After a container started, what the engine says goes into its record, now running and
+    /// part of this revision: its host port (an engine-chosen one is chosen again at every
+    /// start) and its image.
+    pub(super) async fn record_started(
+        &self,
+        target: &Target<R>,
+        service: &str,
+        id: &str,
+    ) -> Result<(), String> {
+        let info = target
+            .runtime
+            .inspect(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(r) = self
+            .st()
+            .services
+            .get_mut(service)
+            .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
+        {
+            r.status = ReplicaStatus::Running;
+            r.revision = self.revision;
+            if let Some(info) = info {
+                r.host_port = info.host_port.or(r.host_port);
+                r.image_id = Some(info.image_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a kept replica of `revision` again; from now on it belongs to this revision.
+    pub(super) async fn restart_replica(
+        &self,
+        service: &str,
+        host: &str,
+        index: u32,
+        revision: u64,
+        grace: Duration,
+    ) -> Result<(), StepError> {
+        let id = self
+            .st()
+            .services
+            .get(service)
+            .and_then(|s| {
+                s.replicas
+                    .iter()
+                    .find(|r| {
+                        r.index == index
+                            && r.host == host
+                            && r.revision == revision
+                            && r.status == ReplicaStatus::Stopped
+                    })
+                    .map(|r| r.container_id.clone())
+            })
+            .ok_or_else(|| {
+                StepError::new(format!(
+                    "no kept replica #{index} of revision {revision} on host {host}"
+                ))
+            })?;
+        let target = self
+            .target(&Some(host.to_string()))
+            .map_err(StepError::new)?;
+        let undo = Undo::Restarted {
+            host: host.to_string(),
+            id: id.clone(),
+            grace,
+        };
+        self.intent(undo.clone())?;
+        target
+            .runtime
+            .start(&id)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        self.push_undo(undo);
+        self.record_started(target, service, &id)
+            .await
+            .map_err(StepError::new)?;
+        let _ = self.save();
+        Ok(())
+    }
+
+    /// The lowest port of `range` that no replica of this service uses (running or kept)
+    /// and that can be bound now.
+    pub(super) fn free_port(
+        &self,
+        service: &str,
+        range: crate::model::PortRange,
+        address: &str,
+    ) -> Result<u16, StepError> {
+        let used: Vec<u16> = self
+            .st()
+            .services
+            .get(service)
+            .map(|s| s.replicas.iter().filter_map(|r| r.host_port).collect())
+            .unwrap_or_default();
+        (range.start..=range.end)
+            .find(|p| {
+                let local = address
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+                !used.contains(p) && (!local || std::net::TcpListener::bind((address, *p)).is_ok())
+            })
+            .ok_or_else(|| {
+                StepError::new(format!("no free host port left in {range} on {address}"))
+            })
+    }
+
+    pub(super) fn replica(
+        &self,
+        service: &str,
+        host: &str,
+        index: u32,
+        generation: Generation,
+    ) -> Option<Replica> {
+        self.replicas(service, host, index, generation)
+            .into_iter()
+            .next()
+    }
+
+    /// Running replicas of `index` on `host`: those this apply started (new), or any other
+    /// (current; after an interrupted run there can be more than one).
+    pub(super) fn replicas(
+        &self,
+        service: &str,
+        host: &str,
+        index: u32,
+        generation: Generation,
+    ) -> Vec<Replica> {
+        let state = self.st();
+        let Some(s) = state.services.get(service) else {
+            return Vec::new();
+        };
+        s.replicas
+            .iter()
+            .filter(|r| r.host == host && r.index == index && r.status == ReplicaStatus::Running)
+            .filter(|r| match generation {
+                Generation::New => r.revision == self.revision,
+                Generation::Current => r.revision != self.revision,
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn set_status(&self, service: &str, id: &str, status: ReplicaStatus) {
+        if let Some(r) = self
+            .st()
+            .services
+            .get_mut(service)
+            .and_then(|s| s.replicas.iter_mut().find(|r| r.container_id == id))
+        {
+            r.status = status;
+        }
+    }
+
+    pub(super) async fn logs(&self, host: &str, id: &str) -> Vec<String> {
+        match self.target(&Some(host.to_string())) {
+            Ok(t) => t.runtime.logs_tail(id, 10).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub(super) async fn wait_healthy(
+        &self,
+        host: &str,
+        spec: &ServiceSpec,
+        replica: &Replica,
+    ) -> Result<String, StepError> {
+        wait_healthy(
+            &self.env.prober,
+            self.target(&Some(host.to_string()))
+                .map_err(StepError::new)?,
+            spec,
+            replica,
+        )
+        .await
+    }
+
+    /// Real traffic for `duration`, the new replicas watched: one that stops or turns
+    /// unhealthy fails the step.
+    pub(super) async fn soak(
+        &self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        duration: Duration,
+    ) -> Result<(), StepError> {
+        let target = self
+            .target(&Some(host.to_string()))
+            .map_err(StepError::new)?;
+        let deadline = Instant::now() + duration;
+        let every = spec
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(1), |h| h.interval.0)
+            .min(duration.max(Duration::from_millis(100)));
+        while Instant::now() < deadline {
+            tokio::time::sleep(every.min(deadline.saturating_duration_since(Instant::now()))).await;
+            for r in self.running_on(service, host, |r| r.revision == self.revision) {
+                match target.runtime.inspect(&r.container_id).await {
+                    Ok(Some(info)) if info.state == ContainerState::Running => {}
+                    Ok(Some(info)) => {
+                        return Err(StepError::with_logs(
+                            format!("#{} stopped during soak ({:?})", r.index, info.state),
+                            self.logs(host, &r.container_id).await,
+                        ));
+                    }
+                    Ok(None) => {
+                        return Err(StepError::new(format!(
+                            "#{} disappeared during soak",
+                            r.index
+                        )));
+                    }
+                    Err(e) => return Err(StepError::new(e.to_string())),
+                }
+                if let (Some(h), Some(path), Some(port)) = (
+                    &spec.health,
+                    spec.health.as_ref().and_then(|h| h.http.as_ref()),
+                    r.host_port,
+                ) {
+                    let probe = self
+                        .env
+                        .prober
+                        .get(&format!("{}:{port}", target.address), path, h.timeout.0)
+                        .await;
+                    if !probe.is_2xx() {
+                        return Err(StepError::with_logs(
+                            format!(
+                                "#{} failed its health check during soak: {:?}",
+                                r.index, probe.outcome
+                            ),
+                            self.logs(host, &r.container_id).await,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Health of one replica: the HTTP probe when configured, else "still running after a
+/// moment" (a container that crashes at start is caught either way).
+pub(super) async fn wait_healthy<R: ContainerRuntime>(
+    prober: &HttpProber,
+    target: &Target<R>,
+    spec: &ServiceSpec,
+    replica: &Replica,
+) -> Result<String, StepError> {
+    let id = replica.container_id.clone();
+    let still_running = || {
+        let id = id.clone();
+        async move {
+            match target.runtime.inspect(&id).await {
+                Ok(Some(i)) if i.state == ContainerState::Running => Ok(()),
+                Ok(Some(i)) => Err(match i.state {
+                    ContainerState::Exited(code) => {
+                        format!("the container exited with code {code}")
+                    }
+                    other => format!("the container is {other:?}"),
+                }),
+                Ok(None) => Err("the container is gone".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    let result = match (
+        &spec.health,
+        spec.health.as_ref().and_then(|h| h.http.as_ref()),
+    ) {
+        (Some(h), Some(_)) => {
+            let address = format!(
+                "{}:{}",
+                target.address,
+                replica.host_port.unwrap_or_default()
+            );
+            prober
+                .wait_healthy(h, &address, still_running)
+                .await
+                .map(|r| {
+                    format!(
+                        "healthy after {} probe(s), {:.1}s",
+                        r.probes,
+                        r.elapsed.as_secs_f64()
+                    )
+                })
+                .map_err(|e| e.to_string())
+        }
+        _ => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            still_running()
+                .await
+                .map(|_| "running (no health check configured)".to_string())
+        }
+    };
+    match result {
+        Ok(s) => Ok(s),
+        Err(e) => Err(StepError::with_logs(
+            e,
+            target
+                .runtime
+                .logs_tail(&replica.container_id, 10)
+                .await
+                .unwrap_or_default(),
+        )),
+    }
+}
