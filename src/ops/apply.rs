@@ -245,7 +245,9 @@ pub fn execute(
         let run_env = RunEnv {
             project: &run.model.project,
             hosts: &hosts,
-            prober: HttpProber::new(),
+            prober: &HttpProber::new(),
+            commands: &crate::drivers::command::LocalCommands,
+            clock: &crate::drivers::clock::SystemClock,
             reporter: reporter.as_ref(),
             sink: &sink,
             lbs: &lbs,

@@ -190,7 +190,7 @@ pub async fn connect(model: &Model) -> Result<BTreeMap<String, Target<DockerRunt
             Target {
                 runtime: rt,
                 address: h.address.clone(),
-                swarm: Some(swarm),
+                swarm: Some(Box::new(swarm)),
             },
         );
     }
@@ -295,7 +295,9 @@ pub fn recover(
         let run_env = RunEnv {
             project: &model.project,
             hosts: &hosts,
-            prober: HttpProber::new(),
+            prober: &HttpProber::new(),
+            commands: &crate::drivers::command::LocalCommands,
+            clock: &crate::drivers::clock::SystemClock,
             reporter: reporter.as_ref(),
             sink: &sink,
             lbs,
