@@ -95,7 +95,8 @@ impl<R: ContainerRuntime> Run<'_, R> {
                         "old colour (revision {live}) down to {keep} running"
                     )));
                 }
-                let at = humantime::format_rfc3339_seconds(self.env.clock.now() + delay.0).to_string();
+                let at =
+                    humantime::format_rfc3339_seconds(self.env.clock.now() + delay.0).to_string();
                 self.set_old_colour(
                     service,
                     Some(crate::state::OldColour {

@@ -152,3 +152,6 @@ pub fn spec_hash(spec: &ServiceSpec) -> String {
     let json = serde_json::to_vec(spec).unwrap_or_default();
     crate::drivers::fs::sha256_hex(&json)[..16].to_string()
 }
+
+#[cfg(test)]
+mod tests;

@@ -317,7 +317,10 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             last.failure = failure;
         }
         let _ = self.save();
-        let _ = self.journal(Entry::End { outcome, at: self.now() });
+        let _ = self.journal(Entry::End {
+            outcome,
+            at: self.now(),
+        });
     }
 
     pub(super) fn target(&self, host: &Option<String>) -> Result<&Target<R>, String> {
