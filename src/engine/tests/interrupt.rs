@@ -71,3 +71,53 @@ async fn an_interrupt_mid_wave_finishes_the_steps_in_flight_and_stops() {
     }
     assert_eq!(w.sink.last().as_ref(), Some(&state), "saved as returned");
 }
+
+/// Pins `apply --undo` after an interrupt: the recovery undoes the run from its journal,
+/// newest change first (the replicas created last removed first), leaves the prior
+/// revision running and records the run as interrupted and undone.
+#[tokio::test(start_paused = true)]
+async fn undo_after_an_interrupt_puts_the_prior_revision_back() {
+    let w = World::new();
+    let v1 = w.applied(&web("v1", 2, "batch = 1"), empty()).await;
+    let live = w.front.in_rotation();
+    w.interrupt_after("#1 (new) join lb.front");
+    let (outcome, state) = w.apply(&web("v2", 2, "batch = 1"), v1, Hold::No).await;
+    assert!(
+        matches!(outcome, ApplyOutcome::Interrupted { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(w.rt.running(), ["p-web-1-1", "p-web-1-2", "p-web-2-1"]);
+    assert_ne!(w.front.in_rotation(), live);
+
+    w.interrupt.store(false, Ordering::SeqCst);
+    let begun = w.rt.calls().len();
+    let journal = w.sink.journal_so_far();
+    let (recovered, _notes, state) = super::super::recover::recover(
+        &journal,
+        state,
+        super::super::recover::Mode::Undo,
+        &w.env(),
+    )
+    .await;
+    assert_eq!(
+        recovered,
+        super::super::recover::Recovered::Undone { revision: 1 }
+    );
+    let undone: Vec<String> = w.rt.calls()[begun..]
+        .iter()
+        .filter(|c| c.starts_with("stop") || c.starts_with("remove"))
+        .cloned()
+        .collect();
+    assert_eq!(undone, ["stop p-web-2-1", "remove p-web-2-1"]);
+    assert_eq!(w.rt.running(), ["p-web-1-1", "p-web-1-2"]);
+    assert_eq!(w.front.in_rotation(), live);
+    assert_eq!(state.revision, 1);
+    assert_eq!(
+        state.history.last().map(|r| r.outcome),
+        Some(crate::state::Outcome::Interrupted)
+    );
+    assert_eq!(
+        super::journal::journal(&w).last().map(String::as_str),
+        Some("end Interrupted")
+    );
+}

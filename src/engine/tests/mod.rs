@@ -6,6 +6,7 @@ mod blue_green;
 mod interrupt;
 mod journal;
 mod restore;
+mod swarm;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
