@@ -1,9 +1,10 @@
 //! Docker Swarm through bollard's service API: the real adapter behind the `swarm_*` steps.
 //!
-//! Two halves. The pure half maps a gantry service to a Swarm `ServiceSpec` ([`service_spec`])
-//! and reads what the manager reports into a [`Progress`] ([`progress`]); it is unit tested
-//! here. The I/O half ([`SwarmManager`]) is a thin wrapper over the engine calls, exercised
-//! against a real swarm-mode engine by `tests/swarm.rs`.
+//! Two halves. The pure half maps a gantry service to a Swarm `ServiceSpec` ([`service_spec`],
+//! in `spec`) and reads what the manager reports into a [`Progress`] ([`progress()`], in
+//! `progress`); both are unit tested in their files. The I/O half, here, is [`SwarmManager`],
+//! the real [`SwarmApi`]: a thin wrapper over the engine calls, exercised against a real
+//! swarm-mode engine by `tests/swarm.rs` and the Swarm conformance suite.
 //!
 //! How convergence is told apart from "not started yet": every task template carries the
 //! label [`TEMPLATE_LABEL`], a digest of the template itself. The service has converged
@@ -11,9 +12,6 @@
 //! spec gantry set; an update that Swarm paused or rolled back is read from `UpdateStatus`,
 //! and only an `UpdateStatus` that started after gantry's call counts (a previous update's
 //! status stays on the service).
-//!
-//! Files: `spec` (gantry service -> `ServiceSpec`), `progress` (what the manager reports ->
-//! [`Progress`]), and here the manager itself, the real [`SwarmApi`].
 
 mod progress;
 mod spec;
