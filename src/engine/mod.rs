@@ -4,7 +4,8 @@
 //!
 //! `run` schedules and records a run; the steps it dispatches live by concern in `replica`,
 //! `membership`, `blue_green` and `swarm`; `restore` undoes a run, `retention` tidies up
-//! after a successful one, and [`recover`] takes over a run that died.
+//! after a successful one, and [`recover`] takes over a run that died. `tests` drives it
+//! through the in-memory ports of `crate::testing` on a paused clock.
 
 mod blue_green;
 mod membership;
