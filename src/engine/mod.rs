@@ -1,6 +1,7 @@
 //! The apply executor: walks a [`Plan`] step by step against the ports of its [`RunEnv`]
-//! (container runtime, load balancers, prober, Swarm API, commands, clock), writes the state after every step, and on failure restores what it
-//! changed, in reverse order. It decides nothing the plan has not already decided.
+//! (container runtime, load balancers, prober, Swarm API, commands, clock), writes the state
+//! after every step, and on failure restores what it changed, in reverse order. It decides
+//! nothing the plan has not already decided.
 //!
 //! `run` schedules and records a run; the steps it dispatches live by concern in `replica`,
 //! `membership`, `blue_green` and `swarm`; `restore` undoes a run, `retention` tidies up
