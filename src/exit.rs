@@ -1,4 +1,5 @@
-//! Exit codes: the contract scripts and CI branch on, decided in this one place.
+//! Exit codes: the contract scripts and CI branch on. Which one a command ends with is
+//! decided from its outcome in one place, `ops::outcome::exit_status`.
 
 /// The exit status of every gantry command (see README, "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

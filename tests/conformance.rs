@@ -15,9 +15,9 @@ use gantry::drivers::docker::DockerRuntime;
 use gantry::drivers::fs::StateDir;
 use gantry::drivers::journal::JournalFile;
 use gantry::drivers::probe::HttpProber;
+use gantry::drivers::sink::FileSink;
 use gantry::drivers::swarm::SwarmManager;
 use gantry::engine::StateSink;
-use gantry::ops::recover::FileSink;
 use gantry::ports::{ContainerRuntime as _, LoadBalancer};
 use gantry::state::State;
 use gantry::state::journal::Entry;
@@ -139,11 +139,11 @@ fn system_clock_conforms() {
 }
 
 /// The state directory and journal file, read back as the next command reads them.
-struct FileStore<'a> {
-    sink: FileSink<'a>,
+struct FileStore {
+    sink: FileSink,
 }
 
-impl StateSink for FileStore<'_> {
+impl StateSink for FileStore {
     fn save(&self, state: &State) -> Result<(), String> {
         self.sink.save(state)
     }
@@ -153,7 +153,7 @@ impl StateSink for FileStore<'_> {
     }
 }
 
-impl conformance::state::StateStore for FileStore<'_> {
+impl conformance::state::StateStore for FileStore {
     fn read_state(&self) -> Result<Option<State>, String> {
         self.sink.dir.read().map_err(|e| e.to_string())
     }
@@ -178,7 +178,7 @@ fn state_dir_conforms() {
     std::fs::write(dir.journal_path(), "").unwrap();
     let journal: Arc<JournalFile> = Arc::new(dir.reopen_journal().unwrap());
     let store = FileStore {
-        sink: FileSink { dir: &dir, journal },
+        sink: FileSink { dir, journal },
     };
     conformance::state::state_store(&store, &[]);
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::engine::report::ProgressFormat;
 use crate::exit::ExitStatus;
+use crate::ops::outcome::{self, Outcome, Stream};
 use crate::ops::{self, Common};
 use crate::render::Format;
 
@@ -264,16 +266,14 @@ pub fn run(
             } else {
                 e.render().to_string()
             };
-            return match e.kind() {
+            let result = match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     let _ = crate::render::write_out(out, &rendered);
-                    ExitStatus::Success
+                    Ok(Outcome::Done)
                 }
-                _ => {
-                    let _ = crate::render::write_out(err, &rendered);
-                    ExitStatus::Error
-                }
+                _ => Err(ops::Error::Usage(rendered)),
             };
+            return finish(&result, None, out, err);
         }
     };
     let common = Common {
@@ -281,8 +281,15 @@ pub fn run(
         state_dir: cli.state_dir,
         color,
     };
+    // The commands that run the engine end their `--progress json` stream with the outcome.
+    let progress = match &cli.command {
+        Command::Apply { progress, .. }
+        | Command::Promote { progress, .. }
+        | Command::Rollback { progress, .. } => Some(*progress),
+        _ => None,
+    };
     let result = match cli.command {
-        Command::Validate => ops::validate::validate(&common, out).map(|_| ExitStatus::Success),
+        Command::Validate => ops::validate::validate(&common, out).map(|_| Outcome::Done),
         Command::Plan {
             format,
             detailed_exitcode,
@@ -300,7 +307,7 @@ pub fn run(
             };
             ops::plan::plan(&common, &opts, out, err)
         }
-        Command::Graph => ops::graph::graph(&common, out).map(|_| ExitStatus::Success),
+        Command::Graph => ops::graph::graph(&common, out).map(|_| Outcome::Done),
         Command::Apply {
             plan_file,
             yes,
@@ -352,44 +359,102 @@ pub fn run(
             out,
             err,
         ),
-        Command::History => ops::history::history(&common, out).map(|_| ExitStatus::Success),
+        Command::History => ops::history::history(&common, out).map(|_| Outcome::Done),
         Command::State {
             command: StateCommand::RestoreBackup { yes, force },
         } => ops::state_cmd::restore_backup(
             &common,
             &ops::state_cmd::RestoreOptions { yes, force },
             out,
-            err,
         ),
-        Command::ForceUnlock => {
-            ops::history::force_unlock(&common, out).map(|_| ExitStatus::Success)
-        }
+        Command::ForceUnlock => ops::history::force_unlock(&common, out).map(|_| Outcome::Done),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "gantry", &mut buf);
-            ops::emit(out, &String::from_utf8_lossy(&buf)).map(|_| ExitStatus::Success)
+            ops::emit(out, &String::from_utf8_lossy(&buf)).map(|_| Outcome::Done)
         }
     };
-    match result {
-        Ok(status) => status,
-        Err(e) => {
-            let text = e.to_string();
-            let text = if text.starts_with("error") {
-                text
-            } else {
-                format!("error: {text}\n")
-            };
-            let _ = crate::render::write_out(err, &text);
-            if let ops::Error::Invalid { count, .. } = &e {
-                let _ = crate::render::write_out(
-                    err,
-                    &format!(
-                        "{count} problem{} found.\n",
-                        if *count == 1 { "" } else { "s" }
-                    ),
-                );
-            }
-            e.exit_status()
-        }
+    finish(&result, progress, out, err)
+}
+
+/// Tells how the command ended (the human view, and the JSON line that ends a
+/// `--progress json` stream) and returns its exit status.
+fn finish(
+    result: &Result<Outcome, ops::Error>,
+    progress: Option<ProgressFormat>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitStatus {
+    let (stream, text) = outcome::human(result);
+    if !text.is_empty() {
+        let _ = crate::render::write_out(
+            match stream {
+                Stream::Out => out,
+                Stream::Err => &mut *err,
+            },
+            &text,
+        );
+    }
+    if progress == Some(ProgressFormat::Json) {
+        let _ = crate::render::write_out(err, &format!("{}\n", outcome::json(result)));
+    }
+    outcome::exit_status(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gantry(dir: &std::path::Path, args: &[&str]) -> (ExitStatus, String, String) {
+        let config = dir.join("gantry.toml");
+        let mut argv: Vec<OsString> = vec!["gantry".into(), "-f".into(), config.into()];
+        argv.extend(args.iter().map(OsString::from));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = run(argv, &mut out, &mut err, false);
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (status, text(out), text(err))
+    }
+
+    /// A saved plan made stale by editing the config after it was saved.
+    fn stale_plan() -> tempfile::TempDir {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plan");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixtures.join("gantry.toml"), dir.path().join("gantry.toml")).unwrap();
+        std::fs::create_dir(dir.path().join(".gantry")).unwrap();
+        std::fs::copy(
+            fixtures.join("state.json"),
+            dir.path().join(".gantry/state.json"),
+        )
+        .unwrap();
+        let plan = dir.path().join("release.plan");
+        let (status, _, err) = gantry(dir.path(), &["plan", "--out", plan.to_str().unwrap()]);
+        assert_eq!(status, ExitStatus::Success, "{err}");
+        let mut toml = std::fs::read_to_string(dir.path().join("gantry.toml")).unwrap();
+        toml.push_str("\n# edited after planning\n");
+        std::fs::write(dir.path().join("gantry.toml"), toml).unwrap();
+        dir
+    }
+
+    #[test]
+    fn progress_json_ends_with_the_outcome_as_one_json_line() {
+        let dir = stale_plan();
+        let plan = dir.path().join("release.plan");
+        let plan = plan.to_str().unwrap();
+        let (status, _, err) = gantry(dir.path(), &["apply", plan, "--progress", "json"]);
+        assert_eq!(status, ExitStatus::StalePlan);
+        let (human, last) = err.trim_end().rsplit_once('\n').unwrap();
+        assert!(human.starts_with("error: the plan file "), "{err}");
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(v["event"], "outcome");
+        assert_eq!(v["format_version"], ops::outcome::OUTCOME_FORMAT_VERSION);
+        assert_eq!(v["outcome"], "stale_plan");
+        assert_eq!(v["exit_code"], 6);
+        assert_eq!(v["plan_file"], plan);
+        assert_eq!(v["message"], human);
+
+        // Without `--progress json`, the human text alone, as always.
+        let (status, _, err) = gantry(dir.path(), &["apply", plan, "--progress", "plain"]);
+        assert_eq!(status, ExitStatus::StalePlan);
+        assert_eq!(format!("{human}\n"), err);
     }
 }

@@ -42,7 +42,10 @@ pub fn history(common: &Common, out: &mut dyn Write) -> Result<(), Error> {
 }
 
 pub fn force_unlock(common: &Common, out: &mut dyn Write) -> Result<(), Error> {
-    match common.state_dir().force_unlock()? {
+    match super::session::Session::new(common)
+        .state_dir()
+        .force_unlock()?
+    {
         Some(h) => emit(
             out,
             &format!(

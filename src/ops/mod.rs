@@ -2,14 +2,18 @@
 //! calls the pure core, and writes through the writers it is given.
 
 pub mod apply;
+pub mod execute;
 pub mod graph;
 pub mod history;
+pub mod outcome;
 pub mod plan;
+pub mod preflight;
 pub mod promote;
 pub mod prune;
 pub mod recover;
 pub mod rollback;
 pub mod scale_down;
+pub mod session;
 pub mod state_cmd;
 pub mod status;
 pub mod validate;
@@ -19,36 +23,8 @@ use std::path::{Path, PathBuf};
 
 use crate::diag::render_diagnostics;
 use crate::drivers::fs::{EnvFiles, FsError, StateDir, read_to_string, sha256_hex};
-use crate::exit::ExitStatus;
 use crate::model::Model;
-
-/// Errors of a command, each mapped to its exit status in one place.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Already rendered diagnostics (with file:line:col and snippets).
-    #[error("{rendered}")]
-    Invalid { rendered: String, count: usize },
-    #[error(transparent)]
-    Fs(#[from] FsError),
-    /// A problem explained in one sentence.
-    #[error("{0}")]
-    Message(String),
-    #[error(
-        "the state in {state} belongs to project `{found}`, but {config} declares project `{expected}`"
-    )]
-    WrongProject {
-        state: String,
-        config: String,
-        found: String,
-        expected: String,
-    },
-}
-
-impl Error {
-    pub fn exit_status(&self) -> ExitStatus {
-        ExitStatus::Error
-    }
-}
+pub use outcome::{Choices, Error, Halt, Outcome, Verb};
 
 /// Options every command shares.
 #[derive(Debug, Clone)]

@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use super::outcome::{Choices, Outcome};
+use super::session::Session;
 use super::{Common, Error, emit, load};
 use crate::drivers::fs::write_atomic;
-use crate::exit::ExitStatus;
 use crate::render::{self, Format, GITHUB_COMMENT_LIMIT};
 
 #[derive(Debug, Clone)]
@@ -24,17 +25,18 @@ pub fn plan(
     opts: &PlanOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<ExitStatus, Error> {
+) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
+    let session = Session::new(common);
+    let state_dir = session.state_dir();
     let state = state_dir.read()?;
-    if let Some(journal) = super::recover::pending(&state_dir)? {
+    if let Some(journal) = session.pending()? {
         // Offline, plan cannot reconcile; it says the recorded state may be behind.
         emit(
             err,
             &format!(
                 "warning: {}\nThis plan is computed from the recorded state, which may be behind what the engine runs.\n\n",
-                super::recover::choose(&journal)
+                Choices::error(&journal)
             ),
         )?;
     }
@@ -50,7 +52,7 @@ pub fn plan(
     }
     let mut plan = crate::plan::plan(&loaded.model, state.as_ref(), &loaded.sha256);
     if let (true, Some(state)) = (opts.refresh, &state) {
-        let engines = observe(&loaded.model)?;
+        let engines = session.observe(&loaded.model)?;
         let drift = crate::plan::drift::detect(state, &engines);
         crate::plan::drift::apply_to_plan(&mut plan, drift, state);
     }
@@ -78,37 +80,9 @@ pub fn plan(
         )?;
     }
     Ok(if opts.detailed_exitcode && plan.has_changes() {
-        ExitStatus::Changes
+        Outcome::Changes
     } else {
-        ExitStatus::Success
-    })
-}
-
-/// Every container of every host, one list call each (`--refresh`).
-pub fn observe(
-    model: &crate::model::Model,
-) -> Result<std::collections::BTreeMap<String, Vec<crate::ports::ContainerInfo>>, Error> {
-    use crate::ports::ContainerRuntime as _;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Message(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async {
-        let hosts = super::recover::connect(model).await.map_err(|e| {
-            Error::Message(format!(
-                "--refresh needs every engine: {e}. Without --refresh, plan works offline"
-            ))
-        })?;
-        let mut engines = std::collections::BTreeMap::new();
-        for (name, target) in &hosts {
-            let found = target
-                .runtime
-                .list(&[])
-                .await
-                .map_err(|e| Error::Message(format!("--refresh: host `{name}`: {e}")))?;
-            engines.insert(name.clone(), found);
-        }
-        Ok(engines)
+        Outcome::Done
     })
 }
 

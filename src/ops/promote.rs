@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::apply::{Execution, execute};
+use super::execute::{Execution, execute};
+use super::outcome::{Choices, Outcome, Verb};
+use super::session::Session;
 use super::{Common, Error, emit, load};
 use crate::engine::report::ProgressFormat;
-use crate::exit::ExitStatus;
 
 pub fn promote(
     common: &Common,
@@ -16,10 +17,10 @@ pub fn promote(
     progress: ProgressFormat,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<ExitStatus, Error> {
+) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
-    let Some(journal) = super::recover::held(&state_dir)? else {
+    let session = Session::new(common);
+    let Some(journal) = session.held()? else {
         return Err(Error::Message(
             "nothing to promote: no release is held at its preview (`gantry apply --prepare` or `--hold-at-preview` holds one)".into(),
         ));
@@ -47,10 +48,11 @@ pub fn promote(
         out,
         &format!(
             "{}\nPromoting it runs the rest of this plan from where it stopped:\n\n",
-            super::recover::choose_header(&journal)
+            Choices::header_of(&journal)
         ),
     )?;
     let run = Execution {
+        verb: Verb::Promote,
         model: &loaded.model,
         config_sha256: &loaded.sha256,
         origin,
@@ -59,5 +61,5 @@ pub fn promote(
         hold: crate::engine::Hold::No,
         promote: Some(journal),
     };
-    execute(common, &plan, &run, progress, out, err)
+    execute(&session, &plan, &run, progress, out, err)
 }

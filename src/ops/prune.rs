@@ -5,44 +5,32 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
+use super::outcome::{Choices, Outcome};
+use super::session::{Session, engine};
 use super::{Common, Error, emit, load};
-use crate::drivers::docker::DockerRuntime;
-use crate::exit::ExitStatus;
 use crate::ports::ContainerRuntime;
 
-pub fn prune(
-    common: &Common,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<ExitStatus, Error> {
+pub fn prune(common: &Common, out: &mut dyn Write, err: &mut dyn Write) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
-    let Some(_lock) = super::recover::take_lock(&state_dir, "prune", err)? else {
-        return Ok(ExitStatus::Locked);
-    };
+    let session = Session::new(common);
+    let state_dir = session.state_dir();
+    let _lock = session.lock("prune", err)?;
     // An unfinished run's undo needs the containers it stopped: recover it first.
-    if let Some(journal) = super::recover::pending(&state_dir)? {
-        return Err(Error::Message(super::recover::choose(&journal)));
+    if let Some(journal) = session.pending()? {
+        return Err(Choices::error(&journal));
     }
     let Some(mut state) = state_dir.read()? else {
         emit(
             out,
             "Nothing to prune: nothing was applied with this state directory.\n",
         )?;
-        return Ok(ExitStatus::Success);
+        return Ok(Outcome::Done);
     };
     let keep = loaded.model.keep_previous;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Message(e.to_string()))?;
-    let (containers, images, problems) = rt.block_on(async {
+    let (containers, images, problems) = session.block_on(async {
         let mut runtimes = std::collections::BTreeMap::new();
         for h in &loaded.model.hosts {
-            let r = DockerRuntime::connect(&h.docker, h.tls.as_ref())
-                .await
-                .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
-            runtimes.insert(h.name.clone(), r);
+            runtimes.insert(h.name.clone(), engine(h).await?);
         }
         let mut containers = 0;
         let mut problems = Vec::new();
@@ -88,7 +76,7 @@ pub fn prune(
             }
         }
         Ok::<_, Error>((containers, images, problems))
-    })?;
+    })??;
     state.serial += 1;
     state_dir.write(&state)?;
     let kept: usize = state
@@ -108,15 +96,11 @@ pub fn prune(
         ),
     )?;
     if problems.is_empty() {
-        Ok(ExitStatus::Success)
+        Ok(Outcome::Done)
     } else {
-        emit(
-            err,
-            &format!(
-                "error: some containers could not be removed (kept in the state): {}\n",
-                problems.join("; ")
-            ),
-        )?;
-        Ok(ExitStatus::Error)
+        Err(Error::Message(format!(
+            "some containers could not be removed (kept in the state): {}",
+            problems.join("; ")
+        )))
     }
 }

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::apply::{Execution, execute};
-use super::{Common, Error, load};
+use super::execute::{Execution, execute};
+use super::outcome::{self, Verb};
+use super::session::Session;
+use super::{Common, Error, emit, load};
 use crate::engine::recover::Recovered;
 use crate::engine::report::ProgressFormat;
-use crate::exit::ExitStatus;
 use crate::model::Model;
 use crate::state::{Origin, Outcome};
 
@@ -27,12 +28,13 @@ pub fn rollback(
     opts: &RollbackOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<ExitStatus, Error> {
+) -> Result<outcome::Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
-    let pending = match super::recover::pending(&state_dir)? {
+    let session = Session::new(common);
+    let state_dir = session.state_dir();
+    let pending = match session.pending()? {
         Some(j) => Some(j),
-        None => super::recover::held(&state_dir)?,
+        None => session.held()?,
     };
     if let Some(journal) = pending {
         // A run died half way, or a release is held at its preview: rolling back starts by
@@ -41,7 +43,7 @@ pub fn rollback(
             .unfinished()
             .is_some_and(|u| matches!(u.origin, Origin::Rollback { .. }));
         match super::recover::undo_confirmed(
-            common,
+            &session,
             &loaded.model,
             &journal,
             "Rolling back starts by undoing it.\n",
@@ -49,13 +51,17 @@ pub fn rollback(
             out,
             err,
         )? {
-            Ok(Recovered::Undone { revision })
+            Recovered::Undone { revision }
                 if !was_rollback && opts.to.is_none_or(|n| n == revision) =>
             {
-                return Ok(ExitStatus::Success);
+                return Ok(outcome::Outcome::Undone { revision });
             }
-            Ok(_) => {}
-            Err(status) => return Ok(status),
+            // Undone, and the rollback goes on from there.
+            Recovered::Undone { revision } => emit(
+                out,
+                &outcome::human(&Ok(outcome::Outcome::Undone { revision })).1,
+            )?,
+            _ => {}
         }
     }
     let state = state_dir.read()?.ok_or_else(|| {
@@ -134,6 +140,7 @@ pub fn rollback(
     let mut plan = crate::plan::plan(&model, Some(&state), &loaded.sha256);
     crate::plan::for_rollback(&mut plan, &state, target, !opts.recreate);
     let run = Execution {
+        verb: Verb::RollBack,
         model: &model,
         config_sha256: &loaded.sha256,
         origin: Origin::Rollback {
@@ -145,5 +152,5 @@ pub fn rollback(
         hold: crate::engine::Hold::No,
         promote: None,
     };
-    execute(common, &plan, &run, opts.progress, out, err)
+    execute(&session, &plan, &run, opts.progress, out, err)
 }

@@ -6,8 +6,9 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use super::outcome::Outcome;
+use super::session::{Session, connect};
 use super::{Common, Error, emit, load};
-use crate::exit::ExitStatus;
 use crate::ports::ContainerRuntime;
 use crate::state::{ReplicaStatus, State};
 
@@ -30,18 +31,19 @@ pub fn scale_down(
     wait: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<ExitStatus, Error> {
+) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
+    let session = Session::new(common);
+    let state_dir = session.state_dir();
     loop {
         let Some(state) = state_dir.read()? else {
             emit(out, "Nothing to scale down: nothing was applied.\n")?;
-            return Ok(ExitStatus::Success);
+            return Ok(Outcome::Done);
         };
         let due = scheduled(&state);
         let Some((_, earliest)) = due.first() else {
             emit(out, "Nothing to scale down.\n")?;
-            return Ok(ExitStatus::Success);
+            return Ok(Outcome::Done);
         };
         let now = SystemTime::now();
         if *earliest > now {
@@ -51,34 +53,32 @@ pub fn scale_down(
                     out,
                     &format!("Next scale-down at {at} (service.{}).\n", due[0].0),
                 )?;
-                return Ok(ExitStatus::Success);
+                return Ok(Outcome::Done);
             }
             // Sleep in short steps: a switch-back meanwhile cancels the schedule.
             let left = earliest.duration_since(now).unwrap_or_default();
             std::thread::sleep(left.min(Duration::from_secs(5)));
             continue;
         }
-        let Some(_lock) = super::recover::take_lock(&state_dir, "scale-down", err)? else {
-            if !wait {
-                return Ok(ExitStatus::Locked);
+        let _lock = match session.lock("scale-down", err) {
+            // Waiting: said in the log, and tried again shortly.
+            Err(Error::Locked(held)) if wait => {
+                emit(err, &format!("error: {held}\n"))?;
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
             }
-            std::thread::sleep(Duration::from_secs(2));
-            continue;
+            lock => lock?,
         };
         let Some(mut state) = state_dir.read()? else {
-            return Ok(ExitStatus::Success);
+            return Ok(Outcome::Done);
         };
         let due: Vec<String> = scheduled(&state)
             .into_iter()
             .filter(|(_, at)| *at <= SystemTime::now())
             .map(|(s, _)| s)
             .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Message(e.to_string()))?;
-        let done = rt.block_on(async {
-            let hosts = super::recover::connect(&loaded.model).await?;
+        let done = session.block_on(async {
+            let hosts = connect(&loaded.model).await?;
             let mut done = Vec::new();
             for name in due {
                 let Some(s) = state.services.get_mut(&name) else {
@@ -113,14 +113,14 @@ pub fn scale_down(
                 ));
             }
             Ok::<_, Error>(done)
-        })?;
+        })??;
         state.serial += 1;
         state_dir.write(&state)?;
         for line in done {
             emit(out, &format!("{line}\n"))?;
         }
         if !wait || scheduled(&state).is_empty() {
-            return Ok(ExitStatus::Success);
+            return Ok(Outcome::Done);
         }
     }
 }

@@ -6,9 +6,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::SystemTime;
 
+use super::outcome::Outcome;
 use super::{Common, Error, emit, load};
 use crate::drivers::fs::{Backup, FsError, LockError, StateDir};
-use crate::exit::ExitStatus;
 use crate::state::StateError;
 
 #[derive(Debug, Clone)]
@@ -23,8 +23,7 @@ pub fn restore_backup(
     common: &Common,
     opts: &RestoreOptions,
     out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<ExitStatus, Error> {
+) -> Result<Outcome, Error> {
     let loaded = load(common)?;
     let state_dir = common.state_dir();
     let backup = check(&state_dir, &loaded.model.project, opts.force)?;
@@ -51,8 +50,7 @@ pub fn restore_backup(
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if answer.trim() != "yes" {
-            emit(out, "Cancelled; nothing was changed.\n")?;
-            return Ok(ExitStatus::Error);
+            return Err(Error::Cancelled);
         }
     }
 
@@ -62,10 +60,7 @@ pub fn restore_backup(
         &humantime::format_rfc3339_seconds(now).to_string(),
     ) {
         Ok(l) => l,
-        Err(LockError::Held(info, stale)) => {
-            emit(err, &format!("error: {}\n", LockError::Held(info, stale)))?;
-            return Ok(ExitStatus::Locked);
-        }
+        Err(held @ LockError::Held(..)) => return Err(Error::Locked(held)),
         Err(LockError::Fs(e)) => return Err(e.into()),
     };
     // Again under the lock: a run that held it may have written both files since.
@@ -97,7 +92,7 @@ pub fn restore_backup(
         "The backup is one write behind: run `gantry status` to compare what it records with what the engines run.\n",
     );
     emit(out, &done)?;
-    Ok(ExitStatus::Success)
+    Ok(Outcome::Done)
 }
 
 /// The backup, if restoring it is allowed: it exists, parses, belongs to the configured

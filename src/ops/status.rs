@@ -7,21 +7,22 @@ use std::io::Write;
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
+use super::outcome::{Choices, Outcome};
+use super::session::{Session, engine};
 use super::{Common, Error, emit, load};
-use crate::drivers::docker::DockerRuntime;
 use crate::drivers::probe::HttpProber;
-use crate::exit::ExitStatus;
 use crate::ports::{ContainerInfo, ContainerRuntime, ContainerState, labels};
 use crate::state::ReplicaStatus;
 
-pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error> {
+pub fn status(common: &Common, out: &mut dyn Write) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
+    let session = Session::new(common);
+    let state_dir = session.state_dir();
     let Some(state) = state_dir.read()? else {
         emit(out, "Nothing applied yet (no state).\n")?;
-        return Ok(ExitStatus::Success);
+        return Ok(Outcome::Done);
     };
-    let pending = super::recover::pending(&state_dir)?;
+    let pending = session.pending()?;
     if let Some(lock) = state_dir.lock_holder()? {
         let gone = if pending.is_some() {
             " That process is gone: the next apply or rollback takes the lock over."
@@ -37,21 +38,17 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
         )?;
     }
     if let Some(journal) = &pending {
-        emit(out, &format!("{}\n\n", super::recover::choose(journal)))?;
+        emit(out, &format!("{}\n\n", Choices::error(journal)))?;
     }
-    if let Some(journal) = super::recover::held(&state_dir)? {
+    if let Some(journal) = session.held()? {
         emit(
             out,
             &format!(
                 "{}\n`gantry promote` continues it; `gantry rollback` abandons it.\n\n",
-                super::recover::choose_header(&journal)
+                Choices::header_of(&journal)
             ),
         )?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Message(e.to_string()))?;
     let prober = HttpProber::new();
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
@@ -66,15 +63,13 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
         "health",
     ]);
     let mut drift = Vec::new();
-    rt.block_on(async {
+    session.block_on(async {
         let mut live: BTreeMap<String, BTreeMap<String, ContainerInfo>> = BTreeMap::new();
         let mut engines = BTreeMap::new();
         let mut addresses = BTreeMap::new();
         for h in &loaded.model.hosts {
             addresses.insert(h.name.clone(), h.address.clone());
-            let runtime = DockerRuntime::connect(&h.docker, h.tls.as_ref())
-                .await
-                .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
+            let runtime = engine(h).await?;
             let found = runtime
                 .list(&[])
                 .await
@@ -138,7 +133,7 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
             .map(|d| format!("{} {} on {}: {}", d.resource, d.container, d.host, d.detail))
             .collect();
         Ok::<(), Error>(())
-    })?;
+    })??;
     emit(
         out,
         &format!(
@@ -154,5 +149,5 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<ExitStatus, Error>
             emit(out, &format!("  - {d}\n"))?;
         }
     }
-    Ok(ExitStatus::Success)
+    Ok(Outcome::Done)
 }

@@ -1,0 +1,213 @@
+//! Pre-flight: everything checked before the first change (images present or pulled, one
+//! image per tag across hosts, secrets and env files readable, host ports free), and whether
+//! a saved plan still applies. A failure here leaves the engines untouched.
+
+use std::collections::BTreeMap;
+
+use super::Error;
+use crate::engine::Target;
+use crate::plan::{Action, Plan, Spec};
+use crate::ports::ContainerRuntime;
+use crate::state::State;
+
+/// The environment resolved per service (`KEY=value`, secrets included) and the image ID
+/// per image reference.
+pub type Resolved = (BTreeMap<String, Vec<String>>, BTreeMap<String, String>);
+
+/// Enough ports of a fixed range are free for every replica the plan starts: ports of the
+/// service's own containers (running, or kept stopped for rollback) are never reused, and the
+/// rest must be bindable now.
+fn host_ports_free<R: ContainerRuntime>(
+    c: &crate::plan::ResourceChange,
+    spec: &crate::model::ServiceSpec,
+    range: crate::model::PortRange,
+    state: &State,
+    hosts: &BTreeMap<String, Target<R>>,
+) -> Result<(), Error> {
+    let used: Vec<u16> = state
+        .services
+        .get(&c.address.name)
+        .map(|s| s.replicas.iter().filter_map(|r| r.host_port).collect())
+        .unwrap_or_default();
+    for host in &spec.hosts {
+        let needed: usize = c
+            .steps
+            .iter()
+            .filter(|s| s.host.as_deref() == Some(host.as_str()))
+            .map(|s| match &s.op {
+                crate::plan::StepOp::Start { replicas } => replicas.len(),
+                _ => 0,
+            })
+            .sum();
+        let Some(address) = hosts.get(host).map(|t| t.address.clone()) else {
+            continue;
+        };
+        let free = (range.start..=range.end)
+            .filter(|p| {
+                !used.contains(p)
+                    && (!local(&address)
+                        || std::net::TcpListener::bind((address.as_str(), *p)).is_ok())
+            })
+            .count();
+        if free < needed {
+            return Err(Error::Message(format!(
+                "pre-flight: {} needs {needed} free host port(s) in {range} on host `{host}` ({address}), but only {free} are free (ports of its own containers, running or kept for rollback, are not reused); nothing was changed",
+                c.address
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+/// Whether a host address is this machine's, where a port can be tried by binding it.
+fn local(address: &str) -> bool {
+    address == "localhost"
+        || address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+/// Why a saved plan no longer applies, if it does not.
+pub fn stale(plan: &Plan, state: Option<&State>, config_sha256: &str) -> Option<String> {
+    let (lineage, serial) = (
+        state.map(|s| s.lineage.clone()),
+        state.map_or(0, |s| s.serial),
+    );
+    if plan.prior.lineage != lineage {
+        return Some(format!(
+            "it was made against state lineage {:?}, the state now has {:?}",
+            plan.prior.lineage, lineage
+        ));
+    }
+    if plan.prior.serial != serial {
+        return Some(format!(
+            "it was made against state serial {}, the state is now at serial {serial}",
+            plan.prior.serial
+        ));
+    }
+    if plan.config_sha256 != config_sha256 {
+        return Some("the configuration (or an env file it names) changed since".into());
+    }
+    None
+}
+
+/// Checks images, secrets and ports before anything is touched; returns the resolved
+/// environment per service and the image IDs.
+pub async fn preflight<R: ContainerRuntime>(
+    plan: &Plan,
+    state: &State,
+    hosts: &BTreeMap<String, Target<R>>,
+    config_dir: &std::path::Path,
+    pinned: &BTreeMap<String, (String, String)>,
+) -> Result<Resolved, Error> {
+    let mut env = BTreeMap::new();
+    let mut image_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut checked: std::collections::BTreeSet<(String, String)> = Default::default();
+    for c in &plan.changes {
+        let Some(Spec::Service(spec)) = &c.after else {
+            continue;
+        };
+        if let Some(range) = spec.host_ports {
+            host_ports_free(c, spec, range, state, hosts)?;
+        }
+        let mut lines: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(f) = &spec.env_file {
+            let path = config_dir.join(&f.path);
+            for item in dotenvy::from_path_iter(&path).map_err(|_| {
+                Error::Message(format!(
+                    "pre-flight: cannot read env_file {}",
+                    path.display()
+                ))
+            })? {
+                let (k, v) = item.map_err(|_| {
+                    Error::Message(format!(
+                        "pre-flight: env_file {} is malformed",
+                        path.display()
+                    ))
+                })?;
+                lines.push(format!("{k}={v}"));
+            }
+        }
+        for name in &spec.secret_env {
+            match std::env::var(name) {
+                Ok(v) => lines.push(format!("{name}={v}")),
+                Err(_) => {
+                    return Err(Error::Message(format!(
+                        "pre-flight: {} needs secret `{name}` from gantry's environment, and it is not set; nothing was changed",
+                        c.address
+                    )));
+                }
+            }
+        }
+        env.insert(c.address.name.clone(), lines);
+        if c.action == Action::NoOp {
+            continue;
+        }
+        for host in &spec.hosts {
+            if !checked.insert((host.clone(), spec.image.clone())) {
+                continue;
+            }
+            let Some(t) = hosts.get(host) else {
+                return Err(Error::Message(format!(
+                    "pre-flight: {} runs on host `{host}`, which is not connected",
+                    c.address
+                )));
+            };
+            if let Some((id, recorded)) = pinned.get(&spec.image) {
+                // A rollback runs exactly the recorded image and never pulls.
+                match t
+                    .runtime
+                    .image_id(id)
+                    .await
+                    .map_err(|e| Error::Message(format!("pre-flight: {e}")))?
+                {
+                    Some(_) => {
+                        image_ids.insert(spec.image.clone(), id.clone());
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::Message(format!(
+                            "pre-flight: image {id} (`{}`, recorded in {recorded}) is not on host `{host}` any more; a rollback does not pull. Load it there (`docker load`) or roll back to another revision; nothing was changed",
+                            spec.image
+                        )));
+                    }
+                }
+            }
+            let id = match t
+                .runtime
+                .image_id(&spec.image)
+                .await
+                .map_err(|e| Error::Message(format!("pre-flight: {e}")))?
+            {
+                Some(id) => id,
+                None => t.runtime.pull(&spec.image).await.map_err(|e| {
+                    Error::Message(format!(
+                        "pre-flight: {} on host `{host}`: {e}; nothing was changed",
+                        c.address
+                    ))
+                })?,
+            };
+            // One release runs one image everywhere: a tag that names different images on
+            // different hosts is refused rather than mixed.
+            match image_ids.get(&spec.image) {
+                Some(other) if *other != id => {
+                    return Err(Error::Message(format!(
+                        "pre-flight: `{}` is image {} on host `{host}` but {} on another host; push the same image to every host (or pin it by digest); nothing was changed",
+                        spec.image,
+                        short_id(&id),
+                        short_id(other)
+                    )));
+                }
+                _ => {
+                    image_ids.insert(spec.image.clone(), id);
+                }
+            }
+        }
+    }
+    Ok((env, image_ids))
+}
