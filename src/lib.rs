@@ -46,3 +46,7 @@ pub mod ports;
 pub mod render;
 pub mod schema;
 pub mod state;
+#[doc(hidden)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+// fakes run on tokio's (paused) clock
+pub mod testing;

@@ -1,11 +1,12 @@
 //! The engine's view of the outside world: small traits, each with a real adapter in
-//! `drivers`. The apply executor is written against these, so that its logic can be unit
-//! tested with in-memory fakes while every behaviour is also exercised against the real
-//! Docker engine.
+//! `drivers` and an in-memory fake in `testing`. The apply executor is written against these,
+//! so that its logic can be unit tested with the fakes while every behaviour is also
+//! exercised against the real Docker engine. One conformance suite per trait
+//! (`testing::conformance`) runs against both, so a fake cannot drift from its adapter.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Labels every container gantry creates carries, so that gantry can always rediscover
 /// what it owns, even with a lost state file.
@@ -145,3 +146,92 @@ pub trait LoadBalancer: Send + Sync {
 pub use crate::state::Member;
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One HTTP probe answer: the status (or the transport error, in words) and how long it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeResult {
+    pub outcome: Result<u16, String>,
+    pub latency: Duration,
+}
+
+impl ProbeResult {
+    pub fn is_2xx(&self) -> bool {
+        matches!(self.outcome, Ok(s) if (200..300).contains(&s))
+    }
+}
+
+/// Host-side HTTP probes (health and warm-up). Only the single request is the side effect:
+/// what makes a replica healthy or warm (`drivers::probe::wait_healthy`, `warm_up`) is built
+/// on it, so that the fake answers requests and the semantics stay the real ones.
+pub trait Prober: Send + Sync {
+    /// GET `http://{address}{path}`, giving up after `timeout` (an `Err` outcome then).
+    fn get<'a>(
+        &'a self,
+        address: &'a str,
+        path: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ProbeResult>;
+}
+
+/// Swarm's own data as the manager reports it (bollard's models are plain serde structs):
+/// the executor reads update status and tasks as they are, so the fake speaks them too.
+pub use bollard::models::{
+    Service as SwarmServiceInfo, ServiceSpec as SwarmSpec, Task as SwarmTask,
+};
+
+/// The Swarm service API of a manager, as the `swarm_*` steps use it. Errors are sentences
+/// naming the service.
+pub trait SwarmApi: Send + Sync {
+    /// `Ok(())` when the engine is an active Swarm manager, else why not (pre-flight).
+    fn check_manager(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// The service by name or ID; `None` when there is none.
+    fn inspect<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SwarmServiceInfo>, String>>;
+    /// Creates a service; returns its ID.
+    fn create(&self, spec: SwarmSpec) -> BoxFuture<'_, Result<String, String>>;
+    /// Sets a new spec on the service at `version` (Swarm's optimistic concurrency: an
+    /// outdated version is refused).
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        spec: SwarmSpec,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// `docker service rollback`: back to the service's previous spec.
+    fn rollback<'a>(&'a self, service: &'a SwarmServiceInfo) -> BoxFuture<'a, Result<(), String>>;
+    /// Removes a service; one that is gone already is fine.
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Every task of the service (Swarm keeps a few old ones per slot).
+    fn tasks<'a>(&'a self, service_id: &'a str) -> BoxFuture<'a, Result<Vec<SwarmTask>, String>>;
+    /// The image as the service should name it: by registry digest when it has one, else
+    /// by ID.
+    fn pinned_image<'a>(&'a self, reference: &'a str, image_id: &'a str) -> BoxFuture<'a, String>;
+    /// The last output of a task container's health check, when it ran on this engine.
+    fn health_output<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Option<String>>;
+}
+
+/// Runs a local command (preview checks, the command load balancer, nginx's check and
+/// reload). Output and exit status are the error when it fails.
+pub trait CommandRunner: Send + Sync {
+    /// Runs `argv` with `env` added to the environment, killed after `timeout`.
+    fn run<'a>(
+        &'a self,
+        argv: &'a [String],
+        env: &'a [(String, String)],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Wall-clock time, for the timestamps of the state and the journal and for the time a
+/// scale-down is due. Waiting is tokio's (`tokio::time`), which tests control with
+/// `start_paused`.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+
+    /// `now()` as RFC 3339 to the second, as the state and the journal write it.
+    fn rfc3339(&self) -> String {
+        humantime::format_rfc3339_seconds(self.now()).to_string()
+    }
+}

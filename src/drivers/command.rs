@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::ports::{BoxFuture, LoadBalancer, Member};
+use crate::ports::{BoxFuture, CommandRunner, LoadBalancer, Member};
 
 pub struct CommandLb {
     pub join: Vec<String>,
@@ -114,6 +114,21 @@ impl LoadBalancer for CommandLb {
         bound: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(self.drain(leaving, bound))
+    }
+}
+
+/// The real [`CommandRunner`]: processes on this machine, through [`run_with_env`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalCommands;
+
+impl CommandRunner for LocalCommands {
+    fn run<'a>(
+        &'a self,
+        argv: &'a [String],
+        env: &'a [(String, String)],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(run_with_env(argv, env, timeout))
     }
 }
 

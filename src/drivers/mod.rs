@@ -2,6 +2,7 @@
 //! balancers and the network) lives here, behind small functions and traits the core
 //! can be tested without.
 
+pub mod clock;
 pub mod command;
 pub mod docker;
 pub mod fs;

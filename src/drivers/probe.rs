@@ -8,32 +8,25 @@
 //! - warm-up: `concurrency` requests in flight; a success is a 2xx answered within
 //!   `max_latency`; `successes` CONSECUTIVE successes (in completion order) finish it; any
 //!   slow or failed answer resets the count; `deadline` bounds the whole step.
+//!
+//! The semantics ([`wait_healthy`], [`warm_up`]) run on any [`Prober`]; [`HttpProber`] is the
+//! real one. Time is tokio's, so that tests with a paused clock run them at once.
 
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::model::{HealthSpec, WarmupSpec};
+use crate::ports::{BoxFuture, Prober};
 
-/// One probe answer: the HTTP status (or the transport error) and how long it took.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeResult {
-    pub outcome: Result<u16, String>,
-    pub latency: Duration,
-}
+pub use crate::ports::ProbeResult;
 
-impl ProbeResult {
-    pub fn is_2xx(&self) -> bool {
-        matches!(self.outcome, Ok(s) if (200..300).contains(&s))
-    }
-
-    fn describe(&self) -> String {
-        match &self.outcome {
-            Ok(s) => format!("HTTP {s} in {} ms", self.latency.as_millis()),
-            Err(e) => format!("{e} after {} ms", self.latency.as_millis()),
-        }
+fn describe(r: &ProbeResult) -> String {
+    match &r.outcome {
+        Ok(s) => format!("HTTP {s} in {} ms", r.latency.as_millis()),
+        Err(e) => format!("{e} after {} ms", r.latency.as_millis()),
     }
 }
 
@@ -81,126 +74,152 @@ impl HttpProber {
         }
     }
 
-    /// Waits until the replica at `address` is healthy, or says why it is not.
-    /// `still_running` is asked between probes so that a crashed container fails fast.
+    /// [`wait_healthy`] with this prober.
     pub async fn wait_healthy<F, Fut>(
         &self,
         spec: &HealthSpec,
         address: &str,
-        mut still_running: F,
+        still_running: F,
     ) -> Result<HealthReport, HealthError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        let Some(path) = &spec.http else {
-            return Err(HealthError::Unsupported(
-                "only HTTP health checks are run by gantry itself".into(),
-            ));
-        };
-        let started = Instant::now();
-        let mut failures = 0;
-        let mut probes = 0;
-        loop {
-            if let Err(why) = still_running().await {
-                return Err(HealthError::Exited(why));
-            }
-            let r = self.get(address, path, spec.timeout.0).await;
-            probes += 1;
-            if r.is_2xx() {
-                return Ok(HealthReport {
-                    probes,
-                    elapsed: started.elapsed(),
-                });
-            }
-            if started.elapsed() >= spec.start_period.0 {
-                failures += 1;
-                if failures >= spec.retries {
-                    return Err(HealthError::Unhealthy {
-                        failures,
-                        last: r.describe(),
-                    });
-                }
-            }
-            tokio::time::sleep(spec.interval.0.saturating_sub(r.latency)).await;
-        }
+        wait_healthy(self, spec, address, still_running).await
     }
 
-    /// Runs the warm-up probe against `address`.
+    /// [`warm_up`] with this prober.
     pub async fn warm_up(
         &self,
         spec: &WarmupSpec,
         address: &str,
     ) -> Result<WarmupReport, WarmupError> {
-        let started = Instant::now();
-        let consecutive = Arc::new(AtomicU32::new(0));
-        let best = Arc::new(AtomicU32::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
-        let last_failure = Arc::new(Mutex::new(None::<String>));
-        let deadline = started + spec.deadline.0;
-        let mut workers = Vec::new();
-        for _ in 0..spec.concurrency.max(1) {
-            let (prober, consecutive, best, done, latencies, last_failure) = (
-                self.clone(),
-                consecutive.clone(),
-                best.clone(),
-                done.clone(),
-                latencies.clone(),
-                last_failure.clone(),
-            );
-            let (path, address, spec) = (spec.http.clone(), address.to_string(), spec.clone());
-            workers.push(tokio::spawn(async move {
-                while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    // Wait past max_latency (up to the deadline) so slow answers are seen as slow, not lost.
-                    let r = prober
-                        .get(
-                            &address,
-                            &path,
-                            remaining.min(spec.max_latency.0 * 10 + Duration::from_secs(1)),
-                        )
-                        .await;
-                    latencies.lock().await.push(r.latency);
-                    if r.is_2xx() && r.latency <= spec.max_latency.0 {
-                        let streak = consecutive.fetch_add(1, Ordering::SeqCst) + 1;
-                        best.fetch_max(streak, Ordering::SeqCst);
-                        if streak >= spec.successes {
-                            done.store(true, Ordering::SeqCst);
-                        }
-                    } else {
-                        consecutive.store(0, Ordering::SeqCst);
-                        *last_failure.lock().await = Some(r.describe());
-                        // A refused or non-2xx answer comes fast: do not hammer a cold replica.
-                        if !r.is_2xx() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            }));
-        }
-        for w in workers {
-            let _ = w.await;
-        }
-        let mut seen = latencies.lock().await.clone();
-        seen.sort();
-        let report = WarmupReport {
-            requests: seen.len(),
-            p50: percentile(&seen, 50),
-            p99: percentile(&seen, 99),
-            max: seen.last().copied().unwrap_or_default(),
-            elapsed: started.elapsed(),
-        };
-        if done.load(Ordering::SeqCst) {
-            Ok(report)
-        } else {
-            Err(WarmupError {
-                reached: best.load(Ordering::SeqCst),
-                last_failure: last_failure.lock().await.clone(),
-                report,
-            })
-        }
+        warm_up(self, spec, address).await
     }
+}
+
+impl Prober for HttpProber {
+    fn get<'a>(
+        &'a self,
+        address: &'a str,
+        path: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ProbeResult> {
+        Box::pin(HttpProber::get(self, address, path, timeout))
+    }
+}
+
+/// Waits until the replica at `address` is healthy, or says why it is not.
+/// `still_running` is asked between probes so that a crashed container fails fast.
+pub async fn wait_healthy<P, F, Fut>(
+    prober: &P,
+    spec: &HealthSpec,
+    address: &str,
+    mut still_running: F,
+) -> Result<HealthReport, HealthError>
+where
+    P: Prober + ?Sized,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let Some(path) = &spec.http else {
+        return Err(HealthError::Unsupported(
+            "only HTTP health checks are run by gantry itself".into(),
+        ));
+    };
+    let started = Instant::now();
+    let mut failures = 0;
+    let mut probes = 0;
+    loop {
+        if let Err(why) = still_running().await {
+            return Err(HealthError::Exited(why));
+        }
+        let r = prober.get(address, path, spec.timeout.0).await;
+        probes += 1;
+        if r.is_2xx() {
+            return Ok(HealthReport {
+                probes,
+                elapsed: started.elapsed(),
+            });
+        }
+        if started.elapsed() >= spec.start_period.0 {
+            failures += 1;
+            if failures >= spec.retries {
+                return Err(HealthError::Unhealthy {
+                    failures,
+                    last: describe(&r),
+                });
+            }
+        }
+        tokio::time::sleep(spec.interval.0.saturating_sub(r.latency)).await;
+    }
+}
+
+/// Runs the warm-up probe against `address`: `concurrency` workers, each one request at a
+/// time, polled together (the requests are in flight at once; the counting is shared).
+pub async fn warm_up<P: Prober + ?Sized>(
+    prober: &P,
+    spec: &WarmupSpec,
+    address: &str,
+) -> Result<WarmupReport, WarmupError> {
+    let started = Instant::now();
+    let consecutive = AtomicU32::new(0);
+    let best = AtomicU32::new(0);
+    let done = AtomicBool::new(false);
+    let latencies = Mutex::new(Vec::<Duration>::new());
+    let last_failure = Mutex::new(None::<String>);
+    let deadline = started + spec.deadline.0;
+    let worker = || async {
+        while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // Wait past max_latency (up to the deadline) so slow answers are seen as slow, not lost.
+            let r = prober
+                .get(
+                    address,
+                    &spec.http,
+                    remaining.min(spec.max_latency.0 * 10 + Duration::from_secs(1)),
+                )
+                .await;
+            lock(&latencies).push(r.latency);
+            if r.is_2xx() && r.latency <= spec.max_latency.0 {
+                let streak = consecutive.fetch_add(1, Ordering::SeqCst) + 1;
+                best.fetch_max(streak, Ordering::SeqCst);
+                if streak >= spec.successes {
+                    done.store(true, Ordering::SeqCst);
+                }
+            } else {
+                consecutive.store(0, Ordering::SeqCst);
+                *lock(&last_failure) = Some(describe(&r));
+                // A refused or non-2xx answer comes fast: do not hammer a cold replica.
+                if !r.is_2xx() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    futures_util::future::join_all((0..spec.concurrency.max(1)).map(|_| worker())).await;
+    let mut seen = lock(&latencies).clone();
+    seen.sort();
+    let report = WarmupReport {
+        requests: seen.len(),
+        p50: percentile(&seen, 50),
+        p99: percentile(&seen, 99),
+        max: seen.last().copied().unwrap_or_default(),
+        elapsed: started.elapsed(),
+    };
+    if done.load(Ordering::SeqCst) {
+        Ok(report)
+    } else {
+        Err(WarmupError {
+            reached: best.load(Ordering::SeqCst),
+            last_failure: lock(&last_failure).clone(),
+            report,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {

@@ -2,7 +2,9 @@
 //! and the old colour's scale-down after the switch (now, or kept for switch-back until a
 //! deadline that `gantry scale-down` honours).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::run::Run;
 use super::{StepError, service_spec};
@@ -40,12 +42,11 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
-                    match crate::drivers::command::run_with_env(
-                        command,
-                        &env,
-                        PREVIEW_CHECK_TIMEOUT,
-                    )
-                    .await
+                    match self
+                        .env
+                        .commands
+                        .run(command, &env, PREVIEW_CHECK_TIMEOUT)
+                        .await
                     {
                         Ok(()) => {
                             break Ok(Some(format!(
@@ -94,7 +95,8 @@ impl<R: ContainerRuntime> Run<'_, R> {
                         "old colour (revision {live}) down to {keep} running"
                     )));
                 }
-                let at = humantime::format_rfc3339_seconds(SystemTime::now() + delay.0).to_string();
+                let at =
+                    humantime::format_rfc3339_seconds(self.env.clock.now() + delay.0).to_string();
                 self.set_old_colour(
                     service,
                     Some(crate::state::OldColour {

@@ -1,10 +1,12 @@
-//! The apply executor: walks a [`Plan`] step by step against real ports (container runtime,
-//! HTTP prober), writes the state after every step, and on failure restores what it
-//! changed, in reverse order. It decides nothing the plan has not already decided.
+//! The apply executor: walks a [`Plan`] step by step against the ports of its [`RunEnv`]
+//! (container runtime, load balancers, prober, Swarm API, commands, clock), writes the state
+//! after every step, and on failure restores what it changed, in reverse order. It decides
+//! nothing the plan has not already decided.
 //!
 //! `run` schedules and records a run; the steps it dispatches live by concern in `replica`,
 //! `membership`, `blue_green` and `swarm`; `restore` undoes a run, `retention` tidies up
-//! after a successful one, and [`recover`] takes over a run that died.
+//! after a successful one, and [`recover`] takes over a run that died. `tests` drives it
+//! through the in-memory ports of `crate::testing` on a paused clock.
 
 mod blue_green;
 mod membership;
@@ -18,7 +20,6 @@ mod swarm;
 mod types;
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use crate::graph::ResourceKind;
 use crate::model::ServiceSpec;
@@ -28,10 +29,6 @@ use crate::state::journal::{Entry, Journal};
 use crate::state::{Outcome, RevisionRecord, State};
 use run::Run;
 pub use types::{ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StateSink, StepError, Target};
-
-fn now() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
 
 fn list(members: &[Member]) -> String {
     members
@@ -109,7 +106,7 @@ pub async fn apply<R: ContainerRuntime>(
     let run = Run::new(env, inputs, revision, state);
     run.st().history.push(RevisionRecord {
         revision,
-        started_at: now(),
+        started_at: env.clock.rfc3339(),
         finished_at: None,
         origin: inputs.origin.clone(),
         outcome: Outcome::InProgress,
@@ -146,7 +143,9 @@ pub async fn promote<R: ContainerRuntime>(
         record.finished_at = None;
     }
     let _ = run.save();
-    let _ = run.journal(Entry::Promoted { at: now() });
+    let _ = run.journal(Entry::Promoted {
+        at: env.clock.rfc3339(),
+    });
     Some(run.execute(plan, original, positions).await)
 }
 
@@ -155,3 +154,6 @@ pub fn spec_hash(spec: &ServiceSpec) -> String {
     let json = serde_json::to_vec(spec).unwrap_or_default();
     crate::drivers::fs::sha256_hex(&json)[..16].to_string()
 }
+
+#[cfg(test)]
+mod tests;

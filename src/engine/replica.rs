@@ -1,15 +1,17 @@
 //! Replica steps: a container started, started again, probed, warmed up, watched through a
 //! soak, stopped (kept for rollback), or adopted by a new revision without a restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::run::Run;
 use super::{StepError, Target, ids, service_spec, spec_hash};
-use crate::drivers::probe::HttpProber;
+use crate::drivers::probe;
 use crate::model::ServiceSpec;
 use crate::plan::steps::Generation;
 use crate::plan::{ResourceChange, Step, StepOp};
-use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, labels};
+use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, Prober, labels};
 use crate::state::journal::Undo;
 use crate::state::{Replica, ReplicaStatus};
 
@@ -75,7 +77,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
                         target.address,
                         replica.host_port.unwrap_or_default()
                     );
-                    match self.env.prober.warm_up(warmup, &address).await {
+                    match probe::warm_up(self.env.prober, warmup, &address).await {
                         Ok(report) => details.push(format!("#{index}: {report}")),
                         Err(e) => {
                             return Err(StepError::with_logs(
@@ -490,7 +492,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
         replica: &Replica,
     ) -> Result<String, StepError> {
         wait_healthy(
-            &self.env.prober,
+            self.env.prober,
             self.target(&Some(host.to_string()))
                 .map_err(StepError::new)?,
             spec,
@@ -565,7 +567,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
 /// Health of one replica: the HTTP probe when configured, else "still running after a
 /// moment" (a container that crashes at start is caught either way).
 pub(super) async fn wait_healthy<R: ContainerRuntime>(
-    prober: &HttpProber,
+    prober: &dyn Prober,
     target: &Target<R>,
     spec: &ServiceSpec,
     replica: &Replica,
@@ -597,8 +599,7 @@ pub(super) async fn wait_healthy<R: ContainerRuntime>(
                 target.address,
                 replica.host_port.unwrap_or_default()
             );
-            prober
-                .wait_healthy(h, &address, still_running)
+            probe::wait_healthy(prober, h, &address, still_running)
                 .await
                 .map(|r| {
                     format!(

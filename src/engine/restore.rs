@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use super::now;
+use tokio::time::Instant;
+
 use super::replica::wait_healthy;
 use super::report::Event;
 use super::run::Run;
@@ -18,7 +18,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
     /// Undoes this run and puts `original` back as the state (with the ports restarted
     /// containers were given, and the history as it is now).
     pub(super) async fn restore_to(&self, original: State) -> Result<(), String> {
-        let _ = self.journal(Entry::Restoring { at: now() });
+        let _ = self.journal(Entry::Restoring { at: self.now() });
         let moved = self.restore().await?;
         let mut current = self.st();
         let mut state = original;
@@ -132,7 +132,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
                         host_port: new_port,
                         status: ReplicaStatus::Running,
                     };
-                    match wait_healthy(&self.env.prober, t, &spec, &replica).await {
+                    match wait_healthy(self.env.prober, t, &spec, &replica).await {
                         Ok(_) => self.env.reporter.event(Event::Note {
                             message: format!(
                                 "restored {} in {:.1}s",

@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use super::membership::Leaving;
 use super::report::Event;
 use super::{
-    ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StepError, Target, now, service_spec, swarm,
+    ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StepError, Target, service_spec, swarm,
 };
 use crate::model::{OnFailure, ServiceSpec};
 use crate::plan::{Action, Plan, ResourceChange, Step, StepOp};
@@ -112,7 +113,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             None if !held.is_empty() && !stopped_early => {
                 // Held at the preview: the journal keeps the run open for `gantry promote`.
                 let _ = self.journal(Entry::Held {
-                    at: now(),
+                    at: self.now(),
                     plan: Box::new(plan.clone()),
                     positions: held,
                     image_ids: self.inputs.image_ids.clone(),
@@ -132,7 +133,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             None if stopped_early => {
                 // Interrupted between steps: everything done so far is recorded; the journal stays
                 // open so that `--resume` or `--undo` can take it from here.
-                let _ = self.journal(Entry::Interrupted { at: now() });
+                let _ = self.journal(Entry::Interrupted { at: self.now() });
                 let _ = self.save();
                 let after = self.last_finished();
                 (ApplyOutcome::Interrupted { after }, self.into_state())
@@ -210,6 +211,11 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             last_finished: Mutex::new(None),
             recovering: AtomicBool::new(false),
         }
+    }
+
+    /// The time for the state and the journal, from the run's clock.
+    pub(super) fn now(&self) -> String {
+        self.env.clock.rfc3339()
     }
 
     /// Journals an entry; a failure is reported here and returned.
@@ -306,12 +312,15 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             .find(|r| r.revision == self.revision)
         {
             last.outcome = outcome;
-            last.finished_at = Some(now());
+            last.finished_at = Some(self.now());
             last.services = services;
             last.failure = failure;
         }
         let _ = self.save();
-        let _ = self.journal(Entry::End { outcome, at: now() });
+        let _ = self.journal(Entry::End {
+            outcome,
+            at: self.now(),
+        });
     }
 
     pub(super) fn target(&self, host: &Option<String>) -> Result<&Target<R>, String> {
@@ -427,7 +436,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             resource: change.address.to_string(),
             step: description.clone(),
             host: step.host.clone(),
-            at: now(),
+            at: self.now(),
         }) {
             Ok(()) => self.step(&name, change, step).await,
             Err(e) => Err(StepError::new(format!(
@@ -442,13 +451,13 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             Ok(_) => self.journal(Entry::StepFinished {
                 resource: change.address.to_string(),
                 step: description.clone(),
-                at: now(),
+                at: self.now(),
             }),
             Err(e) => self.journal(Entry::StepFailed {
                 resource: change.address.to_string(),
                 step: description.clone(),
                 reason: e.reason.clone(),
-                at: now(),
+                at: self.now(),
             }),
         };
         let result = match (result, journaled) {

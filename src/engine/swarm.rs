@@ -8,13 +8,16 @@
 //! Every update is journalled first with its undo, so that a failure later in the run (or a
 //! crash) puts the previous spec back through Swarm's own rollback.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::report::Event;
 use super::{Run, StepError};
-use crate::drivers::swarm::{self as driver, Progress, SwarmManager};
+use crate::drivers::probe;
+use crate::drivers::swarm::{self as driver, Progress};
 use crate::plan::{ResourceChange, Spec, Step, StepOp};
-use crate::ports::{ContainerRuntime, Member, labels};
+use crate::ports::{ContainerRuntime, Member, SwarmApi, labels};
 use crate::state::SwarmService;
 use crate::state::journal::Undo;
 
@@ -33,11 +36,11 @@ pub fn service_name(project: &str, service: &str) -> String {
 fn manager<'r, R: ContainerRuntime>(
     run: &'r Run<'_, R>,
     host: &str,
-) -> Result<(&'r super::Target<R>, &'r SwarmManager), String> {
+) -> Result<(&'r super::Target<R>, &'r dyn SwarmApi), String> {
     let target = run.target(&Some(host.to_string()))?;
     let manager = target
         .swarm
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| format!("host `{host}` has no Swarm connection"))?;
     Ok((target, manager))
 }
@@ -246,7 +249,7 @@ async fn update<R: ContainerRuntime>(
 /// check), and the last log lines of the newest one.
 async fn explain<R: ContainerRuntime>(
     target: &super::Target<R>,
-    manager: &SwarmManager,
+    manager: &dyn SwarmApi,
     mut reason: String,
     tasks: &[bollard::models::Task],
     template: &str,
@@ -289,9 +292,7 @@ async fn warm_up<R: ContainerRuntime>(
         return Ok(None);
     };
     let address = member(run, service, host).map_err(StepError::new)?.address;
-    run.env
-        .prober
-        .warm_up(warmup, &address)
+    probe::warm_up(run.env.prober, warmup, &address)
         .await
         .map(|report| Some(format!("{address}: {report}")))
         .map_err(|e| StepError::new(format!("{address}: {e}")))
@@ -368,7 +369,7 @@ pub(super) async fn undo<R: ContainerRuntime>(run: &Run<'_, R>, undo: &Undo) -> 
 /// Waits until a rollback of `name` is over. `new`: the rollback is one gantry asked for, so
 /// only an update status newer than `before` counts.
 async fn wait_rollback(
-    manager: &SwarmManager,
+    manager: &dyn SwarmApi,
     name: &str,
     before: Option<String>,
     new: bool,

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 use super::report::Reporter;
-use crate::drivers::probe::HttpProber;
 use crate::plan::StepOp;
-use crate::ports::LoadBalancer;
+use crate::ports::{Clock, CommandRunner, LoadBalancer, Prober, SwarmApi};
 use crate::state::journal::Entry;
 use crate::state::{Origin, State};
 
@@ -16,7 +15,7 @@ pub struct Target<R> {
     pub runtime: R,
     pub address: String,
     /// The same engine's Swarm service API (services with `runtime = "swarm"`).
-    pub swarm: Option<crate::drivers::swarm::SwarmManager>,
+    pub swarm: Option<Box<dyn SwarmApi>>,
 }
 
 /// Where the executor saves the state after every step, and journals every change before
@@ -27,12 +26,20 @@ pub trait StateSink: Send + Sync {
     fn journal(&self, entry: &Entry) -> Result<(), String>;
 }
 
-/// The run's environment: engines, prober, reporter, sink and load-balancer drivers. Built
-/// once per command session; an apply, a promote and a recovery all run in it.
+/// The run's environment: engines, prober, commands, clock, reporter, sink and load-balancer
+/// drivers, every one a port (`crate::ports`), so that unit tests run the executor on the
+/// fakes of `crate::testing`. Built once per command session; an apply, a promote and a
+/// recovery all run in it.
 pub struct RunEnv<'a, R> {
     pub project: &'a str,
     pub hosts: &'a BTreeMap<String, Target<R>>,
-    pub prober: HttpProber,
+    /// Health and warm-up probes (`drivers::probe::HttpProber`).
+    pub prober: &'a dyn Prober,
+    /// Preview checks (`drivers::command::LocalCommands`).
+    pub commands: &'a dyn CommandRunner,
+    /// Timestamps of the state and the journal, and when a scale-down is due
+    /// (`drivers::clock::SystemClock`). Waiting is on tokio's clock.
+    pub clock: &'a dyn Clock,
     pub reporter: &'a dyn Reporter,
     pub sink: &'a dyn StateSink,
     /// A driver per load balancer gantry can drive.

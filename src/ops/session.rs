@@ -15,6 +15,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use super::{Common, Error, emit};
+use crate::drivers::clock::SystemClock;
+use crate::drivers::command::LocalCommands;
 use crate::drivers::docker::DockerRuntime;
 use crate::drivers::fs::{LockError, StateDir, StateLock, hostname, process_alive};
 use crate::drivers::journal::JournalFile;
@@ -189,6 +191,7 @@ impl<'c> Session<'c> {
                 journal,
             },
             reporter: reporter(progress),
+            prober: HttpProber::new(),
             interrupt,
             watcher,
             _lock: lock,
@@ -205,6 +208,7 @@ pub struct Run {
     lbs: Lbs,
     sink: FileSink,
     reporter: Box<dyn Reporter>,
+    prober: HttpProber,
     interrupt: Arc<AtomicBool>,
     watcher: tokio::task::JoinHandle<()>,
     _lock: StateLock,
@@ -216,7 +220,9 @@ impl Run {
         RunEnv {
             project: &self.project,
             hosts: &self.hosts,
-            prober: HttpProber::new(),
+            prober: &self.prober,
+            commands: &LocalCommands,
+            clock: &SystemClock,
             reporter: self.reporter.as_ref(),
             sink: &self.sink,
             lbs: &self.lbs,
@@ -322,7 +328,7 @@ pub async fn connect(model: &Model) -> Result<Hosts, Error> {
             Target {
                 runtime: rt,
                 address: h.address.clone(),
-                swarm: Some(swarm),
+                swarm: Some(Box::new(swarm)),
             },
         );
     }

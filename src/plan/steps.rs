@@ -592,3 +592,6 @@ pub(super) fn destroy(spec: &ServiceSpec, leave: &[String]) -> Vec<Step> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! Docker Swarm through bollard's service API: the real adapter behind the `swarm_*` steps.
+//!
+//! Two halves. The pure half maps a gantry service to a Swarm `ServiceSpec` ([`service_spec`],
+//! in `spec`) and reads what the manager reports into a [`Progress`] ([`progress()`], in
+//! `progress`); both are unit tested in their files. The I/O half, here, is [`SwarmManager`],
+//! the real [`SwarmApi`]: a thin wrapper over the engine calls, exercised against a real
+//! swarm-mode engine by `tests/swarm.rs` and the Swarm conformance suite.
+//!
+//! How convergence is told apart from "not started yet": every task template carries the
+//! label [`TEMPLATE_LABEL`], a digest of the template itself. The service has converged
+//! when exactly `replicas` tasks are meant to run, all run, and all carry the digest of the
+//! spec gantry set; an update that Swarm paused or rolled back is read from `UpdateStatus`,
+//! and only an `UpdateStatus` that started after gantry's call counts (a previous update's
+//! status stays on the service).
+
+mod progress;
+mod spec;
+
+pub use progress::{Progress, failed_tasks, progress, update_started, update_state};
+pub use spec::{ServiceInput, TEMPLATE_LABEL, service_spec, template_of};
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::models::{Service, ServiceSpec, Task};
+use bollard::query_parameters::{
+    InspectContainerOptions, InspectServiceOptions, ListTasksOptions, UpdateServiceOptions,
+};
+
+use crate::ports::{BoxFuture, SwarmApi};
+
+/// The manager's engine, through bollard.
+pub struct SwarmManager {
+    docker: Docker,
+}
+
+impl SwarmManager {
+    /// From a connected engine client (the host's, with its TLS settings).
+    pub fn new(docker: Docker) -> Self {
+        SwarmManager { docker }
+    }
+
+    /// `Ok(())` when the engine is an active Swarm manager.
+    pub async fn check_manager(&self) -> Result<(), String> {
+        let info = self.docker.info().await.map_err(|e| e.to_string())?;
+        let swarm = info.swarm.unwrap_or_default();
+        if swarm.control_available == Some(true) {
+            return Ok(());
+        }
+        let state = swarm
+            .local_node_state
+            .map(|s| format!("{s:?}").to_lowercase())
+            .unwrap_or_else(|| "unknown".into());
+        Err(format!(
+            "its engine is not a Swarm manager (swarm: {state}); run `docker swarm init` there, or name a manager in `hosts`"
+        ))
+    }
+
+    pub async fn inspect(&self, name: &str) -> Result<Option<Service>, String> {
+        match self
+            .docker
+            .inspect_service(name, None::<InspectServiceOptions>)
+            .await
+        {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(format!("inspect Swarm service {name}: {e}")),
+        }
+    }
+
+    /// Creates a service; returns its ID.
+    pub async fn create(&self, spec: ServiceSpec) -> Result<String, String> {
+        let name = spec.name.clone().unwrap_or_default();
+        self.docker
+            .create_service(spec, None)
+            .await
+            .map_err(|e| format!("create Swarm service {name}: {e}"))?
+            .id
+            .ok_or_else(|| format!("create Swarm service {name}: the engine gave no ID"))
+    }
+
+    /// Sets a new spec on the service at `version` (Swarm's optimistic concurrency).
+    pub async fn update(&self, id: &str, version: u64, spec: ServiceSpec) -> Result<(), String> {
+        self.update_with(id, version, spec, None).await
+    }
+
+    /// `docker service rollback`: back to the service's previous spec.
+    pub async fn rollback(&self, service: &Service) -> Result<(), String> {
+        let id = service.id.clone().unwrap_or_default();
+        let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+        let spec = service.spec.clone().unwrap_or_default();
+        self.update_with(&id, version, spec, Some("previous".into()))
+            .await
+    }
+
+    async fn update_with(
+        &self,
+        id: &str,
+        version: u64,
+        spec: ServiceSpec,
+        rollback: Option<String>,
+    ) -> Result<(), String> {
+        let options = UpdateServiceOptions {
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+            rollback,
+            ..Default::default()
+        };
+        self.docker
+            .update_service(id, spec, options, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("update Swarm service {id}: {e}"))
+    }
+
+    /// Removes a service (gone already is fine).
+    pub async fn remove(&self, name: &str) -> Result<(), String> {
+        match self.docker.delete_service(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(format!("remove Swarm service {name}: {e}")),
+        }
+    }
+
+    /// Every task of the service (Swarm keeps a few old ones per slot).
+    pub async fn tasks(&self, service_id: &str) -> Result<Vec<Task>, String> {
+        let options = ListTasksOptions {
+            filters: Some(HashMap::from([(
+                "service".to_string(),
+                vec![service_id.to_string()],
+            )])),
+        };
+        self.docker
+            .list_tasks(Some(options))
+            .await
+            .map_err(|e| format!("list the tasks of Swarm service {service_id}: {e}"))
+    }
+
+    /// The image as the service should name it: by registry digest (`repo@sha256:...`) when
+    /// the image came from a registry, so that every node can pull exactly it; else by image
+    /// ID, which only nodes that already hold the image can run.
+    pub async fn pinned_image(&self, reference: &str, image_id: &str) -> String {
+        let repository = repository_of(reference);
+        match self.docker.inspect_image(image_id).await {
+            Ok(i) => i
+                .repo_digests
+                .unwrap_or_default()
+                .into_iter()
+                .find(|d| d.split('@').next() == Some(repository))
+                .unwrap_or_else(|| image_id.to_string()),
+            Err(_) => image_id.to_string(),
+        }
+    }
+
+    /// The last output of a task container's health check, when it ran on this engine.
+    pub async fn health_output(&self, container: &str) -> Option<String> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let last = c.state?.health?.log?.pop()?;
+        let output = last.output.unwrap_or_default();
+        Some(format!(
+            "last health check: exit code {}{}",
+            last.exit_code.unwrap_or(-1),
+            if output.trim().is_empty() {
+                String::new()
+            } else {
+                format!(", {}", output.trim())
+            }
+        ))
+    }
+}
+
+/// `registry.example/app` of `registry.example/app:tag` (a port is not a tag).
+fn repository_of(reference: &str) -> &str {
+    let without_digest = reference.split('@').next().unwrap_or(reference);
+    match without_digest.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => without_digest,
+    }
+}
+
+/// The published port of `target` (the container port), once Swarm has assigned it.
+pub fn published_port(service: &Service, target: u16) -> Option<u16> {
+    service
+        .endpoint
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .iter()
+        .find(|p| p.target_port == Some(i64::from(target)))
+        .and_then(|p| p.published_port)
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// The value of a gantry label of the service's spec.
+pub fn label<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
+    service
+        .spec
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Labels of the spec as a sorted map (for messages and tests).
+pub fn service_labels(spec: &ServiceSpec) -> BTreeMap<String, String> {
+    spec.labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+impl SwarmApi for SwarmManager {
+    fn check_manager(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(SwarmManager::check_manager(self))
+    }
+
+    fn inspect<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Service>, String>> {
+        Box::pin(SwarmManager::inspect(self, name))
+    }
+
+    fn create(&self, spec: ServiceSpec) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(SwarmManager::create(self, spec))
+    }
+
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        spec: ServiceSpec,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(SwarmManager::update(self, id, version, spec))
+    }
+
+    fn rollback<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(SwarmManager::rollback(self, service))
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(SwarmManager::remove(self, name))
+    }
+
+    fn tasks<'a>(&'a self, service_id: &'a str) -> BoxFuture<'a, Result<Vec<Task>, String>> {
+        Box::pin(SwarmManager::tasks(self, service_id))
+    }
+
+    fn pinned_image<'a>(&'a self, reference: &'a str, image_id: &'a str) -> BoxFuture<'a, String> {
+        Box::pin(SwarmManager::pinned_image(self, reference, image_id))
+    }
+
+    fn health_output<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(SwarmManager::health_output(self, container))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_of_references() {
+        assert_eq!(repository_of("app:v1"), "app");
+        assert_eq!(
+            repository_of("registry.example:5000/app:v1"),
+            "registry.example:5000/app"
+        );
+        assert_eq!(
+            repository_of("registry.example:5000/app"),
+            "registry.example:5000/app"
+        );
+        assert_eq!(repository_of("app@sha256:abc"), "app");
+    }
+}

@@ -1,0 +1,213 @@
+//! Each conformance suite against its fake, and what the fakes add for tests (faults,
+//! records).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::conformance;
+use super::*;
+use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, Member};
+
+#[tokio::test(start_paused = true)]
+async fn the_fake_runtime_conforms() {
+    let rt = FakeRuntime::new();
+    rt.add_image("testapp:v1");
+    rt.add_image("spare:v1");
+    let f = conformance::runtime::RuntimeFixture {
+        image: "testapp:v1",
+        port: 8080,
+        labels: BTreeMap::from([("run".to_string(), "unit".to_string())]),
+        prefix: "conf",
+        free_port: 18080,
+        host_ip: "127.0.0.1",
+        missing_image: "nowhere:v0",
+        spare_image: Some("spare:v1"),
+    };
+    conformance::runtime::runtime(&rt, &f).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fake_lb_conforms() {
+    let lb = FakeLb::new();
+    let observer = lb.clone();
+    conformance::lb::load_balancer(&lb, "10.0.0.1:1", "10.0.0.2:2", || {
+        let o = observer.clone();
+        async move { o.in_rotation() }
+    })
+    .await;
+    assert_eq!(lb.sets().len(), 4, "one record per change");
+    assert!(lb.leaving().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fake_prober_conforms() {
+    let p = FakeProber::new();
+    let f = conformance::prober::script_fake(&p);
+    conformance::prober::prober(&p, &f).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fake_swarm_conforms() {
+    let s = FakeSwarm::new();
+    let f = conformance::swarm::SwarmFixture {
+        image: "testapp:v1",
+        name: "conformance_web",
+        labels: BTreeMap::from([("run".to_string(), "unit".to_string())]),
+        port: Some(8080),
+        within: Duration::from_secs(5),
+    };
+    conformance::swarm::swarm_api(&s, &f).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fake_command_runner_conforms() {
+    let c = FakeCommands::new();
+    conformance::commands::script_fake(&c);
+    conformance::commands::command_runner(&c).await;
+    assert_eq!(c.calls()[0].argv, ["sh", "-c", "exit 0"]);
+}
+
+#[test]
+fn the_fake_clock_conforms() {
+    let c = FakeClock::default();
+    conformance::clock::clock(&c);
+    c.advance(Duration::from_secs(90));
+    assert_eq!(crate::ports::Clock::rfc3339(&c), "2026-01-01T00:01:30Z");
+}
+
+#[test]
+fn the_memory_sink_conforms() {
+    let s = MemorySink::new();
+    conformance::state::state_store(&s, &[]);
+    assert_eq!(s.saves().len(), 2);
+}
+
+fn spec(name: &str, host_port: Option<u16>) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: "app:v1".into(),
+        command: None,
+        env: Vec::new(),
+        labels: BTreeMap::new(),
+        port: Some(8080),
+        host_port,
+        host_ip: "127.0.0.1".into(),
+        memory_bytes: None,
+        cpus: None,
+        log_max_size: None,
+        log_max_files: None,
+        stop_grace: Duration::from_secs(1),
+    }
+}
+
+#[tokio::test]
+async fn an_engine_chosen_port_is_chosen_again_at_every_start() {
+    let rt = FakeRuntime::new();
+    rt.add_image("app:v1");
+    let id = rt.create(&spec("a", None)).await.unwrap();
+    rt.start(&id).await.unwrap();
+    let first = rt.inspect(&id).await.unwrap().unwrap().host_port;
+    rt.stop(&id, Duration::ZERO).await.unwrap();
+    assert_eq!(rt.inspect(&id).await.unwrap().unwrap().host_port, None);
+    rt.start(&id).await.unwrap();
+    let second = rt.inspect(&id).await.unwrap().unwrap().host_port;
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn scripted_faults_strike_the_containers_they_name() {
+    let rt = FakeRuntime::new();
+    rt.add_image("app:v1");
+    rt.fail_once(FakeOp::Start, "web-2", "no space left on device");
+    rt.exit_at_start("worker", 3);
+    rt.ignore_sigterm("slow");
+    let a = rt.create(&spec("p-web-2-1", None)).await.unwrap();
+    let e = rt.start(&a).await.unwrap_err();
+    assert!(e.to_string().contains("no space left"), "{e}");
+    rt.start(&a).await.expect("once only");
+    let w = rt.create(&spec("p-worker-2-1", None)).await.unwrap();
+    rt.start(&w).await.unwrap();
+    assert_eq!(
+        rt.inspect(&w).await.unwrap().unwrap().state,
+        ContainerState::Exited(3)
+    );
+    let s = rt.create(&spec("p-slow-2-1", None)).await.unwrap();
+    rt.start(&s).await.unwrap();
+    rt.stop(&s, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        rt.inspect(&s).await.unwrap().unwrap().state,
+        ContainerState::Exited(137)
+    );
+    let b = rt.create(&spec("p-web-3-1", Some(18080))).await.unwrap();
+    let c = rt.create(&spec("p-web-3-2", Some(18080))).await.unwrap();
+    rt.start(&b).await.unwrap();
+    assert!(
+        rt.start(&c)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("already allocated")
+    );
+}
+
+#[tokio::test]
+async fn the_fake_lb_can_refuse_a_change_and_keeps_its_members() {
+    let lb = FakeLb::new();
+    let m = |a: &str| Member {
+        address: a.into(),
+        service: "web".into(),
+        replica: 1,
+        host: String::new(),
+    };
+    lb.set_members(&[], &[m("a:1")]).await.unwrap();
+    lb.fail_set_after(0);
+    assert!(lb.set_members(&[m("a:1")], &[m("b:1")]).await.is_err());
+    assert_eq!(lb.in_rotation(), ["a:1"]);
+    lb.set_members(&[m("a:1")], &[m("b:1")]).await.unwrap();
+    assert_eq!(lb.leaving(), ["a:1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scripted_swarm_update_rolls_back_with_failed_tasks() {
+    let s = FakeSwarm::new();
+    let api: &dyn crate::ports::SwarmApi = &s;
+    let spec = |env: &str| bollard::models::ServiceSpec {
+        name: Some("p_web".into()),
+        task_template: Some(bollard::models::TaskSpec {
+            container_spec: Some(bollard::models::TaskSpecContainerSpec {
+                env: Some(vec![env.to_string()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = api.create(spec("A=1")).await.unwrap();
+    s.on_update("p_web", FakeUpdate::RollsBack);
+    api.update(&id, 1, spec("A=2")).await.unwrap();
+    let svc = api.inspect("p_web").await.unwrap().unwrap();
+    assert_eq!(
+        crate::drivers::swarm::update_state(&svc),
+        Some("rollback_completed")
+    );
+    let env = |svc: &bollard::models::Service| {
+        svc.spec
+            .as_ref()
+            .unwrap()
+            .task_template
+            .as_ref()
+            .unwrap()
+            .container_spec
+            .as_ref()
+            .unwrap()
+            .env
+            .clone()
+    };
+    assert_eq!(env(&svc), Some(vec!["A=1".to_string()]));
+    let tasks = api.tasks(&id).await.unwrap();
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.status.as_ref().unwrap().err.is_some())
+    );
+}
