@@ -13,6 +13,7 @@ mod support;
 mod apply_docker;
 mod blue_green;
 mod cli;
+mod conformance;
 mod crash_safety;
 mod docs;
 mod examples;

@@ -4,7 +4,7 @@
 //! `CI=true`), as in the other integration tests. Everything a test creates carries the test
 //! run's label and is removed when it ends, pass or fail.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
