@@ -3,15 +3,23 @@
 //! The layers, and the only direction the arrows go:
 //!
 //! ```text
-//! cli      clap commands and exit codes (src/cli)          ──┐
-//! ops      one file per verb: validate, plan, graph ...    ──┤ I/O lives here and below it in drivers
-//! render   text / markdown / json views of a Plan          ──┘
-//! plan     pure diff(model, state) -> Plan                  ─┐
-//! state    state file format (lineage, serial, replicas)     │ the core: no I/O, no clock,
+//! cli      clap commands, usage errors (src/cli)            ──┐
+//! ops      one file per verb; session, execute, preflight,   │ I/O lives here and below it
+//!          outcome (typed outcomes, exit_status)              │ in drivers
+//! engine   the executor: runs a Plan through the ports       │
+//! drivers  real adapters of the ports (bollard, nginx ...)  ──┘
+//! ports    the traits the engine needs                       ── testing: fakes + conformance
+//! render   text / markdown / json views of a Plan           ─┐
+//! plan     pure diff(model, state) -> Plan                   │
+//! state    state file format (lineage, serial, Origin)       │ the core: no I/O, no clock,
 //! graph    petgraph DAG, waves, cycles                       │ deterministic
-//! model    validated domain types, validation               │
-//! config   Toml* serde types, span-keeping parser          ─┘
+//! model    validated domain types, validation                │
+//! config   Toml* serde types, span-keeping parser           ─┘
 //! ```
+//!
+//! Arrows point down: `cli -> ops -> {render, engine, drivers}`, `engine -> {plan, state,
+//! ports}`, `drivers -> ports`, `plan -> {model, graph, state}`. docs/architecture.md says
+//! where each kind of change lands.
 //!
 //! The core never touches the file system, the network or the clock: what it needs to know
 //! about the world comes in as arguments (`model::FileFacts`, a parsed state file).
