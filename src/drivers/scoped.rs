@@ -80,8 +80,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_the_members_of_its_hosts_reach_the_driver() {
+    #[tokio::test]
+    async fn only_the_members_of_its_hosts_reach_the_driver() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let lb = HostScoped {
             inner: Box::new(Recorder(seen.clone())),
@@ -93,21 +93,16 @@ mod tests {
             replica: 1,
             host: host.into(),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            lb.set_members(&[], &[m("10.0.0.1:1", "a"), m("10.0.0.2:1", "b")])
-                .await
-                .unwrap();
-            // A change on host b only: nothing to do for this load balancer.
-            lb.set_members(
-                &[m("10.0.0.1:1", "a"), m("10.0.0.2:1", "b")],
-                &[m("10.0.0.1:1", "a"), m("10.0.0.2:2", "b")],
-            )
+        lb.set_members(&[], &[m("10.0.0.1:1", "a"), m("10.0.0.2:1", "b")])
             .await
             .unwrap();
-        });
+        // A change on host b only: nothing to do for this load balancer.
+        lb.set_members(
+            &[m("10.0.0.1:1", "a"), m("10.0.0.2:1", "b")],
+            &[m("10.0.0.1:1", "a"), m("10.0.0.2:2", "b")],
+        )
+        .await
+        .unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![vec!["10.0.0.1:1".to_string()]]);
     }
 }
