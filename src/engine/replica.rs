@@ -31,32 +31,62 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 let spec = after
                     .ok_or_else(|| StepError::new("start without a desired spec"))?
                     .clone();
-                for &index in replicas {
-                    self.start_replica(service, &host, &spec, index).await?;
+                // Ports are chosen before any container exists, so that replicas started
+                // side by side never pick the same one.
+                let target = self.target(&step.host).map_err(StepError::new)?;
+                let mut ports: Vec<Option<u16>> = Vec::new();
+                for _ in replicas {
+                    let port = match spec.host_ports {
+                        None => None,
+                        Some(range) => {
+                            let taken: Vec<u16> = ports.iter().flatten().copied().collect();
+                            Some(self.free_port(service, range, &target.address, &taken)?)
+                        }
+                    };
+                    ports.push(port);
                 }
+                let spec = &spec;
+                let host = &host;
+                every_replica(
+                    replicas,
+                    Settle::All,
+                    replicas.iter().zip(ports).map(|(&index, port)| async move {
+                        self.start_replica(service, host, spec, index, port).await
+                    }),
+                )
+                .await?;
                 Ok(None)
             }
             StepOp::Restart { replicas, revision } => {
                 let grace = after.map_or(Duration::from_secs(10), |s| s.stop_grace_period.0);
-                for &index in replicas {
-                    self.restart_replica(service, &host, index, *revision, grace)
-                        .await?;
-                }
+                let host = &host;
+                every_replica(
+                    replicas,
+                    Settle::All,
+                    replicas.iter().map(|&index| async move {
+                        self.restart_replica(service, host, index, *revision, grace)
+                            .await
+                    }),
+                )
+                .await?;
                 Ok(Some("no image pull, no create".into()))
             }
             StepOp::WaitHealthy { replicas } => {
                 let spec = after
                     .ok_or_else(|| StepError::new("health without a desired spec"))?
                     .clone();
-                let mut details = Vec::new();
-                for &index in replicas {
-                    let replica = self
-                        .replica(service, &host, index, Generation::New)
-                        .ok_or_else(|| {
-                            StepError::new(format!("replica #{index} was not started"))
-                        })?;
-                    details.push(self.wait_healthy(&host, &spec, &replica).await?);
-                }
+                let (spec, host) = (&spec, &host);
+                let details = every_replica(
+                    replicas,
+                    Settle::FirstFailure,
+                    replicas.iter().map(|&index| async move {
+                        let replica = self
+                            .replica(service, host, index, Generation::New)
+                            .ok_or_else(|| StepError::new("it was not started"))?;
+                        self.wait_healthy(host, spec, &replica).await
+                    }),
+                )
+                .await?;
                 Ok(Some(details.join("; ")))
             }
             StepOp::Warmup { replicas } => {
@@ -65,28 +95,29 @@ impl<R: ContainerRuntime> Run<'_, R> {
                     return Ok(None);
                 };
                 let target = self.target(&step.host).map_err(StepError::new)?;
-                let mut details = Vec::new();
-                for &index in replicas {
-                    let replica = self
-                        .replica(service, &host, index, Generation::New)
-                        .ok_or_else(|| {
-                            StepError::new(format!("replica #{index} was not started"))
-                        })?;
-                    let address = format!(
-                        "{}:{}",
-                        target.address,
-                        replica.host_port.unwrap_or_default()
-                    );
-                    match probe::warm_up(self.env.prober, warmup, &address).await {
-                        Ok(report) => details.push(format!("#{index}: {report}")),
-                        Err(e) => {
-                            return Err(StepError::with_logs(
-                                format!("#{index}: {e}"),
-                                self.logs(&host, &replica.container_id).await,
-                            ));
+                let host = &host;
+                let details = every_replica(
+                    replicas,
+                    Settle::FirstFailure,
+                    replicas.iter().map(|&index| async move {
+                        let replica = self
+                            .replica(service, host, index, Generation::New)
+                            .ok_or_else(|| StepError::new("it was not started"))?;
+                        let address = format!(
+                            "{}:{}",
+                            target.address,
+                            replica.host_port.unwrap_or_default()
+                        );
+                        match probe::warm_up(self.env.prober, warmup, &address).await {
+                            Ok(report) => Ok(format!("#{index}: {report}")),
+                            Err(e) => Err(StepError::with_logs(
+                                e.to_string(),
+                                self.logs(host, &replica.container_id).await,
+                            )),
                         }
-                    }
-                }
+                    }),
+                )
+                .await?;
                 Ok(Some(details.join("; ")))
             }
             StepOp::Stop {
@@ -237,15 +268,12 @@ impl<R: ContainerRuntime> Run<'_, R> {
         host: &str,
         spec: &ServiceSpec,
         index: u32,
+        host_port: Option<u16>,
     ) -> Result<(), StepError> {
         let name = format!("{}-{service}-{}-{index}", self.env.project, self.revision);
         let target = self
             .target(&Some(host.to_string()))
             .map_err(StepError::new)?;
-        let host_port = match spec.host_ports {
-            None => None,
-            Some(range) => Some(self.free_port(service, range, &target.address)?),
-        };
         let mut container_labels = spec.labels.clone();
         container_labels.insert(labels::PROJECT.into(), self.env.project.into());
         container_labels.insert(labels::SERVICE.into(), service.into());
@@ -405,20 +433,22 @@ impl<R: ContainerRuntime> Run<'_, R> {
         Ok(())
     }
 
-    /// The lowest port of `range` that no replica of this service uses (running or kept)
-    /// and that can be bound now.
+    /// The lowest port of `range` that no replica of this service uses (running or kept),
+    /// that is not `taken` by a sibling about to start, and that can be bound now.
     pub(super) fn free_port(
         &self,
         service: &str,
         range: crate::model::PortRange,
         address: &str,
+        taken: &[u16],
     ) -> Result<u16, StepError> {
-        let used: Vec<u16> = self
+        let mut used: Vec<u16> = self
             .st()
             .services
             .get(service)
             .map(|s| s.replicas.iter().filter_map(|r| r.host_port).collect())
             .unwrap_or_default();
+        used.extend_from_slice(taken);
         (range.start..=range.end)
             .find(|p| {
                 let local = address
@@ -627,5 +657,51 @@ pub(super) async fn wait_healthy<R: ContainerRuntime>(
                 .await
                 .unwrap_or_default(),
         )),
+    }
+}
+
+/// How the replicas of one step settle when one of them fails.
+#[derive(Clone, Copy)]
+enum Settle {
+    /// Every replica's change runs to its end: each one the engine makes must be recorded
+    /// (and undone on failure), so none is abandoned half way.
+    All,
+    /// The first failure ends the step: the others only probe, and waiting for them would
+    /// delay the restore.
+    FirstFailure,
+}
+
+/// Runs one future per replica of a step concurrently: a batch takes as long as its slowest
+/// replica, not the sum of them. Each failure is named by its replica (`#2: ...`); the logs
+/// shown are the first failing replica's.
+async fn every_replica<T>(
+    replicas: &[u32],
+    settle: Settle,
+    each: impl IntoIterator<Item = impl std::future::Future<Output = Result<T, StepError>>>,
+) -> Result<Vec<T>, StepError> {
+    let named = |index: u32, e: StepError| StepError {
+        reason: format!("#{index}: {}", e.reason),
+        logs: e.logs,
+    };
+    let each = replicas
+        .iter()
+        .zip(each)
+        .map(|(&index, f)| async move { f.await.map_err(|e| named(index, e)) });
+    match settle {
+        Settle::FirstFailure => futures_util::future::try_join_all(each).await,
+        Settle::All => {
+            let mut done = Vec::new();
+            let mut failed: Option<StepError> = None;
+            for result in futures_util::future::join_all(each).await {
+                match (result, &mut failed) {
+                    (Ok(t), _) => done.push(t),
+                    (Err(e), None) => failed = Some(e),
+                    (Err(e), Some(first)) => {
+                        first.reason = format!("{}; {}", first.reason, e.reason)
+                    }
+                }
+            }
+            failed.map_or(Ok(done), Err)
+        }
     }
 }
