@@ -232,7 +232,7 @@ print(json.dumps({
     # When gantry's step taking the v2 replicas out of nginx finished (file written, nginx
     # reloaded): serving minus this is nginx's reload taking effect plus the poll resolution.
     "left_lb": max((datetime.fromisoformat(e["ts"]).timestamp() - wall0 for e in steps
-                    if "(current) leave lb." in e["step"]), default=float("nan")),
+                    if "(current) leave lb." in e["step"] or "(current) in lb." in e["step"]), default=float("nan")),
     "steps": [f'{e["step"]} {e["elapsed_ms"]}ms' for e in steps],
     "burst_ms": burst_ms,
     "polls": polls,

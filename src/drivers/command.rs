@@ -32,31 +32,49 @@ pub fn expand(argv: &[String], m: &Member) -> Vec<String> {
 }
 
 impl CommandLb {
+    /// Joins, then leaves: a start-first batch's new replicas are in before the old ones go.
+    /// A command that fails undoes what this change already did (the joined leave again, the
+    /// left join again), so that a failed change is no change, as with nginx's restored file.
     async fn set(&self, previous: &[Member], members: &[Member]) -> Result<(), String> {
         let has = |list: &[Member], m: &Member| list.iter().any(|x| x.address == m.address);
-        for m in members.iter().filter(|m| !has(previous, m)) {
-            let argv = expand(&self.join, m);
-            run(&argv, self.timeout).await.map_err(|e| {
-                format!(
-                    "join command `{}` for {}#{}: {e}",
-                    argv.join(" "),
-                    m.service,
-                    m.replica
-                )
-            })?;
-        }
-        for m in previous.iter().filter(|m| !has(members, m)) {
-            let argv = expand(&self.leave, m);
-            run(&argv, self.timeout).await.map_err(|e| {
-                format!(
-                    "leave command `{}` for {}#{}: {e}",
-                    argv.join(" "),
-                    m.service,
-                    m.replica
-                )
-            })?;
+        let joining = members.iter().filter(|m| !has(previous, m));
+        let leaving = previous.iter().filter(|m| !has(members, m));
+        let steps = joining
+            .map(|m| (true, m))
+            .chain(leaving.map(|m| (false, m)));
+        let mut done: Vec<(bool, &Member)> = Vec::new();
+        for (join, m) in steps {
+            if let Err(e) = self.one(join, m).await {
+                let mut undone = Vec::new();
+                for (join, m) in done.into_iter().rev() {
+                    if let Err(u) = self.one(!join, m).await {
+                        undone.push(u);
+                    }
+                }
+                return Err(match undone.is_empty() {
+                    true => e,
+                    false => format!("{e}; and undoing the change failed: {}", undone.join("; ")),
+                });
+            }
+            done.push((join, m));
         }
         Ok(())
+    }
+
+    /// Runs the join (or leave) command for one member.
+    async fn one(&self, join: bool, m: &Member) -> Result<(), String> {
+        let (what, argv) = match join {
+            true => ("join", expand(&self.join, m)),
+            false => ("leave", expand(&self.leave, m)),
+        };
+        run(&argv, self.timeout).await.map_err(|e| {
+            format!(
+                "{what} command `{}` for {}#{}: {e}",
+                argv.join(" "),
+                m.service,
+                m.replica
+            )
+        })
     }
 
     async fn drain(&self, leaving: &[Member], bound: Duration) -> Result<String, String> {
@@ -186,6 +204,51 @@ mod tests {
         assert_eq!(
             expand(&argv, &m),
             ["lbctl", "add", "web-2", "10.0.0.5:32769"]
+        );
+    }
+
+    /// A start-first batch is one change: the new member joins, then the old one leaves; when
+    /// the leave fails, the join is undone (the new member leaves again), so that the failed
+    /// change is no change and the run's restore finds the load balancer as it was.
+    #[tokio::test]
+    async fn a_failed_leave_undoes_the_join_of_the_same_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("lb.log");
+        let sh = |script: &str| -> Vec<String> {
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!("{script} >> {}", log.display()),
+            ]
+        };
+        let lb = CommandLb {
+            join: sh("echo join {replica}"),
+            // The old member (replica 1) cannot leave.
+            leave: sh("test {replica} != 1 && echo leave {replica}"),
+            drain_check: None,
+            timeout: Duration::from_secs(10),
+        };
+        let member = |replica: u32, port: u16| Member {
+            address: format!("127.0.0.1:{port}"),
+            service: "web".into(),
+            replica,
+            host: String::new(),
+        };
+        let (old, new) = (vec![member(1, 32768)], vec![member(2, 32769)]);
+        let e = lb.set(&old, &new).await.unwrap_err();
+        assert!(e.starts_with("leave command `sh -c test 1 != 1"), "{e}");
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(log, "join 2\nleave 2\n");
+        // Without a failure: join first, then leave.
+        let ok = CommandLb {
+            leave: sh("echo leave {replica}"),
+            ..lb
+        };
+        std::fs::remove_file(dir.path().join("lb.log")).unwrap();
+        ok.set(&old, &new).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("lb.log")).unwrap(),
+            "join 2\nleave 1\n"
         );
     }
 }

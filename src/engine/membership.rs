@@ -1,5 +1,6 @@
-//! Membership steps: replicas join and leave load balancers, a blue-green switch moves a
-//! host's members in one change, drains wait for the leavers, and load balancers are
+//! Membership steps: replicas join and leave load balancers, a start-first batch's new
+//! replicas replace the old ones in one change, a blue-green switch moves a host's members in
+//! one change, drains wait for the leavers, and load balancers are
 //! configured and forgotten. Every change goes through `change_members`, one at a time.
 
 use super::run::Run;
@@ -45,6 +46,32 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 .await
                 .map_err(StepError::new)?;
                 let left = list(&old);
+                self.leaving
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry((service.to_string(), host.clone()))
+                    .or_default()
+                    .push((lb.clone(), old));
+                Ok(Some(format!("lb.{lb}: {left} -> {joined}")))
+            }
+            StepOp::ReplaceInLb {
+                lb,
+                joining,
+                leaving,
+            } => {
+                let new = self
+                    .addresses(service, &host, joining, Generation::New)
+                    .map_err(StepError::new)?;
+                let old = self
+                    .addresses(service, &host, leaving, Generation::Current)
+                    .map_err(StepError::new)?;
+                let (joined, left) = (list(&new), list(&old));
+                self.change_members(lb, None, |m| {
+                    m.retain(|a| !old.iter().any(|x| x.address == a.address));
+                    m.extend(new);
+                })
+                .await
+                .map_err(StepError::new)?;
                 self.leaving
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -68,6 +68,7 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
             let why = match &s.op {
                 StepOp::JoinLb { lb, .. }
                 | StepOp::LeaveLb { lb, .. }
+                | StepOp::ReplaceInLb { lb, .. }
                 | StepOp::Switch { lb, .. }
                     if !driven(lb) =>
                 {

@@ -521,6 +521,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             | StepOp::Soak { .. } => self.replica_step(service, change, step).await,
             StepOp::JoinLb { .. }
             | StepOp::LeaveLb { .. }
+            | StepOp::ReplaceInLb { .. }
             | StepOp::Switch { .. }
             | StepOp::Drain { .. }
             | StepOp::Configure { .. }

@@ -2,8 +2,9 @@
 //!
 //! A rolling replacement walks replica indices in batches of `rollout.batch`, host by host:
 //!
-//! - start-first: start new -> healthy -> warm up -> join LBs -> old leave LBs -> drain ->
-//!   stop old (kept stopped for rollback) -> soak
+//! - start-first: start new -> healthy -> warm up -> new replace old in each LB (one change
+//!   per LB: one nginx reload, one HAProxy runtime update) -> drain -> stop old (kept stopped
+//!   for rollback) -> soak
 //! - stop-first: old leave LBs -> drain -> stop old -> start new -> healthy -> warm up ->
 //!   join LBs -> soak
 
@@ -62,6 +63,15 @@ pub enum StepOp {
         lb: String,
         generation: Generation,
         replicas: Vec<u32>,
+    },
+    /// Start-first: the new replicas join and the current ones leave in ONE change of the
+    /// load balancer (one nginx reload: each reload closes idle keep-alive connections).
+    ReplaceInLb {
+        lb: String,
+        /// New replicas that join.
+        joining: Vec<u32>,
+        /// Current replicas that leave (drained next).
+        leaving: Vec<u32>,
     },
     /// Let in-flight requests finish after leaving the LBs, before SIGTERM.
     Drain { duration: Duration },
@@ -155,6 +165,20 @@ impl Step {
                 generation: g,
                 replicas,
             } => format!("{} ({}) leave lb.{lb}", ids(replicas), generation(*g)),
+            StepOp::ReplaceInLb {
+                lb,
+                joining,
+                leaving,
+            } => format!(
+                "{} (new) {} {} (current) in lb.{lb}",
+                ids(joining),
+                if joining.len() == 1 {
+                    "replaces"
+                } else {
+                    "replace"
+                },
+                ids(leaving)
+            ),
             StepOp::Drain { duration } => format!("drain {duration}"),
             StepOp::Stop {
                 generation: g,
@@ -306,9 +330,22 @@ fn take_down(
             },
         ));
     }
+    drain_and_stop(out, host, batch, spec, replicas, !leave.is_empty(), drain);
+}
+
+/// After replicas left load balancers (`left`), drain; then stop them.
+fn drain_and_stop(
+    out: &mut Vec<Step>,
+    host: &str,
+    batch: Option<Batch>,
+    spec: &ServiceSpec,
+    replicas: &[u32],
+    left: bool,
+    drain: Duration,
+) {
     // Even a zero drain is a step: it is where load balancers that can tell (HAProxy) are
     // told the leaving members are gone for good.
-    if !leave.is_empty() {
+    if left {
         out.push(Step::new(host, batch, StepOp::Drain { duration: drain }));
     }
     out.push(Step::new(
@@ -320,6 +357,57 @@ fn take_down(
             grace: spec.stop_grace_period,
         },
     ));
+}
+
+/// A start-first batch: the new replicas come up, then each load balancer changes ONCE (the
+/// new in, the old out: one nginx reload, not two), then the old drain and stop.
+fn start_first(
+    out: &mut Vec<Step>,
+    host: &str,
+    batch: Option<Batch>,
+    (before, after): (&ServiceSpec, &ServiceSpec),
+    (new, old): (&[u32], &[u32]),
+    (join, leave): (&[String], &[String]),
+    drain: Duration,
+) {
+    bring_up(out, host, batch, after, new, &[]);
+    let mut left = false;
+    for lb in join.iter().filter(|_| !new.is_empty()) {
+        let op = if leave.contains(lb) && !old.is_empty() {
+            left = true;
+            StepOp::ReplaceInLb {
+                lb: lb.clone(),
+                joining: new.to_vec(),
+                leaving: old.to_vec(),
+            }
+        } else {
+            StepOp::JoinLb {
+                lb: lb.clone(),
+                generation: Generation::New,
+                replicas: new.to_vec(),
+            }
+        };
+        out.push(Step::new(host, batch, op));
+    }
+    if old.is_empty() {
+        return;
+    }
+    for lb in leave
+        .iter()
+        .filter(|lb| new.is_empty() || !join.contains(lb))
+    {
+        left = true;
+        out.push(Step::new(
+            host,
+            batch,
+            StepOp::LeaveLb {
+                lb: lb.clone(),
+                generation: Generation::Current,
+                replicas: old.to_vec(),
+            },
+        ));
+    }
+    drain_and_stop(out, host, batch, before, old, left, drain);
 }
 
 /// A new service: every replica at once (nothing serves traffic yet), host by host.
@@ -364,10 +452,15 @@ pub fn roll(
             let new: Vec<u32> = chunk.iter().copied().filter(|r| *r <= n_new).collect();
             let old: Vec<u32> = chunk.iter().copied().filter(|r| *r <= n_old).collect();
             match rollout.order {
-                Order::StartFirst => {
-                    bring_up(&mut out, &host, batch, after, &new, join);
-                    take_down(&mut out, &host, batch, before, &old, leave, rollout.drain);
-                }
+                Order::StartFirst => start_first(
+                    &mut out,
+                    &host,
+                    batch,
+                    (before, after),
+                    (&new, &old),
+                    (join, leave),
+                    rollout.drain,
+                ),
                 Order::StopFirst => {
                     take_down(&mut out, &host, batch, before, &old, leave, rollout.drain);
                     bring_up(&mut out, &host, batch, after, &new, join);

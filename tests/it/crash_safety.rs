@@ -210,9 +210,11 @@ fn killed_during(journal: &str) -> String {
         return "after the end (clean-up)".into();
     }
     match open.last() {
-        // "start #1,#2 (new)" -> "start", "#1,#2 (new) join lb.front" -> "join"
+        // "start #1,#2 (new)" -> "start", "#1,#2 (new) join lb.front" -> "join",
+        // "#1 (new) replaces #1 (current) in lb.front" -> "replace"
         Some(step) if step.contains(" join ") => "join".into(),
         Some(step) if step.contains(" leave ") => "leave".into(),
+        Some(step) if step.contains(" (current) in lb.") => "replace".into(),
         Some(step) => step.split(' ').next().unwrap_or_default().to_string(),
         None => "between steps".into(),
     }

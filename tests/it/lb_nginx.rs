@@ -43,7 +43,13 @@ impl Setup {
 
     /// `env` is added to the replicas' environment, `extra` to the service table.
     fn write_with(&self, tag: &str, check: Option<&str>, env: &str, extra: &str) {
-        let (default_check, reload) = self.nginx.toml_commands();
+        let (default_check, _) = self.nginx.toml_commands();
+        // The reload counts its calls (issue 11: one reload per batch, not two).
+        let reload = format!(
+            "[\"sh\", \"-c\", \"echo reload >> {}; exec nginx {} -s reload\"]",
+            self.reload_log().display(),
+            self.nginx.args().join(" ")
+        );
         self.p.write_toml(&format!(
             r#"[project]
 name = "{name}"
@@ -72,6 +78,18 @@ reload = {reload}
             file = self.nginx.upstream_file.display(),
             check = check.unwrap_or(&default_check),
         ));
+    }
+
+    fn reload_log(&self) -> std::path::PathBuf {
+        self.p.join("reloads.log")
+    }
+
+    /// How many times gantry has reloaded nginx so far.
+    fn reloads(&self) -> usize {
+        std::fs::read_to_string(self.reload_log())
+            .unwrap_or_default()
+            .lines()
+            .count()
     }
 
     fn rollback(&self) -> Output {
@@ -131,7 +149,21 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
         Duration::from_millis(500),
         |rollout, tag| {
             s.write(tag, None);
-            if rollout { s.apply() } else { s.rollback() }
+            let before = s.reloads();
+            let o = if rollout { s.apply() } else { s.rollback() };
+            let reloads = s.reloads() - before;
+            eprintln!(
+                "nginx reloads during the {}: {reloads}",
+                if rollout {
+                    "rollout (4 replicas, 4 batches)"
+                } else {
+                    "rollback"
+                }
+            );
+            // One change per batch: 4 batches reload nginx 4 times (twice as many before
+            // issue 11); a rollback moves every replica in one batch.
+            assert!(reloads <= if rollout { 5 } else { 1 }, "{reloads} reloads");
+            o
         },
         || s.version(),
         |_| {},

@@ -98,6 +98,7 @@ fn rolling_steps_follow_start_first_order_per_batch() {
             StepOp::WaitHealthy { .. } => "health",
             StepOp::JoinLb { .. } => "join",
             StepOp::LeaveLb { .. } => "leave",
+            StepOp::ReplaceInLb { .. } => "replace",
             StepOp::Drain { .. } => "drain",
             StepOp::Stop { .. } => "stop",
             StepOp::Soak { .. } => "soak",
@@ -106,7 +107,9 @@ fn rolling_steps_follow_start_first_order_per_batch() {
         .collect();
     assert_eq!(
         ops,
-        ["start", "health", "join", "leave", "drain", "stop", "soak"]
+        // issue 11: one load-balancer change per batch (one nginx reload), not a join and
+        // a leave.
+        ["start", "health", "replace", "drain", "stop", "soak"]
     );
     let batches: std::collections::BTreeSet<u32> = api
         .steps

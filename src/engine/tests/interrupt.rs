@@ -80,7 +80,7 @@ async fn undo_after_an_interrupt_puts_the_prior_revision_back() {
     let w = World::new();
     let v1 = w.applied(&web("v1", 2, "batch = 1"), empty()).await;
     let live = w.front.in_rotation();
-    w.interrupt_after("#1 (new) join lb.front");
+    w.interrupt_after("#1 (new) replaces #1 (current) in lb.front");
     let (outcome, state) = w.apply(&web("v2", 2, "batch = 1"), v1, Hold::No).await;
     assert!(
         matches!(outcome, ApplyOutcome::Interrupted { .. }),

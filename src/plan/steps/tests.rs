@@ -88,8 +88,9 @@ fn table(before: &ServiceSpec, after: &ServiceSpec) -> Vec<String> {
     rows(&roll(before, after, &front(), &front()))
 }
 
-/// Start-first: each batch's new replicas are up, healthy and in the LB before the old ones
-/// leave, drain and stop; no soak step when `soak` is zero.
+/// Start-first: each batch's new replicas are up and healthy, then replace the old ones in
+/// the LB in ONE change (one nginx reload, issue 11); the old drain and stop; no soak step
+/// when `soak` is zero.
 #[test]
 fn start_first_one_at_a_time() {
     let before = web("", "order = \"start-first\"\nbatch = 1");
@@ -98,14 +99,12 @@ fn start_first_one_at_a_time() {
         [
             "local 1/2 start #1 (new)",
             "local 1/2 health #1",
-            "local 1/2 #1 (new) join lb.front",
-            "local 1/2 #1 (current) leave lb.front",
+            "local 1/2 #1 (new) replaces #1 (current) in lb.front",
             "local 1/2 drain 5s",
             "local 1/2 stop #1 (current, grace 10s, kept for rollback)",
             "local 2/2 start #2 (new)",
             "local 2/2 health #2",
-            "local 2/2 #2 (new) join lb.front",
-            "local 2/2 #2 (current) leave lb.front",
+            "local 2/2 #2 (new) replaces #2 (current) in lb.front",
             "local 2/2 drain 5s",
             "local 2/2 stop #2 (current, grace 10s, kept for rollback)",
         ]
@@ -152,15 +151,13 @@ fn batches_of_two_with_warm_up() {
             "local 1/2 start #1,#2 (new)",
             "local 1/2 health #1,#2",
             "local 1/2 warm up #1,#2",
-            "local 1/2 #1,#2 (new) join lb.front",
-            "local 1/2 #1,#2 (current) leave lb.front",
+            "local 1/2 #1,#2 (new) replace #1,#2 (current) in lb.front",
             "local 1/2 drain 5s",
             "local 1/2 stop #1,#2 (current, grace 10s, kept for rollback)",
             "local 2/2 start #3 (new)",
             "local 2/2 health #3",
             "local 2/2 warm up #3",
-            "local 2/2 #3 (new) join lb.front",
-            "local 2/2 #3 (current) leave lb.front",
+            "local 2/2 #3 (new) replaces #3 (current) in lb.front",
             "local 2/2 drain 5s",
             "local 2/2 stop #3 (current, grace 10s, kept for rollback)",
         ]
@@ -181,8 +178,7 @@ fn a_replacement_that_shrinks() {
         [
             "local 1/2 start #1 (new)",
             "local 1/2 health #1",
-            "local 1/2 #1 (new) join lb.front",
-            "local 1/2 #1,#2 (current) leave lb.front",
+            "local 1/2 #1 (new) replaces #1,#2 (current) in lb.front",
             "local 1/2 drain 5s",
             "local 1/2 stop #1,#2 (current, grace 10s, kept for rollback)",
             "local 2/2 #3 (current) leave lb.front",
@@ -242,8 +238,7 @@ fn hosts_in_parallel_keeps_each_hosts_steps_together() {
     let per_host = [
         "1/1 start #1,#2 (new)",
         "1/1 health #1,#2",
-        "1/1 #1,#2 (new) join lb.front",
-        "1/1 #1,#2 (current) leave lb.front",
+        "1/1 #1,#2 (new) replace #1,#2 (current) in lb.front",
         "1/1 drain 5s",
         "1/1 stop #1,#2 (current, grace 10s, kept for rollback)",
     ];
@@ -348,8 +343,7 @@ fn rollback_restarts_the_kept_replicas_in_one_batch() {
     let slow_rollout = "order = \"stop-first\"\nbatch = 1\nsoak = \"30s\"";
     let tail = [
         "local 1/1 health #1,#2",
-        "local 1/1 #1,#2 (new) join lb.front",
-        "local 1/1 #1,#2 (current) leave lb.front",
+        "local 1/1 #1,#2 (new) replace #1,#2 (current) in lb.front",
         "local 1/1 drain 5s",
         "local 1/1 stop #1,#2 (current, grace 10s, kept for rollback)",
     ];
