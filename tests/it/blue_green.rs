@@ -224,6 +224,11 @@ fn release_and_switch_back_under_load(lb: &str, p: &BlueGreen, tags: [&str; 2]) 
         &format!("{lb}, blue-green"),
         &p.front_addr(),
         &[tags[0].clone(), tags[1].clone()],
+        if lb == "HAProxy" {
+            support::load::KeepAlive::MustNotFail
+        } else {
+            support::load::KeepAlive::Reported
+        },
         Duration::from_millis(1500),
         |rollout, tag| {
             if rollout {

@@ -106,6 +106,7 @@ fn rollout_and_roll_back_behind_haproxy_lose_no_request() {
         "haproxy",
         &s.haproxy.addr(),
         &tags,
+        support::load::KeepAlive::MustNotFail,
         Duration::from_millis(300),
         |rollout, tag| {
             s.write(tag, 4, "5s");

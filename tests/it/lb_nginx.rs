@@ -146,6 +146,7 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
         "nginx",
         &s.nginx.addr(),
         &tags,
+        support::load::KeepAlive::Reported,
         Duration::from_millis(500),
         |rollout, tag| {
             s.write(tag, None);
@@ -161,8 +162,11 @@ fn rollout_and_roll_back_behind_nginx_lose_no_request() {
                 }
             );
             // One change per batch: 4 batches reload nginx 4 times (twice as many before
-            // issue 11); a rollback moves every replica in one batch.
-            assert!(reloads <= if rollout { 5 } else { 1 }, "{reloads} reloads");
+            // issue 11); a rollback moves every replica in one batch. (Another build, given
+            // by GANTRY_BIN to compare, is measured, not judged.)
+            if std::env::var_os("GANTRY_BIN").is_none() {
+                assert!(reloads <= if rollout { 5 } else { 1 }, "{reloads} reloads");
+            }
             o
         },
         || s.version(),

@@ -149,6 +149,22 @@ impl HttpConn {
         matches!(self.fill_or_eof(), Ok(false) | Err(_))
     }
 
+    /// Whether the server has already closed this idle connection, without waiting: what an
+    /// HTTP client checks before reusing a pooled connection. `false` when unsure.
+    pub fn idle_closed(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match self.stream.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        let _ = self.stream.set_nonblocking(false);
+        closed
+    }
+
     fn fill(&mut self) -> io::Result<()> {
         if self.fill_or_eof()? {
             Ok(())

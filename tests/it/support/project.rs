@@ -141,9 +141,13 @@ pub fn labels_toml(guard: &DockerTestGuard) -> String {
     format!("{{ {} }}", pairs.join(", "))
 }
 
-/// The gantry binary under test.
+/// The gantry binary under test: this build's, or `GANTRY_BIN` to run the same tests against
+/// another build (a before/after figure, `benches/zero_downtime.sh`).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_gantry")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("GANTRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gantry").to_string())
+    })
 }
 
 /// `gantry ARGS` in `dir`, without colours (`NO_COLOR=1`, no `CLICOLOR_FORCE`), without the
