@@ -12,6 +12,7 @@
 #   GANTRY_ZERO_DOWNTIME_ROUNDS=3 benches/zero_downtime.sh
 #   GANTRY_BIN=/path/to/other/gantry benches/zero_downtime.sh   # the same proof, another build
 #                                       # (e.g. an older release, for a before/after figure)
+#   TESTS="lb_nginx::rollout lb_haproxy::rollout" benches/zero_downtime.sh   # some tests only
 #
 # The same tests run once per CI run (one rollout and one roll back each); this script only
 # raises the number of rounds and adds the naive comparison. Every line of the report is
@@ -19,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export GANTRY_ZERO_DOWNTIME_ROUNDS="${GANTRY_ZERO_DOWNTIME_ROUNDS:-10}"
-cargo test --release -q --test it -- lb_nginx:: lb_haproxy:: blue_green:: \
+# shellcheck disable=SC2086 # TESTS is a list of test filters
+cargo test --release -q --test it -- ${TESTS:-lb_nginx:: lb_haproxy:: blue_green::} \
     --include-ignored --test-threads 1 --nocapture 2>&1 \
     | grep -E "^(nginx|haproxy|HAProxy|before|during|with warm-up|test result)|panicked|assert" || true
