@@ -101,8 +101,12 @@ for ((i = 1; i <= rounds; i++)); do
     (cd "$dir/compose" && "$compose" -p "benchcc$$" up -d > "$dir/compose.log" 2>&1) \
         || { cat "$dir/compose.log" >&2; exit 1; }
     t1=$(now)
-    while [ "$(healthy)" -lt "$total" ]; do sleep 0.2; done
+    echo "docker-compose up -d:    $(python3 -c "print(f'{$t1 - $t0:6.1f}')") s"
+    # The engine's own health checks, for comparison; at most 30 s more (some may never pass).
+    while [ "$(healthy)" -lt "$total" ] && python3 -c "import sys; sys.exit($(now) - $t1 >= 30)"; do
+        sleep 0.5
+    done
     t2=$(now)
-    echo "docker-compose up -d:    $(python3 -c "print(f'{$t1 - $t0:6.1f}')") s  (all $total healthy after $(python3 -c "print(f'{$t2 - $t0:.1f}')") s)"
+    echo "   engine health checks: $(healthy) of $total healthy after $(python3 -c "print(f'{$t2 - $t0:.1f}')") s"
     (cd "$dir/compose" && "$compose" -p "benchcc$$" down -t 2 > /dev/null 2>&1)
 done
