@@ -46,12 +46,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 .await
                 .map_err(StepError::new)?;
                 let left = list(&old);
-                self.leaving
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry((service.to_string(), host.clone()))
-                    .or_default()
-                    .push((lb.clone(), old));
+                self.await_drain(service, &host, lb, old);
                 Ok(Some(format!("lb.{lb}: {left} -> {joined}")))
             }
             StepOp::ReplaceInLb {
@@ -72,12 +67,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 })
                 .await
                 .map_err(StepError::new)?;
-                self.leaving
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry((service.to_string(), host.clone()))
-                    .or_default()
-                    .push((lb.clone(), old));
+                self.await_drain(service, &host, lb, old);
                 Ok(Some(format!("lb.{lb}: {left} -> {joined}")))
             }
             StepOp::Drain { duration } => {
@@ -137,12 +127,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 })
                 .await
                 .map_err(StepError::new)?;
-                self.leaving
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry((service.to_string(), host.clone()))
-                    .or_default()
-                    .push((lb.clone(), addresses));
+                self.await_drain(service, &host, lb, addresses);
                 Ok(Some(format!("lb.{lb} no longer sends to {left}")))
             }
             StepOp::Configure { members } => {
@@ -167,6 +152,16 @@ impl<R: ContainerRuntime> Run<'_, R> {
     }
 
     /// The members the state records for `lb`.
+    /// Members that just left `lb` wait for the service's next `Drain` step on `host`.
+    fn await_drain(&self, service: &str, host: &str, lb: &str, members: Vec<Member>) {
+        self.leaving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((service.to_string(), host.to_string()))
+            .or_default()
+            .push((lb.to_string(), members));
+    }
+
     pub(super) fn members_of(&self, lb: &str) -> Vec<Member> {
         self.st()
             .lbs
