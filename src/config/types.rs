@@ -42,6 +42,9 @@ pub struct TomlProject {
     #[serde(default)]
     #[schemars(with = "Option<i64>")]
     pub keep_previous: Option<Spanned<i64>>,
+    /// Docker labels on every network and volume gantry creates for the project.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -102,6 +105,17 @@ pub struct TomlService {
     /// Command and arguments; the image's default when absent.
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// Overrides the image's ENTRYPOINT (`[]` clears it).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// User (and group) the process runs as: `"1000:1000"`, `"app"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub user: Option<SpStr>,
+    /// Working directory of the process (absolute).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub working_dir: Option<SpStr>,
     /// Container port the service listens on; probes and load balancers use it.
     #[serde(default)]
     #[schemars(with = "Option<u16>")]
@@ -111,6 +125,11 @@ pub struct TomlService {
     #[serde(default)]
     #[schemars(with = "Option<TomlPorts>")]
     pub host_ports: Option<Spanned<TomlPorts>>,
+    /// Fixed extra ports, beside the probed `port`: `"[HOST_IP:]HOST_PORT:CONTAINER_PORT[/udp]"`.
+    /// A fixed host port allows one replica per host and `order = "stop-first"`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub publish: Vec<SpStr>,
     /// Plain environment variables (shown in plans).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -130,6 +149,28 @@ pub struct TomlService {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]
     pub hosts: Option<Vec<SpStr>>,
+    /// Existing networks every replica joins as well, beside the project's network.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub networks: Vec<SpStr>,
+    /// `host`: the host's network stack; `none`: no network. Default: the project's
+    /// network, where the service's name resolves to its running replicas.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub network_mode: Option<SpStr>,
+    /// Mounts: `"NAME:/path"` (a named volume of the project, kept across revisions) or
+    /// `"/abs/host/path:/path"`, optionally `:ro`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub volumes: Vec<SpStr>,
+    /// In-memory file systems mounted at these container paths.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub tmpfs: Vec<SpStr>,
+    /// `unless-stopped` (default), `always`, `on-failure`, `on-failure:N` or `no`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub restart: Option<SpStr>,
     /// Time between SIGTERM and SIGKILL, e.g. `"30s"`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
@@ -142,6 +183,46 @@ pub struct TomlService {
     /// Log rotation of the json-file driver.
     #[serde(default)]
     pub log: Option<TomlLog>,
+    /// Linux capabilities added, e.g. `["SYS_ADMIN"]`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub cap_add: Vec<SpStr>,
+    /// Linux capabilities dropped, e.g. `["ALL"]`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub cap_drop: Vec<SpStr>,
+    /// Every capability and every device: plans mark it as a risk.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Mounts the container's root file system read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Runs an init process (tini) as PID 1 that forwards signals and reaps zombies.
+    #[serde(default)]
+    pub init: bool,
+    /// `host`: the host's PID namespace.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub pid: Option<SpStr>,
+    /// Size of `/dev/shm`, e.g. `"256m"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub shm_size: Option<SpStr>,
+    /// Namespaced kernel parameters, e.g. `{ "net.core.somaxconn" = "1024" }`.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, TomlScalar>,
+    /// Resource limits, e.g. `{ nofile = { soft = 20000, hard = 40000 }, nproc = 65535 }`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, TomlUlimit>")]
+    pub ulimits: BTreeMap<String, Spanned<TomlUlimit>>,
+    /// Extra `/etc/hosts` lines: `"NAME:IP"`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub extra_hosts: Vec<SpStr>,
+    /// Host devices: `"/dev/fuse"` or `"HOST_PATH:CONTAINER_PATH[:rwm]"`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub devices: Vec<SpStr>,
     /// Load balancers this service's replicas are members of.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -152,6 +233,31 @@ pub struct TomlService {
     pub warmup: Option<TomlWarmup>,
     #[serde(default)]
     pub rollout: Option<TomlRollout>,
+}
+
+/// A ulimit: one number (soft = hard) or both.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TomlUlimit {
+    One(i64),
+    Pair { soft: i64, hard: i64 },
+}
+
+/// A value written as a string or a number (sysctls).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TomlScalar {
+    Int(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for TomlScalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TomlScalar::Int(n) => write!(f, "{n}"),
+            TomlScalar::Str(s) => f.write_str(s),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -187,7 +293,8 @@ pub struct TomlHealth {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub http: Option<SpStr>,
-    /// Run the image's own Docker HEALTHCHECK with this command instead of an HTTP probe.
+    /// A command the engine runs inside the container (its Docker HEALTHCHECK), exit 0 =
+    /// healthy, instead of an HTTP probe from the host, e.g. `["redis-cli", "ping"]`.
     #[serde(default)]
     pub command: Option<Vec<String>>,
     #[serde(default)]

@@ -4,6 +4,7 @@
 //! before/after of the JSON plan, so "what changed" is a comparison of two values of the
 //! same type. No I/O happens here; facts about files come in through [`FileFacts`].
 
+pub mod container;
 pub mod units;
 mod validate;
 
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use container::{Mount, MountSource, NetworkMode, Protocol, Publish, Restart, Ulimit};
 pub use units::{ByteSize, Duration, ImageRef};
 pub use validate::{EnvFileFacts, FileFacts, validate};
 
@@ -25,6 +27,8 @@ pub struct Model {
     pub project: String,
     /// Revisions whose stopped containers are kept for a fast rollback.
     pub keep_previous: u32,
+    /// Docker labels of the networks and volumes gantry creates (`[project] labels`).
+    pub labels: BTreeMap<String, String>,
     pub hosts: Vec<Host>,
     pub services: BTreeMap<String, ServiceSpec>,
     pub lbs: BTreeMap<String, LbSpec>,
@@ -57,11 +61,20 @@ pub struct ServiceSpec {
     pub runtime: Runtime,
     pub replicas: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ports: Option<PortRange>,
+    /// Fixed extra ports, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<Publish>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Keys and a content digest only: the values of an env file are secret.
@@ -73,6 +86,19 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
     pub hosts: Vec<String>,
+    /// Existing networks joined beside the project's, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "NetworkMode::is_project")]
+    pub network_mode: NetworkMode,
+    /// Mounts, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Mount>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    /// Absent: `unless-stopped`.
+    #[serde(default, skip_serializing_if = "Restart::is_default")]
+    pub restart: Restart,
     pub stop_grace_period: Duration,
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
@@ -80,6 +106,32 @@ pub struct ServiceSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "LogSpec::is_empty")]
     pub log: LogSpec,
+    /// Upper case, without `CAP_`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub init: bool,
+    /// `host` or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// `NAME:IP`, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// `HOST_PATH:CONTAINER_PATH:PERMISSIONS`, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lb: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,20 +145,52 @@ impl ServiceSpec {
     /// Attributes that live in the container itself (or decide where it runs): changing one
     /// means new containers. Everything else (replicas, probes, rollout, dependencies, LB
     /// membership, stop grace) is applied in place.
-    pub const CONTAINER_ATTRIBUTES: [&'static str; 12] = [
+    pub const CONTAINER_ATTRIBUTES: [&'static str; 32] = [
         "image",
         "runtime",
+        "entrypoint",
         "command",
+        "user",
+        "working_dir",
         "port",
         "host_ports",
+        "publish",
         "env",
         "env_file",
         "secret_env",
         "hosts",
+        "networks",
+        "network_mode",
+        "volumes",
+        "tmpfs",
+        "restart",
         "resources",
         "labels",
         "log",
+        "cap_add",
+        "cap_drop",
+        "privileged",
+        "read_only",
+        "init",
+        "pid",
+        "shm_size",
+        "sysctls",
+        "ulimits",
+        "extra_hosts",
+        "devices",
     ];
+
+    /// The named volumes this service mounts read-write.
+    pub fn rw_volumes(&self) -> impl Iterator<Item = &str> {
+        self.volumes
+            .iter()
+            .filter(|m| !m.read_only)
+            .filter_map(Mount::volume)
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What runs a service's replicas.

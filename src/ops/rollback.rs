@@ -114,6 +114,7 @@ pub fn rollback(
     let model = Model {
         project: state.project.clone(),
         keep_previous: loaded.model.keep_previous,
+        labels: loaded.model.labels.clone(),
         hosts: loaded.model.hosts.clone(),
         services: record
             .services

@@ -19,6 +19,7 @@ use super::*;
 use crate::config::{RawConfig, SpStr};
 use crate::diag::{Diagnostic, closest, list_names};
 
+mod container;
 mod cross;
 mod hosts;
 mod lb;
@@ -111,6 +112,11 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
         Ok(Model {
             project,
             keep_previous,
+            labels: raw
+                .project
+                .as_ref()
+                .map(|p| p.labels.clone())
+                .unwrap_or_default(),
             hosts,
             services,
             lbs,

@@ -242,6 +242,7 @@ impl Validator<'_> {
         if runtime == Runtime::Swarm {
             self.swarm(ctx, t, &hosts, &rollout);
         }
+        let options = self.container_options(ctx, t);
         let host_ports = t
             .host_ports
             .as_ref()
@@ -254,18 +255,38 @@ impl Validator<'_> {
             image: image.clone(),
             runtime,
             replicas,
+            entrypoint: options.entrypoint,
             command,
+            user: options.user,
+            working_dir: options.working_dir,
             port,
             host_ports,
+            publish: options.publish,
             env: t.env.clone(),
             env_file,
             secret_env,
             depends_on,
             hosts: hosts.clone(),
+            networks: options.networks,
+            network_mode: options.network_mode,
+            volumes: options.volumes,
+            tmpfs: options.tmpfs,
+            restart: options.restart,
             stop_grace_period,
             resources,
             labels: t.labels.clone(),
             log,
+            cap_add: options.cap_add,
+            cap_drop: options.cap_drop,
+            privileged: options.privileged,
+            read_only: options.read_only,
+            init: options.init,
+            pid: options.pid,
+            shm_size: options.shm_size,
+            sysctls: options.sysctls,
+            ulimits: options.ulimits,
+            extra_hosts: options.extra_hosts,
+            devices: options.devices,
             lb,
             health,
             warmup,
