@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+pub use crate::model::{Mount, MountSource, NetworkMode, Protocol, Publish, Restart, Ulimit};
+
 /// Labels every container gantry creates carries, so that gantry can always rediscover
 /// what it owns, even with a lost state file.
 pub mod labels {
@@ -40,6 +42,76 @@ pub struct ContainerSpec {
     pub log_max_size: Option<String>,
     pub log_max_files: Option<u32>,
     pub stop_grace: Duration,
+    /// The image as the user wrote it (`registry.example/web:3074f46`), for `docker ps` to
+    /// show; the container must still run exactly `image` (an ID). The driver uses it only
+    /// while the reference names that very image on the host.
+    pub image_ref: Option<String>,
+    pub options: ContainerOptions,
+}
+
+/// The container options of a service (`model::ServiceSpec`), resolved for one engine:
+/// volume names are the engine's (`<project>_<name>`), networks carry their aliases.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerOptions {
+    pub entrypoint: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    /// Fixed extra ports, beside `port`.
+    pub publish: Vec<Publish>,
+    /// Networks joined, each with the DNS aliases the replica answers to there. Empty with
+    /// `network_mode` host or none (and for containers made before networks existed).
+    pub networks: Vec<NetworkAttachment>,
+    pub network_mode: NetworkMode,
+    /// Volume sources are engine volume names; bind sources absolute host paths.
+    pub mounts: Vec<Mount>,
+    pub tmpfs: Vec<String>,
+    pub restart: Restart,
+    /// A health command the engine runs (Docker's HEALTHCHECK).
+    pub healthcheck: Option<Healthcheck>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub read_only: bool,
+    pub init: bool,
+    pub pid: Option<String>,
+    pub shm_size: Option<u64>,
+    pub sysctls: BTreeMap<String, String>,
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// `NAME:IP`.
+    pub extra_hosts: Vec<String>,
+    /// `HOST_PATH:CONTAINER_PATH:PERMISSIONS`.
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAttachment {
+    pub name: String,
+    pub aliases: Vec<String>,
+}
+
+/// Docker's HEALTHCHECK of a container: `test` is run with exec (`CMD`), exit 0 = healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// What the engine says of a container's health command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// The output of the last run of the health command (trimmed), for error messages.
+    pub last_output: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +134,8 @@ pub struct ContainerInfo {
     pub host_port: Option<u16>,
     /// Image ID (`sha256:...`) the container was created from.
     pub image_id: String,
+    /// The state of its health command, when it has one and runs.
+    pub health: Option<Health>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +190,43 @@ pub trait ContainerRuntime: Send + Sync {
         &self,
         id: &str,
         lines: usize,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+    /// Creates the bridge network `name` carrying `labels`, unless a network of that name
+    /// exists (whatever its labels).
+    fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Whether a network named `name` exists (pre-flight of `networks`).
+    fn network_exists(&self, name: &str)
+    -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Creates the local volume `name` carrying `labels`, unless it exists.
+    fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Names of the volumes carrying all of `labels`, sorted.
+    fn list_volumes(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+    /// Removes a volume; `Ok(false)` when a container still uses it (or it is gone).
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Sets the restart policy of an existing container (replicas kept for a rollback are
+    /// set to `no`, so that an engine restart leaves them stopped).
+    fn set_restart(
+        &self,
+        id: &str,
+        restart: Restart,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Of `paths` (bind-mount sources), those that do not exist on the engine's host.
+    /// `image` is an image on the host the check may use.
+    fn missing_paths(
+        &self,
+        image: &str,
+        paths: &[String],
     ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
 }
 

@@ -14,7 +14,9 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::model::Tls;
-use crate::ports::{ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
+use crate::ports::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Restart, RuntimeError,
+};
 
 /// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
 /// request, so this is long.
@@ -191,6 +193,21 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+/// Docker's form of a restart policy.
+pub(crate) fn restart_policy(restart: Restart) -> bollard::models::RestartPolicy {
+    use bollard::models::RestartPolicyNameEnum as Name;
+    let (name, count) = match restart {
+        Restart::No => (Name::NO, None),
+        Restart::Always => (Name::ALWAYS, None),
+        Restart::UnlessStopped => (Name::UNLESS_STOPPED, None),
+        Restart::OnFailure(n) => (Name::ON_FAILURE, n.map(i64::from)),
+    };
+    bollard::models::RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: count,
+    }
 }
 
 fn port_key(port: u16) -> String {
@@ -411,6 +428,7 @@ impl ContainerRuntime for DockerRuntime {
             state,
             host_port,
             image_id: c.image.unwrap_or_default(),
+            health: None,
         }))
     }
 
@@ -466,6 +484,7 @@ impl ContainerRuntime for DockerRuntime {
                         .ports
                         .and_then(|p| p.into_iter().find_map(|p| p.public_port)),
                     image_id: s.image_id.unwrap_or_default(),
+                    health: None,
                 }
             })
             .collect();
@@ -511,6 +530,161 @@ impl ContainerRuntime for DockerRuntime {
         }
         let skip = out.len().saturating_sub(lines);
         Ok(out.split_off(skip))
+    }
+
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        if self.network_exists(name).await? {
+            return Ok(());
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Created meanwhile by another run on this engine (409 Conflict): it is there.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.engine_error(&format!("create network {name}"), e)),
+        }
+    }
+
+    async fn network_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            // The engine also matches an ID prefix: only the exact name counts.
+            Ok(n) => Ok(n.name.as_deref() == Some(name)),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(self.engine_error(&format!("inspect network {name}"), e)),
+        }
+    }
+
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        // Creating a volume that exists returns it unchanged (labels included): idempotent.
+        let request = bollard::models::VolumeCreateOptions {
+            name: Some(name.to_string()),
+            driver: Some("local".to_string()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.engine_error(&format!("create volume {name}"), e))
+    }
+
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let options = bollard::query_parameters::ListVolumesOptions {
+            filters: Some(filters),
+        };
+        let list = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| self.engine_error("list volumes", e))?;
+        let mut names: Vec<String> = list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self
+            .docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            // 409: in use by a container.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(false),
+            Err(e) => Err(self.engine_error(&format!("remove volume {name}"), e)),
+        }
+    }
+
+    async fn set_restart(&self, id: &str, restart: Restart) -> Result<(), RuntimeError> {
+        let body = bollard::models::ContainerUpdateBody {
+            restart_policy: Some(restart_policy(restart)),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map_err(|e| self.engine_error(&format!("update container {id}"), e))
+    }
+
+    async fn missing_paths(
+        &self,
+        image: &str,
+        paths: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        // The engine checks a bind mount's source when a container is created with it
+        // (Mounts, unlike the legacy Binds, never creates a missing source): a container
+        // that is created and removed, never started, answers for the engine's own host.
+        let mut missing = Vec::new();
+        for path in paths {
+            let body = ContainerCreateBody {
+                image: Some(image.to_string()),
+                labels: Some(HashMap::from([(
+                    "dev.gantry.preflight".to_string(),
+                    "bind-source".to_string(),
+                )])),
+                host_config: Some(HostConfig {
+                    mounts: Some(vec![bollard::models::Mount {
+                        target: Some("/gantry-preflight".to_string()),
+                        source: Some(path.clone()),
+                        typ: Some(bollard::models::MountTypeEnum::BIND),
+                        read_only: Some(true),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match self
+                .docker
+                .create_container(None::<CreateContainerOptions>, body)
+                .await
+            {
+                Ok(r) => self.remove(&r.id).await?,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 400,
+                    message,
+                }) if message.contains("does not exist") => missing.push(path.clone()),
+                Err(e) => {
+                    return Err(self.engine_error(&format!("check bind source {path}"), e));
+                }
+            }
+        }
+        Ok(missing)
     }
 }
 

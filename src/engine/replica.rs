@@ -302,6 +302,9 @@ impl<R: ContainerRuntime> Run<'_, R> {
             log_max_size: spec.log.max_size.map(|s| s.to_string()),
             log_max_files: spec.log.max_files,
             stop_grace: spec.stop_grace_period.0,
+            // Issue 12: filled from the spec by the engine (networks, volumes, options).
+            image_ref: None,
+            options: Default::default(),
         };
         // Announced by name: the engine gives the ID only once it exists.
         self.intent(Undo::Created {

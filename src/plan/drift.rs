@@ -286,6 +286,7 @@ mod tests {
             state,
             host_port: port,
             image_id: "sha256:aaa".into(),
+            health: None,
         }
     }
 

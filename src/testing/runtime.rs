@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::ports::{ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
+use crate::ports::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Health, HealthStatus, Restart,
+    RuntimeError,
+};
 
 /// Where a scripted fault strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,8 @@ enum Fault {
     ExitsAtStart { name: String, code: i64 },
     /// The container ignores SIGTERM: a stop kills it (exit code 137).
     IgnoresSigterm { name: String },
+    /// The container's health command fails with this output (it is healthy otherwise).
+    Unhealthy { name: String, output: String },
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +58,11 @@ struct Inner {
     unreachable: bool,
     calls: Vec<String>,
     logs: BTreeMap<String, Vec<String>>,
+    /// Network and volume names -> their labels.
+    networks: BTreeMap<String, BTreeMap<String, String>>,
+    volumes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Host paths that do not exist (every other path does).
+    missing_paths: std::collections::BTreeSet<String>,
 }
 
 /// Cloning shares the engine: a test keeps one clone to look at what the executor did.
@@ -137,6 +147,29 @@ impl FakeRuntime {
         self.lock().faults.push(Fault::IgnoresSigterm {
             name: name.to_string(),
         });
+    }
+
+    /// The health command of containers whose name contains `name` fails with `output`.
+    pub fn unhealthy(&self, name: &str, output: &str) {
+        self.lock().faults.push(Fault::Unhealthy {
+            name: name.to_string(),
+            output: output.to_string(),
+        });
+    }
+
+    /// `path` does not exist on the host (bind-mount pre-flight).
+    pub fn remove_host_path(&self, path: &str) {
+        self.lock().missing_paths.insert(path.to_string());
+    }
+
+    /// Names of the networks, sorted.
+    pub fn networks(&self) -> Vec<String> {
+        self.lock().networks.keys().cloned().collect()
+    }
+
+    /// Names of the volumes, sorted.
+    pub fn volumes(&self) -> Vec<String> {
+        self.lock().volumes.keys().cloned().collect()
     }
 
     /// Every call fails as an unreachable engine would.
@@ -253,6 +286,15 @@ impl Inner {
         })
     }
 
+    fn unhealthy(&self, name: &str) -> Option<String> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::Unhealthy { name: n, output } if name.contains(n.as_str()) => {
+                Some(output.clone())
+            }
+            _ => None,
+        })
+    }
+
     fn ignores_sigterm(&self, name: &str) -> bool {
         self.faults
             .iter()
@@ -345,6 +387,7 @@ impl ContainerRuntime for FakeRuntime {
                     state: ContainerState::Created,
                     host_port: None,
                     image_id,
+                    health: None,
                 },
                 spec: spec.clone(),
             },
@@ -394,15 +437,32 @@ impl ContainerRuntime for FakeRuntime {
             }
         };
         let exits = inner.exits_at_start(&name);
+        // A health command passes at once, unless scripted to fail.
+        let health = spec
+            .options
+            .healthcheck
+            .as_ref()
+            .map(|_| match inner.unhealthy(&name) {
+                Some(output) => Health {
+                    status: HealthStatus::Unhealthy,
+                    last_output: Some(output),
+                },
+                None => Health {
+                    status: HealthStatus::Healthy,
+                    last_output: None,
+                },
+            });
         let c = inner.containers.get_mut(&key).expect("found above");
         match exits {
             Some(code) => {
                 c.info.state = ContainerState::Exited(code);
                 c.info.host_port = None;
+                c.info.health = None;
             }
             None => {
                 c.info.state = ContainerState::Running;
                 c.info.host_port = host_port;
+                c.info.health = health;
             }
         }
         Ok(())
@@ -424,6 +484,7 @@ impl ContainerRuntime for FakeRuntime {
             c.info.state = ContainerState::Exited(if killed { 137 } else { 0 });
         }
         c.info.host_port = None;
+        c.info.health = None;
         Ok(())
     }
 
@@ -485,5 +546,100 @@ impl ContainerRuntime for FakeRuntime {
         let all = inner.logs.get(&name).cloned().unwrap_or_default();
         let skip = all.len().saturating_sub(lines);
         Ok(all[skip..].to_vec())
+    }
+
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let mut inner = self.lock();
+        inner.check(format!("ensure_network {name}"))?;
+        inner
+            .networks
+            .entry(name.to_string())
+            .or_insert_with(|| labels.clone());
+        Ok(())
+    }
+
+    async fn network_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        let mut inner = self.lock();
+        inner.check(format!("network_exists {name}"))?;
+        Ok(inner.networks.contains_key(name))
+    }
+
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let mut inner = self.lock();
+        inner.check(format!("ensure_volume {name}"))?;
+        inner
+            .volumes
+            .entry(name.to_string())
+            .or_insert_with(|| labels.clone());
+        Ok(())
+    }
+
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError> {
+        let mut inner = self.lock();
+        inner.check("list_volumes".into())?;
+        Ok(inner
+            .volumes
+            .iter()
+            .filter(|(_, l)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool, RuntimeError> {
+        let mut inner = self.lock();
+        inner.check(format!("remove_volume {name}"))?;
+        let in_use = inner.containers.values().any(|c| {
+            c.spec
+                .options
+                .mounts
+                .iter()
+                .any(|m| m.volume() == Some(name))
+        });
+        if in_use {
+            return Ok(false);
+        }
+        Ok(inner.volumes.remove(name).is_some())
+    }
+
+    async fn set_restart(&self, id: &str, restart: Restart) -> Result<(), RuntimeError> {
+        let mut inner = self.lock();
+        let name = inner.name_of(id);
+        inner.check(format!("set_restart {name} {restart}"))?;
+        let key = inner.find(id).ok_or_else(|| {
+            engine(
+                &format!("update container {id}"),
+                format!("No such container: {id}"),
+            )
+        })?;
+        if let Some(c) = inner.containers.get_mut(&key) {
+            c.spec.options.restart = restart;
+        }
+        Ok(())
+    }
+
+    async fn missing_paths(
+        &self,
+        _image: &str,
+        paths: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        let mut inner = self.lock();
+        inner.check("missing_paths".into())?;
+        Ok(paths
+            .iter()
+            .filter(|p| inner.missing_paths.contains(*p))
+            .cloned()
+            .collect())
     }
 }

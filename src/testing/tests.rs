@@ -97,6 +97,8 @@ fn spec(name: &str, host_port: Option<u16>) -> ContainerSpec {
         log_max_size: None,
         log_max_files: None,
         stop_grace: Duration::from_secs(1),
+        image_ref: None,
+        options: Default::default(),
     }
 }
 

@@ -101,7 +101,7 @@ impl Validator<'_> {
                     let mut d = Diagnostic::at(e, r.span()).label("not a restart policy");
                     if let Some(best) = closest(
                         r.get_ref(),
-                        ["no", "always", "unless-stopped", "on-failure"].into_iter(),
+                        ["no", "always", "unless-stopped", "on-failure"],
                     ) {
                         d = d.help(format!("did you mean `{best}`?"));
                     }

@@ -48,6 +48,8 @@ fn spec(f: &RuntimeFixture<'_>, name: &str, extra: &[(&str, &str)]) -> Container
         log_max_size: None,
         log_max_files: None,
         stop_grace: Duration::from_secs(2),
+        image_ref: None,
+        options: Default::default(),
     }
 }
 
