@@ -64,9 +64,15 @@ impl Project {
         self.dir.path().join(rel)
     }
 
-    /// Writes `gantry.toml`.
+    /// Writes `gantry.toml`. A `[project]` table without `labels` gets the guard's, so that
+    /// the networks and volumes gantry creates for the project carry them and the guard
+    /// removes them with the test's containers.
     pub fn write_toml(&self, toml: &str) {
-        std::fs::write(self.join("gantry.toml"), toml).unwrap();
+        std::fs::write(
+            self.join("gantry.toml"),
+            with_project_labels(toml, &self.labels),
+        )
+        .unwrap();
     }
 
     /// The current `gantry.toml`.
@@ -125,6 +131,29 @@ impl Project {
         filters.extend(more.iter().filter(|f| !f.is_empty()));
         containers(&filters, format)
     }
+}
+
+/// `toml` with `labels = LABELS` added to its `[project]` table, unless that table has
+/// `labels` already (or there is no `[project]` table: a test of bad input).
+pub fn with_project_labels(toml: &str, labels: &str) -> String {
+    let Some(start) = toml.find("[project]\n") else {
+        return toml.to_string();
+    };
+    let body_start = start + "[project]\n".len();
+    let body_end = toml[body_start..]
+        .find("\n[")
+        .map_or(toml.len(), |i| body_start + i + 1);
+    let has_labels = toml[body_start..body_end]
+        .lines()
+        .any(|l| l.trim_start().starts_with("labels"));
+    if has_labels {
+        return toml.to_string();
+    }
+    format!(
+        "{}labels = {labels}\n{}",
+        &toml[..body_start],
+        &toml[body_start..]
+    )
 }
 
 /// The guard's labels as a TOML inline table, for a service's `labels`:
@@ -217,4 +246,22 @@ pub fn containers(filters: &[&str], format: &str) -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+#[test]
+fn project_labels_are_added_to_a_project_table_without_them() {
+    let labels = r#"{ "a" = "b" }"#;
+    assert_eq!(
+        with_project_labels(
+            "[project]\nname = \"x\"\n\n[service.web]\nimage = \"i:1\"\n",
+            labels
+        ),
+        "[project]\nlabels = { \"a\" = \"b\" }\nname = \"x\"\n\n[service.web]\nimage = \"i:1\"\n"
+    );
+    let own = "[project]\nname = \"x\"\nlabels = { c = \"d\" }\n";
+    assert_eq!(with_project_labels(own, labels), own);
+    assert_eq!(
+        with_project_labels("[service.web]\n", labels),
+        "[service.web]\n"
+    );
 }
