@@ -124,6 +124,12 @@ pub fn docker_ok(args: &[&str]) -> String {
 static LIVE_GUARDS: Mutex<usize> = Mutex::new(0);
 static NEXT_SCOPE: Mutex<u64> = Mutex::new(0);
 
+/// How many [`DockerTestGuard`]s are alive in this process: builders of shared images
+/// (which the last guard's drop removes) check there is one.
+pub fn live_guards() -> usize {
+    *LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Removes, on drop (so also on panic), what a test created with its labels.
 pub struct DockerTestGuard {
     scope: String,
@@ -310,7 +316,7 @@ pub fn build_testapp_image_once(tag: &str) -> String {
 /// per tag; each tag is a distinct image ID with the same binary).
 pub fn build_testapp_images_once(tags: &[&str]) -> Vec<String> {
     assert!(
-        *LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner()) > 0,
+        live_guards() > 0,
         "create a DockerTestGuard before building the testapp image (it removes the image)"
     );
     let _build = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());

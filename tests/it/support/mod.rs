@@ -12,6 +12,7 @@
 //! alone.
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod docker;
 pub mod extra_engine;
 pub mod fixtures;
@@ -23,4 +24,5 @@ pub mod process;
 pub mod project;
 pub mod second_engine;
 pub mod serial;
+pub mod stack;
 pub mod swarm_engine;
