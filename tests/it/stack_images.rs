@@ -6,6 +6,7 @@
 use crate::support;
 
 use std::net::UdpSocket;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -188,7 +189,8 @@ fn web_counts_in_redis_found_by_name_and_reports_to_the_agent() {
         "each /count sends a statsd datagram to DD_AGENT_HOST=agent: {info}"
     );
 
-    // A release that needs schema 2 is not healthy until the key says so.
+    // A release that needs schema 2 is not healthy until the key says so (and the app runs
+    // as another user on a read-only root file system).
     let needs_schema = run(
         &guard,
         &strings(&[
@@ -198,6 +200,9 @@ fn web_counts_in_redis_found_by_name_and_reports_to_the_agent() {
             "127.0.0.1::8080",
             "-e",
             "REQUIRE_SCHEMA=2",
+            "--user",
+            "1000:1000",
+            "--read-only",
         ]),
         &images.web,
     );
@@ -258,6 +263,13 @@ fn agent_answers_udp_and_tcp_on_published_ports_and_sees_host_proc() {
         "-v",
         "/proc/:/host/proc/:ro",
     ]);
+    let socket = Path::new("/var/run/docker.sock").exists();
+    if socket {
+        opts.extend(strings(&[
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock:ro",
+        ]));
+    }
     opts.extend(health_opts(&stack::AGENT_HEALTH));
     let agent = run(&guard, &opts, &images.agent);
     let apm = published(&agent, "8126/tcp");
@@ -266,6 +278,10 @@ fn agent_answers_udp_and_tcp_on_published_ports_and_sees_host_proc() {
         .text();
     assert!(info.contains(r#""host_proc":true"#), "{info}");
     assert!(!info.contains(r#""processes":0"#), "{info}");
+    assert!(
+        info.contains(&format!(r#""docker_socket":{socket}"#)),
+        "{info}"
+    );
 
     let statsd = published(&agent, "8125/udp");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -21,7 +21,8 @@
 //! process) and `gantry.test-scope=<run id>-<n>` (one per guard). A guard's drop removes the
 //! containers and networks of its scope; the drop of the last live guard of the process also
 //! removes everything else carrying the run label, images included (the next
-//! `build_testapp_image_once` rebuilds them if a later test needs them). Resources of runs
+//! `build_testapp_image_once`, `debian::debian_image` or `stack::stack_images` rebuilds them
+//! if a later test needs them). Resources of runs
 //! older than [`STALE_AFTER`] (killed test processes) are removed when the first guard of a
 //! process is created.
 #![allow(dead_code)]
