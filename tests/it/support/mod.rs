@@ -6,7 +6,7 @@
 //! files and in-memory configurations. `docker`: availability, per-process run id and labels,
 //! a cleanup guard, the test-app image, free ports. `debian`: real images from Debian bookworm
 //! packages with no registry (`mmdebstrap | docker import`, cached per process by the package
-//! list; `docker build`s FROM them); `stack`: the application-stack images made that way
+//! list; images adding programs to them, `docker create`, `cp`, `commit`); `stack`: the application-stack images made that way
 //! (redis, the Python web app of `testapp/stack/`, its unhealthy release, an agent on UDP
 //! 8125 / TCP 8126) and their health commands. `extra_engine`: a real dockerd of its own
 //! beside the main engine, what `second_engine` (own bridge, TLS endpoint; multi-host tests)

@@ -17,7 +17,7 @@
 //! | `redis` | `redis-server` on 6379 (`--protected-mode no` added, as the official image does; `command = ["redis-server", "--appendonly", "yes", "--dir", "/data"]` works) | [`REDIS_HEALTH`] |
 //! | `web` | `app serve`: `testapp/stack/web.py` on `PORT` (8080), redis at `REDIS_HOST` (`redis`); `VERSION=v1` | [`WEB_HEALTH`] |
 //! | [`web_release`]`(v)` | the same with `VERSION=v` (a distinct image ID per version) | [`WEB_HEALTH`] |
-//! | `web_unhealthy` | the same with `NEVER_HEALTHY=1`: `/healthz` answers 503, so [`WEB_HEALTH`] fails while the app serves | [`WEB_HEALTH`] |
+//! | `web_unhealthy` | the same with `VERSION=unhealthy NEVER_HEALTHY=1`: `/healthz` answers 503, so [`WEB_HEALTH`] fails while the app serves | [`WEB_HEALTH`] |
 //! | `agent` | `testapp/stack/agent.py`: DogStatsD echo on UDP 8125, HTTP 200 on TCP 8126 reporting datagrams and `/host/proc` | [`AGENT_HEALTH`] |
 //!
 //! A bad release in a test is `web_unhealthy`: the health command is the service's, set in
@@ -66,7 +66,7 @@ pub fn stack_images() -> StackImages {
     StackImages {
         redis: redis_image(),
         web: web_release("v1"),
-        web_unhealthy: web_image("unhealthy", " NEVER_HEALTHY=1"),
+        web_unhealthy: web_image("VERSION=unhealthy NEVER_HEALTHY=1"),
         agent: agent_image(),
     }
 }
@@ -77,18 +77,18 @@ pub fn base_image() -> String {
 }
 
 pub fn redis_image() -> String {
-    let dockerfile = format!(
-        "FROM {base}\n\
-         COPY redis-entrypoint /usr/local/bin/redis-entrypoint\n\
-         WORKDIR /data\n\
-         ENTRYPOINT [\"redis-entrypoint\"]\n\
-         CMD [\"redis-server\"]\n",
-        base = base_image()
-    );
     derived_image(
         "redis",
-        &dockerfile,
-        &[("redis-entrypoint", REDIS_ENTRYPOINT)],
+        &base_image(),
+        &[
+            ("/usr/local/bin/redis-entrypoint", REDIS_ENTRYPOINT),
+            ("/data/", b""),
+        ],
+        &[
+            "WORKDIR /data",
+            r#"ENTRYPOINT ["redis-entrypoint"]"#,
+            r#"CMD ["redis-server"]"#,
+        ],
     )
 }
 
@@ -101,31 +101,31 @@ pub fn web_release(version: &str) -> String {
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
         "web version {version:?}: letters, digits, '.', '_', '-'"
     );
-    web_image(version, "")
+    web_image(&format!("VERSION={version}"))
 }
 
-fn web_image(version: &str, extra_env: &str) -> String {
-    // What differs between releases comes last: the classic builder reuses the steps before.
-    let dockerfile = format!(
-        "FROM {base}\n\
-         COPY web.py /usr/local/bin/app\n\
-         ENV PORT={WEB_PORT} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1\n\
-         EXPOSE {WEB_PORT}\n\
-         CMD [\"app\", \"serve\"]\n\
-         ENV VERSION={version}{extra_env}\n",
-        base = base_image()
-    );
-    derived_image("web", &dockerfile, &[("web.py", WEB_PY)])
+fn web_image(env: &str) -> String {
+    derived_image(
+        "web",
+        &base_image(),
+        &[("/usr/local/bin/app", WEB_PY)],
+        &[
+            &format!("ENV PORT={WEB_PORT} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 {env}"),
+            &format!("EXPOSE {WEB_PORT}"),
+            r#"CMD ["app", "serve"]"#,
+        ],
+    )
 }
 
 pub fn agent_image() -> String {
-    let dockerfile = format!(
-        "FROM {base}\n\
-         COPY agent.py /usr/local/bin/agent\n\
-         ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1\n\
-         EXPOSE {AGENT_UDP_PORT}/udp {AGENT_TCP_PORT}\n\
-         CMD [\"agent\"]\n",
-        base = base_image()
-    );
-    derived_image("agent", &dockerfile, &[("agent.py", AGENT_PY)])
+    derived_image(
+        "agent",
+        &base_image(),
+        &[("/usr/local/bin/agent", AGENT_PY)],
+        &[
+            "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
+            &format!("EXPOSE {AGENT_UDP_PORT}/udp {AGENT_TCP_PORT}"),
+            r#"CMD ["agent"]"#,
+        ],
+    )
 }
