@@ -1,7 +1,8 @@
 //! The application-stack test images (`support::stack`, built from Debian packages by
 //! `support::debian`) are real programs that find each other by name: checked with plain
-//! `docker run` on a test network, before any gantry feature uses them. Skipped without
-//! Docker or mmdebstrap, except under CI=true where they fail.
+//! `docker run` on a test network, before any gantry feature uses them; and the guard removes
+//! the volumes and project networks stack tests leave. Skipped without Docker or mmdebstrap,
+//! except under CI=true where they fail.
 
 use crate::support;
 
@@ -340,4 +341,44 @@ fn images_are_cached_by_content_and_rebuilt_once_removed() {
     assert!(!docker::image_exists(&web));
     assert_eq!(stack::web_release("cache-check"), web);
     assert!(docker::image_exists(&web));
+}
+
+#[test]
+fn guard_removes_volumes_and_what_gantry_made_for_its_projects() {
+    let test = "guard_removes_volumes_and_what_gantry_made_for_its_projects";
+    if !docker::require_docker(test) {
+        return;
+    }
+    let _outer = DockerTestGuard::new(); // keeps the run's other resources while `guard` drops
+    let guard = DockerTestGuard::new();
+    let project = support::project::Project::new("vol", &guard);
+    let project_label = format!("{}={}", support::project::PROJECT_LABEL, project.name);
+    // As gantry would make them: the project's label only, no test labels.
+    let net = format!("{}_default", project.name);
+    let vol = format!("{}_cache-data", project.name);
+    docker::docker_ok(&["network", "create", "--label", &project_label, &net]);
+    docker::docker_ok(&["volume", "create", "--label", &project_label, &vol]);
+    let scoped = docker::run_tag("scoped-volume");
+    let mut args = vec!["volume", "create"];
+    let labels = guard.label_args();
+    args.extend(labels.iter().map(String::as_str));
+    args.push(&scoped);
+    docker::docker_ok(&args);
+
+    drop(guard);
+    let left = |kind: &str, name: &str| {
+        docker::docker(&[kind, "inspect", name])
+            .status
+            .success()
+            .then(|| format!("{kind} {name}"))
+    };
+    let left: Vec<String> = [
+        left("network", &net),
+        left("volume", &vol),
+        left("volume", &scoped),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(left.is_empty(), "left after the guard dropped: {left:?}");
 }

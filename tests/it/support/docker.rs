@@ -19,8 +19,11 @@
 //!
 //! Labels: everything a test creates carries `gantry.test-run=<run id>` (one id per test
 //! process) and `gantry.test-scope=<run id>-<n>` (one per guard). A guard's drop removes the
-//! containers and networks of its scope; the drop of the last live guard of the process also
-//! removes everything else carrying the run label, images included (the next
+//! containers, networks and volumes of its scope, and those gantry made for the projects made
+//! with it (`project::Project::new` tells the guard; gantry labels what it creates with
+//! `dev.gantry.project=<name>`, and project names are unique in the process); the drop of the
+//! last live guard of the process also removes everything else carrying the run label, images
+//! included (the next
 //! `build_testapp_image_once`, `debian::debian_image` or `stack::stack_images` rebuilds them
 //! if a later test needs them). Resources of runs
 //! older than [`STALE_AFTER`] (killed test processes) are removed when the first guard of a
@@ -134,6 +137,8 @@ pub fn live_guards() -> usize {
 /// Removes, on drop (so also on panic), what a test created with its labels.
 pub struct DockerTestGuard {
     scope: String,
+    /// Projects whose gantry-made containers, networks and volumes go with this guard.
+    projects: Mutex<Vec<String>>,
     /// Released after the clean-up: an `alone` test waits for it (see `serial`).
     _turn: super::serial::Shared,
 }
@@ -150,7 +155,11 @@ impl DockerTestGuard {
             format!("{}-{}", run_id(), *n)
         };
         *LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        DockerTestGuard { scope, _turn: turn }
+        DockerTestGuard {
+            scope,
+            projects: Mutex::new(Vec::new()),
+            _turn: turn,
+        }
     }
 
     /// `gantry.test-scope=<scope>`.
@@ -169,6 +178,16 @@ impl DockerTestGuard {
             .into_iter()
             .flat_map(|l| ["--label".to_owned(), l])
             .collect()
+    }
+
+    /// Removes, on drop, what gantry made for `project` (label `dev.gantry.project=<project>`):
+    /// containers, networks and volumes, also those without the test labels (a project
+    /// network or volume gantry creates). `project::Project::new` calls it.
+    pub fn track_project(&self, project: &str) {
+        self.projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(project.to_owned());
     }
 
     /// `docker run -d <labels> OPTS IMAGE`; returns the container id.
@@ -194,6 +213,14 @@ impl Drop for DockerTestGuard {
             return;
         }
         remove_labelled(&self.scope_label(), false);
+        let projects =
+            std::mem::take(&mut *self.projects.lock().unwrap_or_else(|e| e.into_inner()));
+        for project in projects {
+            remove_labelled(
+                &format!("{}={project}", super::project::PROJECT_LABEL),
+                false,
+            );
+        }
         let mut live = LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner());
         *live -= 1;
         if *live == 0 {
@@ -204,7 +231,8 @@ impl Drop for DockerTestGuard {
     }
 }
 
-/// Removes the containers and networks (and with `images`, the images) carrying `label`.
+/// Removes the containers, networks and volumes (and with `images`, the images) carrying
+/// `label`.
 /// Best effort: failures are reported on stderr, never panic (this runs in `Drop`).
 pub fn remove_labelled(label: &str, images: bool) {
     let filter = format!("label={label}");
@@ -212,6 +240,8 @@ pub fn remove_labelled(label: &str, images: bool) {
     remove(&["rm", "-f", "-v"], &containers);
     let networks = ids(&["network", "ls", "-q", "--filter", &filter]);
     remove(&["network", "rm"], &networks);
+    let volumes = ids(&["volume", "ls", "-q", "--filter", &filter]);
+    remove(&["volume", "rm", "-f"], &volumes);
     if images {
         let images = ids(&["images", "-q", "--filter", &filter]);
         remove(&["rmi", "-f"], &images);
@@ -251,7 +281,7 @@ fn remove(args: &[&str], ids: &[String]) {
     }
 }
 
-/// Removes containers, networks and images of test runs older than [`STALE_AFTER`], judged by
+/// Removes containers, networks, volumes and images of test runs older than [`STALE_AFTER`], judged by
 /// the timestamp in their run id (`gantry-test-<pid>-<nanos>`): what killed runs left behind.
 fn remove_stale_runs() {
     if !docker_available() {
@@ -283,6 +313,12 @@ fn remove_stale_runs() {
     let out = docker(&["network", "ls", "--filter", &filter, "--format", &label_fmt]);
     remove(
         &["network", "rm"],
+        &pick(&String::from_utf8_lossy(&out.stdout)),
+    );
+    let volume_fmt = format!("{{{{.Name}}}}\t{{{{.Label \"{key}\"}}}}");
+    let out = docker(&["volume", "ls", "--filter", &filter, "--format", &volume_fmt]);
+    remove(
+        &["volume", "rm", "-f"],
         &pick(&String::from_utf8_lossy(&out.stdout)),
     );
     let images = ids(&["images", "-q", "--filter", &filter]);
