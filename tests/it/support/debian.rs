@@ -217,6 +217,11 @@ fn import_base(packages: &[&str], image: &str) {
     let mut import = Command::new("docker");
     import
         .args(["import", "--change", &format!("LABEL {}", run_label())])
+        // Exec-form commands and health checks find programs without a shell's help.
+        .args([
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ])
         .args([
             "--change",
             &format!("LABEL gantry.test-debian=\"{}\"", packages.join(" ")),
