@@ -45,12 +45,16 @@ pub struct Project {
 
 impl Project {
     /// A new project named `<prefix><pid>-<n>`, labelled by `guard`; nothing written yet.
+    /// What gantry makes for it (containers, project network, volumes) is removed when
+    /// `guard` drops, labelled with the guard's labels or not.
     pub fn new(prefix: &str, guard: &DockerTestGuard) -> Project {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{prefix}{}-{n}", std::process::id());
+        guard.track_project(&name);
         Project {
             dir: tempfile::tempdir().unwrap(),
-            name: format!("{prefix}{}-{n}", std::process::id()),
+            name,
             labels: labels_toml(guard),
         }
     }
