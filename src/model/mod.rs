@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use container::{Mount, MountSource, NetworkMode, Protocol, Publish, Restart, Ulimit};
+pub use container::{
+    Mount, MountSource, NetworkMode, Protocol, Publish, Restart, StopFirstReason, Ulimit,
+};
 pub use units::{ByteSize, Duration, ImageRef};
 pub use validate::{EnvFileFacts, FileFacts, validate};
 
@@ -186,6 +188,17 @@ impl ServiceSpec {
             .iter()
             .filter(|m| !m.read_only)
             .filter_map(Mount::volume)
+    }
+
+    /// Why this service must roll stop-first (never two copies of a replica at once).
+    pub fn stop_first_reason(&self) -> Option<StopFirstReason> {
+        StopFirstReason::of(
+            self.runtime,
+            &self.volumes,
+            &self.publish,
+            self.network_mode,
+            self.port,
+        )
     }
 }
 

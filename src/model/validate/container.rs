@@ -63,15 +63,31 @@ impl Validator<'_> {
                 .then(|| w.get_ref().clone())
         });
 
-        let publish = self.parsed::<Publish>(&t.publish, "port");
-        let volumes = self.parsed::<Mount>(&t.volumes, "volume");
+        let publish = self.parsed::<Publish>(&t.publish, "port", |raw| {
+            if raw.contains('-') {
+                "one port per entry: write each port of a range as its own entry".to_string()
+            } else {
+                "e.g. `publish = [\"8125:8125/udp\", \"127.0.0.1:8126:8126\"]`; the probed `port` needs no entry here".to_string()
+            }
+        });
+        let volumes = self.parsed::<Mount>(&t.volumes, "volume", |raw| {
+            let source = raw.split(':').next().unwrap_or_default();
+            if source.starts_with('.') || source.starts_with('~') || source.contains('/') {
+                format!("write the host path in full, e.g. \"/srv/app/{}\": the config may be applied from another directory", raw.trim_start_matches(['.', '~', '/']))
+            } else {
+                "e.g. `volumes = [\"cache-data:/data\", \"/var/run/docker.sock:/var/run/docker.sock:ro\"]`".to_string()
+            }
+        });
         let mut targets: BTreeMap<&str, ()> = BTreeMap::new();
         for (m, raw) in volumes.iter().zip(&t.volumes) {
             if targets.insert(m.target.as_str(), ()).is_some() {
-                self.err(Diagnostic::at(
-                    format!("{here} mounts two volumes at `{}`", m.target),
-                    raw.span(),
-                ));
+                self.err(
+                    Diagnostic::at(
+                        format!("{here} mounts two volumes at `{}`", m.target),
+                        raw.span(),
+                    )
+                    .help("each container path takes one mount: remove one, or mount it elsewhere"),
+                );
             }
         }
         let mut tmpfs = Vec::new();
@@ -126,10 +142,11 @@ impl Validator<'_> {
         for n in &t.networks {
             let name = n.get_ref();
             if !crate::model::container::valid_volume_name(name) {
-                self.err(Diagnostic::at(
-                    format!("invalid network name `{name}`"),
-                    n.span(),
-                ));
+                self.err(
+                    Diagnostic::at(format!("invalid network name `{name}`"), n.span()).help(
+                        "the name of an existing Docker network: letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+                    ),
+                );
             } else if network_mode != NetworkMode::Project {
                 self.err(
                     Diagnostic::at(
@@ -191,13 +208,26 @@ impl Validator<'_> {
                     d = d.help(format!("did you mean `{best}`?"));
                 }
                 self.err(d);
-            } else if soft > hard && hard != -1 {
-                self.err(Diagnostic::at(
-                    format!(
-                        "ulimit `{name}`: the soft limit {soft} is above the hard limit {hard}"
-                    ),
-                    value.span(),
-                ));
+            } else if soft < -1 || hard < -1 {
+                self.err(
+                    Diagnostic::at(
+                        format!("ulimit `{name}`: {} is not a limit", soft.min(hard)),
+                        value.span(),
+                    )
+                    .help("a limit is a number of at least 0, or -1 for unlimited"),
+                );
+            } else if (soft > hard && hard != -1) || (soft == -1 && hard != -1) {
+                self.err(
+                    Diagnostic::at(
+                        format!(
+                            "ulimit `{name}`: the soft limit {soft} is above the hard limit {hard}"
+                        ),
+                        value.span(),
+                    )
+                    .help(format!(
+                        "the soft limit may be at most the hard one, e.g. `{name} = {{ soft = {hard}, hard = {hard} }}`"
+                    )),
+                );
             } else {
                 ulimits.insert(name.clone(), Ulimit { soft, hard });
             }
@@ -276,13 +306,23 @@ impl Validator<'_> {
         }
     }
 
-    /// Every string of `values` parsed as a `T`; the ones that do not parse are reported.
-    fn parsed<T: FromStr<Err = String>>(&mut self, values: &[SpStr], what: &str) -> Vec<T> {
+    /// Every string of `values` parsed as a `T`; the ones that do not parse are reported,
+    /// with the help `help` gives for the string as written.
+    fn parsed<T: FromStr<Err = String>>(
+        &mut self,
+        values: &[SpStr],
+        what: &str,
+        help: impl Fn(&str) -> String,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         for v in values {
             match T::from_str(v.get_ref()) {
                 Ok(x) => out.push(x),
-                Err(e) => self.err(Diagnostic::at(e, v.span()).label(format!("not a {what}"))),
+                Err(e) => self.err(
+                    Diagnostic::at(e, v.span())
+                        .label(format!("not a {what}"))
+                        .help(help(v.get_ref())),
+                ),
             }
         }
         out
@@ -292,13 +332,16 @@ impl Validator<'_> {
         if value.get_ref().starts_with('/') {
             return true;
         }
-        self.err(Diagnostic::at(
-            format!(
-                "`{key}` must be an absolute path, found `{}`",
-                value.get_ref()
-            ),
-            value.span(),
-        ));
+        self.err(
+            Diagnostic::at(
+                format!(
+                    "`{key}` must be an absolute path, found `{}`",
+                    value.get_ref()
+                ),
+                value.span(),
+            )
+            .help(format!("a path in the container, from `/`, e.g. `{key} = \"/app\"`")),
+        );
         false
     }
 
