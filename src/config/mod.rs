@@ -288,7 +288,8 @@ fn toml_error_diagnostic(message: &str, span: Range<usize>) -> Diagnostic {
     }
     let d = Diagnostic::at(message.replace("invalid type: ", "wrong type: "), span).label("here");
     if message.contains("a ulimit") {
-        return d.help("e.g. `ulimits = { nofile = { soft = 20000, hard = 40000 }, nproc = 65535 }`");
+        return d
+            .help("e.g. `ulimits = { nofile = { soft = 20000, hard = 40000 }, nproc = 65535 }`");
     }
     d
 }

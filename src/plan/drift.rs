@@ -252,6 +252,7 @@ fn roll_for_drift(
         forces_replacement: true,
     });
     change.steps = super::roll_steps(before, after, state);
+    change.roll_order = super::RollOrder::of(after);
 }
 
 fn describe(s: ContainerState) -> String {

@@ -340,7 +340,9 @@ impl Validator<'_> {
                 ),
                 value.span(),
             )
-            .help(format!("a path in the container, from `/`, e.g. `{key} = \"/app\"`")),
+            .help(format!(
+                "a path in the container, from `/`, e.g. `{key} = \"/app\"`"
+            )),
         );
         false
     }

@@ -33,13 +33,12 @@ impl PortClaim {
             })
         };
         let same_ip = match (&self.ip, &other.ip) {
-            (Some(a), Some(b)) => match (
-                a.parse::<std::net::IpAddr>(),
-                b.parse::<std::net::IpAddr>(),
-            ) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => a == b,
-            },
+            (Some(a), Some(b)) => {
+                match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => a == b,
+                }
+            }
             _ => false,
         };
         self.protocol == other.protocol

@@ -192,8 +192,7 @@ impl Validator<'_> {
                 help = format!("{help}; e.g. `{fixed}`");
             }
             self.err(
-                Diagnostic::at(format!("invalid {what} name `{name}`"), span.clone())
-                    .help(help),
+                Diagnostic::at(format!("invalid {what} name `{name}`"), span.clone()).help(help),
             );
         }
     }

@@ -195,7 +195,9 @@ impl Validator<'_> {
                 .help(help)
             };
             let volume_help = |first: &str| {
-                format!("{first}; or mount the volume read-only (`:ro`) if the process only reads it")
+                format!(
+                    "{first}; or mount the volume read-only (`:ro`) if the process only reads it"
+                )
             };
             if order == Order::StartFirst
                 && let Some(o) = &r.order
@@ -218,9 +220,9 @@ impl Validator<'_> {
                 && let Some(st) = &r.strategy
             {
                 let help = match reason {
-                    StopFirstReason::ReadWriteVolume { .. } => volume_help(
-                        "use `strategy = \"rolling\"` (stop-first by default here)",
-                    ),
+                    StopFirstReason::ReadWriteVolume { .. } => {
+                        volume_help("use `strategy = \"rolling\"` (stop-first by default here)")
+                    }
                     _ => scale_help(reason),
                 };
                 let d = refuse(

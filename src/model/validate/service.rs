@@ -325,7 +325,11 @@ impl Validator<'_> {
         let Some(r) = &t.replicas else { return };
         self.err(
             Diagnostic::at(
-                format!("{here} {}: {}", reason_subject(reason), reason.consequence()),
+                format!(
+                    "{here} {}: {}",
+                    reason_subject(reason),
+                    reason.consequence()
+                ),
                 r.span(),
             )
             .label(format!("{replicas} replicas on each host"))
