@@ -63,16 +63,17 @@ impl Validator<'_> {
                 .then(|| w.get_ref().clone())
         });
 
-        let publish = self.parsed::<Publish>(&t.publish, "port", |raw| {
+        let publish = self.parsed::<Publish>(&t.publish, "port", |raw, _| {
             if raw.contains('-') {
                 "one port per entry: write each port of a range as its own entry".to_string()
             } else {
                 "e.g. `publish = [\"8125:8125/udp\", \"127.0.0.1:8126:8126\"]`; the probed `port` needs no entry here".to_string()
             }
         });
-        let volumes = self.parsed::<Mount>(&t.volumes, "volume", |raw| {
-            let source = raw.split(':').next().unwrap_or_default();
-            if source.starts_with('.') || source.starts_with('~') || source.contains('/') {
+        let volumes = self.parsed::<Mount>(&t.volumes, "volume", |raw, error| {
+            if error.contains("unknown mode") {
+                "end with `:ro` to mount read-only, or with nothing (or `:rw`) to mount read-write".to_string()
+            } else if error.contains("is relative") {
                 format!("write the host path in full, e.g. \"/srv/app/{}\": the config may be applied from another directory", raw.trim_start_matches(['.', '~', '/']))
             } else {
                 "e.g. `volumes = [\"cache-data:/data\", \"/var/run/docker.sock:/var/run/docker.sock:ro\"]`".to_string()
@@ -312,16 +313,16 @@ impl Validator<'_> {
         &mut self,
         values: &[SpStr],
         what: &str,
-        help: impl Fn(&str) -> String,
+        help: impl Fn(&str, &str) -> String,
     ) -> Vec<T> {
         let mut out = Vec::new();
         for v in values {
             match T::from_str(v.get_ref()) {
                 Ok(x) => out.push(x),
                 Err(e) => self.err(
-                    Diagnostic::at(e, v.span())
+                    Diagnostic::at(e.clone(), v.span())
                         .label(format!("not a {what}"))
-                        .help(help(v.get_ref())),
+                        .help(help(v.get_ref(), &e)),
                 ),
             }
         }
