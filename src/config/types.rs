@@ -237,7 +237,7 @@ pub struct TomlService {
 
 /// A ulimit: one number (soft = hard) or both.
 #[derive(Debug, JsonSchema)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum TomlUlimit {
     One(i64),
     Pair { soft: i64, hard: i64 },
