@@ -118,7 +118,7 @@ impl Validator<'_> {
                     let mut d = Diagnostic::at(e, r.span()).label("not a restart policy");
                     if let Some(best) = closest(
                         r.get_ref(),
-                        ["no", "always", "unless-stopped", "on-failure"].into_iter(),
+                        ["no", "always", "unless-stopped", "on-failure"],
                     ) {
                         d = d.help(format!("did you mean `{best}`?"));
                     }
@@ -217,7 +217,8 @@ impl Validator<'_> {
                     )
                     .help("a limit is a number of at least 0, or -1 for unlimited"),
                 );
-            } else if (soft > hard && hard != -1) || (soft == -1 && hard != -1) {
+            } else if hard != -1 && (soft > hard || soft == -1) {
+                // -1 is unlimited: above any number.
                 self.err(
                     Diagnostic::at(
                         format!(
