@@ -991,3 +991,54 @@ health = { http = "/healthz" }
 "#;
     validate_source("gantry.toml", source).assert_valid();
 }
+
+#[test]
+fn the_probed_port_in_publish_and_a_tmpfs_over_a_volume_are_refused() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "registry.example/web:3074f46"
+port = 8080
+publish = ["80:8080", "8125:8080/udp"]
+volumes = ["cache-data:/data"]
+tmpfs = ["/data", "/tmp"]
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(2);
+    let d = out.diagnostic(
+        "gantry.toml",
+        7,
+        12,
+        "service `web` publishes its `port` 8080 in `publish` as well",
+    );
+    assert_has(&d, "write `host_ports = 80` instead");
+    let d = out.diagnostic(
+        "gantry.toml",
+        9,
+        10,
+        "service `web` mounts a volume and a `tmpfs` at `/data`",
+    );
+    assert_has(&d, "each container path takes one mount");
+}
+
+#[test]
+fn a_fixed_host_port_refuses_blue_green() {
+    let source = r#"[project]
+name = "shop"
+
+[service.agent]
+image = "registry.example/agent:7.52.0"
+publish = ["8125:8125/udp"]
+rollout = { strategy = "blue-green" }
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(1);
+    let d = out.diagnostic(
+        "gantry.toml",
+        7,
+        24,
+        "service `agent` publishes the fixed host port `8125:8125/udp`: a fixed host port allows one replica per host and stop-first",
+    );
+    assert_has(&d, "runs a second colour beside the live one");
+}

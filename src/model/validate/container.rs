@@ -63,6 +63,31 @@ impl Validator<'_> {
                 .then(|| w.get_ref().clone())
         });
 
+        // The probed `port` is published by gantry already (engine-chosen or `host_ports`):
+        // a fixed binding of it beside that would be a second way in that no probe watches.
+        if let Some(port) = &t.port {
+            for p in &t.publish {
+                if let Ok(x) = Publish::from_str(p.get_ref())
+                    && x.container_port == *port.get_ref()
+                    && x.protocol == crate::model::Protocol::Tcp
+                {
+                    self.err(
+                        Diagnostic::at(
+                            format!(
+                                "{here} publishes its `port` {} in `publish` as well",
+                                port.get_ref()
+                            ),
+                            p.span(),
+                        )
+                        .label("the probed port")
+                        .help(format!(
+                            "gantry publishes `port` itself, on a host port the engine chooses; to fix that host port, write `host_ports = {}` instead",
+                            x.host_port
+                        )),
+                    );
+                }
+            }
+        }
         let publish = self.parsed::<Publish>(&t.publish, "port", |raw, _| {
             if raw.contains('-') {
                 "one port per entry: write each port of a range as its own entry".to_string()
@@ -94,7 +119,16 @@ impl Validator<'_> {
         let mut tmpfs = Vec::new();
         for p in &t.tmpfs {
             let path = p.get_ref().split(':').next().unwrap_or_default();
-            if path.starts_with('/') {
+            if path.starts_with('/') && targets.contains_key(path) {
+                self.err(
+                    Diagnostic::at(
+                        format!("{here} mounts a volume and a `tmpfs` at `{path}`"),
+                        p.span(),
+                    )
+                    .help("each container path takes one mount: remove one, or mount it elsewhere"),
+                );
+            } else if path.starts_with('/') {
+                targets.insert(path, ());
                 tmpfs.push(p.get_ref().clone());
             } else {
                 self.err(
