@@ -360,7 +360,12 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 .target(&Some(host.to_string()))
                 .map_err(StepError::new)?;
             match target.runtime.start(&id).await {
-                Ok(()) => break self.record_started(target, service, &id).await.map_err(StepError::new),
+                Ok(()) => {
+                    break self
+                        .record_started(target, service, &id)
+                        .await
+                        .map_err(StepError::new);
+                }
                 Err(e) if host_port.is_none() && port_in_use(&e) && attempt < START_ATTEMPTS => {
                     self.env.reporter.event(Event::Note {
                         message: format!(
@@ -368,11 +373,9 @@ impl<R: ContainerRuntime> Run<'_, R> {
                             attempt + 1
                         ),
                     });
-                    target
-                        .runtime
-                        .remove(&id)
-                        .await
-                        .map_err(|e| StepError::new(format!("removing {name} to create it again: {e}")))?;
+                    target.runtime.remove(&id).await.map_err(|e| {
+                        StepError::new(format!("removing {name} to create it again: {e}"))
+                    })?;
                     self.mark(&id, None);
                     let _ = self.save();
                     attempt += 1;
@@ -787,13 +790,7 @@ async fn wait_health_command<R: ContainerRuntime>(
         + (interval + timeout) * (health.retries + 1)
         + HEALTH_COMMAND_MARGIN;
     let every = interval.clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let logs = || async {
-        target
-            .runtime
-            .logs_tail(id, 10)
-            .await
-            .unwrap_or_default()
-    };
+    let logs = || async { target.runtime.logs_tail(id, 10).await.unwrap_or_default() };
     let mut wait = every.min(Duration::from_millis(100));
     let mut last_output: Option<String> = None;
     loop {

@@ -55,8 +55,12 @@ pub(super) fn host_needs(plan: &Plan) -> BTreeMap<String, HostNeeds> {
         for host in &spec.hosts {
             let n = needs.entry(host.clone()).or_default();
             n.network |= spec.network_mode == NetworkMode::Project;
-            n.volumes
-                .extend(spec.volumes.iter().filter_map(|m| m.volume()).map(String::from));
+            n.volumes.extend(
+                spec.volumes
+                    .iter()
+                    .filter_map(|m| m.volume())
+                    .map(String::from),
+            );
         }
     }
     needs

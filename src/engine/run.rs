@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::membership::Leaving;
-use super::resources::{HostNeeds, host_needs};
 use super::report::Event;
+use super::resources::{HostNeeds, host_needs};
 use super::{
     ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StepError, Target, service_spec, swarm,
 };

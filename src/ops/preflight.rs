@@ -260,7 +260,11 @@ async fn container_options_hold<R: ContainerRuntime>(
                 .get(&spec.image)
                 .cloned()
                 .unwrap_or_else(|| spec.image.clone());
-            let missing = t.runtime.missing_paths(&image, &binds).await.map_err(fail)?;
+            let missing = t
+                .runtime
+                .missing_paths(&image, &binds)
+                .await
+                .map_err(fail)?;
             if let Some(path) = missing.first() {
                 return Err(Error::Message(format!(
                     "pre-flight: {} mounts `{path}` from host `{host}`, where it does not exist; create it there or change `volumes` (bind mounts take existing absolute host paths); nothing was changed",

@@ -184,10 +184,7 @@ fn prune_volumes(
     }
     emit(out, &listing)?;
     confirm_with(
-        &format!(
-            "remove {} volume(s) and the data in them",
-            unused.len()
-        ),
+        &format!("remove {} volume(s) and the data in them", unused.len()),
         yes,
         NO_TERMINAL_HINT,
         out,

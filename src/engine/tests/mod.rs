@@ -5,6 +5,7 @@
 mod blue_green;
 mod interrupt;
 mod journal;
+mod options;
 mod restore;
 mod swarm;
 
