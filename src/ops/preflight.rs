@@ -322,3 +322,150 @@ fn bindable(p: &crate::model::Publish) -> bool {
         crate::model::Protocol::Udp => std::net::UdpSocket::bind((ip, p.host_port)).is_ok(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::ContainerSpec;
+    use crate::testing::FakeRuntime;
+
+    const TOML: &str = r#"[project]
+name = "p"
+
+[service.agent]
+image = "agent:1"
+volumes = ["/var/run/docker.sock:/var/run/docker.sock:ro", "/srv/agent:/data"]
+networks = ["shared"]
+publish = ["8125:8125/udp", "10.0.0.1:8126:8126"]
+rollout = { order = "stop-first" }
+"#;
+
+    fn hosts(rt: &FakeRuntime) -> BTreeMap<String, Target<FakeRuntime>> {
+        BTreeMap::from([(
+            "local".to_string(),
+            Target {
+                runtime: rt.clone(),
+                address: "10.0.0.1".to_string(),
+                swarm: None,
+            },
+        )])
+    }
+
+    /// A world where everything the agent needs is there: its image and its network.
+    async fn world() -> (FakeRuntime, Plan, State) {
+        let rt = FakeRuntime::new();
+        rt.add_image("agent:1");
+        rt.ensure_network("shared", &BTreeMap::new()).await.unwrap();
+        let model = crate::testing::model(TOML);
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        (rt, plan, state)
+    }
+
+    async fn check(rt: &FakeRuntime, plan: &Plan, state: &State) -> Result<Resolved, Error> {
+        preflight(
+            plan,
+            state,
+            &hosts(rt),
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+        )
+        .await
+    }
+
+    fn message(r: Result<Resolved, Error>) -> String {
+        match r {
+            Err(Error::Message(m)) => m,
+            Err(e) => panic!("unexpected error {e:?}"),
+            Ok(_) => panic!("pre-flight passed"),
+        }
+    }
+
+    /// A running container publishing `port`, with `labels`.
+    async fn squatter(rt: &FakeRuntime, name: &str, port: u16, labels: &[(&str, &str)]) {
+        let spec = ContainerSpec {
+            name: name.into(),
+            image: "agent:1".into(),
+            command: None,
+            env: Vec::new(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            port: Some(port),
+            host_port: Some(port),
+            host_ip: "10.0.0.1".into(),
+            memory_bytes: None,
+            cpus: None,
+            log_max_size: None,
+            log_max_files: None,
+            stop_grace: std::time::Duration::from_secs(1),
+            image_ref: None,
+            options: Default::default(),
+        };
+        let id = rt.create(&spec).await.unwrap();
+        rt.start(&id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn passes_when_networks_paths_and_ports_are_there() {
+        let (rt, plan, state) = world().await;
+        check(&rt, &plan, &state).await.unwrap();
+        // Checking changed nothing.
+        assert!(rt.containers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_external_network_is_named_with_its_host() {
+        let (_, plan, state) = world().await;
+        let rt = FakeRuntime::new();
+        rt.add_image("agent:1");
+        let m = message(check(&rt, &plan, &state).await);
+        assert!(
+            m.contains(
+                "service.agent joins network `shared`, which does not exist on host `local`"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("nothing was changed"), "{m}");
+        assert!(rt.networks().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_bind_source_is_named_with_its_host() {
+        let (rt, plan, state) = world().await;
+        rt.remove_host_path("/srv/agent");
+        let m = message(check(&rt, &plan, &state).await);
+        assert!(
+            m.contains(
+                "service.agent mounts `/srv/agent` from host `local`, where it does not exist"
+            ),
+            "{m}"
+        );
+        assert!(rt.containers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_publish_port_held_by_another_container_is_refused() {
+        let (rt, plan, state) = world().await;
+        squatter(&rt, "other-app", 8126, &[]).await;
+        let m = message(check(&rt, &plan, &state).await);
+        assert!(
+            m.contains("publishes host port 8126 (`10.0.0.1:8126:8126`) on host `local`, but container `other-app` publishes it already"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_port_held_by_the_service_itself_is_fine() {
+        let (rt, plan, state) = world().await;
+        squatter(
+            &rt,
+            "p-agent-1-1",
+            8126,
+            &[("dev.gantry.project", "p"), ("dev.gantry.service", "agent")],
+        )
+        .await;
+        check(&rt, &plan, &state).await.unwrap();
+    }
+}
