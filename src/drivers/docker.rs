@@ -503,8 +503,7 @@ pub(crate) fn create_body(
             init: o.init.then_some(true),
             pid_mode: o.pid.clone(),
             shm_size: o.shm_size.map(|s| s.min(i64::MAX as u64) as i64),
-            sysctls: (!o.sysctls.is_empty())
-                .then(|| o.sysctls.clone().into_iter().collect()),
+            sysctls: (!o.sysctls.is_empty()).then(|| o.sysctls.clone().into_iter().collect()),
             ulimits: (!ulimits.is_empty()).then_some(ulimits),
             extra_hosts: non_empty(&o.extra_hosts),
             devices: (!o.devices.is_empty())
@@ -547,8 +546,7 @@ fn device_mapping(device: &str) -> DeviceMapping {
 /// or `None` when the message is about something else.
 pub(crate) fn port_in_use(message: &str) -> Option<Option<u16>> {
     let lower = message.to_lowercase();
-    if !(lower.contains("port is already allocated") || lower.contains("address already in use"))
-    {
+    if !(lower.contains("port is already allocated") || lower.contains("address already in use")) {
         return None;
     }
     Some(message.split_whitespace().find_map(|word| {
@@ -734,7 +732,10 @@ impl ContainerRuntime for DockerRuntime {
             };
             if let Err(e) = self.docker.connect_network(&network.name, request).await {
                 let error = self.engine_error(
-                    &format!("connect container {} to network {}", spec.name, network.name),
+                    &format!(
+                        "connect container {} to network {}",
+                        spec.name, network.name
+                    ),
                     e,
                 );
                 self.remove(&id).await?;
@@ -903,7 +904,10 @@ impl ContainerRuntime for DockerRuntime {
                 let labels: BTreeMap<String, String> =
                     s.labels.unwrap_or_default().into_iter().collect();
                 let probed = probed_port(&labels);
-                let host_network = s.host_config.as_ref().and_then(|h| h.network_mode.as_deref())
+                let host_network = s
+                    .host_config
+                    .as_ref()
+                    .and_then(|h| h.network_mode.as_deref())
                     == Some("host");
                 let host_port = if host_network {
                     probed.filter(|_| state == ContainerState::Running)

@@ -28,7 +28,7 @@ use crate::plan::{Action, Plan, Spec, StepOp};
 use crate::ports::{ContainerRuntime, Member};
 use crate::state::journal::{Entry, Journal};
 use crate::state::{Outcome, RevisionRecord, State};
-pub use resources::{PORT_LABEL, VOLUME_LABEL, container_options, declared_volumes, volume_name};
+pub use resources::{VOLUME_LABEL, container_options, declared_volumes, volume_name};
 use run::Run;
 pub use types::{ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StateSink, StepError, Target};
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::report::Event;
-use super::resources::PORT_LABEL;
 use super::run::Run;
 use super::{StepError, Target, ids, service_spec, spec_hash};
 use crate::drivers::probe;
@@ -23,15 +22,12 @@ use crate::state::{Replica, ReplicaStatus};
 /// How many times a replica is created when its engine-chosen host port is taken at start.
 const START_ATTEMPTS: u32 = 3;
 
-/// Whether a start failed because a host port it publishes is taken.
-// TODO(issue 12): match wt-driver's `RuntimeError::PortInUse` once it is merged; until then
-// the engine's own words are recognised.
+/// Whether a start failed because a host port it publishes is taken: the driver's
+/// `PortInUse`, or the engine's own words should a driver pass them through.
 fn port_in_use(e: &RuntimeError) -> bool {
     match e {
-        RuntimeError::Engine { message, .. } => {
-            message.contains("port is already allocated")
-                || message.contains("address already in use")
-        }
+        RuntimeError::PortInUse { .. } => true,
+        RuntimeError::Engine { message, .. } => message.contains("port is already allocated"),
         _ => false,
     }
 }
@@ -322,7 +318,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
         container_labels.insert(labels::HOST.into(), host.into());
         container_labels.insert(labels::SPEC_HASH.into(), spec_hash(spec));
         if let Some(port) = spec.port {
-            container_labels.insert(PORT_LABEL.into(), port.to_string());
+            container_labels.insert(labels::PORT.into(), port.to_string());
         }
         let container = ContainerSpec {
             name: name.clone(),

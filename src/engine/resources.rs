@@ -19,10 +19,6 @@ use crate::ports::{
 /// The label of a volume gantry creates: the name the configuration gives it.
 pub const VOLUME_LABEL: &str = "dev.gantry.volume";
 
-/// The label of a replica: the container port the engine probes (its `port`).
-// TODO(issue 12): `labels::PORT` of ports.rs once wt-driver's branch is merged.
-pub const PORT_LABEL: &str = "dev.gantry.port";
-
 /// What the containers a run creates on one host need there first.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct HostNeeds {

@@ -484,10 +484,7 @@ impl ContainerRuntime for FakeRuntime {
             })?;
         for network in &spec.options.networks {
             if !inner.networks.contains_key(&network.name) {
-                return Err(engine(
-                    &op,
-                    format!("network {} not found", network.name),
-                ));
+                return Err(engine(&op, format!("network {} not found", network.name)));
             }
         }
         for m in &spec.options.mounts {

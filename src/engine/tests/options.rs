@@ -37,6 +37,15 @@ health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 3 }
     )
 }
 
+/// A world where the external network `shared` of `stack` exists.
+async fn with_shared() -> World {
+    let w = World::new();
+    w.rt.ensure_network("shared", &BTreeMap::new())
+        .await
+        .unwrap();
+    w
+}
+
 fn names_of(calls: &[String], prefix: &str) -> Vec<String> {
     calls
         .iter()
@@ -51,10 +60,14 @@ fn names_of(calls: &[String], prefix: &str) -> Vec<String> {
 /// policy and the other options as written, and the probed port as a label.
 #[tokio::test(start_paused = true)]
 async fn replicas_are_created_with_their_service_options() {
-    let w = World::new();
+    let w = with_shared().await;
     w.applied(&stack("7.2", "v1", "always"), empty()).await;
     let spec = w.rt.spec_of("p-redis-1-1").expect("created");
     assert_eq!(spec.image_ref.as_deref(), Some("redis:7.2"));
+    assert_eq!(
+        w.rt.shown_image("p-redis-1-1").as_deref(),
+        Some("redis:7.2")
+    );
     assert!(spec.image.starts_with("sha256:"), "{}", spec.image);
     assert_eq!(spec.labels["dev.gantry.port"], "6379");
     let o = &spec.options;
@@ -139,10 +152,13 @@ network_mode = "host"
 /// with the project's labels and gantry's; kept through a roll and a destroy of the service.
 #[tokio::test(start_paused = true)]
 async fn network_and_volumes_are_made_once_before_the_first_container_and_kept() {
-    let w = World::new();
+    let w = with_shared().await;
     let s = w.applied(&stack("7.2", "v1", "always"), empty()).await;
     let calls = w.rt.calls();
-    assert_eq!(names_of(&calls, "ensure_network"), ["ensure_network p"]);
+    assert_eq!(
+        names_of(&calls, "ensure_network"),
+        ["ensure_network shared", "ensure_network p"]
+    );
     assert_eq!(
         names_of(&calls, "ensure_volume"),
         ["ensure_volume p_cache-data"]
@@ -153,7 +169,7 @@ async fn network_and_volumes_are_made_once_before_the_first_container_and_kept()
         .position(|c| c.starts_with("ensure_volume"))
         .unwrap();
     assert!(ensured < first_create, "{calls:#?}");
-    assert_eq!(w.rt.networks(), ["p"]);
+    assert_eq!(w.rt.networks(), ["p", "shared"]);
     assert_eq!(w.rt.volumes(), ["p_cache-data"]);
     let labelled =
         w.rt.list_volumes(&[
@@ -180,14 +196,14 @@ health = { http = "/healthz", interval = "100ms", timeout = "1s", retries = 3 }
     let s = w.applied(without_redis, s).await;
     assert!(!s.services.contains_key("redis"));
     assert_eq!(w.rt.volumes(), ["p_cache-data"]);
-    assert_eq!(w.rt.networks(), ["p"]);
+    assert_eq!(w.rt.networks(), ["p", "shared"]);
     assert!(names_of(&w.rt.calls(), "remove_volume").is_empty());
 }
 
 /// Pins the health command: the step waits until the engine reports healthy and says so.
 #[tokio::test(start_paused = true)]
 async fn a_health_command_is_waited_on_until_healthy() {
-    let w = World::new();
+    let w = with_shared().await;
     w.applied(&stack("7.2", "v1", "unless-stopped"), empty())
         .await;
     let detail = lock(&w.reporter.events)
@@ -210,7 +226,7 @@ async fn a_health_command_is_waited_on_until_healthy() {
 /// its service's restart policy back).
 #[tokio::test(start_paused = true)]
 async fn an_unhealthy_command_fails_the_step_with_its_output_and_restores() {
-    let w = World::new();
+    let w = with_shared().await;
     let s = w.applied(&stack("7.2", "v1", "always"), empty()).await;
     w.rt.unhealthy("p-redis-2-", "Could not connect to Redis at 127.0.0.1:6379");
     w.rt.set_logs("p-redis-2-1", &["Fatal error loading the DB"]);
@@ -248,7 +264,7 @@ async fn an_unhealthy_command_fails_the_step_with_its_output_and_restores() {
 /// Pins a container that exits while its health command is awaited: the step fails at once.
 #[tokio::test(start_paused = true)]
 async fn an_exit_fails_the_health_command_wait() {
-    let w = World::new();
+    let w = with_shared().await;
     w.rt.exit_at_start("p-redis-1-1", 1);
     let (outcome, _) = w
         .apply(&stack("7.2", "v1", "always"), empty(), Hold::No)
@@ -295,6 +311,17 @@ async fn kept_replicas_are_set_to_no_and_get_their_policy_back_when_started_agai
         .expect("policy back");
     let start = calls.iter().rposition(|c| c == "start p-web-1-1").unwrap();
     assert!(back < start, "{calls:#?}");
+}
+
+/// Pins why: after an engine restart the replicas kept for rollback stay stopped, even with
+/// `always`, and the running ones run again.
+#[tokio::test(start_paused = true)]
+async fn an_engine_restart_leaves_kept_replicas_stopped() {
+    let w = World::new();
+    let v1 = w.applied(&web_restart("v1", "always"), empty()).await;
+    w.applied(&web_restart("v2", "always"), v1).await;
+    w.rt.restart_engine();
+    assert_eq!(w.rt.running(), ["p-web-2-1", "p-web-2-2"]);
 }
 
 /// Pins the undo of a rollback's fast path: a kept replica it started is stopped and kept
