@@ -197,7 +197,8 @@ impl Drop for DockerTestGuard {
     }
 }
 
-/// Removes the containers and networks (and with `images`, the images) carrying `label`.
+/// Removes the containers, networks and volumes (and with `images`, the images) carrying
+/// `label`.
 /// Best effort: failures are reported on stderr, never panic (this runs in `Drop`).
 pub fn remove_labelled(label: &str, images: bool) {
     let filter = format!("label={label}");
@@ -205,6 +206,8 @@ pub fn remove_labelled(label: &str, images: bool) {
     remove(&["rm", "-f", "-v"], &containers);
     let networks = ids(&["network", "ls", "-q", "--filter", &filter]);
     remove(&["network", "rm"], &networks);
+    let volumes = ids(&["volume", "ls", "-q", "--filter", &filter]);
+    remove(&["volume", "rm", "-f"], &volumes);
     if images {
         let images = ids(&["images", "-q", "--filter", &filter]);
         remove(&["rmi", "-f"], &images);
@@ -276,6 +279,18 @@ fn remove_stale_runs() {
     let out = docker(&["network", "ls", "--filter", &filter, "--format", &label_fmt]);
     remove(
         &["network", "rm"],
+        &pick(&String::from_utf8_lossy(&out.stdout)),
+    );
+    let out = docker(&[
+        "volume",
+        "ls",
+        "--filter",
+        &filter,
+        "--format",
+        &format!("{{{{.Name}}}}\t{{{{.Label \"{key}\"}}}}"),
+    ]);
+    remove(
+        &["volume", "rm", "-f"],
         &pick(&String::from_utf8_lossy(&out.stdout)),
     );
     let images = ids(&["images", "-q", "--filter", &filter]);

@@ -127,6 +127,17 @@ impl Project {
     }
 }
 
+impl Drop for Project {
+    /// The network and the volumes gantry makes for a project carry the test's labels only
+    /// when its `[project] labels` gives them: whatever carries the project's label on the
+    /// main engine goes here (its containers first, which the network and volumes need gone).
+    fn drop(&mut self) {
+        if docker::docker_available() {
+            docker::remove_labelled(&format!("{PROJECT_LABEL}={}", self.name), false);
+        }
+    }
+}
+
 /// The guard's labels as a TOML inline table, for a service's `labels`:
 /// `{ "gantry.test-run" = "<run>", "gantry.test-scope" = "<scope>" }`.
 pub fn labels_toml(guard: &DockerTestGuard) -> String {
