@@ -19,6 +19,12 @@ pub mod labels {
     pub const REPLICA: &str = "dev.gantry.replica";
     pub const SPEC_HASH: &str = "dev.gantry.spec-hash";
     pub const HOST: &str = "dev.gantry.host";
+    /// The container port that is probed and put behind the load balancer (`port`); set by
+    /// the engine. Of several published ports, `ContainerInfo::host_port` is this one's.
+    pub const PORT: &str = "dev.gantry.port";
+    /// The host port the driver fixed for `port` when it created the container (set by the
+    /// driver, not the engine): how ports of stopped containers are known in one list call.
+    pub const HOST_PORT: &str = "dev.gantry.host-port";
 }
 
 /// Everything needed to create one replica.
@@ -33,7 +39,8 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Container port to publish, if any.
     pub port: Option<u16>,
-    /// Host port to publish it on; `None` lets the engine choose a free one.
+    /// Host port to publish it on; `None`: the driver fixes a free one when it creates the
+    /// container, kept across restarts (a start may then fail with `PortInUse`).
     pub host_port: Option<u16>,
     /// Address the published port is bound to.
     pub host_ip: String,
@@ -146,6 +153,11 @@ pub enum RuntimeError {
     ImageUnavailable { image: String, message: String },
     #[error("Docker engine refused to {op}: {message}")]
     Engine { op: String, message: String },
+    /// A start failed because a host port of the container is taken on its host (by another
+    /// container or process). The container is left created; removing and re-creating it
+    /// (without `host_port`) chooses another port.
+    #[error("host port {port} is already in use: {message}")]
+    PortInUse { port: u16, message: String },
 }
 
 /// A container engine (Docker, through bollard).

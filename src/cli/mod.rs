@@ -176,12 +176,25 @@ restored, 5 locked.")]
   gantry -f deploy/prod.toml status")]
     Status,
 
-    /// Remove stopped containers beyond `keep_previous` and images no container uses.
+    /// Remove stopped containers beyond `keep_previous` and images no container uses; with
+    /// --volumes, also the project's volumes no service declares any more.
     #[command(after_help = "Examples:
   gantry prune                    # after lowering [project] keep_previous, or now and then
+  gantry prune --volumes          # also volumes no service declares: lists them, asks for `yes`
+  gantry prune --volumes --yes    # no question (scripts)
 
-Running containers and the kept revisions' containers and images are never removed.")]
-    Prune,
+Running containers and the kept revisions' containers and images are never removed. Volumes
+are removed only with --volumes, only those carrying the project's label that no service of
+the configuration declares, and never one a container (running or kept) still uses.")]
+    Prune {
+        /// Also remove the project's volumes that no service declares any more (their data
+        /// with them), after confirmation.
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask for confirmation (--volumes).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 
     /// Show every apply attempt recorded in the state: revision, when, images, outcome.
     #[command(after_help = "Examples:
@@ -338,7 +351,12 @@ pub fn run(
             err,
         ),
         Command::Status => ops::status::status(&common, out),
-        Command::Prune => ops::prune::prune(&common, out, err),
+        Command::Prune { volumes, yes } => ops::prune::prune(
+            &common,
+            &ops::prune::PruneOptions { volumes, yes },
+            out,
+            err,
+        ),
         Command::Promote { yes, progress } => {
             ops::promote::promote(&common, yes, progress, out, err)
         }

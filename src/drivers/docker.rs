@@ -1,12 +1,16 @@
 //! The Docker engine through bollard: the real [`ContainerRuntime`], over a unix socket, plain
 //! HTTP on loopback, or HTTPS with client certificates (a remote engine's `--tlsverify`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HealthConfig, HostConfig,
+    HostConfigLogConfig, NetworkConnectRequest, NetworkingConfig, PortBinding, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
@@ -15,7 +19,8 @@ use futures_util::StreamExt;
 
 use crate::model::Tls;
 use crate::ports::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Restart, RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Health, HealthStatus,
+    MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError, labels,
 };
 
 /// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
@@ -30,6 +35,9 @@ pub struct DockerRuntime {
     docker: Docker,
     endpoint: String,
     pull_backoff: Duration,
+    /// The engine runs on this machine (a unix socket): a port it is to publish can also be
+    /// tried with a bind here before it is chosen.
+    local: bool,
 }
 
 impl DockerRuntime {
@@ -42,7 +50,9 @@ impl DockerRuntime {
             message,
         };
         let version = bollard::API_DEFAULT_VERSION;
-        let docker = match Transport::choose(endpoint, tls).map_err(unreachable)? {
+        let transport = Transport::choose(endpoint, tls).map_err(unreachable)?;
+        let local = matches!(transport, Transport::Unix(_));
+        let docker = match transport {
             Transport::Unix(path) => Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, version),
             Transport::Http => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, version),
             Transport::Https(tls) => {
@@ -74,6 +84,7 @@ impl DockerRuntime {
             docker,
             endpoint: endpoint.to_string(),
             pull_backoff: PULL_BACKOFF,
+            local,
         })
     }
 
@@ -86,6 +97,125 @@ impl DockerRuntime {
     /// The connected client, for drivers of other parts of the engine's API (Swarm services).
     pub fn client(&self) -> &Docker {
         &self.docker
+    }
+
+    /// A host port for a container's probed port, fixed at create so that it is the same
+    /// after every restart (an engine-chosen port changes at each start): one in Docker's
+    /// ephemeral range that no container on this engine publishes, none of gantry's stopped
+    /// containers holds (their `HOST_PORT` label), this process has not just handed out, and,
+    /// for a local engine, nothing listens on now. A start can still find it taken (by a
+    /// process or a container created meanwhile): `RuntimeError::PortInUse`.
+    async fn free_host_port(&self, host_ip: &str) -> Result<u16, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.engine_error("list containers", e))?;
+        let mut taken = HashSet::new();
+        for s in summaries {
+            taken.extend(s.ports.iter().flatten().filter_map(|p| p.public_port));
+            if let Some(p) = s
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::HOST_PORT)?.parse::<u16>().ok())
+            {
+                taken.insert(p);
+            }
+        }
+        let ip: std::net::IpAddr = host_ip
+            .parse()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let mut recent = RECENT_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = recent.entry(self.endpoint.clone()).or_default();
+        mine.retain(|_, at| at.elapsed() < RECENT_PORT_TTL);
+        taken.extend(mine.keys().copied());
+        let bindable = |port: u16| {
+            !self.local
+                || !matches!(
+                    std::net::TcpListener::bind((ip, port)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+                )
+        };
+        let port = pick_port(&taken, bindable).ok_or_else(|| RuntimeError::Engine {
+            op: "choose a host port".into(),
+            message: format!(
+                "every port of {}-{} is taken",
+                EPHEMERAL_PORTS.start(),
+                EPHEMERAL_PORTS.end()
+            ),
+        })?;
+        mine.insert(port, Instant::now());
+        Ok(port)
+    }
+
+    /// What to create the container from: `image_ref` while it names exactly `image` (the
+    /// recorded ID) on this engine, so that `docker ps` shows what the user wrote; the ID
+    /// otherwise (a reference that is gone or has moved on is silently not used).
+    async fn image_to_run<'a>(&self, spec: &'a ContainerSpec) -> &'a str {
+        if let Some(r) = spec.image_ref.as_deref().filter(|r| *r != spec.image)
+            && let Ok(Some(id)) = self.image_id(r).await
+            && id == spec.image
+        {
+            return r;
+        }
+        &spec.image
+    }
+
+    async fn create_from(
+        &self,
+        spec: &ContainerSpec,
+        image: &str,
+        host_port: Option<u16>,
+    ) -> Result<(String, Vec<NetworkAttachment>), RuntimeError> {
+        let (body, connect_later) = create_body(spec, image, host_port);
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(r) => Ok((r.id, connect_later)),
+            // Pre-flight pulls what is missing; nothing is pulled mid-run.
+            Err(e) if is_not_found(&e) && !error_chain(&e).contains("network") => {
+                Err(RuntimeError::ImageUnavailable {
+                    image: spec.image.clone(),
+                    message: format!(
+                        "{} (gantry pulls during pre-flight only: was it removed from the host since?)",
+                        error_chain(&e)
+                    ),
+                })
+            }
+            Err(e) => Err(self.engine_error(&format!("create container {}", spec.name), e)),
+        }
+    }
+
+    /// The error of a start that failed: `PortInUse` when a host port is taken.
+    async fn start_error(&self, id: &str, e: bollard::errors::Error) -> RuntimeError {
+        let error = self.engine_error(&format!("start container {id}"), e);
+        let RuntimeError::Engine { message, .. } = &error else {
+            return error;
+        };
+        let Some(port) = port_in_use(message) else {
+            return error;
+        };
+        let port = match port {
+            Some(p) => p,
+            // The message names no port: the one the driver fixed.
+            None => self
+                .docker
+                .inspect_container(id, None::<InspectContainerOptions>)
+                .await
+                .ok()
+                .and_then(|c| c.config?.labels?.get(labels::HOST_PORT)?.parse().ok())
+                .unwrap_or(0),
+        };
+        RuntimeError::PortInUse {
+            port,
+            message: message.clone(),
+        }
     }
 
     fn engine_error(&self, op: &str, e: bollard::errors::Error) -> RuntimeError {
@@ -214,6 +344,300 @@ fn port_key(port: u16) -> String {
     format!("{port}/tcp")
 }
 
+/// Docker's ephemeral port range (`docker run -p 8080`), where the driver fixes host ports.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// How long a port handed out by this process stays reserved for the container being created
+/// with it (a list call made before that container exists does not show it yet).
+const RECENT_PORT_TTL: Duration = Duration::from_secs(120);
+
+/// Ports handed out recently in this process, per engine endpoint: concurrent creates on one
+/// engine do not choose the same free port.
+static RECENT_PORTS: Mutex<BTreeMap<String, HashMap<u16, Instant>>> = Mutex::new(BTreeMap::new());
+
+/// At most this many lines of a health command's output are kept (the last ones).
+const HEALTH_OUTPUT_LINES: usize = 20;
+
+/// The request that creates a container for `spec`, running `image` (the ID, or a reference
+/// naming that very image), with the probed `port` published on `host_port` (`None`: the
+/// engine chooses). Also returns the networks beyond the first: the create request of API
+/// versions before 1.44 takes one network, so these are connected after create.
+pub(crate) fn create_body(
+    spec: &ContainerSpec,
+    image: &str,
+    host_port: Option<u16>,
+) -> (ContainerCreateBody, Vec<NetworkAttachment>) {
+    let o = &spec.options;
+    let isolated = matches!(o.network_mode, NetworkMode::Host | NetworkMode::None);
+    let mut container_labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed = HashMap::new();
+    if !isolated {
+        if let Some(port) = spec.port {
+            exposed.insert(port_key(port), HashMap::new());
+            port_bindings.insert(
+                port_key(port),
+                Some(vec![PortBinding {
+                    host_ip: Some(spec.host_ip.clone()),
+                    host_port: Some(host_port.map(|p| p.to_string()).unwrap_or_default()),
+                }]),
+            );
+            if let Some(p) = host_port {
+                container_labels.insert(labels::HOST_PORT.to_string(), p.to_string());
+            }
+        }
+        for p in &o.publish {
+            let key = format!("{}/{}", p.container_port, p.protocol.word());
+            exposed.insert(key.clone(), HashMap::new());
+            port_bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: Some(p.host_ip.clone().unwrap_or_default()),
+                    host_port: Some(p.host_port.to_string()),
+                });
+        }
+    }
+    let mut log_config = HashMap::new();
+    if let Some(size) = &spec.log_max_size {
+        log_config.insert("max-size".to_string(), size.clone());
+    }
+    if let Some(files) = spec.log_max_files {
+        log_config.insert("max-file".to_string(), files.to_string());
+    }
+    let (network_mode, networking_config, connect_later) = match o.network_mode {
+        NetworkMode::Host => (Some("host".to_string()), None, Vec::new()),
+        NetworkMode::None => (Some("none".to_string()), None, Vec::new()),
+        NetworkMode::Project => match o.networks.split_first() {
+            None => (None, None, Vec::new()),
+            Some((first, rest)) => (
+                Some(first.name.clone()),
+                Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        first.name.clone(),
+                        endpoint(&first.aliases),
+                    )])),
+                }),
+                rest.to_vec(),
+            ),
+        },
+    };
+    let nanos = |d: Duration| (!d.is_zero()).then(|| d.as_nanos().min(i64::MAX as u128) as i64);
+    let healthcheck = o.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(
+            std::iter::once("CMD".to_string())
+                .chain(h.test.iter().cloned())
+                .collect(),
+        ),
+        interval: nanos(h.interval),
+        timeout: nanos(h.timeout),
+        retries: (h.retries > 0).then_some(i64::from(h.retries)),
+        start_period: nanos(h.start_period),
+        start_interval: None,
+    });
+    let mounts: Vec<bollard::models::Mount> = o
+        .mounts
+        .iter()
+        .map(|m| {
+            let (typ, source) = match &m.source {
+                MountSource::Volume(v) => (bollard::models::MountTypeEnum::VOLUME, v),
+                MountSource::Bind(p) => (bollard::models::MountTypeEnum::BIND, p),
+            };
+            bollard::models::Mount {
+                target: Some(m.target.clone()),
+                source: Some(source.clone()),
+                typ: Some(typ),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let tmpfs: HashMap<String, String> = o
+        .tmpfs
+        .iter()
+        .map(|t| match t.split_once(':') {
+            Some((path, options)) => (path.to_string(), options.to_string()),
+            None => (t.clone(), String::new()),
+        })
+        .collect();
+    let ulimits: Vec<ResourcesUlimits> = o
+        .ulimits
+        .iter()
+        .map(|(name, u)| ResourcesUlimits {
+            name: Some(name.clone()),
+            soft: Some(u.soft),
+            hard: Some(u.hard),
+        })
+        .collect();
+    let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: spec.command.clone(),
+        entrypoint: o.entrypoint.clone(),
+        user: o.user.clone(),
+        working_dir: o.working_dir.clone(),
+        env: Some(spec.env.clone()),
+        labels: Some(container_labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        stop_timeout: Some(spec.stop_grace.as_secs() as i64),
+        healthcheck,
+        networking_config,
+        host_config: Some(HostConfig {
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            memory: spec.memory_bytes.map(|m| m as i64),
+            nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: (!log_config.is_empty()).then_some(log_config),
+            }),
+            network_mode,
+            restart_policy: Some(restart_policy(o.restart)),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+            cap_add: non_empty(&o.cap_add),
+            cap_drop: non_empty(&o.cap_drop),
+            // Unset rather than false: the engine's defaults stay in force (`dockerd --init`).
+            privileged: o.privileged.then_some(true),
+            readonly_rootfs: o.read_only.then_some(true),
+            init: o.init.then_some(true),
+            pid_mode: o.pid.clone(),
+            shm_size: o.shm_size.map(|s| s.min(i64::MAX as u64) as i64),
+            sysctls: (!o.sysctls.is_empty()).then(|| o.sysctls.clone().into_iter().collect()),
+            ulimits: (!ulimits.is_empty()).then_some(ulimits),
+            extra_hosts: non_empty(&o.extra_hosts),
+            devices: (!o.devices.is_empty())
+                .then(|| o.devices.iter().map(|d| device_mapping(d)).collect()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (body, connect_later)
+}
+
+fn endpoint(aliases: &[String]) -> EndpointSettings {
+    EndpointSettings {
+        aliases: (!aliases.is_empty()).then(|| aliases.to_vec()),
+        ..Default::default()
+    }
+}
+
+/// `HOST_PATH[:CONTAINER_PATH][:PERMISSIONS]`, as `docker run --device` reads it.
+fn device_mapping(device: &str) -> DeviceMapping {
+    let is_permissions =
+        |s: &str| !s.is_empty() && s.len() <= 3 && s.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let parts: Vec<&str> = device.splitn(3, ':').collect();
+    let (host, container, permissions) = match parts.as_slice() {
+        [host] => (*host, *host, "rwm"),
+        [host, p] if is_permissions(p) => (*host, *host, *p),
+        [host, container] => (*host, *container, "rwm"),
+        [host, container, p] => (*host, *container, *p),
+        _ => (device, device, "rwm"),
+    };
+    DeviceMapping {
+        path_on_host: Some(host.to_string()),
+        path_in_container: Some(container.to_string()),
+        cgroup_permissions: Some(permissions.to_string()),
+    }
+}
+
+/// The host port in an engine's "port taken" message (`Bind for 127.0.0.1:32768 failed:
+/// port is already allocated`, `listen tcp4 0.0.0.0:8125: bind: address already in use`),
+/// or `None` when the message is about something else.
+pub(crate) fn port_in_use(message: &str) -> Option<Option<u16>> {
+    let lower = message.to_lowercase();
+    if !(lower.contains("port is already allocated") || lower.contains("address already in use")) {
+        return None;
+    }
+    Some(message.split_whitespace().find_map(|word| {
+        let word = word.trim_end_matches([':', ',', ')', '.']);
+        let (_, port) = word.rsplit_once(':')?;
+        port.parse::<u16>().ok().filter(|p| *p > 0)
+    }))
+}
+
+/// Docker's word for a health state, as ours.
+fn health_of(state: Option<&bollard::models::ContainerState>) -> Option<Health> {
+    use bollard::models::HealthStatusEnum as H;
+    let health = state?.health.as_ref()?;
+    let status = match health.status? {
+        H::STARTING => HealthStatus::Starting,
+        H::HEALTHY => HealthStatus::Healthy,
+        H::UNHEALTHY => HealthStatus::Unhealthy,
+        H::NONE | H::EMPTY => return None,
+    };
+    let last_output = health
+        .log
+        .as_ref()
+        .and_then(|log| log.last())
+        .and_then(|r| r.output.as_deref())
+        .map(last_lines)
+        .filter(|o| !o.is_empty());
+    Some(Health {
+        status,
+        last_output,
+    })
+}
+
+/// The output trimmed, of at most [`HEALTH_OUTPUT_LINES`] lines (the last ones).
+fn last_lines(output: &str) -> String {
+    let lines: Vec<&str> = output.trim().lines().collect();
+    let skip = lines.len().saturating_sub(HEALTH_OUTPUT_LINES);
+    lines[skip..].join("\n")
+}
+
+/// The health a container summary's status shows (`Up 3 seconds (healthy)`).
+fn health_of_status(status: &str) -> Option<Health> {
+    let status = if status.ends_with("(healthy)") {
+        HealthStatus::Healthy
+    } else if status.ends_with("(unhealthy)") {
+        HealthStatus::Unhealthy
+    } else if status.ends_with("(health: starting)") {
+        HealthStatus::Starting
+    } else {
+        return None;
+    };
+    Some(Health {
+        status,
+        last_output: None,
+    })
+}
+
+/// The probed container port of a container (the engine's `PORT` label).
+fn probed_port(labels: &BTreeMap<String, String>) -> Option<u16> {
+    labels.get(labels::PORT)?.parse().ok()
+}
+
+/// Of published `(container port, protocol, host port)`s, the host port of the probed TCP
+/// port, or the first for containers made before the label existed.
+fn choose_host_port(
+    probed: Option<u16>,
+    published: impl IntoIterator<Item = (u16, bool, u16)>,
+) -> Option<u16> {
+    let mut first = None;
+    for (container, tcp, host) in published {
+        match probed {
+            Some(p) if p == container && tcp => return Some(host),
+            Some(_) => {}
+            None => {
+                first.get_or_insert(host);
+            }
+        }
+    }
+    first
+}
+
+/// A port of [`EPHEMERAL_PORTS`] not in `taken`, starting the search at a random point;
+/// `usable` may refuse more (a local bind test).
+fn pick_port(taken: &HashSet<u16>, mut usable: impl FnMut(u16) -> bool) -> Option<u16> {
+    let (low, high) = (*EPHEMERAL_PORTS.start(), *EPHEMERAL_PORTS.end());
+    let span = u32::from(high - low) + 1;
+    let start = (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u32;
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|p| !taken.contains(p) && usable(*p))
+}
+
 impl ContainerRuntime for DockerRuntime {
     async fn ping(&self) -> Result<(), RuntimeError> {
         self.docker
@@ -277,60 +701,48 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        let mut port_bindings = HashMap::new();
-        let mut exposed = HashMap::new();
-        if let Some(port) = spec.port {
-            exposed.insert(port_key(port), HashMap::new());
-            port_bindings.insert(
-                port_key(port),
-                Some(vec![PortBinding {
-                    host_ip: Some(spec.host_ip.clone()),
-                    host_port: Some(spec.host_port.map(|p| p.to_string()).unwrap_or_default()),
-                }]),
-            );
-        }
-        let mut log_config = HashMap::new();
-        if let Some(size) = &spec.log_max_size {
-            log_config.insert("max-size".to_string(), size.clone());
-        }
-        if let Some(files) = spec.log_max_files {
-            log_config.insert("max-file".to_string(), files.to_string());
-        }
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: spec.command.clone(),
-            env: Some(spec.env.clone()),
-            labels: Some(spec.labels.clone().into_iter().collect()),
-            exposed_ports: (!exposed.is_empty()).then_some(exposed),
-            stop_timeout: Some(spec.stop_grace.as_secs() as i64),
-            host_config: Some(HostConfig {
-                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-                memory: spec.memory_bytes.map(|m| m as i64),
-                nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".to_string()),
-                    config: (!log_config.is_empty()).then_some(log_config),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let isolated = matches!(
+            spec.options.network_mode,
+            NetworkMode::Host | NetworkMode::None
+        );
+        let host_port = match (spec.port, spec.host_port) {
+            (Some(_), None) if !isolated => Some(self.free_host_port(&spec.host_ip).await?),
+            (_, fixed) => fixed,
         };
-        let options = CreateContainerOptions {
-            name: Some(spec.name.clone()),
-            ..Default::default()
-        };
-        match self.docker.create_container(Some(options), body).await {
-            Ok(r) => Ok(r.id),
-            // Pre-flight pulls what is missing; nothing is pulled mid-run.
-            Err(e) if is_not_found(&e) => Err(RuntimeError::ImageUnavailable {
-                image: spec.image.clone(),
-                message: format!(
-                    "{} (gantry pulls during pre-flight only: was it removed from the host since?)",
-                    error_chain(&e)
-                ),
-            }),
-            Err(e) => Err(self.engine_error(&format!("create container {}", spec.name), e)),
+        let image = self.image_to_run(spec).await;
+        let (mut id, mut connect_later) = self.create_from(spec, image, host_port).await?;
+        if image != spec.image {
+            // The reference may have moved on between the check and the create (a pull on
+            // this engine): the container must run the recorded ID, so it is made again.
+            let runs = self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| self.engine_error(&format!("inspect container {id}"), e))?
+                .image;
+            if runs.as_deref() != Some(spec.image.as_str()) {
+                self.remove(&id).await?;
+                (id, connect_later) = self.create_from(spec, &spec.image, host_port).await?;
+            }
         }
+        for network in &connect_later {
+            let request = NetworkConnectRequest {
+                container: Some(id.clone()),
+                endpoint_config: Some(endpoint(&network.aliases)),
+            };
+            if let Err(e) = self.docker.connect_network(&network.name, request).await {
+                let error = self.engine_error(
+                    &format!(
+                        "connect container {} to network {}",
+                        spec.name, network.name
+                    ),
+                    e,
+                );
+                self.remove(&id).await?;
+                return Err(error);
+            }
+        }
+        Ok(id)
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -344,7 +756,7 @@ impl ContainerRuntime for DockerRuntime {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
-            Err(e) => Err(self.engine_error(&format!("start container {id}"), e)),
+            Err(e) => Err(self.start_error(id, e).await),
         }
     }
 
@@ -406,17 +818,36 @@ impl ContainerRuntime for DockerRuntime {
             },
             None => ContainerState::Other,
         };
-        let host_port = c
-            .network_settings
+        let probed = probed_port(&labels);
+        let host_network = c
+            .host_config
             .as_ref()
-            .and_then(|n| n.ports.as_ref())
-            .and_then(|ports| {
-                ports
-                    .values()
-                    .flatten()
-                    .flatten()
-                    .find_map(|b| b.host_port.as_ref()?.parse().ok())
-            });
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("host");
+        let host_port = if host_network {
+            // The host's network stack: the container port is the host's.
+            probed.filter(|_| state == ContainerState::Running)
+        } else {
+            let published = c
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.ports.as_ref())
+                .into_iter()
+                .flatten()
+                .flat_map(|(key, bindings)| {
+                    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+                    let port = port.parse::<u16>().ok();
+                    bindings.iter().flatten().filter_map(move |b| {
+                        Some((port?, proto == "tcp", b.host_port.as_ref()?.parse().ok()?))
+                    })
+                })
+                .collect::<Vec<_>>();
+            let mut published = published;
+            // Deterministic "first" for containers without the label (a map has no order).
+            published.sort();
+            choose_host_port(probed, published)
+        };
+        let health = health_of(c.state.as_ref());
         Ok(Some(ContainerInfo {
             id: c.id.unwrap_or_default(),
             name: c
@@ -428,7 +859,7 @@ impl ContainerRuntime for DockerRuntime {
             state,
             host_port,
             image_id: c.image.unwrap_or_default(),
-            health: None,
+            health,
         }))
     }
 
@@ -470,6 +901,30 @@ impl ContainerRuntime for DockerRuntime {
                     }
                     _ => ContainerState::Other,
                 };
+                let labels: BTreeMap<String, String> =
+                    s.labels.unwrap_or_default().into_iter().collect();
+                let probed = probed_port(&labels);
+                let host_network = s
+                    .host_config
+                    .as_ref()
+                    .and_then(|h| h.network_mode.as_deref())
+                    == Some("host");
+                let host_port = if host_network {
+                    probed.filter(|_| state == ContainerState::Running)
+                } else {
+                    let mut published: Vec<(u16, bool, u16)> = s
+                        .ports
+                        .iter()
+                        .flatten()
+                        .filter_map(|p| {
+                            let tcp = p.typ != Some(bollard::models::PortTypeEnum::UDP)
+                                && p.typ != Some(bollard::models::PortTypeEnum::SCTP);
+                            Some((p.private_port, tcp, p.public_port?))
+                        })
+                        .collect();
+                    published.sort();
+                    choose_host_port(probed, published)
+                };
                 ContainerInfo {
                     id: s.id.unwrap_or_default(),
                     name: s
@@ -478,13 +933,11 @@ impl ContainerRuntime for DockerRuntime {
                         .unwrap_or_default()
                         .trim_start_matches('/')
                         .to_string(),
-                    labels: s.labels.unwrap_or_default().into_iter().collect(),
+                    labels,
                     state,
-                    host_port: s
-                        .ports
-                        .and_then(|p| p.into_iter().find_map(|p| p.public_port)),
+                    host_port,
                     image_id: s.image_id.unwrap_or_default(),
-                    health: None,
+                    health: s.status.as_deref().and_then(health_of_status),
                 }
             })
             .collect();

@@ -13,6 +13,7 @@ mod membership;
 pub mod recover;
 mod replica;
 pub mod report;
+mod resources;
 mod restore;
 mod retention;
 mod run;
@@ -27,6 +28,7 @@ use crate::plan::{Action, Plan, Spec, StepOp};
 use crate::ports::{ContainerRuntime, Member};
 use crate::state::journal::{Entry, Journal};
 use crate::state::{Outcome, RevisionRecord, State};
+pub use resources::{VOLUME_LABEL, container_options, declared_volumes, volume_name};
 use run::Run;
 pub use types::{ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StateSink, StepError, Target};
 
@@ -79,16 +81,6 @@ pub fn unsupported_step(plan: &Plan, lbs: &[String]) -> Option<(String, String)>
             if let Some(why) = why {
                 return Some((c.address.to_string(), why));
             }
-        }
-        // Swarm runs a `command` health check itself, inside the container.
-        if let Some(spec) = service_spec(&c.after)
-            && spec.health.as_ref().is_some_and(|h| h.command.is_some())
-            && spec.runtime != crate::model::Runtime::Swarm
-        {
-            return Some((
-                c.address.to_string(),
-                "health checks by `command` are not run by gantry yet; use `http`".into(),
-            ));
         }
     }
     None

@@ -5,15 +5,32 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::report::Event;
 use super::run::Run;
 use super::{StepError, Target, ids, service_spec, spec_hash};
 use crate::drivers::probe;
 use crate::model::ServiceSpec;
 use crate::plan::steps::Generation;
 use crate::plan::{ResourceChange, Step, StepOp};
-use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, Prober, labels};
+use crate::ports::{
+    ContainerRuntime, ContainerSpec, ContainerState, HealthStatus, Prober, Restart, RuntimeError,
+    labels,
+};
 use crate::state::journal::Undo;
 use crate::state::{Replica, ReplicaStatus};
+
+/// How many times a replica is created when its engine-chosen host port is taken at start.
+const START_ATTEMPTS: u32 = 3;
+
+/// Whether a start failed because a host port it publishes is taken: the driver's
+/// `PortInUse`, or the engine's own words should a driver pass them through.
+fn port_in_use(e: &RuntimeError) -> bool {
+    match e {
+        RuntimeError::PortInUse { .. } => true,
+        RuntimeError::Engine { message, .. } => message.contains("port is already allocated"),
+        _ => false,
+    }
+}
 
 impl<R: ContainerRuntime> Run<'_, R> {
     /// Runs a replica step: start, restart, health, warm-up, stop, adopt, soak.
@@ -45,6 +62,8 @@ impl<R: ContainerRuntime> Run<'_, R> {
                     };
                     ports.push(port);
                 }
+                // The project network and the volumes, before the first container here.
+                self.prepare_host(&host).await?;
                 let spec = &spec;
                 let host = &host;
                 every_replica(
@@ -59,12 +78,13 @@ impl<R: ContainerRuntime> Run<'_, R> {
             }
             StepOp::Restart { replicas, revision } => {
                 let grace = after.map_or(Duration::from_secs(10), |s| s.stop_grace_period.0);
+                let restart = after.map_or(Restart::default(), |s| s.restart);
                 let host = &host;
                 every_replica(
                     replicas,
                     Settle::All,
                     replicas.iter().map(|&index| async move {
-                        self.restart_replica(service, host, index, *revision, grace)
+                        self.restart_replica(service, host, index, *revision, (grace, restart))
                             .await
                     }),
                 )
@@ -202,6 +222,22 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 port: replica.host_port,
             };
             self.intent(undo.clone())?;
+            // Kept stopped, also when the engine restarts (with `always` it would start it
+            // again): its policy comes back when it is started again (rollback, restore).
+            if let Err(e) = target
+                .runtime
+                .set_restart(&replica.container_id, Restart::No)
+                .await
+            {
+                match target.runtime.inspect(&replica.container_id).await {
+                    // Gone behind gantry's back: nothing to keep.
+                    Ok(None) => {
+                        self.mark(&replica.container_id, None);
+                        continue;
+                    }
+                    _ => return Err(StepError::new(e.to_string())),
+                }
+            }
             target
                 .runtime
                 .stop(&replica.container_id, grace)
@@ -281,6 +317,9 @@ impl<R: ContainerRuntime> Run<'_, R> {
         container_labels.insert(labels::REPLICA.into(), index.to_string());
         container_labels.insert(labels::HOST.into(), host.into());
         container_labels.insert(labels::SPEC_HASH.into(), spec_hash(spec));
+        if let Some(port) = spec.port {
+            container_labels.insert(labels::PORT.into(), port.to_string());
+        }
         let container = ContainerSpec {
             name: name.clone(),
             // The image ID resolved by pre-flight: every replica runs the same image even if
@@ -302,19 +341,73 @@ impl<R: ContainerRuntime> Run<'_, R> {
             log_max_size: spec.log.max_size.map(|s| s.to_string()),
             log_max_files: spec.log.max_files,
             stop_grace: spec.stop_grace_period.0,
-            // Issue 12: filled from the spec by the engine (networks, volumes, options).
-            image_ref: None,
-            options: Default::default(),
+            // What `docker ps` shows; the container runs `image`, the ID.
+            image_ref: Some(spec.image.clone()),
+            options: self.container_options(service, spec),
         };
+        // A host port the engine chose at create may be taken by someone else before the
+        // start: the container is removed and created again, and the engine picks another.
+        let mut attempt = 1;
+        loop {
+            let id = self
+                .create_replica(service, host, spec, index, &container)
+                .await?;
+            let target = self
+                .target(&Some(host.to_string()))
+                .map_err(StepError::new)?;
+            match target.runtime.start(&id).await {
+                Ok(()) => {
+                    break self
+                        .record_started(target, service, &id)
+                        .await
+                        .map_err(StepError::new);
+                }
+                Err(e) if host_port.is_none() && port_in_use(&e) && attempt < START_ATTEMPTS => {
+                    self.env.reporter.event(Event::Note {
+                        message: format!(
+                            "{name}: {e}; created again for another host port (attempt {} of {START_ATTEMPTS})",
+                            attempt + 1
+                        ),
+                    });
+                    target.runtime.remove(&id).await.map_err(|e| {
+                        StepError::new(format!("removing {name} to create it again: {e}"))
+                    })?;
+                    self.mark(&id, None);
+                    let _ = self.save();
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(StepError::with_logs(
+                        e.to_string(),
+                        self.logs(host, &id).await,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Creates one replica's container, announced in the journal first and recorded (not
+    /// yet running) as soon as it exists; returns its ID.
+    async fn create_replica(
+        &self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        index: u32,
+        container: &ContainerSpec,
+    ) -> Result<String, StepError> {
+        let target = self
+            .target(&Some(host.to_string()))
+            .map_err(StepError::new)?;
         // Announced by name: the engine gives the ID only once it exists.
         self.intent(Undo::Created {
             host: host.to_string(),
-            id: name.clone(),
+            id: container.name.clone(),
             grace: spec.stop_grace_period.0,
         })?;
         let id = target
             .runtime
-            .create(&container)
+            .create(container)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
         self.push_undo(Undo::Created {
@@ -332,27 +425,15 @@ impl<R: ContainerRuntime> Run<'_, R> {
             .push(Replica {
                 index,
                 host: host.to_string(),
-                name,
+                name: container.name.clone(),
                 container_id: id.clone(),
                 image_id: None,
                 revision: self.revision,
-                host_port,
+                host_port: container.host_port,
                 status: ReplicaStatus::Stopped,
             });
         let _ = self.save();
-        let target = self
-            .target(&Some(host.to_string()))
-            .map_err(StepError::new)?;
-        if let Err(e) = target.runtime.start(&id).await {
-            return Err(StepError::with_logs(
-                e.to_string(),
-                self.logs(host, &id).await,
-            ));
-        }
-        self.record_started(target, service, &id)
-            .await
-            .map_err(StepError::new)?;
-        Ok(())
+        Ok(id)
     }
 
     /// After a container started, what the engine says goes into its record, now running and
@@ -392,7 +473,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
         host: &str,
         index: u32,
         revision: u64,
-        grace: Duration,
+        (grace, restart): (Duration, Restart),
     ) -> Result<(), StepError> {
         let id = self
             .st()
@@ -423,6 +504,12 @@ impl<R: ContainerRuntime> Run<'_, R> {
             grace,
         };
         self.intent(undo.clone())?;
+        // Kept with the policy `no`; running again, it gets its service's back.
+        target
+            .runtime
+            .set_restart(&id, restart)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
         target
             .runtime
             .start(&id)
@@ -556,6 +643,22 @@ impl<R: ContainerRuntime> Run<'_, R> {
             tokio::time::sleep(every.min(deadline.saturating_duration_since(Instant::now()))).await;
             for r in self.running_on(service, host, |r| r.revision == self.revision) {
                 match target.runtime.inspect(&r.container_id).await {
+                    Ok(Some(info))
+                        if info
+                            .health
+                            .as_ref()
+                            .is_some_and(|h| h.status == HealthStatus::Unhealthy) =>
+                    {
+                        let output = info.health.and_then(|h| h.last_output);
+                        return Err(StepError::with_logs(
+                            format!(
+                                "#{} turned unhealthy during soak; the last output of its health command: {}",
+                                r.index,
+                                describe_output(&output)
+                            ),
+                            self.logs(host, &r.container_id).await,
+                        ));
+                    }
                     Ok(Some(info)) if info.state == ContainerState::Running => {}
                     Ok(Some(info)) => {
                         return Err(StepError::with_logs(
@@ -643,6 +746,9 @@ pub(super) async fn wait_healthy<R: ContainerRuntime>(
                 })
                 .map_err(|e| e.to_string())
         }
+        (Some(h), None) if h.command.is_some() => {
+            return wait_health_command(target, h, &replica.container_id).await;
+        }
         _ => {
             tokio::time::sleep(Duration::from_secs(1)).await;
             still_running()
@@ -660,6 +766,96 @@ pub(super) async fn wait_healthy<R: ContainerRuntime>(
                 .await
                 .unwrap_or_default(),
         )),
+    }
+}
+
+/// Waits until the engine says the container's health command passes (Docker's
+/// HEALTHCHECK): a quick first look, then one at most every `interval`. Unhealthy fails with
+/// the command's last output, an exit fails at once, and the wait ends after the time the
+/// engine itself needs to decide: `start_period + (retries + 1) * (interval + timeout)`, plus
+/// a margin.
+async fn wait_health_command<R: ContainerRuntime>(
+    target: &Target<R>,
+    health: &crate::model::HealthSpec,
+    id: &str,
+) -> Result<String, StepError> {
+    let started = Instant::now();
+    let (interval, timeout) = (health.interval.0, health.timeout.0);
+    let deadline = started
+        + health.start_period.0
+        + (interval + timeout) * (health.retries + 1)
+        + HEALTH_COMMAND_MARGIN;
+    let every = interval.clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let logs = || async { target.runtime.logs_tail(id, 10).await.unwrap_or_default() };
+    let mut wait = every.min(Duration::from_millis(100));
+    let mut last_output: Option<String> = None;
+    loop {
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+        wait = every;
+        let info = match target.runtime.inspect(id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err(StepError::new("the container is gone")),
+            Err(e) => return Err(StepError::new(e.to_string())),
+        };
+        match info.state {
+            ContainerState::Running => {}
+            ContainerState::Exited(code) => {
+                return Err(StepError::with_logs(
+                    format!("the container exited with code {code}"),
+                    logs().await,
+                ));
+            }
+            other => {
+                return Err(StepError::with_logs(
+                    format!("the container is {other:?}"),
+                    logs().await,
+                ));
+            }
+        }
+        if let Some(h) = &info.health {
+            if h.last_output.is_some() {
+                last_output = h.last_output.clone();
+            }
+            match h.status {
+                HealthStatus::Healthy => {
+                    return Ok(format!(
+                        "healthy (health command) after {:.1}s",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                HealthStatus::Unhealthy => {
+                    return Err(StepError::with_logs(
+                        format!(
+                            "the health command failed {} time(s) in a row; its last output: {}",
+                            health.retries,
+                            describe_output(&last_output)
+                        ),
+                        logs().await,
+                    ));
+                }
+                HealthStatus::Starting => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(StepError::with_logs(
+                format!(
+                    "not healthy within {:.1}s (start_period + (retries + 1) x (interval + timeout)): the engine still reports its health command as starting; its last output: {}",
+                    started.elapsed().as_secs_f64(),
+                    describe_output(&last_output)
+                ),
+                logs().await,
+            ));
+        }
+    }
+}
+
+/// Time given beyond what the engine needs to decide a health command (its own delays).
+const HEALTH_COMMAND_MARGIN: Duration = Duration::from_secs(5);
+
+fn describe_output(output: &Option<String>) -> String {
+    match output.as_deref().map(str::trim) {
+        Some(o) if !o.is_empty() => format!("`{o}`"),
+        _ => "(none)".to_string(),
     }
 }
 

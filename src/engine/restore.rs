@@ -10,7 +10,7 @@ use super::replica::wait_healthy;
 use super::report::Event;
 use super::run::Run;
 use super::swarm;
-use crate::ports::ContainerRuntime;
+use crate::ports::{ContainerRuntime, Restart};
 use crate::state::journal::{Entry, Undo};
 use crate::state::{Replica, ReplicaStatus, State};
 
@@ -66,6 +66,8 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 }
                 Undo::Restarted { host, id, grace } => {
                     if let Ok(t) = self.target(&Some(host)) {
+                        // Kept again: stopped, also across an engine restart. (Gone is fine.)
+                        let _ = t.runtime.set_restart(&id, Restart::No).await;
                         match t.runtime.stop(&id, grace).await {
                             Ok(()) => self.mark(&id, Some(ReplicaStatus::Stopped)),
                             Err(e) => problems.push(format!("stopping {id} again: {e}")),
@@ -97,6 +99,11 @@ impl<R: ContainerRuntime> Run<'_, R> {
                     // before it was stopped), so the start below is the last word.
                     if self.recovering.load(Ordering::SeqCst) {
                         let _ = t.runtime.stop(&id, spec.stop_grace_period.0).await;
+                    }
+                    // Kept with the policy `no`: running again, it gets its service's back.
+                    if let Err(e) = t.runtime.set_restart(&id, spec.restart).await {
+                        problems.push(format!("restoring the restart policy of {id}: {e}"));
+                        continue;
                     }
                     if let Err(e) = t.runtime.start(&id).await {
                         problems.push(format!("restarting {id}: {e}"));

@@ -8,7 +8,7 @@ use super::report::Event;
 use super::run::Run;
 use crate::graph::ResourceKind;
 use crate::plan::{Action, Plan};
-use crate::ports::{ContainerRuntime, labels};
+use crate::ports::{ContainerRuntime, Restart, labels};
 use crate::state::{Outcome, Replica, ReplicaStatus};
 
 impl<R: ContainerRuntime> Run<'_, R> {
@@ -54,6 +54,8 @@ impl<R: ContainerRuntime> Run<'_, R> {
         }
         for (service, host, id, grace) in strays {
             if let Ok(t) = self.target(&Some(host)) {
+                // Kept for a rollback maybe: stopped across an engine restart too.
+                let _ = t.runtime.set_restart(&id, Restart::No).await;
                 let _ = t.runtime.stop(&id, grace).await;
             }
             self.set_status(&service, &id, ReplicaStatus::Stopped);

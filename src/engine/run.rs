@@ -3,7 +3,7 @@
 //! announced in the journal and followed by a save, and the end decided: success, hold,
 //! interruption, pause, or restore.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::membership::Leaving;
 use super::report::Event;
+use super::resources::{HostNeeds, host_needs};
 use super::{
     ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StepError, Target, service_spec, swarm,
 };
@@ -39,6 +40,10 @@ pub(super) struct Run<'a, R: ContainerRuntime> {
     pub(super) last_finished: Mutex<Option<String>>,
     /// Undoing a run that crashed: its last engine request may still be under way.
     pub(super) recovering: AtomicBool,
+    /// Per host, the network and volumes the run's new containers need there.
+    pub(super) needs: Mutex<BTreeMap<String, HostNeeds>>,
+    /// Hosts whose network and volumes this run has made sure of (held while it does).
+    pub(super) prepared: tokio::sync::Mutex<BTreeSet<String>>,
 }
 
 /// Why a resource's steps stopped before their end.
@@ -60,6 +65,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
         start: &BTreeMap<String, usize>,
     ) -> (ApplyOutcome, State) {
         let revision = self.revision;
+        *self.needs.lock().unwrap_or_else(|e| e.into_inner()) = host_needs(plan);
         // Wave by wave; the resources of one wave are independent and run concurrently.
         let mut waves: BTreeMap<usize, Vec<&ResourceChange>> = BTreeMap::new();
         for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
@@ -210,6 +216,8 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             leaving: Mutex::new(BTreeMap::new()),
             last_finished: Mutex::new(None),
             recovering: AtomicBool::new(false),
+            needs: Mutex::new(BTreeMap::new()),
+            prepared: tokio::sync::Mutex::new(BTreeSet::new()),
         }
     }
 

@@ -46,6 +46,8 @@ pub struct RunEnv<'a, R> {
     pub lbs: &'a BTreeMap<String, Box<dyn LoadBalancer>>,
     /// Revisions whose stopped containers are kept after success (`keep_previous`).
     pub keep_previous: u32,
+    /// `[project] labels`: carried by the networks and volumes the run creates.
+    pub labels: &'a BTreeMap<String, String>,
     /// Set by the first Ctrl-C/SIGTERM: finish the steps in flight, then stop safely.
     pub interrupt: &'a AtomicBool,
 }

@@ -77,7 +77,8 @@ pub fn execute(
     let state =
         state.unwrap_or_else(|| State::empty(&run.model.project, uuid::Uuid::new_v4().to_string()));
 
-    session.block_on(async {
+    let kept = kept_volumes(plan, run.model);
+    let result = session.block_on(async {
         // Pre-flight: nothing is touched until every check passes.
         let hosts = connect(run.model).await?;
         let (env, image_ids) = preflight(plan, &state, &hosts, &config_dir, &run.pinned).await?;
@@ -136,5 +137,35 @@ pub fn execute(
                 })))
             }
         }
-    })?
+    })?;
+    if let Ok(Outcome::Completed { .. }) = &result {
+        for line in kept {
+            emit(out, &format!("{line}\n"))?;
+        }
+    }
+    result
+}
+
+/// What an apply that destroys services says of their named volumes: kept, with how to
+/// remove them (those another service still declares are not named).
+fn kept_volumes(plan: &Plan, model: &crate::model::Model) -> Vec<String> {
+    let project = model.project.as_str();
+    let declared = engine::declared_volumes(project, model.services.values());
+    let mut kept = std::collections::BTreeSet::new();
+    for c in plan.changes.iter().filter(|c| {
+        c.action == crate::plan::Action::Destroy
+            && c.address.kind == crate::graph::ResourceKind::Service
+    }) {
+        if let Some(crate::plan::Spec::Service(spec)) = &c.before {
+            for v in engine::declared_volumes(project, [spec.as_ref()]) {
+                if !declared.contains(&v) {
+                    kept.insert(format!(
+                        "{}: kept volume {v} (remove with `gantry prune --volumes`)",
+                        c.address
+                    ));
+                }
+            }
+        }
+    }
+    kept.into_iter().collect()
 }

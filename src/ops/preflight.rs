@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::Error;
 use crate::engine::Target;
 use crate::plan::{Action, Plan, Spec};
-use crate::ports::ContainerRuntime;
+use crate::ports::{ContainerRuntime, labels};
 use crate::state::State;
 
 /// The environment resolved per service (`KEY=value`, secrets included) and the image ID
@@ -209,5 +209,263 @@ pub async fn preflight<R: ContainerRuntime>(
             }
         }
     }
+    for c in &plan.changes {
+        let Some(Spec::Service(spec)) = &c.after else {
+            continue;
+        };
+        if c.action == Action::NoOp {
+            continue;
+        }
+        container_options_hold(c, spec, state, hosts, &image_ids).await?;
+    }
     Ok((env, image_ids))
+}
+
+/// What the engines of a service's hosts must offer for its container options: the
+/// networks of `networks`, the host paths it bind-mounts, and the host ports of `publish`
+/// (free, or held by the service's own replicas, which a stop-first roll stops first).
+async fn container_options_hold<R: ContainerRuntime>(
+    c: &crate::plan::ResourceChange,
+    spec: &crate::model::ServiceSpec,
+    state: &State,
+    hosts: &BTreeMap<String, Target<R>>,
+    image_ids: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let fail = |e: crate::ports::RuntimeError| Error::Message(format!("pre-flight: {e}"));
+    for host in &spec.hosts {
+        let Some(t) = hosts.get(host) else {
+            continue;
+        };
+        for network in &spec.networks {
+            if !t.runtime.network_exists(network).await.map_err(fail)? {
+                return Err(Error::Message(format!(
+                    "pre-flight: {} joins network `{network}`, which does not exist on host `{host}`; create it there (`docker network create {network}`) or take it out of `networks`; nothing was changed",
+                    c.address
+                )));
+            }
+        }
+        if spec.runtime == crate::model::Runtime::Swarm {
+            continue;
+        }
+        let binds: Vec<String> = spec
+            .volumes
+            .iter()
+            .filter_map(|m| match &m.source {
+                crate::model::MountSource::Bind(path) => Some(path.clone()),
+                crate::model::MountSource::Volume(_) => None,
+            })
+            .collect();
+        if !binds.is_empty() {
+            let image = image_ids
+                .get(&spec.image)
+                .cloned()
+                .unwrap_or_else(|| spec.image.clone());
+            let missing = t
+                .runtime
+                .missing_paths(&image, &binds)
+                .await
+                .map_err(fail)?;
+            if let Some(path) = missing.first() {
+                return Err(Error::Message(format!(
+                    "pre-flight: {} mounts `{path}` from host `{host}`, where it does not exist; create it there or change `volumes` (bind mounts take existing absolute host paths); nothing was changed",
+                    c.address
+                )));
+            }
+        }
+        let starts = c.steps.iter().any(|s| {
+            s.host.as_deref() == Some(host.as_str())
+                && matches!(s.op, crate::plan::StepOp::Start { .. })
+        });
+        if spec.publish.is_empty() || !starts {
+            continue;
+        }
+        let containers = t.runtime.list(&[]).await.map_err(fail)?;
+        let own = |info: &crate::ports::ContainerInfo| {
+            info.labels.get(labels::PROJECT) == Some(&state.project)
+                && info.labels.get(labels::SERVICE) == Some(&c.address.name)
+        };
+        let own_running = containers
+            .iter()
+            .any(|i| own(i) && i.state == crate::ports::ContainerState::Running);
+        for p in &spec.publish {
+            if let Some(other) = containers.iter().find(|i| {
+                !own(i)
+                    && i.state == crate::ports::ContainerState::Running
+                    && i.host_port == Some(p.host_port)
+            }) {
+                return Err(Error::Message(format!(
+                    "pre-flight: {} publishes host port {} (`{p}`) on host `{host}`, but container `{}` publishes it already; stop it or choose another port; nothing was changed",
+                    c.address,
+                    p.host_port,
+                    other.name.trim_start_matches('/')
+                )));
+            }
+            // On this machine the port itself can be tried: another process may hold it.
+            if local(&t.address) && !own_running && !bindable(p) {
+                return Err(Error::Message(format!(
+                    "pre-flight: {} publishes host port {}/{} (`{p}`) on host `{host}`, but it is in use there; free it or choose another port; nothing was changed",
+                    c.address,
+                    p.host_port,
+                    p.protocol.word()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the host port of `p` can be bound on this machine now.
+fn bindable(p: &crate::model::Publish) -> bool {
+    let ip = p.host_ip.as_deref().unwrap_or("0.0.0.0");
+    match p.protocol {
+        crate::model::Protocol::Tcp => std::net::TcpListener::bind((ip, p.host_port)).is_ok(),
+        crate::model::Protocol::Udp => std::net::UdpSocket::bind((ip, p.host_port)).is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::ContainerSpec;
+    use crate::testing::FakeRuntime;
+
+    const TOML: &str = r#"[project]
+name = "p"
+
+[service.agent]
+image = "agent:1"
+volumes = ["/var/run/docker.sock:/var/run/docker.sock:ro", "/srv/agent:/data"]
+networks = ["shared"]
+publish = ["8125:8125/udp", "10.0.0.1:8126:8126"]
+rollout = { order = "stop-first" }
+"#;
+
+    fn hosts(rt: &FakeRuntime) -> BTreeMap<String, Target<FakeRuntime>> {
+        BTreeMap::from([(
+            "local".to_string(),
+            Target {
+                runtime: rt.clone(),
+                address: "10.0.0.1".to_string(),
+                swarm: None,
+            },
+        )])
+    }
+
+    /// A world where everything the agent needs is there: its image and its network.
+    async fn world() -> (FakeRuntime, Plan, State) {
+        let rt = FakeRuntime::new();
+        rt.add_image("agent:1");
+        rt.ensure_network("shared", &BTreeMap::new()).await.unwrap();
+        let model = crate::testing::model(TOML);
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        (rt, plan, state)
+    }
+
+    async fn check(rt: &FakeRuntime, plan: &Plan, state: &State) -> Result<Resolved, Error> {
+        preflight(
+            plan,
+            state,
+            &hosts(rt),
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+        )
+        .await
+    }
+
+    fn message(r: Result<Resolved, Error>) -> String {
+        match r {
+            Err(Error::Message(m)) => m,
+            Err(e) => panic!("unexpected error {e:?}"),
+            Ok(_) => panic!("pre-flight passed"),
+        }
+    }
+
+    /// A running container publishing `port`, with `labels`.
+    async fn squatter(rt: &FakeRuntime, name: &str, port: u16, labels: &[(&str, &str)]) {
+        let spec = ContainerSpec {
+            name: name.into(),
+            image: "agent:1".into(),
+            command: None,
+            env: Vec::new(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            port: Some(port),
+            host_port: Some(port),
+            host_ip: "10.0.0.1".into(),
+            memory_bytes: None,
+            cpus: None,
+            log_max_size: None,
+            log_max_files: None,
+            stop_grace: std::time::Duration::from_secs(1),
+            image_ref: None,
+            options: Default::default(),
+        };
+        let id = rt.create(&spec).await.unwrap();
+        rt.start(&id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn passes_when_networks_paths_and_ports_are_there() {
+        let (rt, plan, state) = world().await;
+        check(&rt, &plan, &state).await.unwrap();
+        // Checking changed nothing.
+        assert!(rt.containers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_external_network_is_named_with_its_host() {
+        let (_, plan, state) = world().await;
+        let rt = FakeRuntime::new();
+        rt.add_image("agent:1");
+        let m = message(check(&rt, &plan, &state).await);
+        assert!(
+            m.contains(
+                "service.agent joins network `shared`, which does not exist on host `local`"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("nothing was changed"), "{m}");
+        assert!(rt.networks().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_bind_source_is_named_with_its_host() {
+        let (rt, plan, state) = world().await;
+        rt.remove_host_path("/srv/agent");
+        let m = message(check(&rt, &plan, &state).await);
+        assert!(
+            m.contains(
+                "service.agent mounts `/srv/agent` from host `local`, where it does not exist"
+            ),
+            "{m}"
+        );
+        assert!(rt.containers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_publish_port_held_by_another_container_is_refused() {
+        let (rt, plan, state) = world().await;
+        squatter(&rt, "other-app", 8126, &[]).await;
+        let m = message(check(&rt, &plan, &state).await);
+        assert!(
+            m.contains("publishes host port 8126 (`10.0.0.1:8126:8126`) on host `local`, but container `other-app` publishes it already"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_port_held_by_the_service_itself_is_fine() {
+        let (rt, plan, state) = world().await;
+        squatter(
+            &rt,
+            "p-agent-1-1",
+            8126,
+            &[("dev.gantry.project", "p"), ("dev.gantry.service", "agent")],
+        )
+        .await;
+        check(&rt, &plan, &state).await.unwrap();
+    }
 }

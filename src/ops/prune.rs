@@ -1,17 +1,41 @@
 //! `gantry prune`: removes what no kept revision needs (the disks-fill-up lesson of seed 000):
 //! stopped containers beyond `keep_previous`, then the images gantry ran that no container
 //! uses any more. Never a running container, never a kept revision's container or image.
+//! Volumes hold data: only `--volumes` touches them, after confirmation, and only the
+//! project's volumes that no service of the configuration declares and no container uses.
 
-use std::collections::BTreeSet;
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Write};
 
 use super::outcome::{Choices, Outcome};
-use super::session::{Session, engine};
+use super::session::{Session, confirm_with, engine};
 use super::{Common, Error, emit, load};
-use crate::ports::ContainerRuntime;
+use crate::model::Model;
+use crate::ports::{ContainerRuntime, labels};
 
-pub fn prune(common: &Common, out: &mut dyn Write, err: &mut dyn Write) -> Result<Outcome, Error> {
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Also the project's volumes no service declares any more.
+    pub volumes: bool,
+    /// No confirmation asked (`--volumes`).
+    pub yes: bool,
+}
+
+const NO_TERMINAL_HINT: &str = "Pass --yes";
+
+pub fn prune(
+    common: &Common,
+    opts: &PruneOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Outcome, Error> {
     let loaded = load(common)?;
+    // Refused before anything is removed, as apply refuses before it changes anything.
+    if opts.volumes && !opts.yes && !std::io::stdin().is_terminal() {
+        return Err(Error::Message(format!(
+            "refusing to remove volumes without confirmation: no terminal to ask on. {NO_TERMINAL_HINT}"
+        )));
+    }
     let session = Session::new(common);
     let state_dir = session.state_dir();
     let _lock = session.lock("prune", err)?;
@@ -24,6 +48,10 @@ pub fn prune(common: &Common, out: &mut dyn Write, err: &mut dyn Write) -> Resul
             out,
             "Nothing to prune: nothing was applied with this state directory.\n",
         )?;
+        if opts.volumes {
+            let problems = prune_volumes(&session, &loaded.model, opts.yes, out)?;
+            return finish(problems);
+        }
         return Ok(Outcome::Done);
     };
     let keep = loaded.model.keep_previous;
@@ -95,12 +123,101 @@ pub fn prune(common: &Common, out: &mut dyn Write, err: &mut dyn Write) -> Resul
             "Removed {containers} container(s) and {images} image(s); kept {kept} stopped container(s) of the last {keep} revision(s) for rollback.\n"
         ),
     )?;
+    let mut problems = problems;
+    if opts.volumes {
+        problems.extend(prune_volumes(&session, &loaded.model, opts.yes, out)?);
+    }
+    finish(problems)
+}
+
+fn finish(problems: Vec<String>) -> Result<Outcome, Error> {
     if problems.is_empty() {
         Ok(Outcome::Done)
     } else {
         Err(Error::Message(format!(
-            "some containers could not be removed (kept in the state): {}",
+            "some containers, images or volumes could not be removed (containers stay in the state): {}",
             problems.join("; ")
         )))
     }
+}
+
+/// Removes, after confirmation (or `yes`), the volumes carrying the project's label that no
+/// service of `model` declares; one a container still uses is kept, and said so. Returns
+/// what failed.
+fn prune_volumes(
+    session: &Session<'_>,
+    model: &Model,
+    yes: bool,
+    out: &mut dyn Write,
+) -> Result<Vec<String>, Error> {
+    let project = model.project.as_str();
+    let declared = crate::engine::declared_volumes(project, model.services.values());
+    let (runtimes, unused) = session.block_on(async {
+        let mut runtimes = BTreeMap::new();
+        let mut unused: Vec<(String, String)> = Vec::new();
+        for h in &model.hosts {
+            let rt = engine(h).await?;
+            let found = rt
+                .list_volumes(&[(labels::PROJECT, project)])
+                .await
+                .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
+            unused.extend(
+                found
+                    .into_iter()
+                    .filter(|v| !declared.contains(v))
+                    .map(|v| (h.name.clone(), v)),
+            );
+            runtimes.insert(h.name.clone(), rt);
+        }
+        Ok::<_, Error>((runtimes, unused))
+    })??;
+    if unused.is_empty() {
+        emit(
+            out,
+            "No volume to remove: every volume of the project is declared by a service.\n",
+        )?;
+        return Ok(Vec::new());
+    }
+    let mut listing = String::from("Volumes of the project that no service declares any more:\n");
+    for (host, v) in &unused {
+        listing.push_str(&format!("  {v} on host `{host}`\n"));
+    }
+    emit(out, &listing)?;
+    confirm_with(
+        &format!("remove {} volume(s) and the data in them", unused.len()),
+        yes,
+        NO_TERMINAL_HINT,
+        out,
+    )?;
+    let mut problems = Vec::new();
+    let (mut removed, mut kept) = (0, 0);
+    session.block_on(async {
+        for (host, v) in &unused {
+            let Some(rt) = runtimes.get(host) else {
+                continue;
+            };
+            match rt.remove_volume(v).await {
+                Ok(true) => {
+                    removed += 1;
+                    emit(out, &format!("Removed volume {v} on host `{host}`.\n"))?;
+                }
+                Ok(false) => {
+                    kept += 1;
+                    emit(
+                        out,
+                        &format!(
+                            "Kept volume {v} on host `{host}`: a container still uses it (a replica kept for rollback counts).\n"
+                        ),
+                    )?;
+                }
+                Err(e) => problems.push(format!("volume {v} on host `{host}`: {e}")),
+            }
+        }
+        Ok::<_, Error>(())
+    })??;
+    emit(
+        out,
+        &format!("Removed {removed} volume(s); kept {kept} in use.\n"),
+    )?;
+    Ok(problems)
 }

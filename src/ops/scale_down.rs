@@ -96,6 +96,12 @@ pub fn scale_down(
                     let target = hosts.get(&r.host).ok_or_else(|| {
                         Error::Message(format!("host `{}` is not configured", r.host))
                     })?;
+                    // Kept for rollback: stopped across an engine restart too.
+                    target
+                        .runtime
+                        .set_restart(&r.container_id, crate::ports::Restart::No)
+                        .await
+                        .map_err(|e| Error::Message(format!("stopping {}: {e}", r.name)))?;
                     target
                         .runtime
                         .stop(&r.container_id, grace)

@@ -182,6 +182,7 @@ impl<'c> Session<'c> {
         Ok(Run {
             project: model.project.clone(),
             keep_previous: model.keep_previous,
+            labels: model.labels.clone(),
             hosts,
             lbs,
             sink: FileSink {
@@ -204,6 +205,7 @@ impl<'c> Session<'c> {
 pub struct Run {
     project: String,
     keep_previous: u32,
+    labels: BTreeMap<String, String>,
     hosts: Hosts,
     lbs: Lbs,
     sink: FileSink,
@@ -227,6 +229,7 @@ impl Run {
             sink: &self.sink,
             lbs: &self.lbs,
             keep_previous: self.keep_previous,
+            labels: &self.labels,
             interrupt: &self.interrupt,
         }
     }
@@ -243,12 +246,17 @@ impl Drop for Run {
 /// Asks whether to `verb` on the terminal unless `yes`; without a terminal, refuses.
 /// [`Error::Cancelled`] when the answer is not `yes`.
 pub fn confirm(verb: &str, yes: bool, out: &mut dyn Write) -> Result<(), Error> {
+    confirm_with(verb, yes, "Pass --yes, or apply a saved plan file", out)
+}
+
+/// [`confirm`], with `hint` saying what to do when there is no terminal to ask on.
+pub fn confirm_with(verb: &str, yes: bool, hint: &str, out: &mut dyn Write) -> Result<(), Error> {
     if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
         return Err(Error::Message(format!(
-            "refusing to {verb} without confirmation: no terminal to ask on. Pass --yes, or apply a saved plan file"
+            "refusing to {verb} without confirmation: no terminal to ask on. {hint}"
         )));
     }
     emit(

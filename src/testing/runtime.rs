@@ -1,15 +1,18 @@
 //! An in-memory container engine: containers with states, names, labels, images and ports,
-//! behaving as Docker does where the executor depends on it (an engine-chosen host port is
-//! chosen again at every start and is gone while the container is stopped; stop and remove
-//! of what is gone succeed; an image in use is not removed), plus scripted faults.
+//! behaving as Docker with gantry's driver does where the executor depends on it (a host port
+//! is fixed when a container is created and kept across restarts, and is not shown while the
+//! container is stopped; a start whose host port is taken fails with `PortInUse`; stop and
+//! remove of what is gone succeed; an image in use is not removed; a volume in use is not
+//! removed; networks must exist; a missing bind source refuses the create; a process that
+//! dies is restarted as its restart policy says), plus scripted faults.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::ports::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Health, HealthStatus, Restart,
-    RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Health, HealthStatus,
+    MountSource, NetworkMode, Restart, RuntimeError,
 };
 
 /// Where a scripted fault strikes.
@@ -42,6 +45,22 @@ enum Fault {
 struct Container {
     info: ContainerInfo,
     spec: ContainerSpec,
+    /// The host port of the probed port, fixed at create.
+    host_port: Option<u16>,
+    /// What `docker ps` shows: the reference the user wrote, or the image ID.
+    shown_image: String,
+    /// Times the engine restarted it after its process died.
+    restarts: u32,
+}
+
+impl Container {
+    /// Every host port the container publishes while it runs.
+    fn host_ports(&self) -> Vec<u16> {
+        self.host_port
+            .into_iter()
+            .chain(self.spec.options.publish.iter().map(|p| p.host_port))
+            .collect()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +72,7 @@ struct Inner {
     containers: BTreeMap<String, Container>,
     faults: Vec<Fault>,
     next_id: u64,
-    /// The next engine-chosen host port.
+    /// Where the search for a free host port starts.
     next_port: u16,
     unreachable: bool,
     calls: Vec<String>,
@@ -177,7 +196,8 @@ impl FakeRuntime {
         self.lock().unreachable = unreachable;
     }
 
-    /// The next engine-chosen port (Docker starts at 32768).
+    /// Where the search for the next host port fixed at create starts (Docker's ephemeral
+    /// range begins at 32768).
     pub fn set_next_port(&self, port: u16) {
         self.lock().next_port = port;
     }
@@ -234,13 +254,84 @@ impl FakeRuntime {
             .collect()
     }
 
-    /// Stops a container behind gantry's back (a crash): exit code `code`.
+    /// Stops a container behind gantry's back for good (a crash the engine does not undo):
+    /// exit code `code`, whatever its restart policy.
     pub fn crash(&self, name: &str, code: i64) {
         let mut inner = self.lock();
         if let Some(c) = inner.containers.values_mut().find(|c| c.info.name == name) {
             c.info.state = ContainerState::Exited(code);
             c.info.host_port = None;
+            c.info.health = None;
         }
+    }
+
+    /// The process of a running container dies with `code` (`kill -9` of its PID, not a
+    /// `docker stop`): the engine restarts it, on the same host port, when its restart policy
+    /// says so (`always`, `unless-stopped`, `on-failure` for a non-zero code within its
+    /// count); otherwise it stays exited.
+    pub fn kill_process(&self, name: &str, code: i64) {
+        let mut inner = self.lock();
+        let Some(c) = inner.containers.values_mut().find(|c| c.info.name == name) else {
+            return;
+        };
+        if c.info.state != ContainerState::Running {
+            return;
+        }
+        let restarts = match c.spec.options.restart {
+            Restart::No => false,
+            Restart::Always | Restart::UnlessStopped => true,
+            Restart::OnFailure(max) => code != 0 && max.is_none_or(|m| c.restarts < m),
+        };
+        if restarts {
+            c.restarts += 1;
+        } else {
+            c.info.state = ContainerState::Exited(code);
+            c.info.host_port = None;
+            c.info.health = None;
+        }
+    }
+
+    /// The engine restarts (a reboot, a `systemctl restart docker`): every container stops;
+    /// those with `always` (even if a stop call had stopped them) and the running ones with
+    /// `unless-stopped` start again on their host ports; `on-failure` and `no` stay exited.
+    pub fn restart_engine(&self) {
+        let mut inner = self.lock();
+        for c in inner.containers.values_mut() {
+            let was_running = c.info.state == ContainerState::Running;
+            // Docker: `always` even after a stop call; `unless-stopped` what ran.
+            let back = match c.spec.options.restart {
+                Restart::Always => true,
+                Restart::UnlessStopped => was_running,
+                Restart::No | Restart::OnFailure(_) => false,
+            } && c.info.state != ContainerState::Created;
+            if back {
+                c.info.state = ContainerState::Running;
+                c.info.host_port = c.host_port;
+            } else if was_running {
+                c.info.state = ContainerState::Exited(0);
+                c.info.host_port = None;
+                c.info.health = None;
+            }
+        }
+    }
+
+    /// The image `docker ps` shows for a container: the reference it was created with when
+    /// that named its image, else the image ID.
+    pub fn shown_image(&self, name: &str) -> Option<String> {
+        self.lock()
+            .containers
+            .values()
+            .find(|c| c.info.name == name)
+            .map(|c| c.shown_image.clone())
+    }
+
+    /// The restart policy a container has now (`set_restart` changes it).
+    pub fn restart_of(&self, name: &str) -> Option<Restart> {
+        self.lock()
+            .containers
+            .values()
+            .find(|c| c.info.name == name)
+            .map(|c| c.spec.options.restart)
     }
 }
 
@@ -253,6 +344,22 @@ pub fn fake_image_id(reference: &str) -> String {
 }
 
 impl Inner {
+    /// A host port no container holds, searched from `next_port` within Docker's ephemeral
+    /// range (32768-60999).
+    fn free_port(&mut self) -> u16 {
+        let taken: std::collections::BTreeSet<u16> = self
+            .containers
+            .values()
+            .flat_map(|c| c.host_ports())
+            .collect();
+        let mut p = self.next_port;
+        while taken.contains(&p) {
+            p = if p >= 60999 { 32768 } else { p + 1 };
+        }
+        self.next_port = if p >= 60999 { 32768 } else { p + 1 };
+        p
+    }
+
     fn check(&mut self, call: String) -> Result<(), RuntimeError> {
         if self.unreachable {
             return Err(RuntimeError::Unreachable {
@@ -375,6 +482,45 @@ impl ContainerRuntime for FakeRuntime {
                 image: spec.image.clone(),
                 message: "No such image (gantry pulls during pre-flight only)".into(),
             })?;
+        for network in &spec.options.networks {
+            if !inner.networks.contains_key(&network.name) {
+                return Err(engine(&op, format!("network {} not found", network.name)));
+            }
+        }
+        for m in &spec.options.mounts {
+            match &m.source {
+                MountSource::Bind(path) if inner.missing_paths.contains(path) => {
+                    return Err(engine(
+                        &op,
+                        format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {path}"
+                        ),
+                    ));
+                }
+                MountSource::Bind(_) => {}
+                // The engine creates a named volume a container needs (without labels).
+                MountSource::Volume(v) => {
+                    inner.volumes.entry(v.clone()).or_default();
+                }
+            }
+        }
+        let isolated = matches!(
+            spec.options.network_mode,
+            NetworkMode::Host | NetworkMode::None
+        );
+        let host_port = match (spec.port, spec.host_port) {
+            (Some(_), None) if !isolated => Some(inner.free_port()),
+            (Some(_), fixed) if !isolated => fixed,
+            _ => None,
+        };
+        let shown_image = match &spec.image_ref {
+            Some(r) if inner.images.get(r) == Some(&image_id) => r.clone(),
+            _ => image_id.clone(),
+        };
+        let mut labels = spec.labels.clone();
+        if let Some(p) = host_port {
+            labels.insert(crate::ports::labels::HOST_PORT.to_string(), p.to_string());
+        }
         inner.next_id += 1;
         let id = format!("{:064x}", inner.next_id);
         inner.containers.insert(
@@ -383,13 +529,16 @@ impl ContainerRuntime for FakeRuntime {
                 info: ContainerInfo {
                     id: id.clone(),
                     name: spec.name.clone(),
-                    labels: spec.labels.clone(),
+                    labels,
                     state: ContainerState::Created,
                     host_port: None,
                     image_id,
                     health: None,
                 },
                 spec: spec.clone(),
+                host_port,
+                shown_image,
+                restarts: 0,
             },
         );
         Ok(id)
@@ -410,31 +559,28 @@ impl ContainerRuntime for FakeRuntime {
             return Ok(());
         }
         let spec = inner.containers[&key].spec.clone();
-        let host_port = match (spec.port, spec.host_port) {
-            (None, _) => None,
-            (Some(_), Some(p)) => {
-                let taken = inner.containers.values().any(|c| {
-                    c.info.id != key
-                        && c.info.state == ContainerState::Running
-                        && c.info.host_port == Some(p)
+        let host_port = inner.containers[&key].host_port;
+        let network_mode = spec.options.network_mode;
+        for p in inner.containers[&key].host_ports() {
+            let taken = inner.containers.values().any(|c| {
+                c.info.id != key
+                    && c.info.state == ContainerState::Running
+                    && c.host_ports().contains(&p)
+            });
+            if taken {
+                return Err(RuntimeError::PortInUse {
+                    port: p,
+                    message: format!(
+                        "Bind for {}:{p} failed: port is already allocated",
+                        spec.host_ip
+                    ),
                 });
-                if taken {
-                    return Err(engine(
-                        &op,
-                        format!(
-                            "Bind for {}:{p} failed: port is already allocated",
-                            spec.host_ip
-                        ),
-                    ));
-                }
-                Some(p)
             }
-            // The engine chooses a port again at every start.
-            (Some(_), None) => {
-                let p = inner.next_port;
-                inner.next_port = inner.next_port.wrapping_add(1).max(32768);
-                Some(p)
-            }
+        }
+        // On the host's network stack the container port is the host's.
+        let host_port = match network_mode {
+            NetworkMode::Host => spec.port,
+            _ => host_port,
         };
         let exits = inner.exits_at_start(&name);
         // A health command passes at once, unless scripted to fail.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::conformance;
 use super::*;
-use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, Member};
+use crate::ports::{
+    ContainerRuntime, ContainerSpec, ContainerState, LoadBalancer, Member, Restart,
+};
 
 #[tokio::test(start_paused = true)]
 async fn the_fake_runtime_conforms() {
@@ -22,7 +24,18 @@ async fn the_fake_runtime_conforms() {
         host_ip: "127.0.0.1",
         missing_image: "nowhere:v0",
         spare_image: Some("spare:v1"),
+        existing_path: "/srv/logs",
+        missing_path: "/srv/nowhere",
+        healthcheck: vec!["/testapp".into(), "--healthcheck".into()],
+        sick_env: "NEVER_HEALTHY=1",
+        sick_output: "health check of /healthz failed",
+        within: Duration::from_secs(10),
     };
+    rt.remove_host_path("/srv/nowhere");
+    rt.unhealthy(
+        "conf-sick",
+        "testapp: health check of /healthz failed: HTTP/1.1 503 Service Unavailable",
+    );
     conformance::runtime::runtime(&rt, &f).await;
 }
 
@@ -103,17 +116,127 @@ fn spec(name: &str, host_port: Option<u16>) -> ContainerSpec {
 }
 
 #[tokio::test]
-async fn an_engine_chosen_port_is_chosen_again_at_every_start() {
+async fn a_host_port_is_fixed_at_create_and_kept_across_restarts() {
     let rt = FakeRuntime::new();
     rt.add_image("app:v1");
     let id = rt.create(&spec("a", None)).await.unwrap();
+    let other = rt.create(&spec("b", None)).await.unwrap();
     rt.start(&id).await.unwrap();
+    rt.start(&other).await.unwrap();
     let first = rt.inspect(&id).await.unwrap().unwrap().host_port;
+    assert_eq!(first, Some(32768));
+    assert_eq!(
+        rt.inspect(&other).await.unwrap().unwrap().host_port,
+        Some(32769),
+        "each container its own port"
+    );
+    assert_eq!(
+        rt.by_name("a").unwrap().labels[crate::ports::labels::HOST_PORT],
+        "32768"
+    );
     rt.stop(&id, Duration::ZERO).await.unwrap();
     assert_eq!(rt.inspect(&id).await.unwrap().unwrap().host_port, None);
+    // A container created while `a` is stopped does not get its port.
+    let c = rt.create(&spec("c", None)).await.unwrap();
+    rt.start(&c).await.unwrap();
+    assert_eq!(
+        rt.inspect(&c).await.unwrap().unwrap().host_port,
+        Some(32770)
+    );
     rt.start(&id).await.unwrap();
-    let second = rt.inspect(&id).await.unwrap().unwrap().host_port;
-    assert_ne!(first, second);
+    assert_eq!(rt.inspect(&id).await.unwrap().unwrap().host_port, first);
+}
+
+#[tokio::test]
+async fn a_dead_process_is_restarted_as_its_policy_says_on_the_same_port() {
+    let rt = FakeRuntime::new();
+    rt.add_image("app:v1");
+    let mut specs = Vec::new();
+    for (name, restart) in [
+        ("always", Restart::Always),
+        ("unless", Restart::UnlessStopped),
+        ("once", Restart::OnFailure(Some(1))),
+        ("never", Restart::No),
+    ] {
+        let mut s = spec(name, None);
+        s.options.restart = restart;
+        let id = rt.create(&s).await.unwrap();
+        rt.start(&id).await.unwrap();
+        specs.push(id);
+    }
+    let port = rt.by_name("unless").unwrap().host_port;
+    for name in ["always", "unless", "once", "never"] {
+        rt.kill_process(name, 137);
+    }
+    assert_eq!(rt.running(), ["always", "once", "unless"]);
+    assert_eq!(rt.by_name("unless").unwrap().host_port, port);
+    rt.kill_process("once", 137);
+    assert_eq!(
+        rt.by_name("once").unwrap().state,
+        ContainerState::Exited(137),
+        "on-failure:1 restarts once"
+    );
+
+    // An engine restart: `unless-stopped` stays stopped once a stop call stopped it.
+    rt.stop(&specs[1], Duration::ZERO).await.unwrap();
+    rt.stop(&specs[0], Duration::ZERO).await.unwrap();
+    rt.restart_engine();
+    assert_eq!(rt.running(), ["always"]);
+    rt.start(&specs[1]).await.unwrap();
+    rt.set_restart(&specs[1], Restart::No).await.unwrap();
+    assert_eq!(rt.restart_of("unless"), Some(Restart::No));
+    rt.restart_engine();
+    assert_eq!(rt.running(), ["always"]);
+}
+
+#[tokio::test]
+async fn docker_ps_shows_the_reference_only_while_it_names_the_image() {
+    let rt = FakeRuntime::new();
+    let id = rt.add_image("app:v1");
+    rt.add_image("app:v2");
+    let mut s = spec("a", None);
+    s.image = id.clone();
+    s.image_ref = Some("app:v1".into());
+    rt.create(&s).await.unwrap();
+    assert_eq!(rt.shown_image("a").as_deref(), Some("app:v1"));
+    let mut moved = spec("b", None);
+    moved.image = id.clone();
+    moved.image_ref = Some("app:v2".into());
+    rt.create(&moved).await.unwrap();
+    assert_eq!(rt.shown_image("b"), Some(id.clone()), "another image");
+    let mut gone = spec("c", None);
+    gone.image = id.clone();
+    gone.image_ref = Some("app:v0".into());
+    rt.create(&gone).await.unwrap();
+    assert_eq!(rt.shown_image("c"), Some(id), "a reference not on the host");
+}
+
+#[tokio::test]
+async fn publish_ports_clash_and_host_networking_uses_the_container_port() {
+    let rt = FakeRuntime::new();
+    rt.add_image("app:v1");
+    let udp: crate::ports::Publish = "8125:8125/udp".parse().unwrap();
+    let mut a = spec("a", None);
+    a.options.publish = vec![udp.clone()];
+    let mut b = spec("b", None);
+    b.options.publish = vec![udp];
+    let a = rt.create(&a).await.unwrap();
+    let b = rt.create(&b).await.unwrap();
+    rt.start(&a).await.unwrap();
+    match rt.start(&b).await {
+        Err(crate::ports::RuntimeError::PortInUse { port: 8125, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let mut h = spec("h", None);
+    h.options.network_mode = crate::ports::NetworkMode::Host;
+    let h = rt.create(&h).await.unwrap();
+    rt.start(&h).await.unwrap();
+    assert_eq!(rt.inspect(&h).await.unwrap().unwrap().host_port, Some(8080));
+    let mut n = spec("n", None);
+    n.options.network_mode = crate::ports::NetworkMode::None;
+    let n = rt.create(&n).await.unwrap();
+    rt.start(&n).await.unwrap();
+    assert_eq!(rt.inspect(&n).await.unwrap().unwrap().host_port, None);
 }
 
 #[tokio::test]
@@ -143,13 +266,12 @@ async fn scripted_faults_strike_the_containers_they_name() {
     let b = rt.create(&spec("p-web-3-1", Some(18080))).await.unwrap();
     let c = rt.create(&spec("p-web-3-2", Some(18080))).await.unwrap();
     rt.start(&b).await.unwrap();
+    let e = rt.start(&c).await.unwrap_err();
     assert!(
-        rt.start(&c)
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("already allocated")
+        matches!(e, crate::ports::RuntimeError::PortInUse { port: 18080, .. }),
+        "{e:?}"
     );
+    assert!(e.to_string().contains("already allocated"), "{e}");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod blue_green;
 mod interrupt;
 mod journal;
+mod options;
 mod restore;
 mod swarm;
 
@@ -63,6 +64,8 @@ struct World {
     lbs: BTreeMap<String, Box<dyn LoadBalancer>>,
     interrupt: Arc<AtomicBool>,
     keep_previous: u32,
+    /// `[project] labels`.
+    labels: BTreeMap<String, String>,
 }
 
 impl World {
@@ -97,6 +100,7 @@ impl World {
             lbs,
             interrupt: Arc::new(AtomicBool::new(false)),
             keep_previous: 1,
+            labels: BTreeMap::from([("team".to_string(), "games".to_string())]),
         }
     }
 
@@ -111,6 +115,7 @@ impl World {
             sink: &self.sink,
             lbs: &self.lbs,
             keep_previous: self.keep_previous,
+            labels: &self.labels,
             interrupt: &self.interrupt,
         }
     }

@@ -1,15 +1,26 @@
 //! The container runtime's contract, as the executor relies on it: create gives a
 //! `Created` container with its name, labels and image; start makes it `Running` with its
-//! host port (the one asked for, or one the engine chose); starting what runs is fine;
-//! stop makes it `Exited`, and stopping or removing what is gone is fine; a name is taken
-//! until its container is removed; list finds containers by all of the given labels, sorted
-//! by name; an image in use is not removed; an image that is not on the host has no ID and
-//! cannot be used.
+//! host port (the one asked for, or one the driver fixed at create, the same after a stop and
+//! a start); a start whose host port another container holds fails with `PortInUse`;
+//! starting what runs is fine; stop makes it `Exited`, and stopping or removing what is gone
+//! is fine; a name is taken until its container is removed; list finds containers by all of
+//! the given labels, sorted by name; an image in use is not removed; an image that is not on
+//! the host has no ID and cannot be used. Networks and volumes are ensured idempotently; a
+//! container joins networks with aliases; a volume in use is not removed; the restart policy
+//! of a container can be changed; missing bind sources are found; a health command that
+//! passes makes a container `Healthy`, one that fails `Unhealthy` with its output.
+//!
+//! What only a real engine can show (a name resolving on a network, what `docker ps`
+//! shows, every option reaching the container) is checked by the real test alone
+//! (`tests/it/conformance.rs`); the fake has accessors of its own for those.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::ports::{ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
+use crate::ports::{
+    ContainerRuntime, ContainerSpec, ContainerState, HealthStatus, Healthcheck, Mount, MountSource,
+    NetworkAttachment, Restart, RuntimeError,
+};
 
 pub struct RuntimeFixture<'a> {
     /// An image on the host whose container keeps running and listens on `port`.
@@ -26,6 +37,17 @@ pub struct RuntimeFixture<'a> {
     pub missing_image: &'a str,
     /// An image on the host that nothing uses and the suite may remove (`None`: skip that).
     pub spare_image: Option<&'a str>,
+    /// A host path that exists and one that does not (bind-mount sources).
+    pub existing_path: &'a str,
+    pub missing_path: &'a str,
+    /// A health command that passes in a container of `image`.
+    pub healthcheck: Vec<String>,
+    /// An environment entry that makes that command fail, and a text its output then holds.
+    /// (The fake is told the same with `FakeRuntime::unhealthy` on the `sick` container.)
+    pub sick_env: &'a str,
+    pub sick_output: &'a str,
+    /// How long health may take to show.
+    pub within: Duration,
 }
 
 fn spec(f: &RuntimeFixture<'_>, name: &str, extra: &[(&str, &str)]) -> ContainerSpec {
@@ -79,12 +101,22 @@ pub async fn runtime<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
         "a name is taken while its container exists"
     );
 
-    // Start: running, with the port the engine chose.
+    // Start: running, with the port the driver fixed at create.
     rt.start(&id).await.expect("start");
     let info = rt.inspect(&id).await.expect("inspect").expect("exists");
     assert_eq!(info.state, ContainerState::Running);
-    assert!(info.host_port.is_some(), "an engine-chosen host port");
+    let a_port = info.host_port.expect("a host port chosen for it");
     rt.start(&id).await.expect("starting what runs is fine");
+
+    // Another container asking for that port cannot start: PortInUse, with the port.
+    let mut clash = spec(f, "clash", &[]);
+    clash.host_port = Some(a_port);
+    let clash_id = rt.create(&clash).await.expect("create clash");
+    match rt.start(&clash_id).await {
+        Err(RuntimeError::PortInUse { port, .. }) => assert_eq!(port, a_port),
+        other => panic!("a start on a taken host port: {other:?}"),
+    }
+    rt.remove(&clash_id).await.expect("remove clash");
 
     // A fixed host port is the one published.
     let mut fixed = spec(f, "b", &[("dev.gantry.conformance-role", "b")]);
@@ -138,7 +170,15 @@ pub async fn runtime<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
     rt.start(&id).await.expect("start again");
     let info = rt.inspect(&id).await.expect("inspect").expect("exists");
     assert_eq!(info.state, ContainerState::Running);
-    assert!(info.host_port.is_some());
+    assert_eq!(
+        info.host_port,
+        Some(a_port),
+        "the host port is kept across a stop and a start"
+    );
+    rt.set_restart(&id, Restart::No).await.expect("set_restart");
+    rt.set_restart(&id, Restart::OnFailure(Some(3)))
+        .await
+        .expect("set_restart");
     let _ = rt.logs_tail(&id, 5).await.expect("logs");
 
     // Remove: gone, and what is gone can be stopped and removed again.
@@ -178,5 +218,200 @@ pub async fn runtime<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
         let spare_id = rt.image_id(spare).await.expect("image_id").expect("spare");
         assert!(rt.remove_image(&spare_id).await.expect("remove_image"));
         assert_eq!(rt.image_id(spare).await.expect("image_id"), None);
+    }
+
+    networks_and_volumes(rt, f).await;
+    health(rt, f).await;
+    assert_eq!(
+        rt.missing_paths(
+            f.image,
+            &[f.existing_path.to_string(), f.missing_path.to_string()]
+        )
+        .await
+        .expect("missing_paths"),
+        [f.missing_path.to_string()]
+    );
+    assert!(
+        rt.list(&mine).await.expect("list").is_empty(),
+        "the suite leaves no container behind"
+    );
+}
+
+fn labelled(f: &RuntimeFixture<'_>) -> BTreeMap<String, String> {
+    let mut labels = f.labels.clone();
+    labels.insert("dev.gantry.conformance".into(), f.prefix.into());
+    labels
+}
+
+async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
+    let labels = labelled(f);
+    let net = format!("{}-net", f.prefix);
+    let other = format!("{}-net2", f.prefix);
+    assert!(!rt.network_exists(&net).await.expect("network_exists"));
+    for n in [&net, &net, &other] {
+        rt.ensure_network(n, &labels)
+            .await
+            .expect("ensure_network (twice is fine)");
+    }
+    assert!(rt.network_exists(&net).await.expect("network_exists"));
+    assert!(
+        !rt.network_exists(&format!("{}-nonet", f.prefix))
+            .await
+            .expect("network_exists")
+    );
+
+    let vol = format!("{}-vol", f.prefix);
+    rt.ensure_volume(&vol, &labels)
+        .await
+        .expect("ensure_volume");
+    rt.ensure_volume(&vol, &labels)
+        .await
+        .expect("ensure_volume twice is fine");
+    let mine = [("dev.gantry.conformance", f.prefix)];
+    assert_eq!(
+        rt.list_volumes(&mine).await.expect("list_volumes"),
+        [vol.clone()]
+    );
+    assert!(
+        rt.list_volumes(&[mine[0], ("dev.gantry.conformance-role", "none")])
+            .await
+            .expect("list_volumes")
+            .is_empty()
+    );
+
+    // A container on two networks, with an alias on each, and the volume mounted.
+    let mut web = spec(f, "net", &[]);
+    web.options.networks = vec![
+        NetworkAttachment {
+            name: net.clone(),
+            aliases: vec!["conf-web".into()],
+        },
+        NetworkAttachment {
+            name: other.clone(),
+            aliases: vec!["conf-web2".into()],
+        },
+    ];
+    web.options.mounts = vec![Mount {
+        source: MountSource::Volume(vol.clone()),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    let id = rt.create(&web).await.expect("create on networks");
+    rt.start(&id).await.expect("start on networks");
+    let info = rt.inspect(&id).await.expect("inspect").expect("exists");
+    assert_eq!(info.state, ContainerState::Running);
+    assert!(info.host_port.is_some());
+
+    // A network that is not there refuses the create.
+    let mut lost = spec(f, "lost", &[]);
+    lost.options.networks = vec![NetworkAttachment {
+        name: format!("{}-nonet", f.prefix),
+        aliases: Vec::new(),
+    }];
+    assert!(rt.create(&lost).await.is_err(), "a missing network");
+    assert_eq!(rt.inspect(&lost.name).await.expect("inspect"), None);
+
+    assert!(
+        !rt.remove_volume(&vol).await.expect("remove_volume"),
+        "a volume in use is kept"
+    );
+    rt.stop(&id, Duration::from_secs(2)).await.expect("stop");
+    assert!(
+        !rt.remove_volume(&vol).await.expect("remove_volume"),
+        "a stopped container still uses it"
+    );
+    rt.remove(&id).await.expect("remove");
+    assert!(rt.remove_volume(&vol).await.expect("remove_volume"));
+    assert!(
+        rt.list_volumes(&mine)
+            .await
+            .expect("list_volumes")
+            .is_empty()
+    );
+    assert!(
+        !rt.remove_volume(&vol).await.expect("remove_volume"),
+        "what is gone"
+    );
+}
+
+async fn health<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
+    let check = Healthcheck {
+        test: f.healthcheck.clone(),
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_secs(5),
+        retries: 1,
+        start_period: Duration::ZERO,
+    };
+    let mut well = spec(f, "well", &[("dev.gantry.conformance-role", "well")]);
+    well.options.healthcheck = Some(check.clone());
+    let mut sick = spec(f, "sick", &[]);
+    sick.env.push(f.sick_env.to_string());
+    sick.options.healthcheck = Some(check);
+    let plain = spec(f, "plain", &[]);
+    let mut ids = Vec::new();
+    for s in [&well, &sick, &plain] {
+        let id = rt.create(s).await.expect("create");
+        rt.start(&id).await.expect("start");
+        ids.push(id);
+    }
+    let status = |id: String| async move {
+        rt.inspect(&id)
+            .await
+            .expect("inspect")
+            .and_then(|i| i.health)
+            .map(|h| h.status)
+    };
+    let seen = super::eventually(&Some(HealthStatus::Healthy), f.within, || {
+        status(ids[0].clone())
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Some(HealthStatus::Healthy),
+        "a passing health command"
+    );
+    let listed = rt
+        .list(&[
+            ("dev.gantry.conformance", f.prefix),
+            ("dev.gantry.conformance-role", "well"),
+        ])
+        .await
+        .expect("list");
+    assert_eq!(
+        listed[0].health.as_ref().map(|h| h.status),
+        Some(HealthStatus::Healthy),
+        "list reports health too"
+    );
+    let seen = super::eventually(&Some(HealthStatus::Unhealthy), f.within, || {
+        status(ids[1].clone())
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Some(HealthStatus::Unhealthy),
+        "a failing health command"
+    );
+    let health = rt
+        .inspect(&ids[1])
+        .await
+        .expect("inspect")
+        .and_then(|i| i.health)
+        .expect("health");
+    let output = health.last_output.unwrap_or_default();
+    assert!(
+        output.contains(f.sick_output),
+        "the last output: {output:?}"
+    );
+    assert_eq!(
+        rt.inspect(&ids[2])
+            .await
+            .expect("inspect")
+            .expect("exists")
+            .health,
+        None,
+        "no health command, no health"
+    );
+    for id in &ids {
+        rt.remove(id).await.expect("remove");
     }
 }

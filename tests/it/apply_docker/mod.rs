@@ -6,6 +6,7 @@
 mod failures;
 mod operations;
 mod rollout;
+mod stack;
 
 use std::ops::Deref;
 
