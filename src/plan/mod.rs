@@ -164,7 +164,7 @@ impl Risk {
             Risk::ReplicaDecrease => "reduces replicas",
             Risk::LbRemoval => "removes load-balancer membership",
             Risk::Privileged => {
-                "runs privileged containers (every capability and device of the host)"
+                "runs privileged containers: every capability and device of the host"
             }
         }
     }

@@ -189,8 +189,13 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
                     why.join(", ")
                 );
             }
+            // Forced stop-first is worth a reviewer's glance in the one-line view too.
+            let forced = match c.roll_order.as_ref().and_then(|o| o.reason.as_ref()) {
+                Some(reason) => format!(", stop-first for {reason}"),
+                None => String::new(),
+            };
             format!(
-                "roll {count} in {batches} batch{} ({})",
+                "roll {count} in {batches} batch{}{forced} ({})",
                 if batches == 1 { "" } else { "es" },
                 why.join(", ")
             )

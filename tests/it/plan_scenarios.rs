@@ -350,6 +350,12 @@ fn a_change_of_volumes_rolls_the_service_stop_first_and_the_plan_says_why() {
         text.contains("+ \"/srv/redis/conf:/etc/redis:ro\""),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "roll 1 replica in 1 batch, stop-first for read-write volume `cache-data` (volumes)"
+        ),
+        "the one-line view says it too:\n{text}"
+    );
     let md = gantry::render::markdown(&plan, gantry::render::GITHUB_COMMENT_LIMIT);
     assert!(md.contains("rolls stop-first: read-write volume"), "{md}");
 }

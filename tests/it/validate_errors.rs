@@ -1042,3 +1042,23 @@ rollout = { strategy = "blue-green" }
     );
     assert_has(&d, "runs a second colour beside the live one");
 }
+
+#[test]
+fn the_project_network_is_not_listed_in_networks() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "registry.example/web:3074f46"
+networks = ["shared-logging", "shop"]
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(1);
+    let d = out.diagnostic(
+        "gantry.toml",
+        6,
+        31,
+        "service `web` lists the project's own network `shop` in `networks`",
+    );
+    assert_has(&d, "joins the project's network already");
+}

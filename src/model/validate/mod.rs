@@ -75,6 +75,19 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             lbs: &known_lbs,
             hosts: &host_names,
         };
+        for n in toml.networks.iter().filter(|n| **n.get_ref() == project) {
+            v.err(
+                Diagnostic::at(
+                    format!(
+                        "service `{}` lists the project's own network `{}` in `networks`",
+                        named.name,
+                        n.get_ref()
+                    ),
+                    n.span(),
+                )
+                .help("every container joins the project's network already; `networks` names other, existing networks"),
+            );
+        }
         let (spec, claims) = v.service(&ctx, toml);
         port_claims.extend(claims);
         if let Some(spec) = spec {

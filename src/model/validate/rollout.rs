@@ -48,12 +48,12 @@ impl Validator<'_> {
                     format!("service `{}`: `health` needs `http` or `command`", ctx.name),
                     ctx.span.clone(),
                 )
-                .help("e.g. `http = \"/healthz\"`"),
+                .help("e.g. `http = \"/healthz\"` (probed from the host, needs `port`) or `command = [\"redis-cli\", \"ping\"]` (run by the engine inside the container)"),
             ),
-            (Some(p), Some(_)) => self.err(Diagnostic::at(
-                "`health` has both `http` and `command`: choose one",
-                p.span(),
-            )),
+            (Some(p), Some(_)) => self.err(
+                Diagnostic::at("`health` has both `http` and `command`: choose one", p.span())
+                    .help("`http` is probed by gantry from the host; `command` is run by the engine inside the container"),
+            ),
             _ => {}
         }
         let interval = self.duration(h.interval.as_ref(), Duration::from_secs(2));

@@ -316,8 +316,9 @@ impl Validator<'_> {
         (Some(spec), claims)
     }
 
-    /// A service that must not run two copies of a replica at once (see
-    /// [`StopFirstReason`]) and a fixed host port: one replica per host.
+    /// A fixed host port (of `publish`, or `port` on the host's network) allows one replica
+    /// per host: more are refused. A read-write volume does not limit `replicas` (they share
+    /// it, as the user asked); it only rules out rolling two copies of one replica at once.
     fn one_copy(&mut self, t: &TomlService, here: &str, reason: &StopFirstReason, replicas: u32) {
         if replicas <= 1 || matches!(reason, StopFirstReason::ReadWriteVolume { .. }) {
             return;
