@@ -503,8 +503,7 @@ pub(crate) fn create_body(
             init: o.init.then_some(true),
             pid_mode: o.pid.clone(),
             shm_size: o.shm_size.map(|s| s.min(i64::MAX as u64) as i64),
-            sysctls: (!o.sysctls.is_empty())
-                .then(|| o.sysctls.clone().into_iter().collect()),
+            sysctls: (!o.sysctls.is_empty()).then(|| o.sysctls.clone().into_iter().collect()),
             ulimits: (!ulimits.is_empty()).then_some(ulimits),
             extra_hosts: non_empty(&o.extra_hosts),
             devices: (!o.devices.is_empty())
@@ -547,8 +546,7 @@ fn device_mapping(device: &str) -> DeviceMapping {
 /// or `None` when the message is about something else.
 pub(crate) fn port_in_use(message: &str) -> Option<Option<u16>> {
     let lower = message.to_lowercase();
-    if !(lower.contains("port is already allocated") || lower.contains("address already in use"))
-    {
+    if !(lower.contains("port is already allocated") || lower.contains("address already in use")) {
         return None;
     }
     Some(message.split_whitespace().find_map(|word| {
@@ -746,7 +744,10 @@ impl ContainerRuntime for DockerRuntime {
             };
             if let Err(e) = self.docker.connect_network(&network.name, request).await {
                 let error = self.engine_error(
-                    &format!("connect container {} to network {}", spec.name, network.name),
+                    &format!(
+                        "connect container {} to network {}",
+                        spec.name, network.name
+                    ),
                     e,
                 );
                 self.remove(&id).await?;
@@ -916,7 +917,10 @@ impl ContainerRuntime for DockerRuntime {
                 let labels: BTreeMap<String, String> =
                     s.labels.unwrap_or_default().into_iter().collect();
                 let probed = probed_port(&labels);
-                let host_network = s.host_config.as_ref().and_then(|h| h.network_mode.as_deref())
+                let host_network = s
+                    .host_config
+                    .as_ref()
+                    .and_then(|h| h.network_mode.as_deref())
                     == Some("host");
                 let host_port = if host_network {
                     probed.filter(|_| state == ContainerState::Running)
@@ -1198,7 +1202,9 @@ mod tests {
             network_mode: NetworkMode::Project,
             mounts: vec![
                 "p_cache:/data".parse::<Mount>().unwrap(),
-                "/var/run/docker.sock:/var/run/docker.sock:ro".parse().unwrap(),
+                "/var/run/docker.sock:/var/run/docker.sock:ro"
+                    .parse()
+                    .unwrap(),
             ],
             tmpfs: vec!["/tmp".into(), "/run:size=64m,mode=1777".into()],
             restart: Restart::OnFailure(Some(5)),
@@ -1482,7 +1488,10 @@ mod tests {
         let h = health_of(Some(&state(H::UNHEALTHY, &["old", &long]))).unwrap();
         assert_eq!(h.status, HealthStatus::Unhealthy);
         let out = h.last_output.unwrap();
-        assert!(out.starts_with("line 11\n") && out.ends_with("line 30"), "{out}");
+        assert!(
+            out.starts_with("line 11\n") && out.ends_with("line 30"),
+            "{out}"
+        );
         let h = health_of(Some(&state(H::STARTING, &[]))).unwrap();
         assert_eq!((h.status, h.last_output), (HealthStatus::Starting, None));
         assert_eq!(health_of(Some(&state(H::NONE, &[]))), None);

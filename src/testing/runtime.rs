@@ -493,10 +493,7 @@ impl ContainerRuntime for FakeRuntime {
             })?;
         for network in &spec.options.networks {
             if !inner.networks.contains_key(&network.name) {
-                return Err(engine(
-                    &op,
-                    format!("network {} not found", network.name),
-                ));
+                return Err(engine(&op, format!("network {} not found", network.name)));
             }
         }
         for m in &spec.options.mounts {
@@ -578,7 +575,11 @@ impl ContainerRuntime for FakeRuntime {
             && spec.options.network_mode == NetworkMode::Project
         {
             let p = inner.free_port();
-            inner.containers.get_mut(&key).expect("found above").host_port = Some(p);
+            inner
+                .containers
+                .get_mut(&key)
+                .expect("found above")
+                .host_port = Some(p);
         }
         let host_port = inner.containers[&key].host_port;
         let network_mode = spec.options.network_mode;

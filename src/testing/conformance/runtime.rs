@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::ports::{
-    ContainerRuntime, ContainerSpec, ContainerState, HealthStatus, Healthcheck, Mount,
-    MountSource, NetworkAttachment, Restart, RuntimeError,
+    ContainerRuntime, ContainerSpec, ContainerState, HealthStatus, Healthcheck, Mount, MountSource,
+    NetworkAttachment, Restart, RuntimeError,
 };
 
 pub struct RuntimeFixture<'a> {
@@ -261,12 +261,17 @@ async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_
     );
 
     let vol = format!("{}-vol", f.prefix);
-    rt.ensure_volume(&vol, &labels).await.expect("ensure_volume");
+    rt.ensure_volume(&vol, &labels)
+        .await
+        .expect("ensure_volume");
     rt.ensure_volume(&vol, &labels)
         .await
         .expect("ensure_volume twice is fine");
     let mine = [("dev.gantry.conformance", f.prefix)];
-    assert_eq!(rt.list_volumes(&mine).await.expect("list_volumes"), [vol.clone()]);
+    assert_eq!(
+        rt.list_volumes(&mine).await.expect("list_volumes"),
+        [vol.clone()]
+    );
     assert!(
         rt.list_volumes(&[mine[0], ("dev.gantry.conformance-role", "none")])
             .await
@@ -297,13 +302,16 @@ async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_
     assert_eq!(info.state, ContainerState::Running);
     assert!(info.host_port.is_some());
 
-    // A network that is not there refuses the create.
+    // A network that is not there refuses the create, or (Docker 20.10) the start.
     let mut lost = spec(f, "lost", &[]);
     lost.options.networks = vec![NetworkAttachment {
         name: format!("{}-nonet", f.prefix),
         aliases: Vec::new(),
     }];
-    assert!(rt.create(&lost).await.is_err(), "a missing network");
+    if let Ok(lost_id) = rt.create(&lost).await {
+        assert!(rt.start(&lost_id).await.is_err(), "a missing network");
+        rt.remove(&lost_id).await.expect("remove");
+    }
     assert_eq!(rt.inspect(&lost.name).await.expect("inspect"), None);
 
     assert!(
@@ -317,7 +325,12 @@ async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_
     );
     rt.remove(&id).await.expect("remove");
     assert!(rt.remove_volume(&vol).await.expect("remove_volume"));
-    assert!(rt.list_volumes(&mine).await.expect("list_volumes").is_empty());
+    assert!(
+        rt.list_volumes(&mine)
+            .await
+            .expect("list_volumes")
+            .is_empty()
+    );
     assert!(
         !rt.remove_volume(&vol).await.expect("remove_volume"),
         "what is gone"
@@ -355,7 +368,11 @@ async fn health<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
         status(ids[0].clone())
     })
     .await;
-    assert_eq!(seen, Some(HealthStatus::Healthy), "a passing health command");
+    assert_eq!(
+        seen,
+        Some(HealthStatus::Healthy),
+        "a passing health command"
+    );
     let listed = rt
         .list(&[
             ("dev.gantry.conformance", f.prefix),
@@ -372,7 +389,11 @@ async fn health<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
         status(ids[1].clone())
     })
     .await;
-    assert_eq!(seen, Some(HealthStatus::Unhealthy), "a failing health command");
+    assert_eq!(
+        seen,
+        Some(HealthStatus::Unhealthy),
+        "a failing health command"
+    );
     let health = rt
         .inspect(&ids[1])
         .await
@@ -380,7 +401,10 @@ async fn health<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
         .and_then(|i| i.health)
         .expect("health");
     let output = health.last_output.unwrap_or_default();
-    assert!(output.contains(f.sick_output), "the last output: {output:?}");
+    assert!(
+        output.contains(f.sick_output),
+        "the last output: {output:?}"
+    );
     assert_eq!(
         rt.inspect(&ids[2])
             .await
