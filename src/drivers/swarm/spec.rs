@@ -93,8 +93,8 @@ fn mounts(input: &ServiceInput<'_>) -> Vec<SwarmMount> {
             },
         })
         .collect();
-    let tmpfs = |target: String, size: Option<u64>, mode: Option<u32>, read_only: bool| {
-        SwarmMount {
+    let tmpfs =
+        |target: String, size: Option<u64>, mode: Option<u32>, read_only: bool| SwarmMount {
             target: Some(target),
             typ: Some(MountTypeEnum::TMPFS),
             read_only: read_only.then_some(true),
@@ -104,8 +104,7 @@ fn mounts(input: &ServiceInput<'_>) -> Vec<SwarmMount> {
                 options: None,
             }),
             ..Default::default()
-        }
-    };
+        };
     for entry in &spec.tmpfs {
         // Validation refused what Swarm cannot mount; a bare path is what is left otherwise.
         let t = entry.parse::<SwarmTmpfs>().unwrap_or_else(|_| SwarmTmpfs {
@@ -117,7 +116,12 @@ fn mounts(input: &ServiceInput<'_>) -> Vec<SwarmMount> {
         out.push(tmpfs(t.target, t.size_bytes, t.mode, t.read_only));
     }
     if let Some(size) = spec.shm_size {
-        out.push(tmpfs(DEV_SHM.to_string(), Some(size.0), Some(0o1777), false));
+        out.push(tmpfs(
+            DEV_SHM.to_string(),
+            Some(size.0),
+            Some(0o1777),
+            false,
+        ));
     }
     out
 }
@@ -221,7 +225,12 @@ pub fn service_spec(input: &ServiceInput<'_>) -> ServiceSpec {
             mounts: (!mounts.is_empty()).then_some(mounts),
             stop_grace_period: Some(nanos(spec.stop_grace_period.0)),
             health_check,
-            hosts: non_empty(spec.extra_hosts.iter().map(|h| swarm_host_line(h)).collect()),
+            hosts: non_empty(
+                spec.extra_hosts
+                    .iter()
+                    .map(|h| swarm_host_line(h))
+                    .collect(),
+            ),
             sysctls: (!spec.sysctls.is_empty()).then(|| {
                 spec.sysctls
                     .iter()
@@ -229,9 +238,7 @@ pub fn service_spec(input: &ServiceInput<'_>) -> ServiceSpec {
                     .collect()
             }),
             capability_add: non_empty(spec.cap_add.iter().map(|c| swarm_capability(c)).collect()),
-            capability_drop: non_empty(
-                spec.cap_drop.iter().map(|c| swarm_capability(c)).collect(),
-            ),
+            capability_drop: non_empty(spec.cap_drop.iter().map(|c| swarm_capability(c)).collect()),
             ulimits: (!spec.ulimits.is_empty()).then(|| {
                 spec.ulimits
                     .iter()
@@ -345,7 +352,7 @@ fn endpoint(spec: &crate::model::ServiceSpec) -> Option<EndpointSpec> {
                 .map(|p| ingress(p.protocol, p.container_port, Some(p.host_port))),
         )
         .collect();
-    (!ports.is_empty()).then(|| EndpointSpec {
+    (!ports.is_empty()).then_some(EndpointSpec {
         mode: Some(EndpointSpecModeEnum::VIP),
         ports: Some(ports),
     })

@@ -60,7 +60,11 @@ async fn an_update_swarm_rolls_back_fails_the_step_and_names_the_failed_tasks() 
     assert!(failure.reason.contains("Failed: task"), "{failure}");
     assert_eq!(
         swarm.calls(),
-        ["create network p_default", "create p_web", "update p_web v1"]
+        [
+            "create network p_default",
+            "create p_web",
+            "update p_web v1"
+        ]
     );
     assert_eq!(revision_label(&swarm).as_deref(), Some("1"));
     assert_eq!(state.swarm["web"].revision, 1);
@@ -110,7 +114,11 @@ async fn the_project_network_is_created_once_and_external_networks_must_exist() 
     let v2 = w.applied(&swarm_web("v2"), v1).await;
     assert_eq!(
         swarm.calls(),
-        ["create network p_default", "create p_web", "update p_web v1"]
+        [
+            "create network p_default",
+            "create p_web",
+            "update p_web v1"
+        ]
     );
     let labels = swarm.network_labels("p_default").expect("the network");
     assert_eq!(labels["team"], "shop");

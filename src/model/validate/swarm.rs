@@ -18,9 +18,8 @@ impl Validator<'_> {
     /// Refuses the container options of `t` that a Swarm service spec has no field for.
     pub(super) fn swarm_options(&mut self, ctx: &ServiceCtx<'_>, t: &TomlService) {
         let here = format!("service `{}`", ctx.name);
-        let lacks = |what: &str| {
-            format!("{here} runs on Docker Swarm, whose service spec has no {what}")
-        };
+        let lacks =
+            |what: &str| format!("{here} runs on Docker Swarm, whose service spec has no {what}");
         if t.privileged {
             // A plain boolean carries no span of its own: the service's table is where it is.
             self.err(
@@ -93,7 +92,9 @@ impl Validator<'_> {
                 self.err(
                     Diagnostic::at(e, entry.span())
                         .label("not a Swarm tmpfs")
-                        .help("write PATH[:size=SIZE,mode=OCTAL], e.g. \"/run:size=64m,mode=1777\""),
+                        .help(
+                            "write PATH[:size=SIZE,mode=OCTAL], e.g. \"/run:size=64m,mode=1777\"",
+                        ),
                 );
             }
         }
