@@ -472,6 +472,27 @@ health = {{ command = ["/testapp", "--healthcheck"], interval = "1s", timeout = 
             socket = swarm.socket,
         ));
     };
+    // An external network the manager lacks: pre-flight says so, nothing is created.
+    write("", "on-failure:5");
+    let toml = p.toml().replace(
+        "restart = \"on-failure:5\"",
+        "restart = \"on-failure:5\"\nnetworks = [\"no-such-net\"]",
+    );
+    p.write_toml(&toml);
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("host `manager` has no network `no-such-net`")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        swarm.docker_ok(&["service", "ls", "-q"]).trim(),
+        "",
+        "no service created"
+    );
+
     write("", "on-failure:5");
     let started = Instant::now();
     let o = p.gantry(&["apply", "--yes"]);
@@ -663,8 +684,13 @@ health = {{ command = ["/testapp", "--healthcheck"], interval = "1s", timeout = 
             "the plan shows {expected}:\n{plan}"
         );
     }
+    let started = Instant::now();
     let o = p.gantry(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "update: {}", explain(&o));
+    eprintln!(
+        "options update (2 replicas, one Swarm update): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(update_state(&swarm, &service), "completed");
     let spec = inspect_json(
         &swarm,
