@@ -106,7 +106,7 @@ pub(super) async fn step<R: ContainerRuntime>(
                 .push((lb.clone(), vec![member]));
             Ok(Some(format!("lb.{lb} no longer sends to {left}")))
         }
-        StepOp::SwarmRemove => remove(run, service, &host).await,
+        StepOp::SwarmRemove => remove(run, service, change, &host).await,
         other => Err(StepError::new(format!("{other:?} is not a Swarm step"))),
     }
 }
@@ -334,7 +334,12 @@ async fn warm_up<R: ContainerRuntime>(
         .map_err(|e| StepError::new(format!("{address}: {e}")))
 }
 
-async fn remove<R: ContainerRuntime>(run: &Run<'_, R>, service: &str, host: &str) -> StepResult {
+async fn remove<R: ContainerRuntime>(
+    run: &Run<'_, R>,
+    service: &str,
+    change: &ResourceChange,
+    host: &str,
+) -> StepResult {
     let (_, manager) = manager(run, host).map_err(StepError::new)?;
     let name = run
         .st()
@@ -356,6 +361,20 @@ async fn remove<R: ContainerRuntime>(run: &Run<'_, R>, service: &str, host: &str
             manager.remove(&name).await.map_err(StepError::new)?;
             format!("removed; Swarm stops its {running} task(s)")
         }
+    };
+    // Named volumes hold data: they outlive the service (on the nodes that ran its tasks).
+    let volumes: Vec<String> = match &change.before {
+        Some(Spec::Service(spec)) => spec
+            .volumes
+            .iter()
+            .filter_map(crate::model::Mount::volume)
+            .map(|v| driver::volume_name(run.env.project, v))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let detail = match volumes.as_slice() {
+        [] => detail,
+        names => format!("{detail}; keeps the volume(s) {}", names.join(", ")),
     };
     run.st().swarm.remove(service);
     Ok(Some(detail))

@@ -716,6 +716,11 @@ health = {{ command = ["/testapp", "--healthcheck"], interval = "1s", timeout = 
     ));
     let o = p.gantry(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "destroy: {}", explain(&o));
+    let said = explain(&o);
+    assert!(
+        said.contains(&format!("keeps the volume(s) {volume}")),
+        "{said}"
+    );
     for s in [&service, &agent] {
         assert!(
             !swarm.docker(&["service", "inspect", s]).status.success(),
