@@ -487,10 +487,22 @@ health = {{ command = ["/testapp", "--healthcheck"], interval = "1s", timeout = 
             && err.contains("nothing was changed"),
         "{err}"
     );
-    assert_eq!(
-        swarm.docker_ok(&["service", "ls", "-q"]).trim(),
-        "",
-        "no service created"
+    // (Other tests share the swarm engine: this project's names only.)
+    for name in [p.service(), format!("{}_agent", p.name)] {
+        assert!(
+            !swarm
+                .docker(&["service", "inspect", &name])
+                .status
+                .success(),
+            "{name} was not created"
+        );
+    }
+    assert!(
+        !swarm
+            .docker(&["network", "inspect", &format!("{}_default", p.name)])
+            .status
+            .success(),
+        "no network created"
     );
 
     write("", "on-failure:5");
