@@ -24,6 +24,7 @@ pub mod haproxy;
 pub mod http;
 pub mod load;
 pub mod nginx;
+pub mod private_engine;
 pub mod process;
 pub mod project;
 pub mod second_engine;
