@@ -8,7 +8,10 @@
 //! and answer there; the kept ones stay stopped, because gantry set their restart policy to
 //! `no` when it kept them; `gantry rollback` then starts the kept ones and gives them the
 //! service's policy back. With `restart = "always"` (which Docker applies at engine start
-//! even to containers someone stopped) the `no` of the kept ones is what keeps them stopped.
+//! even to containers someone stopped) the `no` of the kept ones is what keeps them stopped:
+//! a control container of that policy, stopped with `docker stop` but left its policy, does
+//! come back (and one with `unless-stopped` does not), which shows the restart exercised
+//! what Docker does at engine start.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -51,6 +54,8 @@ struct Fixture {
     v1: String,
     v2: String,
     restart: Option<&'static str>,
+    /// `--label` arguments of the test's guard, for the test's own containers.
+    label_args: Vec<String>,
     p: Project,
 }
 
@@ -68,6 +73,7 @@ impl Fixture {
             v1: images[0].clone(),
             v2: images[1].clone(),
             restart,
+            label_args: guard.label_args(),
             p: Project::new("er", guard),
         })
     }
@@ -192,7 +198,11 @@ stop_grace_period = "2s"
             assert!(c.bound_port != 0, "{c:#?}: no fixed host port");
             assert_eq!(c.bound_port, c.label_port, "{c:#?}");
             assert_eq!(state.get(&c.name), Some(&c.bound_port), "state: {state:?}");
-            assert_eq!(self.version_at(c.bound_port).as_deref(), Ok(version), "{c:#?}");
+            assert_eq!(
+                self.version_at(c.bound_port).as_deref(),
+                Ok(version),
+                "{c:#?}"
+            );
         }
         let down = self.of(&all, kept);
         assert_eq!(down.len(), 2, "revision {kept}: {all:#?}");
@@ -216,6 +226,17 @@ stop_grace_period = "2s"
         self.gantry_ok(&["apply", "--yes", "--progress", "plain"]);
         let v2_before = self.assert_running_and_kept(2, 1, "v2");
         let before = self.containers();
+        // The control: a container of the service's policy that someone stopped, as gantry
+        // stops the kept ones, but whose policy nobody changed. Docker starts it again at
+        // engine start with `always` (not with `unless-stopped`): so with `always`, only the
+        // `no` gantry gave the kept ones keeps them stopped.
+        let control = format!("{}-control", self.p.name);
+        let mut run = vec!["run", "-d", "--name", &control];
+        run.extend(self.label_args.iter().map(String::as_str));
+        let policy = format!("--restart={}", self.service_policy());
+        run.extend([policy.as_str(), self.v1.as_str()]);
+        self.engine.docker_ok(&run);
+        self.engine.docker_ok(&["stop", "-t", "2", &control]);
 
         let down = self.engine.restart();
         let back_from = Instant::now();
@@ -240,7 +261,10 @@ stop_grace_period = "2s"
         let back = back_from.elapsed();
         for (b, a) in v2_before.iter().zip(&v2_after) {
             assert_eq!(b.name, a.name);
-            assert_eq!(b.bound_port, a.bound_port, "the host port changed: {b:#?} {a:#?}");
+            assert_eq!(
+                b.bound_port, a.bound_port,
+                "the host port changed: {b:#?} {a:#?}"
+            );
             assert_ne!(b.started_at, a.started_at, "not restarted? {a:#?}");
         }
         // Everything the engine starts at its start is started by now; the kept replicas
@@ -255,6 +279,20 @@ stop_grace_period = "2s"
                 after[&c.name]
             );
         }
+        let control_status =
+            self.engine
+                .docker_ok(&["inspect", "--format", "{{.State.Status}}", &control]);
+        let want = if self.service_policy() == "always" {
+            "running"
+        } else {
+            "exited"
+        };
+        assert_eq!(
+            control_status,
+            want,
+            "the control container (--restart={}, stopped) after the engine restart",
+            self.service_policy()
+        );
         eprintln!(
             "engine down {:.1}s; both replicas running again and answering on their ports {:?} {:.1}s after it answered",
             down.as_secs_f64(),

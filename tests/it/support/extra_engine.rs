@@ -8,6 +8,8 @@
 //! [`Arc`] handed out stops it, deletes its bridges and removes its directory (so tests that
 //! run one after the other each start their own, a few seconds each). Engines of killed test
 //! processes are reaped when the next process starts one of the same kind: see [`reap_stale`].
+//! A test that disturbs its engine (restarts it: [`ExtraEngine::restart`]) takes one of its
+//! own instead, with [`private`] (see `private_engine`).
 //!
 //! How it runs beside the main engine without fighting it:
 //! - `--config-file <dir>/daemon.json` holding `{}`: `/etc/docker/daemon.json` belongs to the
@@ -61,7 +63,8 @@ pub struct Kind {
     pub tests: &'static str,
 }
 
-/// A running extra `dockerd`. Stopped, with its bridges and directory removed, on drop.
+/// A running extra `dockerd`. Stopped, with its networks, bridges and directory removed, on
+/// drop.
 pub struct ExtraEngine {
     pub kind: &'static Kind,
     /// Everything of this engine lives here.

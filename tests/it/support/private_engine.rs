@@ -58,9 +58,8 @@ impl Deref for PrivateEngine {
 /// When it could run but does not start, panics with what failed.
 pub fn require_private_engine(test: &str) -> Option<PrivateEngine> {
     extra_engine::private(&KIND, test, || {
-        let (engine, ()) = ExtraEngine::start(&KIND, |_| {
-            (vec!["--userland-proxy=true".to_string()], ())
-        });
+        let (engine, ()) =
+            ExtraEngine::start(&KIND, |_| (vec!["--userland-proxy=true".to_string()], ()));
         PrivateEngine { engine }
     })
 }
