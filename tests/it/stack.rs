@@ -25,6 +25,7 @@ use support::project::{Project, code, explain, stdout};
 use support::stack::{self, StackImages};
 
 /// How long a replica may take to be back, an answer to come, after something happened.
+/// (Health commands get a 20 s `timeout`: a Python start takes seconds on a loaded machine.)
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn required(test: &str, nginx: bool) -> bool {
@@ -98,7 +99,7 @@ volumes = ["data:/data"]
 env = {{ ROLL = "{env}" }}
 labels = {labels}
 stop_grace_period = "5s"
-health = {{ command = {health}, interval = "1s", timeout = "5s", retries = 3 }}
+health = {{ command = {health}, interval = "1s", timeout = "20s", retries = 3 }}
 "#,
             image = self.images.redis,
             labels = self.labels,
@@ -118,7 +119,7 @@ env = {{ REDIS_HOST = "redis" }}
 labels = {labels}
 stop_grace_period = "5s"
 lb = ["front"]
-health = {{ command = {health}, interval = "1s", timeout = "5s", retries = 3 }}
+health = {{ command = {health}, interval = "1s", timeout = "20s", retries = 3 }}
 rollout = {{ batch = 1, order = "start-first" }}
 {extra}
 "#,
@@ -449,7 +450,7 @@ name = "{name}"
 [service.redis]
 image = "{redis}"
 labels = {labels}
-health = {{ command = {redis_health}, interval = "1s", timeout = "5s", retries = 3 }}
+health = {{ command = {redis_health}, interval = "1s", timeout = "20s", retries = 3 }}
 
 [service.agent]
 image = "{agent}"
@@ -457,7 +458,7 @@ publish = ["127.0.0.1:{udp}:8125/udp", "127.0.0.1:{tcp}:8126"]
 volumes = [{volumes}]
 labels = {labels}
 stop_grace_period = "5s"
-health = {{ command = {agent_health}, interval = "1s", timeout = "5s", retries = 3 }}
+health = {{ command = {agent_health}, interval = "1s", timeout = "20s", retries = 3 }}
 
 [service.web]
 image = "{web}"
@@ -466,7 +467,7 @@ env = {{ DD_AGENT_HOST = "agent" }}
 depends_on = ["redis", "agent"]
 labels = {labels}
 stop_grace_period = "5s"
-health = {{ command = {web_health}, interval = "1s", timeout = "5s", retries = 3 }}
+health = {{ command = {web_health}, interval = "1s", timeout = "20s", retries = 3 }}
 "#,
         name = p.name,
         labels = p.labels,
@@ -546,7 +547,10 @@ fn a_failing_health_command_stops_the_release_and_restores() {
     let out = explain(&o);
     assert!(out.contains("the health command failed"), "{out}");
     assert!(out.contains("NEVER_HEALTHY"), "the check's output: {out}");
-    assert!(out.contains("service.web"), "{out}");
+    assert!(
+        out.contains("service.web: step `health #1` failed: #1: the health command failed"),
+        "names the replica: {out}"
+    );
     assert_eq!(running(&s, "web", "{{.Names}}"), v1, "restored");
     assert_eq!(running(&s, "web", "{{.Image}}"), vec![web.clone(); 3]);
     assert_eq!(servers(&s), upstream, "nginx sends to the same replicas");
@@ -623,7 +627,7 @@ fn seed_000_example_deploys_with_stand_in_images() {
         r#"
 [service.redis]
 image = "{}"
-health = {{ command = {}, interval = "1s", timeout = "5s", retries = 3 }}
+health = {{ command = {}, interval = "1s", timeout = "20s", retries = 3 }}
 "#,
         s.images.redis,
         array(&stack::REDIS_HEALTH)
