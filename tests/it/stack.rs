@@ -257,7 +257,7 @@ fn counter_survives_a_redis_roll_a_rollback_and_a_re_create() {
     s.apply_ok("create");
     assert_eq!(
         running(&s, "redis", "{{.Image}}"),
-        [s.images.redis.clone()],
+        [s.images.redis.as_str()],
         "docker ps shows the image as written"
     );
     assert_eq!(running(&s, "web", "{{.Image}}"), vec![web.clone(); 3]);
@@ -328,7 +328,10 @@ fn counter_survives_a_redis_roll_a_rollback_and_a_re_create() {
     s.write("3", &web);
     s.apply_ok("re-create of redis");
     assert_eq!(s.count(), expected, "after the destroy and re-create");
-    assert_eq!(running(&s, "redis", "{{.Image}}"), [s.images.redis.clone()]);
+    assert_eq!(
+        running(&s, "redis", "{{.Image}}"),
+        [s.images.redis.as_str()]
+    );
 }
 
 /// `kill -9` of a web replica's process from the host (not `docker kill`, a manual stop):
@@ -482,7 +485,7 @@ health = {{ command = {web_health}, interval = "1s", timeout = "20s", retries = 
     ));
     let o = p.gantry(&["apply", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
-    assert_eq!(running(&p, "agent", "{{.Image}}"), [images.agent.clone()]);
+    assert_eq!(running(&p, "agent", "{{.Image}}"), [images.agent.as_str()]);
 
     let apm = format!("127.0.0.1:{tcp}");
     let info = http::wait_for_status(&apm, "/info", 200, SETTLE)
@@ -653,7 +656,7 @@ health = {{ command = {}, interval = "1s", timeout = "20s", retries = 3 }}
     assert_eq!(datadog.len(), 1, "{datadog:?}");
     assert_eq!(
         running(&s, "datadog", "{{.Image}}"),
-        [s.images.agent.clone()]
+        [s.images.agent.as_str()]
     );
     assert_eq!(
         running(&s, "graphql", "{{.Image}}"),
