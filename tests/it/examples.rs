@@ -67,7 +67,7 @@ fn quickstart_creates_two_replicas() {
 }
 
 #[test]
-fn seed_000_has_graphql_behind_nginx_after_the_agent() {
+fn seed_000_has_graphql_behind_nginx_after_the_agent_it_finds_by_name() {
     let v = plan_json("seed-000-graphql-nginx");
     let order: Vec<&str> = v["changes"]
         .as_array()
@@ -86,6 +86,28 @@ fn seed_000_has_graphql_behind_nginx_after_the_agent() {
         v["changes"][2]["steps"][0]["members"],
         serde_json::json!(["service.graphql"])
     );
+    // The article's stack: the agent found by name, its read-only mounts and fixed ports,
+    // restarts by the engine (Compose's `condition: any`), the health checks.
+    assert_eq!(graphql["env"]["DD_AGENT_HOST"], "datadog");
+    assert_eq!(graphql["restart"], "always");
+    assert_eq!(graphql["health"]["http"], "/healthcheck");
+    let datadog = &v["changes"][0]["after"];
+    assert_eq!(datadog["restart"], "always");
+    assert_eq!(
+        datadog["volumes"],
+        serde_json::json!([
+            "/var/run/docker.sock:/var/run/docker.sock:ro",
+            "/proc/:/host/proc/:ro",
+            "/sys/fs/cgroup:/host/sys/fs/cgroup:ro"
+        ])
+    );
+    assert_eq!(
+        datadog["publish"],
+        serde_json::json!(["8125:8125/udp", "8126:8126"])
+    );
+    assert_eq!(datadog["stop_grace_period"], "5s");
+    assert!(datadog["health"]["command"].is_array());
+    assert_eq!(datadog["rollout"]["order"], "stop-first", "its fixed ports");
 }
 
 #[test]
