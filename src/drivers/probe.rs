@@ -177,7 +177,8 @@ where
             extra if early < interval => extra,
             _ => beat,
         };
-        early *= 2;
+        // Capped: a replica that never answers loops for `retries` beats, however many.
+        early = early.saturating_mul(2).min(interval);
         tokio::time::sleep_until(next.max(now)).await;
     }
 }
@@ -421,6 +422,19 @@ mod tests {
             prober.sent_ms(),
             [0, 10, 30, 70, 150, 310, 630, 1000, 2000, 3000]
         );
+    }
+
+    /// Many beats (a long start period, many retries) keep the extra-probe gap capped.
+    #[tokio::test(start_paused = true)]
+    async fn hundreds_of_failing_beats_are_no_overflow() {
+        let prober = StartsAt::new(Duration::from_secs(3600));
+        let always = || async { Ok::<(), String>(()) };
+        let started = Instant::now();
+        match wait_healthy(&prober, &health(10, 200), "a:1", always).await {
+            Err(HealthError::Unhealthy { failures: 200, .. }) => {}
+            other => panic!("unhealthy after 200 beats: {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1990));
     }
 
     /// A container that stopped fails the wait at once, even when something answers.
