@@ -3,7 +3,7 @@
 # app, each with a health check and a published port), by `gantry apply` and by Debian's
 # docker-compose (1.29) `up -d`, one after the other on the same engine, N rounds each.
 #
-#   benches/create_vs_compose.sh                  # needs Docker and docker-compose; ~5 minutes
+#   benches/create_vs_compose.sh                  # needs Docker and docker-compose; ~6 minutes
 #   SERVICES=10 ROUNDS=1 benches/create_vs_compose.sh
 #   GANTRY=/path/to/gantry benches/create_vs_compose.sh   # default: a release build of this tree
 #
@@ -12,6 +12,10 @@
 # is `up -d`, which returns once the containers are started and does not wait for health;
 # for comparison the script also prints when the engine reported all 100 healthy (its own
 # HEALTHCHECK, `/testapp --healthcheck` every 1 s). Both stacks are removed between rounds.
+#
+# A third figure is the engine alone, the floor of both tools: the same 100 containers (same
+# image, published port, log driver and stop timeout) created and started straight on the
+# Docker API, all at once, from one Python process, without waiting for health.
 #
 # Everything created (containers and images, labelled gantry.test-run=<run>; the temporary
 # directory) is removed on exit, also on failure or Ctrl-C.
@@ -96,6 +100,56 @@ for ((i = 1; i <= rounds; i++)); do
     echo "gantry apply:            $(python3 -c "print(f'{$t1 - $t0:6.1f}')") s  ($running containers running, all healthy)"
     docker ps -aq --filter "label=dev.gantry.project=bench-cc-$$" | xargs -r docker rm -f >/dev/null
     rm -rf "$dir/gantry/.gantry"
+
+    python3 - "$total" "$image" "$run" <<'PY'
+import http.client, json, socket, sys, threading, time
+total, image, run = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+class Engine(http.client.HTTPConnection):
+    def __init__(self):
+        super().__init__("localhost", timeout=600)
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/var/run/docker.sock")
+
+def call(method, path, body=None):
+    c = Engine()
+    c.request(method, path, json.dumps(body) if body is not None else None,
+              {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    if r.status >= 300:
+        raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
+    return data
+
+failed = []
+
+def one(i):
+    try:
+        start(i)
+    except Exception as e:  # reported after every thread is done
+        failed.append(e)
+
+def start(i):
+    body = {"Image": image, "Labels": {"gantry.test-run": run}, "StopTimeout": 2,
+            "ExposedPorts": {"8080/tcp": {}},
+            "HostConfig": {"PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+                           "LogConfig": {"Type": "json-file"}}}
+    cid = json.loads(call("POST", f"/containers/create?name=bench-engine-{run[-12:]}-{i}", body))["Id"]
+    call("POST", f"/containers/{cid}/start")
+
+t0 = time.monotonic()
+threads = [threading.Thread(target=one, args=(i,)) for i in range(total)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+if failed:
+    sys.exit(f"engine alone: {len(failed)} of {total} failed, the first: {failed[0]}")
+print(f"engine alone (API):      {time.monotonic() - t0:6.1f} s  (create + start, no health)")
+PY
+    docker ps -aq --filter "label=gantry.test-run=$run" | xargs -r docker rm -f >/dev/null
 
     t0=$(now)
     (cd "$dir/compose" && "$compose" -p "benchcc$$" up -d > "$dir/compose.log" 2>&1) \

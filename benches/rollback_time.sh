@@ -5,6 +5,7 @@
 #
 #   benches/rollback_time.sh            # needs Docker, nginx and python3; 3-4 minutes
 #   ROUNDS=10 benches/rollback_time.sh  # more runs per mode (default 5)
+#   GANTRY=/path/to/gantry benches/rollback_time.sh   # default: a release build of this tree
 #
 # Set-up: the test app image (testapp/build.sh, two tags = two image IDs), a release build of
 # gantry, and a private nginx (2 workers) on a free loopback port whose config includes the
@@ -38,6 +39,11 @@
 #   exit     the command returns: this also holds the 1 s drain and the stop of the 4 v2
 #            replicas, which come after v1 already serves alone.
 #
+# For comparison, the script ends with the engine alone: 4 stopped containers of the test app
+# (published port, as the replicas) started at once straight on the Docker API, from the
+# requests to the last answer, ROUNDS times (each stopped again in between, after one start
+# that is not timed): the floor of the fast path's restart step.
+#
 # Everything created (containers and images, labelled gantry.test-run=<run>; the nginx
 # instance; the temporary directory) is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -67,9 +73,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 testapp/build.sh "$run-v1" "$run-v2" >/dev/null
-cargo build --release -q
+if [ -z "${GANTRY:-}" ]; then
+    cargo build --release -q
+    GANTRY=target/release/gantry
+fi
 # A copy: a rebuild during the run (target/ is shared) does not change what is measured.
-mkdir "$dir/bin" && cp target/release/gantry "$dir/bin/gantry"
+mkdir "$dir/bin" && cp "$GANTRY" "$dir/bin/gantry"
 gantry="$dir/bin/gantry"
 
 # nginx on a free loopback port (the kernel picks it), 2 workers, its own prefix directory.
@@ -258,4 +267,59 @@ for mode in ("fast", "recreate"):
     cell = lambda k: f'{statistics.median(r[k] for r in rs):.2f} / {max(r[k] for r in rs):.2f} s'
     print(f'{names[mode]:44} {cell("serving"):>22} {cell("health"):>16} {cell("exit"):>16}')
 print(f'(median / max of {len(runs) // 2} runs each)')
+PY
+
+python3 - "gantry-testapp:$run-v1" "$run" "$rounds" <<'PY'
+import http.client, json, socket, statistics, sys, threading, time
+image, run, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+class Engine(http.client.HTTPConnection):
+    def __init__(self):
+        super().__init__("localhost", timeout=600)
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/var/run/docker.sock")
+
+def call(method, path, body=None):
+    c = Engine()
+    c.request(method, path, json.dumps(body) if body is not None else None,
+              {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    if r.status >= 300:
+        raise RuntimeError(f"engine alone: {method} {path}: {r.status} {data[:200]!r}")
+    return data
+
+ids = [json.loads(call("POST", f"/containers/create?name=bench-engine-{run[-12:]}-{i}", {
+    "Image": image, "Labels": {"gantry.test-run": run}, "StopTimeout": 10,
+    "ExposedPorts": {"8080/tcp": {}},
+    "HostConfig": {"PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}}}))["Id"]
+    for i in range(4)]
+
+def all_at_once(op):
+    failed = []
+    def one(c):
+        try:
+            call("POST", f"/containers/{c}/{op}")
+        except Exception as e:  # reported once every thread is done
+            failed.append(e)
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=one, args=(c,)) for c in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        sys.exit(str(failed[0]))
+    return time.monotonic() - t0
+
+all_at_once("start")
+all_at_once("stop?t=1")
+took = []
+for _ in range(rounds):
+    took.append(all_at_once("start"))
+    all_at_once("stop?t=1")
+print(f'{"engine alone: 4 docker starts at once (API)":44} {statistics.median(took):.2f} / {max(took):.2f} s'
+      f'  (runs: {", ".join(f"{t:.2f}" for t in took)})')
 PY

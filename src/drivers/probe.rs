@@ -4,7 +4,11 @@
 //! do not hide anything):
 //! - health: probe every `interval` with `timeout`; the replica is healthy at the first 2xx;
 //!   failures during `start_period` do not count; after it, `retries` consecutive failures
-//!   make the replica unhealthy.
+//!   make the replica unhealthy. Until the first answer, extra probes go in between, sooner
+//!   at first (10 ms after the first probe, then twice as long each time, until they are an
+//!   `interval` apart): a replica that is up within milliseconds is seen so, not a whole
+//!   `interval` later. Only the probes on the `interval` beat count as failures and ask
+//!   whether the container still runs (asked alongside the probe, not before it).
 //! - warm-up: `concurrency` requests in flight; a success is a 2xx answered within
 //!   `max_latency`; `successes` CONSECUTIVE successes (in completion order) finish it; any
 //!   slow or failed answer resets the count; `deadline` bounds the whole step.
@@ -128,13 +132,29 @@ where
         ));
     };
     let started = Instant::now();
+    let interval = spec.interval.0;
     let mut failures = 0;
     let mut probes = 0;
+    // The next probe on the `interval` beat, and the wait before an extra probe.
+    let mut beat = started;
+    let mut early = FIRST_EARLY_PROBE;
     loop {
-        if let Err(why) = still_running().await {
-            return Err(HealthError::Exited(why));
-        }
-        let r = prober.get(address, path, spec.timeout.0).await;
+        let sent = Instant::now();
+        let on_beat = sent >= beat;
+        let r = if on_beat {
+            beat = sent + interval;
+            let (running, r) = futures_util::future::join(
+                still_running(),
+                prober.get(address, path, spec.timeout.0),
+            )
+            .await;
+            if let Err(why) = running {
+                return Err(HealthError::Exited(why));
+            }
+            r
+        } else {
+            prober.get(address, path, spec.timeout.0).await
+        };
         probes += 1;
         if r.is_2xx() {
             return Ok(HealthReport {
@@ -142,7 +162,7 @@ where
                 elapsed: started.elapsed(),
             });
         }
-        if started.elapsed() >= spec.start_period.0 {
+        if on_beat && started.elapsed() >= spec.start_period.0 {
             failures += 1;
             if failures >= spec.retries {
                 return Err(HealthError::Unhealthy {
@@ -151,9 +171,20 @@ where
                 });
             }
         }
-        tokio::time::sleep(spec.interval.0.saturating_sub(r.latency)).await;
+        let now = Instant::now();
+        let next = match (sent + early).min(beat) {
+            // An extra probe only while they are sooner than the beat.
+            extra if early < interval => extra,
+            _ => beat,
+        };
+        // Capped: a replica that never answers loops for `retries` beats, however many.
+        early = early.saturating_mul(2).min(interval);
+        tokio::time::sleep_until(next.max(now)).await;
     }
 }
+
+/// How long after the first health probe the first extra probe goes (see the module doc).
+const FIRST_EARLY_PROBE: Duration = Duration::from_millis(10);
 
 /// Runs the warm-up probe against `address`: `concurrency` workers, each one request at a
 /// time, polled together (the requests are in flight at once; the counting is shared).
@@ -281,6 +312,141 @@ pub struct WarmupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refuses connections until `up_at`, then answers 200; records when each probe was sent.
+    struct StartsAt {
+        up_at: Instant,
+        sent: Mutex<Vec<Duration>>,
+        origin: Instant,
+    }
+
+    impl StartsAt {
+        fn new(after: Duration) -> Self {
+            let origin = Instant::now();
+            StartsAt {
+                up_at: origin + after,
+                sent: Mutex::new(Vec::new()),
+                origin,
+            }
+        }
+
+        fn sent_ms(&self) -> Vec<u128> {
+            lock(&self.sent).iter().map(|d| d.as_millis()).collect()
+        }
+    }
+
+    impl Prober for StartsAt {
+        fn get<'a>(
+            &'a self,
+            _address: &'a str,
+            _path: &'a str,
+            _timeout: Duration,
+        ) -> BoxFuture<'a, ProbeResult> {
+            let now = Instant::now();
+            lock(&self.sent).push(now - self.origin);
+            Box::pin(async move {
+                ProbeResult {
+                    outcome: if now >= self.up_at {
+                        Ok(200)
+                    } else {
+                        Err("connection refused".into())
+                    },
+                    latency: Duration::ZERO,
+                }
+            })
+        }
+    }
+
+    fn health(interval_ms: u64, retries: u32) -> HealthSpec {
+        HealthSpec {
+            http: Some("/healthz".into()),
+            command: None,
+            interval: crate::model::Duration(Duration::from_millis(interval_ms)),
+            timeout: crate::model::Duration(Duration::from_secs(1)),
+            retries,
+            start_period: crate::model::Duration::default(),
+        }
+    }
+
+    /// A replica that answers 35 ms after its start is healthy at the probe 70 ms in, not
+    /// at the second `interval` beat (100 ms); the container is asked about once, alongside
+    /// the first probe.
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_that_is_up_soon_is_seen_before_the_next_interval() {
+        let prober = StartsAt::new(Duration::from_millis(35));
+        let asked = AtomicU32::new(0);
+        let running = || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<(), String>(()) }
+        };
+        let report = wait_healthy(&prober, &health(100, 3), "a:1", running)
+            .await
+            .expect("healthy");
+        assert_eq!(prober.sent_ms(), [0, 10, 30, 70]);
+        assert_eq!(report.probes, 4);
+        assert_eq!(report.elapsed, Duration::from_millis(70));
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+    }
+
+    /// The extra probes never count as failures: `retries` failures still take `retries`
+    /// beats of `interval`, and only the beats ask whether the container still runs.
+    #[tokio::test(start_paused = true)]
+    async fn only_the_probes_on_the_interval_beat_count_as_failures() {
+        let prober = StartsAt::new(Duration::from_secs(3600));
+        let asked = AtomicU32::new(0);
+        let running = || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<(), String>(()) }
+        };
+        let started = Instant::now();
+        match wait_healthy(&prober, &health(100, 3), "a:1", running).await {
+            Err(HealthError::Unhealthy { failures: 3, last }) => {
+                assert!(last.contains("connection refused"), "{last}")
+            }
+            other => panic!("unhealthy after 3 beats: {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert_eq!(prober.sent_ms(), [0, 10, 30, 70, 100, 200]);
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+    }
+
+    /// A long interval gets a few extra probes early on, then the interval's own beat.
+    #[tokio::test(start_paused = true)]
+    async fn extra_probes_stop_once_they_are_an_interval_apart() {
+        let prober = StartsAt::new(Duration::from_millis(2500));
+        let always = || async { Ok::<(), String>(()) };
+        wait_healthy(&prober, &health(1000, 10), "a:1", always)
+            .await
+            .expect("healthy");
+        assert_eq!(
+            prober.sent_ms(),
+            [0, 10, 30, 70, 150, 310, 630, 1000, 2000, 3000]
+        );
+    }
+
+    /// Many beats (a long start period, many retries) keep the extra-probe gap capped.
+    #[tokio::test(start_paused = true)]
+    async fn hundreds_of_failing_beats_are_no_overflow() {
+        let prober = StartsAt::new(Duration::from_secs(3600));
+        let always = || async { Ok::<(), String>(()) };
+        let started = Instant::now();
+        match wait_healthy(&prober, &health(10, 200), "a:1", always).await {
+            Err(HealthError::Unhealthy { failures: 200, .. }) => {}
+            other => panic!("unhealthy after 200 beats: {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1990));
+    }
+
+    /// A container that stopped fails the wait at once, even when something answers.
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_container_fails_the_first_beat() {
+        let prober = StartsAt::new(Duration::ZERO);
+        let exited = || async { Err::<(), String>("the container exited with code 1".into()) };
+        assert!(matches!(
+            wait_healthy(&prober, &health(100, 3), "a:1", exited).await,
+            Err(HealthError::Exited(_))
+        ));
+    }
 
     #[test]
     fn percentiles_pick_nearest_rank() {
