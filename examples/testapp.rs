@@ -29,6 +29,8 @@
 //! `testapp --healthcheck [PATH]` does not serve: it GETs `http://127.0.0.1:$PORT/PATH` (default
 //! `/healthz`) and exits 0 on a 2xx answer, 1 otherwise. Images `FROM scratch` have no curl, so
 //! this is the in-container health check for Docker Swarm (`HEALTHCHECK CMD /testapp --healthcheck`).
+//! `testapp --healthcheck http://HOST:PORT/PATH` GETs another address, HOST resolved by DNS
+//! (another container's network alias).
 //!
 //! Seconds may be fractional (`0.5`). On SIGTERM (or SIGINT) the server stops accepting, finishes
 //! the requests in flight (idle keep-alive connections are closed), and exits 0. One line per
@@ -282,17 +284,34 @@ fn main() {
 }
 
 /// `--healthcheck`: one GET of `path` on this container's own port; 0 for a 2xx answer.
+/// `path` may also be a URL, `http://HOST:PORT/PATH`: HOST is resolved by the container's
+/// DNS (a network alias), so that tests can see one container reach another by name.
 fn healthcheck(path: &str) -> i32 {
     let port = var("PORT")
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(8080);
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let (host, path) = match path.strip_prefix("http://") {
+        Some(rest) => {
+            let (authority, p) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let authority = if authority.contains(':') {
+                authority.to_owned()
+            } else {
+                format!("{authority}:80")
+            };
+            (authority, if p.is_empty() { "/" } else { p })
+        }
+        None => (format!("127.0.0.1:{port}"), path),
+    };
     let answer = (|| -> io::Result<String> {
+        use std::net::ToSocketAddrs;
+        let addr = host.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
+        })?;
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )?;
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf)?;

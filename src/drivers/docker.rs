@@ -608,16 +608,23 @@ fn probed_port(labels: &BTreeMap<String, String>) -> Option<u16> {
     labels.get(labels::PORT)?.parse().ok()
 }
 
-/// Of published `(container port, protocol, host port)`s, the host port of the probed TCP
-/// port, or the first for containers made before the label existed.
+/// Of published `(container port, is TCP, host port)`s, the host port of the probed TCP
+/// port (the one the driver fixed, when `publish` binds that container port as well), or
+/// the first for containers made before the label existed.
 fn choose_host_port(
     probed: Option<u16>,
+    fixed: Option<u16>,
     published: impl IntoIterator<Item = (u16, bool, u16)>,
 ) -> Option<u16> {
     let mut first = None;
     for (container, tcp, host) in published {
         match probed {
-            Some(p) if p == container && tcp => return Some(host),
+            Some(p) if p == container && tcp => {
+                if fixed.is_none_or(|f| f == host) {
+                    return Some(host);
+                }
+                first.get_or_insert(host);
+            }
             Some(_) => {}
             None => {
                 first.get_or_insert(host);
@@ -625,6 +632,11 @@ fn choose_host_port(
         }
     }
     first
+}
+
+/// The host port the driver fixed (the `HOST_PORT` label).
+fn fixed_port(labels: &BTreeMap<String, String>) -> Option<u16> {
+    labels.get(labels::HOST_PORT)?.parse().ok()
 }
 
 /// A port of [`EPHEMERAL_PORTS`] not in `taken`, starting the search at a random point;
@@ -843,9 +855,10 @@ impl ContainerRuntime for DockerRuntime {
                 })
                 .collect::<Vec<_>>();
             let mut published = published;
-            // Deterministic "first" for containers without the label (a map has no order).
-            published.sort();
-            choose_host_port(probed, published)
+            // A deterministic "first" for containers without the label (a map has no
+            // order); the bindings of one port keep theirs.
+            published.sort_by_key(|(port, tcp, _)| (*port, !*tcp));
+            choose_host_port(probed, fixed_port(&labels), published)
         };
         let health = health_of(c.state.as_ref());
         Ok(Some(ContainerInfo {
@@ -922,8 +935,8 @@ impl ContainerRuntime for DockerRuntime {
                             Some((p.private_port, tcp, p.public_port?))
                         })
                         .collect();
-                    published.sort();
-                    choose_host_port(probed, published)
+                    published.sort_by_key(|(port, tcp, _)| (*port, !*tcp));
+                    choose_host_port(probed, fixed_port(&labels), published)
                 };
                 ContainerInfo {
                     id: s.id.unwrap_or_default(),
@@ -1144,6 +1157,355 @@ impl ContainerRuntime for DockerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::{ContainerOptions, Healthcheck, Mount, Ulimit};
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "p-web-3-1".into(),
+            image: "sha256:abc".into(),
+            command: Some(vec!["serve".into()]),
+            env: vec!["A=1".into()],
+            labels: BTreeMap::from([(labels::PORT.to_string(), "8080".to_string())]),
+            port: Some(8080),
+            host_port: None,
+            host_ip: "127.0.0.1".into(),
+            memory_bytes: Some(64 << 20),
+            cpus: Some(0.5),
+            log_max_size: Some("10m".into()),
+            log_max_files: Some(3),
+            stop_grace: Duration::from_secs(7),
+            image_ref: Some("registry.example/web:3074f46".into()),
+            options: ContainerOptions::default(),
+        }
+    }
+
+    fn every_option() -> ContainerOptions {
+        ContainerOptions {
+            entrypoint: Some(vec!["/bin/app".into()]),
+            user: Some("1000:1000".into()),
+            working_dir: Some("/srv".into()),
+            publish: vec![
+                "8125:8125/udp".parse().unwrap(),
+                "127.0.0.1:8126:8126".parse().unwrap(),
+                "9090:8080".parse().unwrap(),
+            ],
+            networks: vec![
+                NetworkAttachment {
+                    name: "p".into(),
+                    aliases: vec!["web".into()],
+                },
+                NetworkAttachment {
+                    name: "shared".into(),
+                    aliases: vec!["web".into(), "api".into()],
+                },
+            ],
+            network_mode: NetworkMode::Project,
+            mounts: vec![
+                "p_cache:/data".parse::<Mount>().unwrap(),
+                "/var/run/docker.sock:/var/run/docker.sock:ro"
+                    .parse()
+                    .unwrap(),
+            ],
+            tmpfs: vec!["/tmp".into(), "/run:size=64m,mode=1777".into()],
+            restart: Restart::OnFailure(Some(5)),
+            healthcheck: Some(Healthcheck {
+                test: vec!["redis-cli".into(), "ping".into()],
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                retries: 3,
+                start_period: Duration::ZERO,
+            }),
+            cap_add: vec!["SYS_ADMIN".into()],
+            cap_drop: vec!["NET_RAW".into()],
+            privileged: true,
+            read_only: true,
+            init: true,
+            pid: Some("host".into()),
+            shm_size: Some(128 << 20),
+            sysctls: BTreeMap::from([("net.core.somaxconn".into(), "1024".into())]),
+            ulimits: BTreeMap::from([(
+                "nofile".into(),
+                Ulimit {
+                    soft: 1024,
+                    hard: 2048,
+                },
+            )]),
+            extra_hosts: vec!["db.example:10.0.0.9".into()],
+            devices: vec!["/dev/fuse".into(), "/dev/sda:/dev/xvda:r".into()],
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_publishes_its_port_on_the_fixed_host_port() {
+        let (body, later) = create_body(&spec(), "registry.example/web:3074f46", Some(40001));
+        assert!(later.is_empty());
+        assert_eq!(body.image.as_deref(), Some("registry.example/web:3074f46"));
+        assert_eq!(body.cmd, Some(vec!["serve".to_string()]));
+        assert_eq!(body.stop_timeout, Some(7));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[labels::HOST_PORT], "40001");
+        assert_eq!(labels[labels::PORT], "8080");
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            host.port_bindings.unwrap()["8080/tcp"],
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some("40001".into()),
+            }])
+        );
+        assert_eq!(host.network_mode, None, "the default bridge");
+        assert_eq!(
+            host.restart_policy,
+            Some(restart_policy(Restart::UnlessStopped))
+        );
+        assert_eq!(host.memory, Some(64 << 20));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        for unset in [host.privileged, host.readonly_rootfs, host.init] {
+            assert_eq!(unset, None, "engine defaults stay");
+        }
+        assert!(body.healthcheck.is_none() && body.networking_config.is_none());
+    }
+
+    #[test]
+    fn every_option_reaches_the_create_request() {
+        let mut s = spec();
+        s.options = every_option();
+        let (body, later) = create_body(&s, "sha256:abc", Some(40001));
+        assert_eq!(body.entrypoint, Some(vec!["/bin/app".to_string()]));
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.working_dir.as_deref(), Some("/srv"));
+        let exposed: BTreeMap<_, _> = body.exposed_ports.clone().unwrap().into_iter().collect();
+        assert_eq!(
+            exposed.keys().collect::<Vec<_>>(),
+            ["8080/tcp", "8125/udp", "8126/tcp"]
+        );
+        let health = body.healthcheck.clone().unwrap();
+        assert_eq!(
+            health.test.unwrap(),
+            ["CMD", "redis-cli", "ping"].map(String::from)
+        );
+        assert_eq!(health.interval, Some(1_000_000_000));
+        assert_eq!(health.timeout, Some(500_000_000));
+        assert_eq!(health.retries, Some(3));
+        assert_eq!(health.start_period, None, "0: the engine's default");
+        // The first network at create, with its aliases; the others after create.
+        let endpoints = body
+            .networking_config
+            .clone()
+            .unwrap()
+            .endpoints_config
+            .unwrap();
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints["p"].aliases, Some(vec!["web".to_string()]));
+        assert_eq!(later, s.options.networks[1..]);
+
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("p"));
+        let bindings = host.port_bindings.unwrap();
+        let binding = |ip: &str, port: &str| PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        assert_eq!(
+            bindings["8080/tcp"],
+            Some(vec![binding("127.0.0.1", "40001"), binding("", "9090")]),
+            "the probed port and a publish of the same container port"
+        );
+        assert_eq!(bindings["8125/udp"], Some(vec![binding("", "8125")]));
+        assert_eq!(
+            bindings["8126/tcp"],
+            Some(vec![binding("127.0.0.1", "8126")])
+        );
+        let mounts = host.mounts.unwrap();
+        assert_eq!(
+            (
+                mounts[0].typ,
+                mounts[0].source.as_deref(),
+                mounts[0].target.as_deref(),
+                mounts[0].read_only
+            ),
+            (
+                Some(bollard::models::MountTypeEnum::VOLUME),
+                Some("p_cache"),
+                Some("/data"),
+                Some(false)
+            )
+        );
+        assert_eq!(mounts[1].typ, Some(bollard::models::MountTypeEnum::BIND));
+        assert_eq!(mounts[1].read_only, Some(true));
+        let tmpfs: BTreeMap<_, _> = host.tmpfs.unwrap().into_iter().collect();
+        assert_eq!(
+            tmpfs,
+            BTreeMap::from([
+                ("/tmp".to_string(), String::new()),
+                ("/run".to_string(), "size=64m,mode=1777".to_string())
+            ])
+        );
+        assert_eq!(
+            host.restart_policy,
+            Some(bollard::models::RestartPolicy {
+                name: Some(bollard::models::RestartPolicyNameEnum::ON_FAILURE),
+                maximum_retry_count: Some(5),
+            })
+        );
+        assert_eq!(host.cap_add, Some(vec!["SYS_ADMIN".to_string()]));
+        assert_eq!(host.cap_drop, Some(vec!["NET_RAW".to_string()]));
+        assert_eq!(
+            (host.privileged, host.readonly_rootfs, host.init),
+            (Some(true), Some(true), Some(true))
+        );
+        assert_eq!(host.pid_mode.as_deref(), Some("host"));
+        assert_eq!(host.shm_size, Some(128 << 20));
+        assert_eq!(host.sysctls.unwrap()["net.core.somaxconn"], "1024");
+        assert_eq!(
+            host.ulimits,
+            Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(1024),
+                hard: Some(2048),
+            }])
+        );
+        assert_eq!(
+            host.extra_hosts,
+            Some(vec!["db.example:10.0.0.9".to_string()])
+        );
+        let devices = host.devices.unwrap();
+        assert_eq!(devices[0], device_mapping("/dev/fuse:/dev/fuse:rwm"));
+        assert_eq!(devices[1].path_in_container.as_deref(), Some("/dev/xvda"));
+        assert_eq!(devices[1].cgroup_permissions.as_deref(), Some("r"));
+    }
+
+    #[test]
+    fn host_and_none_networking_publish_nothing() {
+        for (mode, word) in [(NetworkMode::Host, "host"), (NetworkMode::None, "none")] {
+            let mut s = spec();
+            s.options = every_option();
+            s.options.network_mode = mode;
+            s.options.networks.clear();
+            let (body, later) = create_body(&s, "sha256:abc", None);
+            assert!(later.is_empty());
+            assert!(body.exposed_ports.is_none() && body.networking_config.is_none());
+            let host = body.host_config.unwrap();
+            assert_eq!(host.network_mode.as_deref(), Some(word));
+            assert!(host.port_bindings.is_none());
+            assert!(!body.labels.unwrap().contains_key(labels::HOST_PORT));
+        }
+    }
+
+    #[test]
+    fn devices_read_as_docker_run_reads_them() {
+        let d = |s: &str| {
+            let m = device_mapping(s);
+            (
+                m.path_on_host.unwrap(),
+                m.path_in_container.unwrap(),
+                m.cgroup_permissions.unwrap(),
+            )
+        };
+        let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(d("/dev/fuse"), t("/dev/fuse", "/dev/fuse", "rwm"));
+        assert_eq!(d("/dev/fuse:rw"), t("/dev/fuse", "/dev/fuse", "rw"));
+        assert_eq!(d("/dev/sda:/dev/xvda"), t("/dev/sda", "/dev/xvda", "rwm"));
+        assert_eq!(d("/dev/sda:/dev/xvda:r"), t("/dev/sda", "/dev/xvda", "r"));
+    }
+
+    #[test]
+    fn a_taken_port_is_recognised_in_the_engines_words() {
+        assert_eq!(
+            port_in_use(
+                "driver failed programming external connectivity on endpoint p-web-3-1 (ab12): Bind for 127.0.0.1:40001 failed: port is already allocated"
+            ),
+            Some(Some(40001))
+        );
+        assert_eq!(
+            port_in_use(
+                "driver failed programming external connectivity on endpoint x (1): Error starting userland proxy: listen tcp4 0.0.0.0:8125: bind: address already in use"
+            ),
+            Some(Some(8125))
+        );
+        assert_eq!(
+            port_in_use("port is already allocated"),
+            Some(None),
+            "no port named"
+        );
+        assert_eq!(port_in_use("no space left on device"), None);
+    }
+
+    #[test]
+    fn the_host_port_is_the_probed_ports() {
+        let published = [(8080, true, 40001), (8125, false, 8125), (9090, true, 9090)];
+        assert_eq!(choose_host_port(Some(9090), None, published), Some(9090));
+        assert_eq!(
+            choose_host_port(Some(8125), None, published),
+            None,
+            "udp is not probed"
+        );
+        assert_eq!(
+            choose_host_port(None, None, published),
+            Some(40001),
+            "without the label: the first"
+        );
+        assert_eq!(choose_host_port(Some(8080), None, []), None);
+        // `publish = ["9090:8080"]` beside the probed 8080 on its fixed 40001.
+        let both = [(8080, true, 9090), (8080, true, 40001)];
+        assert_eq!(choose_host_port(Some(8080), Some(40001), both), Some(40001));
+        assert_eq!(choose_host_port(Some(8080), None, both), Some(9090));
+    }
+
+    #[test]
+    fn a_chosen_port_is_free_and_in_the_ephemeral_range() {
+        let mut taken: HashSet<u16> = EPHEMERAL_PORTS.collect();
+        assert_eq!(pick_port(&taken, |_| true), None);
+        taken.remove(&45000);
+        taken.remove(&45001);
+        assert_eq!(pick_port(&taken, |p| p != 45000), Some(45001));
+        for _ in 0..50 {
+            let p = pick_port(&HashSet::new(), |_| true).unwrap();
+            assert!(EPHEMERAL_PORTS.contains(&p));
+        }
+    }
+
+    #[test]
+    fn health_reads_the_status_and_the_last_output() {
+        use bollard::models::{HealthStatusEnum as H, HealthcheckResult};
+        let state = |status, outputs: &[&str]| bollard::models::ContainerState {
+            health: Some(bollard::models::Health {
+                status: Some(status),
+                failing_streak: None,
+                log: Some(
+                    outputs
+                        .iter()
+                        .map(|o| HealthcheckResult {
+                            output: Some(o.to_string()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        };
+        let long: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        let h = health_of(Some(&state(H::UNHEALTHY, &["old", &long]))).unwrap();
+        assert_eq!(h.status, HealthStatus::Unhealthy);
+        let out = h.last_output.unwrap();
+        assert!(
+            out.starts_with("line 11\n") && out.ends_with("line 30"),
+            "{out}"
+        );
+        let h = health_of(Some(&state(H::STARTING, &[]))).unwrap();
+        assert_eq!((h.status, h.last_output), (HealthStatus::Starting, None));
+        assert_eq!(health_of(Some(&state(H::NONE, &[]))), None);
+        assert_eq!(health_of(None), None);
+        assert_eq!(
+            health_of_status("Up 3 seconds (health: starting)").map(|h| h.status),
+            Some(HealthStatus::Starting)
+        );
+        assert_eq!(
+            health_of_status("Up 1 minute (unhealthy)").map(|h| h.status),
+            Some(HealthStatus::Unhealthy)
+        );
+        assert_eq!(health_of_status("Up 1 minute"), None);
+    }
 
     fn tls(dir: &Path) -> Tls {
         let at = |f: &str| dir.join(f).display().to_string();

@@ -74,6 +74,8 @@ struct Inner {
     next_id: u64,
     /// Where the search for a free host port starts.
     next_port: u16,
+    /// Containers get no fixed host port: the engine chooses one at every start.
+    ports_chosen_at_start: bool,
     unreachable: bool,
     calls: Vec<String>,
     logs: BTreeMap<String, Vec<String>>,
@@ -200,6 +202,13 @@ impl FakeRuntime {
     /// range begins at 32768).
     pub fn set_next_port(&self, port: u16) {
         self.lock().next_port = port;
+    }
+
+    /// From now on, containers are created without a fixed host port and the engine chooses
+    /// one again at every start, as for containers made by a gantry before host ports were
+    /// fixed at create (the executor must still follow a port that moved).
+    pub fn choose_ports_at_start(&self) {
+        self.lock().ports_chosen_at_start = true;
     }
 
     /// Output lines `logs_tail` gives for a container (by name).
@@ -509,6 +518,7 @@ impl ContainerRuntime for FakeRuntime {
             NetworkMode::Host | NetworkMode::None
         );
         let host_port = match (spec.port, spec.host_port) {
+            (Some(_), None) if inner.ports_chosen_at_start => None,
             (Some(_), None) if !isolated => Some(inner.free_port()),
             (Some(_), fixed) if !isolated => fixed,
             _ => None,
@@ -559,6 +569,18 @@ impl ContainerRuntime for FakeRuntime {
             return Ok(());
         }
         let spec = inner.containers[&key].spec.clone();
+        if inner.ports_chosen_at_start
+            && spec.port.is_some()
+            && spec.host_port.is_none()
+            && spec.options.network_mode == NetworkMode::Project
+        {
+            let p = inner.free_port();
+            inner
+                .containers
+                .get_mut(&key)
+                .expect("found above")
+                .host_port = Some(p);
+        }
         let host_port = inner.containers[&key].host_port;
         let network_mode = spec.options.network_mode;
         for p in inner.containers[&key].host_ports() {

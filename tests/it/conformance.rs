@@ -103,6 +103,9 @@ async fn docker_runtime_conforms() {
         .collect();
     assert!(labels.contains_key(RUN_LABEL_KEY) && labels.contains_key(SCOPE_LABEL_KEY));
     let prefix = format!("conf-{}", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let existing = tmp.path().display().to_string();
+    let missing = tmp.path().join("nowhere").display().to_string();
     let f = conformance::runtime::RuntimeFixture {
         image: &image,
         port: 8080,
@@ -112,9 +115,326 @@ async fn docker_runtime_conforms() {
         host_ip: "127.0.0.1",
         missing_image: "gantry-no-such-image:never",
         spare_image: None,
+        existing_path: &existing,
+        missing_path: &missing,
+        healthcheck: vec!["/testapp".into(), "--healthcheck".into()],
+        sick_env: "NEVER_HEALTHY=1",
+        sick_output: "health check of /healthz failed",
+        within: Duration::from_secs(60),
     };
+    let started = std::time::Instant::now();
     conformance::runtime::runtime(&rt, &f).await;
+    eprintln!(
+        "docker_runtime_conforms: suite ran in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     drop(guard);
+}
+
+/// What only a real engine shows: every container option reaches the container
+/// (`docker inspect`), a network alias resolves from another container on that network and
+/// only there, `docker ps` shows the reference the user wrote while it names the recorded
+/// image, a process killed behind the engine's back is restarted on the same host port, and
+/// `set_restart` changes the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_containers_get_their_options() {
+    use gantry::ports::{
+        ContainerSpec, ContainerState, HealthStatus, Healthcheck, NetworkAttachment, Restart,
+        labels as gantry_labels,
+    };
+    if !docker::require_docker("docker_containers_get_their_options") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let images = docker::build_testapp_images_once(&[
+        &docker::run_tag("options-v1"),
+        &docker::run_tag("options-v2"),
+    ]);
+    let (v1, v2) = (images[0].clone(), images[1].clone());
+    let v1_id = docker::docker_ok(&["image", "inspect", "--format", "{{.Id}}", &v1]);
+    let rt = DockerRuntime::connect("unix:///var/run/docker.sock", None)
+        .await
+        .expect("connect to the local engine");
+    let labels: BTreeMap<String, String> = guard
+        .labels()
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let prefix = format!("opts-{}", std::process::id());
+    let (net, net2) = (format!("{prefix}-net"), format!("{prefix}-net2"));
+    for n in [&net, &net2] {
+        rt.ensure_network(n, &labels).await.expect("ensure_network");
+    }
+    let spec = |name: &str, networks: Vec<NetworkAttachment>| {
+        let mut l = labels.clone();
+        l.insert(gantry_labels::PORT.into(), "8080".into());
+        let mut s = ContainerSpec {
+            name: format!("{prefix}-{name}"),
+            image: v1_id.clone(),
+            command: None,
+            env: vec!["VERSION=options".into()],
+            labels: l,
+            port: Some(8080),
+            host_port: None,
+            host_ip: "127.0.0.1".into(),
+            memory_bytes: None,
+            cpus: None,
+            log_max_size: None,
+            log_max_files: None,
+            stop_grace: Duration::from_secs(2),
+            image_ref: None,
+            options: Default::default(),
+        };
+        s.options.networks = networks;
+        s
+    };
+    let attach = |name: &str, alias: &str| NetworkAttachment {
+        name: name.to_string(),
+        aliases: vec![alias.to_string()],
+    };
+
+    // The server: every option that a FROM-scratch static binary can run with.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra_tcp = docker::free_port();
+    let mut srv = spec(
+        "srv",
+        vec![attach(&net, "conf-srv"), attach(&net2, "conf-srv2")],
+    );
+    srv.image_ref = Some(v1.clone());
+    let o = &mut srv.options;
+    o.entrypoint = Some(vec!["/testapp".into()]);
+    o.user = Some("1000:1000".into());
+    o.working_dir = Some("/".into());
+    o.publish = vec![
+        format!("127.0.0.1:{udp}:8125/udp").parse().unwrap(),
+        format!("127.0.0.1:{extra_tcp}:8081").parse().unwrap(),
+    ];
+    o.tmpfs = vec!["/tmp".into(), "/run:size=1m".into()];
+    o.restart = Restart::OnFailure(Some(3));
+    o.healthcheck = Some(Healthcheck {
+        test: vec!["/testapp".into(), "--healthcheck".into()],
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_secs(5),
+        retries: 2,
+        start_period: Duration::from_secs(1),
+    });
+    o.cap_add = vec!["SYS_PTRACE".into()];
+    o.cap_drop = vec!["NET_RAW".into()];
+    o.read_only = true;
+    o.init = true;
+    o.shm_size = Some(32 << 20);
+    o.sysctls = BTreeMap::from([("net.ipv4.ip_unprivileged_port_start".into(), "0".into())]);
+    o.ulimits = BTreeMap::from([(
+        "nofile".into(),
+        gantry::ports::Ulimit {
+            soft: 1024,
+            hard: 2048,
+        },
+    )]);
+    o.extra_hosts = vec!["db.example:10.0.0.9".into()];
+    o.devices = vec!["/dev/null:/dev/gantry-null:rw".into()];
+    let srv_id = rt.create(&srv).await.expect("create srv");
+    rt.start(&srv_id).await.expect("start srv");
+
+    let got = |format: &str| docker::inspect(&srv_id, format);
+    assert_eq!(
+        got("{{.Config.Image}}"),
+        v1,
+        "docker ps shows what the user wrote"
+    );
+    assert_eq!(got("{{.Image}}"), v1_id, "and runs the recorded image");
+    assert_eq!(got("{{json .Config.Entrypoint}}"), r#"["/testapp"]"#);
+    assert_eq!(got("{{.Config.User}}"), "1000:1000");
+    assert_eq!(got("{{.Config.WorkingDir}}"), "/");
+    assert_eq!(
+        got("{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD","/testapp","--healthcheck"]"#
+    );
+    assert_eq!(
+        got("{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}"),
+        "on-failure:3"
+    );
+    assert_eq!(got("{{.HostConfig.NetworkMode}}"), net);
+    assert_eq!(got("{{json .HostConfig.CapAdd}}"), r#"["SYS_PTRACE"]"#);
+    assert_eq!(got("{{json .HostConfig.CapDrop}}"), r#"["NET_RAW"]"#);
+    assert_eq!(
+        got("{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Init}} {{.HostConfig.ShmSize}}"),
+        format!("true true {}", 32 << 20)
+    );
+    assert_eq!(got("{{index .HostConfig.Tmpfs \"/run\"}}"), "size=1m");
+    assert_eq!(
+        got("{{index .HostConfig.Sysctls \"net.ipv4.ip_unprivileged_port_start\"}}"),
+        "0"
+    );
+    assert_eq!(
+        got("{{range .HostConfig.Ulimits}}{{.Name}}={{.Soft}}:{{.Hard}}{{end}}"),
+        "nofile=1024:2048"
+    );
+    assert_eq!(
+        got("{{json .HostConfig.ExtraHosts}}"),
+        r#"["db.example:10.0.0.9"]"#
+    );
+    assert_eq!(
+        got(
+            "{{range .HostConfig.Devices}}{{.PathOnHost}}>{{.PathInContainer}}:{{.CgroupPermissions}}{{end}}"
+        ),
+        "/dev/null>/dev/gantry-null:rw"
+    );
+    let networks: serde_json::Value =
+        serde_json::from_str(&got("{{json .NetworkSettings.Networks}}")).unwrap();
+    for (n, alias) in [(&net, "conf-srv"), (&net2, "conf-srv2")] {
+        let aliases = &networks[n.as_str()]["Aliases"];
+        assert!(
+            aliases
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == alias)),
+            "on {n} as {alias}: {networks}"
+        );
+    }
+
+    assert_eq!(
+        docker::docker_ok(&["port", &srv_id, "8125/udp"]),
+        format!("127.0.0.1:{udp}")
+    );
+    let info = rt.inspect(&srv_id).await.unwrap().unwrap();
+    let host_port = info.host_port.expect("a host port");
+    assert_eq!(
+        docker::published_addr(&srv_id, 8080),
+        format!("127.0.0.1:{host_port}"),
+        "host_port is the probed port's, not the extra one's ({extra_tcp})"
+    );
+    assert_eq!(
+        info.labels.get(gantry_labels::HOST_PORT),
+        Some(&host_port.to_string())
+    );
+    let seen = conformance::eventually(
+        &Some(HealthStatus::Healthy),
+        Duration::from_secs(60),
+        || {
+            let rt = &rt;
+            let id = srv_id.clone();
+            async move {
+                rt.inspect(&id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .health
+                    .map(|h| h.status)
+            }
+        },
+    )
+    .await;
+    assert_eq!(seen, Some(HealthStatus::Healthy));
+    let body = reqwest_get(host_port).await;
+    assert!(body.contains("\"version\":\"options\""), "{body}");
+
+    // An alias resolves from another container on that network, and only there.
+    let c1 = rt
+        .create(&spec("c1", vec![attach(&net, "conf-c1")]))
+        .await
+        .unwrap();
+    let c2 = rt
+        .create(&spec("c2", vec![attach(&net2, "conf-c2")]))
+        .await
+        .unwrap();
+    for c in [&c1, &c2] {
+        rt.start(c).await.unwrap();
+    }
+    let reach = |from: &str, url: &str| {
+        docker::docker(&["exec", from, "/testapp", "--healthcheck", url])
+            .status
+            .success()
+    };
+    assert!(reach(&c1, "http://conf-srv:8080/healthz"), "alias on net");
+    assert!(reach(&c2, "http://conf-srv2:8080/healthz"), "alias on net2");
+    assert!(
+        !reach(&c2, "http://conf-srv:8080/healthz"),
+        "net's alias from net2"
+    );
+    assert!(!reach(&c1, "http://conf-nosuch:8080/healthz"));
+
+    // A process killed behind the engine's back (not `docker kill`, a manual stop): the
+    // restart policy brings the container back on the same host port.
+    let pid = got("{{.State.Pid}}");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let back = conformance::eventually(&(1, Some(host_port)), Duration::from_secs(30), || {
+        let rt = &rt;
+        let id = srv_id.clone();
+        async move {
+            let restarts: u32 = docker::inspect(&id, "{{.RestartCount}}")
+                .parse()
+                .unwrap_or(0);
+            let info = rt.inspect(&id).await.unwrap().unwrap();
+            let port = (info.state == ContainerState::Running)
+                .then_some(info.host_port)
+                .flatten();
+            (restarts, port)
+        }
+    })
+    .await;
+    assert_eq!(
+        back,
+        (1, Some(host_port)),
+        "(restarts, host port) after the kill"
+    );
+    // Running is not yet listening: wait for the answer.
+    let answers = conformance::eventually(&true, Duration::from_secs(30), || async move {
+        reqwest_get(host_port)
+            .await
+            .contains("\"version\":\"options\"")
+    })
+    .await;
+    assert!(answers, "answers again on the same port {host_port}");
+
+    rt.set_restart(&srv_id, Restart::No)
+        .await
+        .expect("set_restart");
+    assert_eq!(got("{{.HostConfig.RestartPolicy.Name}}"), "no");
+
+    // A reference naming another image, or nothing on the host: the ID is shown.
+    for (name, reference) in [
+        ("other", v2.as_str()),
+        ("gone", "gantry-no-such-image:never"),
+    ] {
+        let mut s = spec(name, Vec::new());
+        s.image_ref = Some(reference.to_string());
+        let id = rt.create(&s).await.expect("create");
+        assert_eq!(docker::inspect(&id, "{{.Config.Image}}"), v1_id, "{name}");
+        assert_eq!(docker::inspect(&id, "{{.Image}}"), v1_id, "{name}");
+    }
+
+    // host and none networking: nothing published; on the host's stack the container port is
+    // the host port.
+    let mut isolated = spec("none", Vec::new());
+    isolated.options.network_mode = gantry::ports::NetworkMode::None;
+    let id = rt.create(&isolated).await.expect("create none");
+    rt.start(&id).await.expect("start none");
+    assert_eq!(docker::inspect(&id, "{{.HostConfig.NetworkMode}}"), "none");
+    assert_eq!(rt.inspect(&id).await.unwrap().unwrap().host_port, None);
+    drop(guard);
+}
+
+/// `GET /` of the testapp on a local host port: the body, or the error in words.
+async fn reqwest_get(port: u16) -> String {
+    let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return format!("cannot connect to 127.0.0.1:{port}");
+    };
+    let request = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if conn.write_all(request.as_bytes()).await.is_err() {
+        return "write failed".into();
+    }
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut out)).await;
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

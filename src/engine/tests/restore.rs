@@ -17,11 +17,12 @@ fn lifecycle(w: &World) -> Vec<String> {
 
 /// Pins the restore: newest change first (the container that failed, then the old replica
 /// started again, the two membership changes put back, the new replica removed); the old
-/// replica's engine-chosen port changes when it starts again, and the load balancer and
-/// the state follow it to the new port.
+/// replica's engine-chosen port changes when it starts again (a container made before host
+/// ports were fixed at create), and the load balancer and the state follow it to the new port.
 #[tokio::test(start_paused = true)]
 async fn restore_runs_newest_first_and_follows_ports_that_moved() {
     let w = World::new();
+    w.rt.choose_ports_at_start();
     let v1 = w.applied(&web("v1", 2, "batch = 1"), empty()).await;
     assert_eq!(w.front.in_rotation(), ["10.0.0.1:32768", "10.0.0.1:32769"]);
     w.rt.fail(FakeOp::Start, "p-web-2-2", "no space left on device");

@@ -19,7 +19,7 @@
 //!
 //! Labels: everything a test creates carries `gantry.test-run=<run id>` (one id per test
 //! process) and `gantry.test-scope=<run id>-<n>` (one per guard). A guard's drop removes the
-//! containers and networks of its scope; the drop of the last live guard of the process also
+//! containers, networks and volumes of its scope; the drop of the last live guard of the process also
 //! removes everything else carrying the run label, images included (the next
 //! `build_testapp_image_once` rebuilds them if a later test needs them). Resources of runs
 //! older than [`STALE_AFTER`] (killed test processes) are removed when the first guard of a
@@ -198,8 +198,7 @@ impl Drop for DockerTestGuard {
 }
 
 /// Removes the containers, networks and volumes (and with `images`, the images) carrying
-/// `label`.
-/// Best effort: failures are reported on stderr, never panic (this runs in `Drop`).
+/// `label`. Best effort: failures are reported on stderr, never panic (this runs in `Drop`).
 pub fn remove_labelled(label: &str, images: bool) {
     let filter = format!("label={label}");
     let containers = ids(&["ps", "-aq", "--filter", &filter]);
@@ -281,14 +280,8 @@ fn remove_stale_runs() {
         &["network", "rm"],
         &pick(&String::from_utf8_lossy(&out.stdout)),
     );
-    let out = docker(&[
-        "volume",
-        "ls",
-        "--filter",
-        &filter,
-        "--format",
-        &format!("{{{{.Name}}}}\t{{{{.Label \"{key}\"}}}}"),
-    ]);
+    let volume_fmt = format!("{{{{.Name}}}}\t{{{{.Label \"{key}\"}}}}");
+    let out = docker(&["volume", "ls", "--filter", &filter, "--format", &volume_fmt]);
     remove(
         &["volume", "rm", "-f"],
         &pick(&String::from_utf8_lossy(&out.stdout)),
