@@ -412,6 +412,20 @@ async fn docker_containers_get_their_options() {
         assert_eq!(docker::inspect(&id, "{{.Image}}"), v1_id, "{name}");
     }
 
+    // A host port a process (not a container) holds: PortInUse as well, naming it.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let mut blocked = spec("blocked", Vec::new());
+    blocked.host_port = Some(held_port);
+    let id = rt.create(&blocked).await.expect("create blocked");
+    match rt.start(&id).await {
+        Err(gantry::ports::RuntimeError::PortInUse { port, message }) => {
+            assert_eq!(port, held_port, "{message}")
+        }
+        other => panic!("a start on a port a process holds: {other:?}"),
+    }
+    drop(held);
+
     // host and none networking: nothing published; on the host's stack the container port is
     // the host port.
     let mut isolated = spec("none", Vec::new());

@@ -270,7 +270,7 @@ async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_
     let mine = [("dev.gantry.conformance", f.prefix)];
     assert_eq!(
         rt.list_volumes(&mine).await.expect("list_volumes"),
-        [vol.clone()]
+        std::slice::from_ref(&vol)
     );
     assert!(
         rt.list_volumes(&[mine[0], ("dev.gantry.conformance-role", "none")])
