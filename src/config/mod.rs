@@ -278,7 +278,20 @@ fn toml_error_diagnostic(message: &str, span: Range<usize>) -> Diagnostic {
         return Diagnostic::at(format!("missing required key `{field}`"), span)
             .label(format!("`{field}` is required in this table"));
     }
-    Diagnostic::at(message.replace("invalid type: ", "wrong type: "), span).label("here")
+    if message.contains("untagged enum TomlPorts") {
+        return Diagnostic::at(
+            "wrong type: `host_ports` is one port or a range of ports",
+            span,
+        )
+        .label("here")
+        .help("write one port as a number (`host_ports = 18080`) or an inclusive range as a string (`host_ports = \"18080-18089\"`)");
+    }
+    let d = Diagnostic::at(message.replace("invalid type: ", "wrong type: "), span).label("here");
+    if message.contains("a ulimit") {
+        return d
+            .help("e.g. `ulimits = { nofile = { soft = 20000, hard = 40000 }, nproc = 65535 }`");
+    }
+    d
 }
 
 fn unknown_key(name: &str, span: Range<usize>, expected: &[&str]) -> Diagnostic {

@@ -236,11 +236,55 @@ pub struct TomlService {
 }
 
 /// A ulimit: one number (soft = hard) or both.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[derive(Debug, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum TomlUlimit {
     One(i64),
     Pair { soft: i64, hard: i64 },
+}
+
+/// By hand rather than `untagged`, whose error ("data did not match any variant") says
+/// nothing about what to write.
+impl<'de> Deserialize<'de> for TomlUlimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TomlUlimit;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a ulimit: a number (soft and hard limit) or { soft = N, hard = N }")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<TomlUlimit, E> {
+                Ok(TomlUlimit::One(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<TomlUlimit, E> {
+                i64::try_from(n)
+                    .map(TomlUlimit::One)
+                    .map_err(|_| E::custom(format!("ulimit {n} is too large")))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TomlUlimit, A::Error> {
+                let (mut soft, mut hard) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "soft" => soft = Some(map.next_value::<i64>()?),
+                        "hard" => hard = Some(map.next_value::<i64>()?),
+                        _ => {
+                            return Err(serde::de::Error::unknown_field(&key, &["soft", "hard"]));
+                        }
+                    }
+                }
+                match (soft, hard) {
+                    (Some(soft), Some(hard)) => Ok(TomlUlimit::Pair { soft, hard }),
+                    _ => Err(serde::de::Error::custom(
+                        "a ulimit table needs both `soft` and `hard` (or write one number for both)",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A value written as a string or a number (sysctls).

@@ -380,6 +380,86 @@ impl NetworkMode {
     }
 }
 
+/// Why a service must never run two copies of one replica at once, and so rolls stop-first:
+/// the old copy stops before the new one starts. Validation refuses an explicit
+/// `order = "start-first"` or a blue-green rollout for such a service and makes stop-first
+/// its default; plans say which reason applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "because", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StopFirstReason {
+    /// A named volume mounted read-write: two copies of the process would write it at once.
+    ReadWriteVolume { volume: String },
+    /// A fixed host port of `publish`: one container at a time can bind it on a host.
+    FixedHostPort { publish: String },
+    /// `network_mode = "host"` with a `port`: the process binds that port on the host itself.
+    HostNetwork { port: u16 },
+}
+
+impl StopFirstReason {
+    /// The first reason that applies to a service with these settings, if any. Swarm
+    /// publishes ports through its routing mesh, so a fixed port holds only for containers.
+    pub fn of(
+        runtime: super::Runtime,
+        volumes: &[Mount],
+        publish: &[Publish],
+        network_mode: NetworkMode,
+        port: Option<u16>,
+    ) -> Option<StopFirstReason> {
+        if let Some(v) = volumes
+            .iter()
+            .filter(|m| !m.read_only)
+            .find_map(Mount::volume)
+        {
+            return Some(StopFirstReason::ReadWriteVolume {
+                volume: v.to_string(),
+            });
+        }
+        if runtime != super::Runtime::Container {
+            return None;
+        }
+        if let Some(p) = publish.first() {
+            return Some(StopFirstReason::FixedHostPort {
+                publish: p.to_string(),
+            });
+        }
+        match (network_mode, port) {
+            (NetworkMode::Host, Some(port)) => Some(StopFirstReason::HostNetwork { port }),
+            _ => None,
+        }
+    }
+
+    /// What two copies at once would do, e.g. "two copies of the process would write
+    /// `cache-data` at once".
+    pub fn consequence(&self) -> String {
+        match self {
+            StopFirstReason::ReadWriteVolume { volume } => {
+                format!("two copies of the process would write `{volume}` at once")
+            }
+            StopFirstReason::FixedHostPort { .. } | StopFirstReason::HostNetwork { .. } => {
+                "a fixed host port allows one replica per host and stop-first".to_string()
+            }
+        }
+    }
+}
+
+impl fmt::Display for StopFirstReason {
+    /// `read-write volume `cache-data``, `fixed host port `8125:8125/udp``,
+    /// `host network, port 8080`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopFirstReason::ReadWriteVolume { volume } => {
+                write!(f, "read-write volume `{volume}`")
+            }
+            StopFirstReason::FixedHostPort { publish } => {
+                write!(f, "fixed host port `{publish}`")
+            }
+            StopFirstReason::HostNetwork { port } => {
+                write!(f, "host network, port {port}")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use container::{Mount, MountSource, NetworkMode, Protocol, Publish, Restart, Ulimit};
+pub use container::{
+    Mount, MountSource, NetworkMode, Protocol, Publish, Restart, StopFirstReason, Ulimit,
+};
 pub use units::{ByteSize, Duration, ImageRef};
 pub use validate::{EnvFileFacts, FileFacts, validate};
 
@@ -186,6 +188,17 @@ impl ServiceSpec {
             .iter()
             .filter(|m| !m.read_only)
             .filter_map(Mount::volume)
+    }
+
+    /// Why this service must roll stop-first (never two copies of a replica at once).
+    pub fn stop_first_reason(&self) -> Option<StopFirstReason> {
+        StopFirstReason::of(
+            self.runtime,
+            &self.volumes,
+            &self.publish,
+            self.network_mode,
+            self.port,
+        )
     }
 }
 
@@ -446,5 +459,124 @@ impl LbSpec {
             LbSpec::Haproxy { .. } => LbKind::Haproxy,
             LbSpec::Command { .. } => LbKind::Command,
         }
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    /// A spec as gantry recorded it before the container options existed (issue 12), from
+    /// `tests/fixtures/plan/state.json`.
+    const RECORDED_BEFORE_ISSUE_12: &str = r#"{
+  "image": "registry.example/shop-api:1.4.0",
+  "replicas": 3,
+  "command": [
+    "api",
+    "serve"
+  ],
+  "port": 8080,
+  "env": {
+    "LOG_LEVEL": "info",
+    "REGION": "eu"
+  },
+  "depends_on": [
+    "cache"
+  ],
+  "hosts": [
+    "local"
+  ],
+  "stop_grace_period": "10s",
+  "lb": [
+    "front"
+  ],
+  "health": {
+    "http": "/healthz",
+    "interval": "2s",
+    "timeout": "1s",
+    "retries": 3,
+    "start_period": "0s"
+  },
+  "rollout": {
+    "strategy": "rolling",
+    "batch": 1,
+    "order": "start-first",
+    "drain": "5s",
+    "soak": "10s",
+    "on_failure": "rollback"
+  }
+}"#;
+
+    #[test]
+    fn a_spec_recorded_before_the_container_options_round_trips_byte_identically() {
+        let spec: ServiceSpec = serde_json::from_str(RECORDED_BEFORE_ISSUE_12).unwrap();
+        assert_eq!(spec.restart, Restart::UnlessStopped);
+        assert_eq!(spec.network_mode, NetworkMode::Project);
+        assert!(spec.volumes.is_empty() && spec.publish.is_empty() && !spec.privileged);
+        assert_eq!(
+            serde_json::to_string_pretty(&spec).unwrap(),
+            RECORDED_BEFORE_ISSUE_12,
+            "defaults of the new keys are not written, so old states produce no diff"
+        );
+    }
+
+    #[test]
+    fn stop_first_reasons_in_order_of_precedence() {
+        let v = |s: &str| s.parse::<Mount>().unwrap();
+        let p = |s: &str| s.parse::<Publish>().unwrap();
+        let of = StopFirstReason::of;
+        assert_eq!(
+            of(
+                Runtime::Container,
+                &[v("logs:/logs:ro"), v("data:/data")],
+                &[p("80:80")],
+                NetworkMode::Project,
+                None
+            ),
+            Some(StopFirstReason::ReadWriteVolume {
+                volume: "data".into()
+            })
+        );
+        // Read-only volumes and bind mounts do not force anything.
+        assert_eq!(
+            of(
+                Runtime::Container,
+                &[v("logs:/logs:ro"), v("/srv:/srv")],
+                &[],
+                NetworkMode::Project,
+                Some(80)
+            ),
+            None
+        );
+        assert_eq!(
+            of(
+                Runtime::Container,
+                &[],
+                &[p("8125:8125/udp")],
+                NetworkMode::Project,
+                None
+            )
+            .map(|r| r.to_string()),
+            Some("fixed host port `8125:8125/udp`".to_string())
+        );
+        // Swarm's routing mesh publishes a port for every replica.
+        assert_eq!(
+            of(
+                Runtime::Swarm,
+                &[],
+                &[p("8125:8125")],
+                NetworkMode::Project,
+                None
+            ),
+            None
+        );
+        assert_eq!(
+            of(Runtime::Container, &[], &[], NetworkMode::Host, Some(8080)),
+            Some(StopFirstReason::HostNetwork { port: 8080 })
+        );
+        assert_eq!(
+            of(Runtime::Container, &[], &[], NetworkMode::Host, None),
+            None
+        );
     }
 }

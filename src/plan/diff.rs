@@ -29,23 +29,44 @@ pub struct AttributeChange {
     pub forces_replacement: bool,
 }
 
-/// Top-level service attributes in the order views show them.
-pub const SERVICE_FIELDS: [&str; 19] = [
+/// Top-level service attributes in the order views show them: `ServiceSpec`'s field order
+/// (a unit test holds the two together).
+pub const SERVICE_FIELDS: [&str; 39] = [
     "image",
     "runtime",
     "replicas",
+    "entrypoint",
     "command",
+    "user",
+    "working_dir",
     "port",
     "host_ports",
+    "publish",
     "env",
     "env_file",
     "secret_env",
     "depends_on",
     "hosts",
+    "networks",
+    "network_mode",
+    "volumes",
+    "tmpfs",
+    "restart",
     "stop_grace_period",
     "resources",
     "labels",
     "log",
+    "cap_add",
+    "cap_drop",
+    "privileged",
+    "read_only",
+    "init",
+    "pid",
+    "shm_size",
+    "sysctls",
+    "ulimits",
+    "extra_hosts",
+    "devices",
     "lb",
     "health",
     "warmup",
@@ -53,7 +74,7 @@ pub const SERVICE_FIELDS: [&str; 19] = [
 ];
 
 /// Maps whose entries are shown as one block diff rather than one attribute each.
-const BLOCKS: [&str; 3] = ["env", "labels", "host_ports"];
+const BLOCKS: [&str; 5] = ["env", "labels", "host_ports", "sysctls", "ulimits"];
 const SENSITIVE: [&str; 1] = ["env_file.sha256"];
 
 fn to_map<T: Serialize>(v: &T) -> serde_json::Map<String, Value> {
@@ -108,7 +129,8 @@ pub(super) fn service_attributes(
     let (b, a) = (to_map(before), to_map(after));
     let mut out = Vec::new();
     for field in SERVICE_FIELDS {
-        let forces = ServiceSpec::CONTAINER_ATTRIBUTES.contains(&field);
+        let forces = ServiceSpec::CONTAINER_ATTRIBUTES.contains(&field)
+            || (field == "health" && health_in_container(before, after));
         compare(
             field.to_string(),
             b.get(field),
@@ -118,6 +140,14 @@ pub(super) fn service_attributes(
         );
     }
     out
+}
+
+/// A health check by `command` is the container's own Docker HEALTHCHECK, run by the engine:
+/// any change of it (or to or from it) means new containers. An HTTP probe is gantry's, from
+/// the host, and changes in place.
+fn health_in_container(before: &ServiceSpec, after: &ServiceSpec) -> bool {
+    let command = |s: &ServiceSpec| s.health.as_ref().is_some_and(|h| h.command.is_some());
+    before.health != after.health && (command(before) || command(after))
 }
 
 /// LBs a service can join or leave right now: those already recorded. A load balancer
@@ -143,6 +173,7 @@ fn change(
         attributes: Vec::new(),
         before,
         after,
+        roll_order: None,
         steps: Vec::new(),
     }
 }
@@ -159,6 +190,9 @@ pub(super) fn service(
 ) -> ResourceChange {
     let Some(before) = before else {
         let mut c = change(addr, Action::Create, None, service_spec(after));
+        if after.privileged {
+            c.risks.push(Risk::Privileged);
+        }
         c.steps = steps::create(after, &existing(&after.lb, prior_lbs));
         return c;
     };
@@ -191,6 +225,12 @@ pub(super) fn service(
         .collect();
     if !removed_lbs.is_empty() {
         c.risks.push(Risk::LbRemoval);
+    }
+    if after.privileged && !before.privileged {
+        c.risks.push(Risk::Privileged);
+    }
+    if action == Action::Replace {
+        c.roll_order = super::RollOrder::of(after);
     }
     let join = existing(&after.lb, prior_lbs);
     if steps::swarm::involved(before, after) {
@@ -321,4 +361,102 @@ pub(super) fn destroy_lb(addr: &Address, before: &LbSpec) -> ResourceChange {
     c.risks = vec![Risk::Destroy, Risk::LbRemoval];
     c.steps = vec![Step::global(StepOp::Forget)];
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec with every key set, written in no particular order.
+    const EVERY_KEY: &str = r#"{
+        "rollout": {"strategy": "rolling", "batch": 1, "order": "stop-first", "drain": "5s", "soak": "0s", "on_failure": "rollback"},
+        "warmup": {"http": "/w", "max_latency": "500ms", "successes": 3, "concurrency": 1, "deadline": "2m"},
+        "health": {"command": ["true"], "interval": "2s", "timeout": "1s", "retries": 3, "start_period": "0s"},
+        "lb": ["front"],
+        "devices": ["/dev/fuse:/dev/fuse:rwm"],
+        "extra_hosts": ["metadata:169.254.169.254"],
+        "ulimits": {"nofile": {"soft": 1, "hard": 2}},
+        "sysctls": {"net.core.somaxconn": "1024"},
+        "shm_size": "64m",
+        "pid": "host",
+        "init": true,
+        "read_only": true,
+        "privileged": true,
+        "cap_drop": ["ALL"],
+        "cap_add": ["NET_ADMIN"],
+        "log": {"max_size": "10m"},
+        "labels": {"team": "a"},
+        "resources": {"cpus": 1.0},
+        "stop_grace_period": "10s",
+        "restart": "always",
+        "tmpfs": ["/tmp"],
+        "volumes": ["data:/data"],
+        "network_mode": "host",
+        "networks": ["shared"],
+        "hosts": ["local"],
+        "depends_on": ["db"],
+        "secret_env": ["TOKEN"],
+        "env_file": {"path": "app.env", "keys": ["A"], "sha256": "00"},
+        "env": {"A": "1"},
+        "publish": ["8125:8125/udp"],
+        "host_ports": {"start": 18080, "end": 18081},
+        "port": 8080,
+        "working_dir": "/app",
+        "user": "1000:1000",
+        "command": ["serve"],
+        "entrypoint": ["/init"],
+        "replicas": 1,
+        "runtime": "swarm",
+        "image": "app:1"
+    }"#;
+
+    #[test]
+    fn service_fields_are_every_key_of_a_spec_in_spec_order() {
+        let spec: ServiceSpec = serde_json::from_str(EVERY_KEY).unwrap();
+        let keys: Vec<String> = to_map(&spec).keys().cloned().collect();
+        assert_eq!(
+            keys, SERVICE_FIELDS,
+            "SERVICE_FIELDS must follow ServiceSpec"
+        );
+        for attribute in ServiceSpec::CONTAINER_ATTRIBUTES {
+            assert!(SERVICE_FIELDS.contains(&attribute), "{attribute}");
+        }
+    }
+
+    #[test]
+    fn every_container_option_rolls_and_an_http_probe_does_not() {
+        let base: ServiceSpec = serde_json::from_str(EVERY_KEY).unwrap();
+        let plain = ServiceSpec {
+            runtime: crate::model::Runtime::Container,
+            ..base.clone()
+        };
+        let mut changed = plain.clone();
+        changed.tmpfs.push("/run".into());
+        changed.init = false;
+        let attrs = service_attributes(&plain, &changed);
+        assert_eq!(
+            attrs.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
+            ["tmpfs", "init"]
+        );
+        assert!(attrs.iter().all(|a| a.forces_replacement));
+
+        let mut http = plain.clone();
+        http.health = Some(crate::model::HealthSpec {
+            http: Some("/healthz".into()),
+            command: None,
+            ..plain.health.clone().unwrap()
+        });
+        let mut slower = http.clone();
+        if let Some(h) = &mut slower.health {
+            h.interval = crate::model::Duration::from_secs(5);
+        }
+        let attrs = service_attributes(&http, &slower);
+        assert_eq!(attrs.len(), 1);
+        assert!(!attrs[0].forces_replacement, "gantry's own probe");
+        let attrs = service_attributes(&plain, &http);
+        assert!(
+            attrs.iter().all(|a| a.forces_replacement),
+            "from a command to a probe: the HEALTHCHECK goes away with new containers"
+        );
+    }
 }

@@ -173,11 +173,17 @@ pub fn detect(state: &State, engines: &BTreeMap<String, Vec<ContainerInfo>>) -> 
                     .spec
                     .host_ports
                     .is_some_and(|r| (r.start..=r.end).contains(&port));
+                // A fixed port of `publish` (or the port of a service on the host's network)
+                // is the service's on every host it runs on.
+                let fixed = s.spec.hosts.contains(host)
+                    && (s.spec.publish.iter().any(|p| p.host_port == port)
+                        || (s.spec.network_mode == crate::model::NetworkMode::Host
+                            && s.spec.port == Some(port)));
                 let used = s
                     .replicas
                     .iter()
                     .any(|r| r.host == *host && r.host_port == Some(port));
-                if in_range || used {
+                if in_range || used || fixed {
                     out.push(Drift {
                         resource: format!("service.{name}"),
                         host: host.clone(),
@@ -185,7 +191,13 @@ pub fn detect(state: &State, engines: &BTreeMap<String, Vec<ContainerInfo>>) -> 
                         kind: DriftKind::ForeignOnPort,
                         detail: format!(
                             "a container gantry does not manage publishes host port {port}, which service.{name} {}",
-                            if used { "uses" } else { "reserves (host_ports)" }
+                            if used {
+                                "uses"
+                            } else if fixed {
+                                "binds (a fixed port)"
+                            } else {
+                                "reserves (host_ports)"
+                            }
                         ),
                     });
                 }
@@ -252,6 +264,7 @@ fn roll_for_drift(
         forces_replacement: true,
     });
     change.steps = super::roll_steps(before, after, state);
+    change.roll_order = super::RollOrder::of(after);
 }
 
 fn describe(s: ContainerState) -> String {
@@ -341,6 +354,26 @@ mod tests {
         assert!(
             detect(&s, &BTreeMap::new()).is_empty(),
             "no engine, no claim"
+        );
+    }
+
+    #[test]
+    fn a_foreign_container_on_a_fixed_publish_port_is_named() {
+        let mut s = state();
+        let web = s.services.get_mut("web").unwrap();
+        web.spec.publish = vec!["8125:8125/udp".parse().unwrap()];
+        let engines = BTreeMap::from([(
+            "local".to_string(),
+            vec![container("f1", ContainerState::Running, Some(8125), false)],
+        )]);
+        let drift: Vec<Drift> = detect(&s, &engines)
+            .into_iter()
+            .filter(|d| d.kind == DriftKind::ForeignOnPort)
+            .collect();
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(
+            drift[0].detail.contains("binds (a fixed port)"),
+            "{drift:?}"
         );
     }
 }

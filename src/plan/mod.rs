@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Address, ResourceGraph, ResourceKind};
-use crate::model::{LbSpec, Model, ServiceSpec};
+use crate::model::{LbSpec, Model, Order, ServiceSpec, StopFirstReason};
 use crate::state::State;
 
 pub use diff::{AttributeChange, SERVICE_FIELDS};
@@ -152,6 +152,9 @@ pub enum Risk {
     Destroy,
     ReplicaDecrease,
     LbRemoval,
+    /// Starts containers with `privileged = true` where none ran before: every capability
+    /// and every device of the host.
+    Privileged,
 }
 
 impl Risk {
@@ -160,7 +163,45 @@ impl Risk {
             Risk::Destroy => "destroys a resource",
             Risk::ReplicaDecrease => "reduces replicas",
             Risk::LbRemoval => "removes load-balancer membership",
+            Risk::Privileged => {
+                "runs privileged containers: every capability and device of the host"
+            }
         }
+    }
+}
+
+/// Which order a rolled service's replicas are replaced in, and why when gantry had no
+/// choice: a service that must never run two copies of a replica at once rolls stop-first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollOrder {
+    pub order: Order,
+    /// Why stop-first is the only order (absent: the order as configured, or the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<StopFirstReason>,
+}
+
+impl RollOrder {
+    /// The order of a rolling replacement to `after`; `None` for blue-green.
+    pub fn of(after: &ServiceSpec) -> Option<RollOrder> {
+        if after.rollout.blue_green.is_some() {
+            return None;
+        }
+        Some(RollOrder {
+            order: after.rollout.order,
+            reason: after.stop_first_reason(),
+        })
+    }
+
+    /// `rolls stop-first: read-write volume `cache-data` (two copies of the process would
+    /// write `cache-data` at once)`, or `None` when there is nothing to explain.
+    pub fn explain(&self) -> Option<String> {
+        let reason = self.reason.as_ref()?;
+        Some(format!(
+            "rolls {}: {reason} ({})",
+            self.order,
+            reason.consequence()
+        ))
     }
 }
 
@@ -186,6 +227,9 @@ pub struct ResourceChange {
     pub attributes: Vec<AttributeChange>,
     pub before: Option<Spec>,
     pub after: Option<Spec>,
+    /// Rolled services: the order of the replacement, and why when it is forced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roll_order: Option<RollOrder>,
     /// What apply will do for this resource, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
@@ -211,7 +255,12 @@ impl Plan {
             .enumerate()
             .filter(|(_, c)| c.action != Action::NoOp)
             .collect();
-        changed.sort_by_key(|(i, c)| (c.risks.first().copied().map_or(3, |r| r as usize), *i));
+        changed.sort_by_key(|(i, c)| {
+            (
+                c.risks.first().copied().map_or(usize::MAX, |r| r as usize),
+                *i,
+            )
+        });
         changed.into_iter().map(|(_, c)| c).collect()
     }
 
@@ -290,8 +339,14 @@ pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
             let mut at_once = (**after).clone();
             at_once.rollout.batch = at_once.replicas.max(before.replicas);
             at_once.rollout.soak = crate::model::Duration::default();
-            at_once.rollout.order = crate::model::Order::StartFirst;
+            // A service that must never run two copies of a replica at once (read-write
+            // volume, fixed host port) rolls back stop-first as well.
+            at_once.rollout.order = match at_once.stop_first_reason() {
+                Some(_) => Order::StopFirst,
+                None => Order::StartFirst,
+            };
             change.steps = roll_steps(before, &at_once, state);
+            change.roll_order = RollOrder::of(&at_once);
         }
         let revision = kept_revision(&change.address.name);
         // Blue-green with the old colour still running: switch back to it, no container
@@ -319,6 +374,7 @@ pub fn for_rollback(plan: &mut Plan, state: &State, revision: u64, fast: bool) {
                 .cloned()
                 .collect();
             change.steps = steps::switch_back(after, revision, &join);
+            change.roll_order = None;
             continue;
         }
         let Some(kept) = state.services.get(&change.address.name).filter(|_| fast) else {

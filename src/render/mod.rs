@@ -127,6 +127,19 @@ pub(crate) fn environment_lines(spec: &ServiceSpec) -> Vec<String> {
     lines
 }
 
+/// The named volumes a service mounts, quoted (`` `cache-data` ``), each once, in the order
+/// written: what a destroy leaves in place.
+pub(crate) fn named_volumes(spec: &ServiceSpec) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in spec.volumes.iter().filter_map(|m| m.volume()) {
+        let quoted = format!("`{v}`");
+        if !out.contains(&quoted) {
+            out.push(quoted);
+        }
+    }
+    out
+}
+
 /// One-line description of what happens to a resource, e.g. `roll 3 replicas in 3 batches`.
 pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
     use crate::plan::Action;
@@ -176,8 +189,13 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
                     why.join(", ")
                 );
             }
+            // Forced stop-first is worth a reviewer's glance in the one-line view too.
+            let forced = match c.roll_order.as_ref().and_then(|o| o.reason.as_ref()) {
+                Some(reason) => format!(", stop-first for {reason}"),
+                None => String::new(),
+            };
             format!(
-                "roll {count} in {batches} batch{} ({})",
+                "roll {count} in {batches} batch{}{forced} ({})",
                 if batches == 1 { "" } else { "es" },
                 why.join(", ")
             )
@@ -186,7 +204,17 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
             format!("scale {} -> {} replicas", b.replicas, a.replicas)
         }
         (Action::Destroy, Some(b), _) => {
-            format!("destroy ({} {} stopped)", b.replicas, plural(b.replicas))
+            let kept = named_volumes(&b);
+            let kept = match kept.len() {
+                0 => String::new(),
+                1 => format!(", volume {} kept", kept[0]),
+                _ => format!(", volumes {} kept", kept.join(", ")),
+            };
+            format!(
+                "destroy ({} {} stopped{kept})",
+                b.replicas,
+                plural(b.replicas)
+            )
         }
         (Action::Update, _, _) => {
             let paths: Vec<&str> = c.attributes.iter().map(|x| x.path.as_str()).collect();

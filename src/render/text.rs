@@ -166,6 +166,18 @@ fn details(out: &mut String, p: &Paint, c: &ResourceChange) {
             if let Some(Spec::Service(s)) = &c.before {
                 attribute_line(out, p, '-', "image", &Value::String(s.image.clone()));
                 attribute_line(out, p, '-', "replicas", &Value::from(s.replicas));
+                let kept = super::named_volumes(s);
+                if !kept.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  {}",
+                        p.dim(&format!(
+                            "keeps its named volume{} {} (removed only by `gantry prune --volumes`)",
+                            if kept.len() == 1 { "" } else { "s" },
+                            kept.join(", ")
+                        ))
+                    );
+                }
             }
         }
         _ => {
@@ -174,6 +186,9 @@ fn details(out: &mut String, p: &Paint, c: &ResourceChange) {
                 change_line(out, p, a, width);
             }
         }
+    }
+    if let Some(why) = c.roll_order.as_ref().and_then(|o| o.explain()) {
+        let _ = writeln!(out, "  {why}");
     }
     if !c.steps.is_empty() {
         let policy = match &c.after {

@@ -238,6 +238,17 @@ async fn docker_containers_get_their_options() {
     )]);
     o.extra_hosts = vec!["db.example:10.0.0.9".into()];
     o.devices = vec!["/dev/null:/dev/gantry-null:rw".into()];
+    let host_dir = tempfile::tempdir().unwrap();
+    let volume = format!("{prefix}-data");
+    rt.ensure_volume(&volume, &labels)
+        .await
+        .expect("ensure_volume");
+    o.mounts = vec![
+        format!("{volume}:/data").parse().unwrap(),
+        format!("{}:/host:ro", host_dir.path().display())
+            .parse()
+            .unwrap(),
+    ];
     let srv_id = rt.create(&srv).await.expect("create srv");
     rt.start(&srv_id).await.expect("start srv");
 
@@ -297,6 +308,12 @@ async fn docker_containers_get_their_options() {
         );
     }
 
+    assert_eq!(
+        got("{{range .Mounts}}{{.Type}}:{{.Destination}}:{{.RW}} {{end}}")
+            .split_whitespace()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["bind:/host:false", "volume:/data:true"].into(),
+    );
     assert_eq!(
         docker::docker_ok(&["port", &srv_id, "8125/udp"]),
         format!("127.0.0.1:{udp}")
@@ -411,6 +428,20 @@ async fn docker_containers_get_their_options() {
         assert_eq!(docker::inspect(&id, "{{.Config.Image}}"), v1_id, "{name}");
         assert_eq!(docker::inspect(&id, "{{.Image}}"), v1_id, "{name}");
     }
+
+    // A bind source that does not exist is not created: the create fails.
+    let mut unbound = spec("unbound", Vec::new());
+    unbound.options.mounts = vec![
+        format!("{}/nowhere:/x", host_dir.path().display())
+            .parse()
+            .unwrap(),
+    ];
+    let e = rt
+        .create(&unbound)
+        .await
+        .expect_err("a missing bind source");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(!host_dir.path().join("nowhere").exists());
 
     // A host port a process (not a container) holds: PortInUse as well, naming it.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

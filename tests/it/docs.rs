@@ -165,10 +165,13 @@ fn type_words(schema: &Json, node: &Json) -> String {
             .unwrap_or("null"),
         _ => "any",
     };
-    let plural = |n: &Json| match type_words(schema, n).as_str() {
-        "string" => "strings".to_string(),
-        "integer" => "integers".to_string(),
-        other => format!("{other}s"),
+    // `integer or string` -> `integers or strings`.
+    let plural = |n: &Json| {
+        type_words(schema, n)
+            .split(" or ")
+            .map(|w| format!("{w}s"))
+            .collect::<Vec<_>>()
+            .join(" or ")
     };
     match ty {
         "array" => format!(

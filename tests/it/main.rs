@@ -23,6 +23,7 @@ mod markdown_limit;
 mod multi_host;
 mod plan_scenarios;
 mod schemas;
+mod stack_images;
 mod swarm;
 mod testapp_image;
 mod validate_errors;

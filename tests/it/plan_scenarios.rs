@@ -232,3 +232,243 @@ fn load_balancer_settings_alone_are_an_in_place_update_of_that_lb() {
         matches!(front.steps.as_slice(), [step] if matches!(step.op, StepOp::Configure { .. }))
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Container options (issue 12): what rolls, what is marked, which order and why.
+
+/// A state that recorded `model` as applied (revision 1), as an apply would have.
+fn applied(model: &gantry::model::Model) -> State {
+    let mut state = State::empty(&model.project, "lineage".into());
+    state.revision = 1;
+    for (name, spec) in &model.services {
+        state.services.insert(
+            name.clone(),
+            gantry::state::ServiceState {
+                spec: spec.clone(),
+                revision: 1,
+                replicas: vec![],
+                old_colour: None,
+            },
+        );
+    }
+    state
+}
+
+const STACK: &str = r#"
+[project]
+name = "stack"
+
+[service.redis]
+image = "registry.example/redis:7.2"
+command = ["redis-server", "--appendonly", "yes", "--dir", "/data"]
+volumes = ["cache-data:/data"]
+health = { command = ["redis-cli", "ping"], interval = "1s" }
+
+[service.web]
+image = "registry.example/web:3074f46"
+replicas = 3
+port = 8080
+env = { REDIS_HOST = "redis" }
+depends_on = ["redis"]
+health = { http = "/healthz" }
+"#;
+
+/// The plan of `after` against a state that recorded `before`.
+fn replan(before: &str, after: &str) -> Plan {
+    gantry::plan::plan(&model(after), Some(&applied(&model(before))), "x")
+}
+
+fn change<'p>(plan: &'p Plan, address: &str) -> &'p gantry::plan::ResourceChange {
+    plan.changes
+        .iter()
+        .find(|c| c.address.to_string() == address)
+        .unwrap_or_else(|| panic!("{address} not in plan"))
+}
+
+fn paths(c: &gantry::plan::ResourceChange) -> Vec<&str> {
+    c.attributes.iter().map(|a| a.path.as_str()).collect()
+}
+
+#[test]
+fn an_unchanged_stack_with_container_options_plans_no_changes() {
+    let plan = replan(STACK, STACK);
+    assert!(
+        !plan.has_changes(),
+        "{}",
+        gantry::render::text(&plan, false)
+    );
+}
+
+#[test]
+fn a_change_of_volumes_rolls_the_service_stop_first_and_the_plan_says_why() {
+    let after = STACK.replace(
+        "volumes = [\"cache-data:/data\"]",
+        "volumes = [\"cache-data:/data\", \"/srv/redis/conf:/etc/redis:ro\"]",
+    );
+    let plan = replan(STACK, &after);
+    let redis = change(&plan, "service.redis");
+    assert_eq!(redis.action, Action::Replace);
+    assert_eq!(paths(redis), ["volumes"]);
+    assert!(redis.attributes[0].forces_replacement);
+    // No `order` written: a read-write named volume makes stop-first the default, and the
+    // plan carries the reason (JSON) and says it (text).
+    let order = redis
+        .roll_order
+        .as_ref()
+        .expect("a rolled service has an order");
+    assert_eq!(order.order, gantry::model::Order::StopFirst);
+    assert_eq!(
+        order.reason,
+        Some(gantry::model::StopFirstReason::ReadWriteVolume {
+            volume: "cache-data".into()
+        })
+    );
+    let ops: Vec<&str> = redis
+        .steps
+        .iter()
+        .map(|s| match &s.op {
+            StepOp::Start { .. } => "start",
+            StepOp::Stop { .. } => "stop",
+            StepOp::WaitHealthy { .. } => "health",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(ops, ["stop", "start", "health"], "the old copy stops first");
+    let json = plan.to_json();
+    assert!(
+        json.contains("\"because\": \"read-write-volume\""),
+        "{json}"
+    );
+    let text = gantry::render::text(&plan, false);
+    assert!(
+        text.contains(
+            "rolls stop-first: read-write volume `cache-data` (two copies of the process would write `cache-data` at once)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ \"/srv/redis/conf:/etc/redis:ro\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "roll 1 replica in 1 batch, stop-first for read-write volume `cache-data` (volumes)"
+        ),
+        "the one-line view says it too:\n{text}"
+    );
+    let md = gantry::render::markdown(&plan, gantry::render::GITHUB_COMMENT_LIMIT);
+    assert!(md.contains("rolls stop-first: read-write volume"), "{md}");
+}
+
+#[test]
+fn adding_a_restart_policy_rolls_the_service() {
+    let after = STACK.replace("replicas = 3\n", "replicas = 3\nrestart = \"always\"\n");
+    let plan = replan(STACK, &after);
+    let web = change(&plan, "service.web");
+    assert_eq!(web.action, Action::Replace);
+    assert_eq!(paths(web), ["restart"]);
+    assert!(web.attributes[0].forces_replacement);
+    // `unless-stopped`, the default, is not written in plans or states.
+    assert_eq!(web.attributes[0].before, None);
+    assert_eq!(
+        web.attributes[0].after,
+        Some(serde_json::Value::String("always".into()))
+    );
+    let order = web.roll_order.as_ref().unwrap();
+    assert_eq!(
+        (order.order, order.reason.as_ref()),
+        (gantry::model::Order::StartFirst, None)
+    );
+}
+
+#[test]
+fn a_command_health_check_change_rolls_and_an_http_probe_change_does_not() {
+    let after = STACK.replace("interval = \"1s\"", "interval = \"3s\"");
+    let plan = replan(STACK, &after);
+    let redis = change(&plan, "service.redis");
+    assert_eq!(redis.action, Action::Replace, "the engine runs the command");
+    assert_eq!(paths(redis), ["health.interval"]);
+    assert!(redis.attributes[0].forces_replacement);
+
+    let after = STACK.replace(
+        "health = { http = \"/healthz\" }",
+        "health = { http = \"/ready\" }",
+    );
+    let plan = replan(STACK, &after);
+    let web = change(&plan, "service.web");
+    assert_eq!(web.action, Action::Update, "gantry probes from the host");
+    assert!(!web.attributes[0].forces_replacement);
+
+    // From an HTTP probe to a command: new containers carry the HEALTHCHECK.
+    let after = STACK.replace(
+        "health = { http = \"/healthz\" }",
+        "health = { command = [\"/web\", \"--healthcheck\"] }",
+    );
+    let plan = replan(STACK, &after);
+    let web = change(&plan, "service.web");
+    assert_eq!(web.action, Action::Replace);
+    assert!(web.attributes.iter().all(|a| a.forces_replacement));
+}
+
+#[test]
+fn privileged_containers_are_a_risk_listed_first() {
+    let after = STACK.replace(
+        "replicas = 3\n",
+        "replicas = 3\nprivileged = true\ncap_add = [\"sys_admin\"]\n",
+    );
+    let plan = replan(STACK, &after);
+    let web = change(&plan, "service.web");
+    assert_eq!(web.action, Action::Replace);
+    assert_eq!(web.risks, [Risk::Privileged]);
+    assert_eq!(paths(web), ["cap_add", "privileged"]);
+    assert_eq!(
+        plan.review_order()[0].address.to_string(),
+        "service.web",
+        "risky first"
+    );
+    assert!(plan.to_json().contains("\"privileged\""));
+    let text = gantry::render::text(&plan, false);
+    assert!(text.contains("! runs privileged containers"), "{text}");
+    let md = gantry::render::markdown(&plan, gantry::render::GITHUB_COMMENT_LIMIT);
+    assert!(md.contains("Risky changes (1)"), "{md}");
+
+    // A new privileged service is a risk too; an unchanged one is not.
+    let plan = gantry::plan::plan(&model(&after), None, "x");
+    assert_eq!(change(&plan, "service.web").risks, [Risk::Privileged]);
+    assert!(!replan(&after, &after).has_changes());
+}
+
+#[test]
+fn a_destroyed_service_says_which_volumes_it_keeps() {
+    let after = STACK
+        .split("[service.web]")
+        .next()
+        .unwrap()
+        .replace("[service.redis]", "[service.cache]");
+    let plan = replan(STACK, &after);
+    let redis = change(&plan, "service.redis");
+    assert_eq!(redis.action, Action::Destroy);
+    let text = gantry::render::text(&plan, false);
+    assert!(
+        text.contains("destroy (1 replica stopped, volume `cache-data` kept)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keeps its named volume `cache-data`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_rollback_of_a_service_with_a_read_write_volume_stays_stop_first() {
+    let after = STACK.replace("redis:7.2", "redis:7.4");
+    let state = applied(&model(STACK));
+    let mut plan = gantry::plan::plan(&model(&after), Some(&state), "x");
+    gantry::plan::for_rollback(&mut plan, &state, 1, false);
+    let redis = change(&plan, "service.redis");
+    assert_eq!(
+        redis.roll_order.as_ref().map(|o| o.order),
+        Some(gantry::model::Order::StopFirst)
+    );
+    assert!(matches!(redis.steps[0].op, StepOp::Stop { .. }));
+}

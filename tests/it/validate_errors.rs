@@ -748,3 +748,317 @@ tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
     assert_has(&d, "tcp://HOST:2376");
     out.diagnostic("gantry.toml", 10, 10, "`tls` applies to `tcp://` endpoints");
 }
+
+// ---------------------------------------------------------------------------------------
+// Container options (issue 12)
+
+#[test]
+fn container_option_strings_that_do_not_parse_are_refused_each_with_a_help() {
+    let f = "container_mistakes.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(15);
+    // volumes = ["cache-data", "./logs:/logs", "/proc/:/host/proc/:rx"] on line 6.
+    let d = out.diagnostic(
+        f,
+        6,
+        12,
+        "invalid volume `cache-data`: write SOURCE:TARGET[:ro]",
+    );
+    assert_has(&d, "volumes = [\"cache-data:/data\"");
+    let d = out.diagnostic(f, 6, 26, "the host path `./logs` is relative");
+    assert_has(&d, "bind mounts take absolute host paths only");
+    assert_has(&d, "\"/srv/app/logs:/logs\"");
+    let d = out.diagnostic(f, 6, 42, "unknown mode `rx`");
+    assert_has(&d, "end with `:ro` to mount read-only");
+    // publish = ["8125/udp", "8000-8010:80"] on line 7.
+    let d = out.diagnostic(f, 7, 12, "invalid port `8125/udp`");
+    assert_has(&d, "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/udp]");
+    let d = out.diagnostic(f, 7, 24, "ranges are not supported");
+    assert_has(&d, "one port per entry");
+    // ulimits on line 8: a table without `hard`, a word, a negative limit, a typo.
+    let d = out.diagnostic(f, 8, 22, "a ulimit table needs both `soft` and `hard`");
+    assert_has(&d, "nofile = { soft = 20000, hard = 40000 }");
+    let d = out.diagnostic(f, 8, 48, "wrong type: string \"many\", expected a ulimit");
+    assert_has(&d, "nproc = 65535");
+    let d = out.diagnostic(f, 8, 63, "ulimit `core`: -5 is not a limit");
+    assert_has(&d, "-1 for unlimited");
+    let d = out.diagnostic(f, 8, 77, "unknown ulimit `nofiles`");
+    assert_has(&d, "did you mean `nofile`?");
+    // cap_add = ["SYS_ADMN", "CAP_NET_ADMIN"]: the prefix `CAP_` is accepted, and so is
+    // `all` in lower case (line 10).
+    let d = out.diagnostic(f, 9, 12, "unknown capability `SYS_ADMN` in `cap_add`");
+    assert_has(&d, "did you mean `SYS_ADMIN`?");
+    let d = out.diagnostic(
+        f,
+        11,
+        10,
+        "invalid `tmpfs` `tmp`: the path must be absolute",
+    );
+    assert_has(&d, "tmpfs = [\"/tmp\"]");
+    let d = out.diagnostic(f, 12, 16, "invalid `extra_hosts` entry `metadata`");
+    assert_has(&d, "write NAME:IP");
+    let d = out.diagnostic(f, 13, 12, "invalid device `dev/fuse`");
+    assert_has(&d, "HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]]");
+    let d = out.diagnostic(f, 14, 15, "`working_dir` must be an absolute path");
+    assert_has(&d, "working_dir = \"/app\"");
+    // The service's name becomes its DNS alias on the project network.
+    let d = out.diagnostic(f, 16, 10, "invalid service name `my_api`");
+    assert_has(&d, "its DNS name on the project network");
+    assert_has(&d, "e.g. `my-api`");
+}
+
+#[test]
+fn two_copies_of_a_stateful_or_fixed_port_replica_at_once_are_refused() {
+    let f = "stateful_rollouts.toml";
+    let out = validate_fixture(f);
+    out.assert_rejected(5);
+    // A read-write named volume and an explicit start-first (line 7, `"start-first"`).
+    let d = out.diagnostic(
+        f,
+        7,
+        21,
+        "service `redis` mounts the named volume `cache-data` read-write: rolling start-first, two copies of the process would write `cache-data` at once",
+    );
+    assert_has(&d, "rolls stop-first by default");
+    assert_has(&d, "`:ro`");
+    // ... and blue-green (a read-only bind mount beside it changes nothing).
+    let d = out.diagnostic(
+        f,
+        12,
+        24,
+        "with blue-green, two copies of the process would write `index` at once",
+    );
+    assert_has(&d, "strategy = \"rolling\"");
+    // A fixed host port: one replica per host, stop-first.
+    let d = out.diagnostic(
+        f,
+        16,
+        12,
+        "service `agent` publishes the fixed host port `8125:8125/udp`: a fixed host port allows one replica per host and stop-first",
+    );
+    assert_has(&d, "2 replicas on each host");
+    assert_has(
+        &d,
+        "`order = \"stop-first\"` (the default here) and `replicas = 1`",
+    );
+    assert_has(&d, "`host_ports`");
+    out.diagnostic(
+        f,
+        18,
+        21,
+        "a fixed host port allows one replica per host and stop-first",
+    );
+    // The host's network: `port` is bound on the host itself.
+    let d = out.diagnostic(
+        f,
+        24,
+        12,
+        "service `edge` runs on the host's network and listens on its port 8080",
+    );
+    assert_has(&d, "leave `network_mode` out");
+}
+
+#[test]
+fn published_ports_clash_per_protocol_and_address_across_services() {
+    let f = "publish_clashes.toml";
+    let out = validate_fixture(f);
+    // agent: 8125/udp, 127.0.0.1:8126. statsd: 8125 (TCP: no clash with UDP),
+    // 127.0.0.2:8126 (another address: no clash), 8125/udp (clash). api: host_ports
+    // 8120-8125 (clashes with statsd's TCP 8125). edge: the host's network on 8126, every
+    // address (clashes with both 8126 of a single address).
+    out.assert_rejected(4);
+    let d = out.diagnostic(
+        f,
+        10,
+        48,
+        "duplicate host ports: service `statsd` (8125/udp) and service `agent` (8125/udp) overlap",
+    );
+    assert_has(&d, "`agent` claims 8125/udp here");
+    assert_has(&d, "UDP and TCP on one number");
+    out.diagnostic(
+        f,
+        15,
+        14,
+        "service `api` (8120-8125) and service `statsd` (8125) overlap",
+    );
+    out.diagnostic(
+        f,
+        20,
+        8,
+        "service `edge` (8126) and service `agent` (127.0.0.1:8126) overlap",
+    );
+    out.diagnostic(
+        f,
+        20,
+        8,
+        "service `edge` (8126) and service `statsd` (127.0.0.2:8126) overlap",
+    );
+}
+
+#[test]
+fn network_mode_none_with_a_port_and_host_with_host_ports_are_refused() {
+    let source = r#"[project]
+name = "shop"
+
+[service.batch]
+image = "registry.example/batch:1.0.0"
+network_mode = "none"
+port = 8080
+
+[service.edge]
+image = "registry.example/edge:2.1.0"
+network_mode = "host"
+port = 8080
+host_ports = 18080
+networks = ["shared"]
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(3);
+    let d = out.diagnostic("gantry.toml", 7, 8, "nothing can reach its `port`");
+    assert_has(&d, "remove `port`");
+    let d = out.diagnostic(
+        "gantry.toml",
+        13,
+        14,
+        "runs on the host's network: it publishes no `host_ports`",
+    );
+    assert_has(&d, "remove `host_ports`");
+    out.diagnostic(
+        "gantry.toml",
+        14,
+        13,
+        "sets `network_mode` and also joins network `shared`",
+    );
+}
+
+#[test]
+fn the_container_options_of_issue_12_validate() {
+    // The issue's example stack, with every container option written once. No `order`
+    // under `agent` (fixed ports) and `web` (a read-only volume): stop-first is the default
+    // where it must be.
+    let source = r#"[project]
+name = "shop"
+labels = { team = "games" }
+
+[service.redis]
+image = "registry.example/redis:7.2"
+command = ["redis-server", "--appendonly", "yes", "--dir", "/data"]
+volumes = ["cache-data:/data"]
+restart = "unless-stopped"
+health = { command = ["redis-cli", "ping"], interval = "1s" }
+
+[service.agent]
+image = "registry.example/agent:7.52.0"
+volumes = ["/var/run/docker.sock:/var/run/docker.sock:ro", "/proc/:/host/proc/:ro"]
+publish = ["8125:8125/udp", "127.0.0.1:8126:8126"]
+cap_add = ["SYS_ADMIN"]
+pid = "host"
+privileged = true
+
+[service.statsd]
+image = "registry.example/statsd:0.10.2"
+publish = ["8125:8125", "127.0.0.2:8126:8126"]
+
+[service.web]
+image = "registry.example/web:3074f46"
+replicas = 3
+port = 8080
+env = { REDIS_HOST = "redis", DD_AGENT_HOST = "agent" }
+depends_on = ["redis"]
+entrypoint = ["/usr/bin/tini", "--"]
+command = ["web"]
+user = "1000:1000"
+working_dir = "/app"
+read_only = true
+tmpfs = ["/tmp"]
+volumes = ["cache-data:/cache:ro"]
+restart = "on-failure:5"
+networks = ["shared-logging"]
+cap_drop = ["ALL"]
+init = true
+shm_size = "256m"
+sysctls = { "net.core.somaxconn" = 1024 }
+ulimits = { nofile = { soft = 20000, hard = 40000 }, nproc = 65535 }
+extra_hosts = ["metadata:169.254.169.254", "gateway:host-gateway"]
+devices = ["/dev/fuse"]
+rollout = { order = "start-first", batch = 2 }
+
+[service.edge]
+image = "registry.example/edge:2.1.0"
+network_mode = "host"
+port = 9443
+health = { http = "/healthz" }
+"#;
+    validate_source("gantry.toml", source).assert_valid();
+}
+
+#[test]
+fn the_probed_port_in_publish_and_a_tmpfs_over_a_volume_are_refused() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "registry.example/web:3074f46"
+port = 8080
+publish = ["80:8080", "8125:8080/udp"]
+volumes = ["cache-data:/data"]
+tmpfs = ["/data", "/tmp"]
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(2);
+    let d = out.diagnostic(
+        "gantry.toml",
+        7,
+        12,
+        "service `web` publishes its `port` 8080 in `publish` as well",
+    );
+    assert_has(&d, "write `host_ports = 80` instead");
+    let d = out.diagnostic(
+        "gantry.toml",
+        9,
+        10,
+        "service `web` mounts a volume and a `tmpfs` at `/data`",
+    );
+    assert_has(&d, "each container path takes one mount");
+}
+
+#[test]
+fn a_fixed_host_port_refuses_blue_green() {
+    let source = r#"[project]
+name = "shop"
+
+[service.agent]
+image = "registry.example/agent:7.52.0"
+publish = ["8125:8125/udp"]
+rollout = { strategy = "blue-green" }
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(1);
+    let d = out.diagnostic(
+        "gantry.toml",
+        7,
+        24,
+        "service `agent` publishes the fixed host port `8125:8125/udp`: a fixed host port allows one replica per host and stop-first",
+    );
+    assert_has(&d, "runs a second colour beside the live one");
+}
+
+#[test]
+fn the_project_network_is_not_listed_in_networks() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "registry.example/web:3074f46"
+networks = ["shared-logging", "shop"]
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(1);
+    let d = out.diagnostic(
+        "gantry.toml",
+        6,
+        31,
+        "service `web` lists the project's own network `shop` in `networks`",
+    );
+    assert_has(&d, "joins the project's network already");
+}

@@ -63,21 +63,72 @@ impl Validator<'_> {
                 .then(|| w.get_ref().clone())
         });
 
-        let publish = self.parsed::<Publish>(&t.publish, "port");
-        let volumes = self.parsed::<Mount>(&t.volumes, "volume");
+        // The probed `port` is published by gantry already (engine-chosen or `host_ports`):
+        // a fixed binding of it beside that would be a second way in that no probe watches.
+        if let Some(port) = &t.port {
+            for p in &t.publish {
+                if let Ok(x) = Publish::from_str(p.get_ref())
+                    && x.container_port == *port.get_ref()
+                    && x.protocol == crate::model::Protocol::Tcp
+                {
+                    self.err(
+                        Diagnostic::at(
+                            format!(
+                                "{here} publishes its `port` {} in `publish` as well",
+                                port.get_ref()
+                            ),
+                            p.span(),
+                        )
+                        .label("the probed port")
+                        .help(format!(
+                            "gantry publishes `port` itself, on a host port the engine chooses; to fix that host port, write `host_ports = {}` instead",
+                            x.host_port
+                        )),
+                    );
+                }
+            }
+        }
+        let publish = self.parsed::<Publish>(&t.publish, "port", |raw, _| {
+            if raw.contains('-') {
+                "one port per entry: write each port of a range as its own entry".to_string()
+            } else {
+                "e.g. `publish = [\"8125:8125/udp\", \"127.0.0.1:8126:8126\"]`; the probed `port` needs no entry here".to_string()
+            }
+        });
+        let volumes = self.parsed::<Mount>(&t.volumes, "volume", |raw, error| {
+            if error.contains("unknown mode") {
+                "end with `:ro` to mount read-only, or with nothing (or `:rw`) to mount read-write".to_string()
+            } else if error.contains("is relative") {
+                format!("write the host path in full, e.g. \"/srv/app/{}\": the config may be applied from another directory", raw.trim_start_matches(['.', '~', '/']))
+            } else {
+                "e.g. `volumes = [\"cache-data:/data\", \"/var/run/docker.sock:/var/run/docker.sock:ro\"]`".to_string()
+            }
+        });
         let mut targets: BTreeMap<&str, ()> = BTreeMap::new();
         for (m, raw) in volumes.iter().zip(&t.volumes) {
             if targets.insert(m.target.as_str(), ()).is_some() {
-                self.err(Diagnostic::at(
-                    format!("{here} mounts two volumes at `{}`", m.target),
-                    raw.span(),
-                ));
+                self.err(
+                    Diagnostic::at(
+                        format!("{here} mounts two volumes at `{}`", m.target),
+                        raw.span(),
+                    )
+                    .help("each container path takes one mount: remove one, or mount it elsewhere"),
+                );
             }
         }
         let mut tmpfs = Vec::new();
         for p in &t.tmpfs {
             let path = p.get_ref().split(':').next().unwrap_or_default();
-            if path.starts_with('/') {
+            if path.starts_with('/') && targets.contains_key(path) {
+                self.err(
+                    Diagnostic::at(
+                        format!("{here} mounts a volume and a `tmpfs` at `{path}`"),
+                        p.span(),
+                    )
+                    .help("each container path takes one mount: remove one, or mount it elsewhere"),
+                );
+            } else if path.starts_with('/') {
+                targets.insert(path, ());
                 tmpfs.push(p.get_ref().clone());
             } else {
                 self.err(
@@ -126,10 +177,11 @@ impl Validator<'_> {
         for n in &t.networks {
             let name = n.get_ref();
             if !crate::model::container::valid_volume_name(name) {
-                self.err(Diagnostic::at(
-                    format!("invalid network name `{name}`"),
-                    n.span(),
-                ));
+                self.err(
+                    Diagnostic::at(format!("invalid network name `{name}`"), n.span()).help(
+                        "the name of an existing Docker network: letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+                    ),
+                );
             } else if network_mode != NetworkMode::Project {
                 self.err(
                     Diagnostic::at(
@@ -191,13 +243,27 @@ impl Validator<'_> {
                     d = d.help(format!("did you mean `{best}`?"));
                 }
                 self.err(d);
-            } else if soft > hard && hard != -1 {
-                self.err(Diagnostic::at(
-                    format!(
-                        "ulimit `{name}`: the soft limit {soft} is above the hard limit {hard}"
-                    ),
-                    value.span(),
-                ));
+            } else if soft < -1 || hard < -1 {
+                self.err(
+                    Diagnostic::at(
+                        format!("ulimit `{name}`: {} is not a limit", soft.min(hard)),
+                        value.span(),
+                    )
+                    .help("a limit is a number of at least 0, or -1 for unlimited"),
+                );
+            } else if hard != -1 && (soft > hard || soft == -1) {
+                // -1 is unlimited: above any number.
+                self.err(
+                    Diagnostic::at(
+                        format!(
+                            "ulimit `{name}`: the soft limit {soft} is above the hard limit {hard}"
+                        ),
+                        value.span(),
+                    )
+                    .help(format!(
+                        "the soft limit may be at most the hard one, e.g. `{name} = {{ soft = {hard}, hard = {hard} }}`"
+                    )),
+                );
             } else {
                 ulimits.insert(name.clone(), Ulimit { soft, hard });
             }
@@ -276,13 +342,23 @@ impl Validator<'_> {
         }
     }
 
-    /// Every string of `values` parsed as a `T`; the ones that do not parse are reported.
-    fn parsed<T: FromStr<Err = String>>(&mut self, values: &[SpStr], what: &str) -> Vec<T> {
+    /// Every string of `values` parsed as a `T`; the ones that do not parse are reported,
+    /// with the help `help` gives for the string as written.
+    fn parsed<T: FromStr<Err = String>>(
+        &mut self,
+        values: &[SpStr],
+        what: &str,
+        help: impl Fn(&str, &str) -> String,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         for v in values {
             match T::from_str(v.get_ref()) {
                 Ok(x) => out.push(x),
-                Err(e) => self.err(Diagnostic::at(e, v.span()).label(format!("not a {what}"))),
+                Err(e) => self.err(
+                    Diagnostic::at(e.clone(), v.span())
+                        .label(format!("not a {what}"))
+                        .help(help(v.get_ref(), &e)),
+                ),
             }
         }
         out
@@ -292,13 +368,18 @@ impl Validator<'_> {
         if value.get_ref().starts_with('/') {
             return true;
         }
-        self.err(Diagnostic::at(
-            format!(
-                "`{key}` must be an absolute path, found `{}`",
-                value.get_ref()
-            ),
-            value.span(),
-        ));
+        self.err(
+            Diagnostic::at(
+                format!(
+                    "`{key}` must be an absolute path, found `{}`",
+                    value.get_ref()
+                ),
+                value.span(),
+            )
+            .help(format!(
+                "a path in the container, from `/`, e.g. `{key} = \"/app\"`"
+            )),
+        );
         false
     }
 

@@ -60,7 +60,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
 
     let mut services = BTreeMap::new();
     let mut dep_spans: BTreeMap<(String, String), Range<usize>> = BTreeMap::new();
-    let mut port_claims: Vec<(String, PortRange, Vec<String>, Range<usize>)> = Vec::new();
+    let mut port_claims: Vec<cross::PortClaim> = Vec::new();
     for named in &raw.services {
         v.name("service", &named.name, &named.span);
         let Some(toml) = &named.value else { continue };
@@ -75,10 +75,21 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             lbs: &known_lbs,
             hosts: &host_names,
         };
-        let (spec, host_ports, hosts) = v.service(&ctx, toml);
-        if let (Some(range), Some(sp)) = (host_ports, &toml.host_ports) {
-            port_claims.push((named.name.clone(), range, hosts, sp.span()));
+        for n in toml.networks.iter().filter(|n| **n.get_ref() == project) {
+            v.err(
+                Diagnostic::at(
+                    format!(
+                        "service `{}` lists the project's own network `{}` in `networks`",
+                        named.name,
+                        n.get_ref()
+                    ),
+                    n.span(),
+                )
+                .help("every container joins the project's network already; `networks` names other, existing networks"),
+            );
         }
+        let (spec, claims) = v.service(&ctx, toml);
+        port_claims.extend(claims);
         if let Some(spec) = spec {
             services.insert(named.name.clone(), spec);
         }
@@ -144,8 +155,13 @@ struct ServiceCtx<'a> {
     hosts: &'a BTreeSet<&'a str>,
 }
 
-const NAME_HELP: &str =
-    "use lower-case letters, digits and `-` (at most 40 characters, starting with a letter)";
+const NAME_HELP: &str = "use lower-case letters, digits and `-` (at most 40 characters, starting with a letter, not ending with `-`)";
+
+/// A service's name is also its DNS name on the project's network (an alias of each of its
+/// containers), so it must be a DNS label (RFC 1123: at most 63 characters of `a-z`, `0-9`
+/// and `-`, not starting or ending with `-`); gantry's names are stricter still, since they
+/// go into container names too.
+const SERVICE_NAME_HELP: &str = "a service's name is its DNS name on the project network (other containers reach it as `http://NAME:PORT`), so use lower-case letters, digits and `-` (at most 40 characters, starting with a letter, not ending with `-`)";
 
 fn valid_name(name: &str) -> bool {
     name.len() <= 40
@@ -154,6 +170,16 @@ fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
+}
+
+/// The closest valid name: lower case, `_`, `.` and spaces as `-`.
+fn suggested_name(name: &str) -> String {
+    let mapped: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if matches!(c, '_' | '.' | ' ') { '-' } else { c })
+        .collect();
+    mapped.trim_matches('-').to_string()
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -169,9 +195,17 @@ impl Validator<'_> {
 
     fn name(&mut self, what: &str, name: &str, span: &Range<usize>) {
         if !valid_name(name) {
+            let mut help = if what == "service" {
+                SERVICE_NAME_HELP.to_string()
+            } else {
+                NAME_HELP.to_string()
+            };
+            let fixed = suggested_name(name);
+            if valid_name(&fixed) && fixed != name {
+                help = format!("{help}; e.g. `{fixed}`");
+            }
             self.err(
-                Diagnostic::at(format!("invalid {what} name `{name}`"), span.clone())
-                    .help(NAME_HELP),
+                Diagnostic::at(format!("invalid {what} name `{name}`"), span.clone()).help(help),
             );
         }
     }

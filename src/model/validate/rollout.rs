@@ -2,11 +2,13 @@
 
 use std::ops::Range;
 
+use super::service::{reason_subject, scale_help};
 use super::{ServiceCtx, Validator};
 use crate::config::{TomlHealth, TomlRollout, TomlWarmup};
 use crate::diag::Diagnostic;
 use crate::model::{
-    BlueGreenSpec, Duration, HealthSpec, OnFailure, Order, RolloutSpec, Strategy, WarmupSpec,
+    BlueGreenSpec, Duration, HealthSpec, OnFailure, Order, RolloutSpec, StopFirstReason, Strategy,
+    WarmupSpec,
 };
 
 impl Validator<'_> {
@@ -46,12 +48,12 @@ impl Validator<'_> {
                     format!("service `{}`: `health` needs `http` or `command`", ctx.name),
                     ctx.span.clone(),
                 )
-                .help("e.g. `http = \"/healthz\"`"),
+                .help("e.g. `http = \"/healthz\"` (probed from the host, needs `port`) or `command = [\"redis-cli\", \"ping\"]` (run by the engine inside the container)"),
             ),
-            (Some(p), Some(_)) => self.err(Diagnostic::at(
-                "`health` has both `http` and `command`: choose one",
-                p.span(),
-            )),
+            (Some(p), Some(_)) => self.err(
+                Diagnostic::at("`health` has both `http` and `command`: choose one", p.span())
+                    .help("`http` is probed by gantry from the host; `command` is run by the engine inside the container"),
+            ),
             _ => {}
         }
         let interval = self.duration(h.interval.as_ref(), Duration::from_secs(2));
@@ -126,6 +128,7 @@ impl Validator<'_> {
         replicas: u32,
         here: &str,
         span: &Range<usize>,
+        stop_first: Option<&StopFirstReason>,
     ) -> RolloutSpec {
         let empty = TomlRollout {
             strategy: None,
@@ -161,13 +164,76 @@ impl Validator<'_> {
                 .help(format!("use a batch between 1 and {replicas}")),
             );
         }
+        // Two copies of a replica at once must never run where a reason forbids it: the
+        // default is stop-first there, and start-first or blue-green written is refused.
         let order = self.keyword(
             r.order.as_ref(),
             "order",
             Order::WORDS,
             Order::parse_word,
-            Order::StartFirst,
+            if stop_first.is_some() {
+                Order::StopFirst
+            } else {
+                Order::StartFirst
+            },
         );
+        if let Some(reason) = stop_first {
+            let refuse = |how: &str, at: Range<usize>, label: &str, help: String| {
+                let lead = match reason {
+                    StopFirstReason::ReadWriteVolume { .. } => format!("{how}, "),
+                    _ => String::new(),
+                };
+                Diagnostic::at(
+                    format!(
+                        "{here} {}: {lead}{}",
+                        reason_subject(reason),
+                        reason.consequence()
+                    ),
+                    at,
+                )
+                .label(label.to_string())
+                .help(help)
+            };
+            let volume_help = |first: &str| {
+                format!(
+                    "{first}; or mount the volume read-only (`:ro`) if the process only reads it"
+                )
+            };
+            if order == Order::StartFirst
+                && let Some(o) = &r.order
+            {
+                let help = match reason {
+                    StopFirstReason::ReadWriteVolume { .. } => volume_help(
+                        "remove `order` (a service with a read-write volume rolls stop-first by default) or write `order = \"stop-first\"`",
+                    ),
+                    _ => scale_help(reason),
+                };
+                let d = refuse(
+                    "rolling start-first",
+                    o.span(),
+                    "starts the new copy before the old one stops",
+                    help,
+                );
+                self.err(d);
+            }
+            if strategy == Strategy::BlueGreen
+                && let Some(st) = &r.strategy
+            {
+                let help = match reason {
+                    StopFirstReason::ReadWriteVolume { .. } => {
+                        volume_help("use `strategy = \"rolling\"` (stop-first by default here)")
+                    }
+                    _ => scale_help(reason),
+                };
+                let d = refuse(
+                    "with blue-green",
+                    st.span(),
+                    "runs a second colour beside the live one",
+                    help,
+                );
+                self.err(d);
+            }
+        }
         let on_failure = self.keyword(
             r.on_failure.as_ref(),
             "on_failure",

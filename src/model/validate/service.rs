@@ -4,22 +4,24 @@ use std::str::FromStr;
 
 use toml::Spanned;
 
+use super::container::ContainerOptions;
+use super::cross::PortClaim;
 use super::{ServiceCtx, Validator, valid_env_name};
 use crate::config::{TomlPorts, TomlService};
 use crate::diag::{Diagnostic, list_names};
 use crate::model::{
-    Duration, EnvFileSpec, ImageRef, LogSpec, Order, PortRange, Resources, RolloutSpec, Runtime,
-    ServiceSpec, Strategy,
+    Duration, EnvFileSpec, ImageRef, LogSpec, NetworkMode, Order, PortRange, Protocol, Publish,
+    Resources, RolloutSpec, Runtime, ServiceSpec, StopFirstReason, Strategy,
 };
 
 impl Validator<'_> {
-    /// The spec (when valid), and its host ports and hosts (even when not, so that port
+    /// The spec (when valid), and the host ports it claims (even when not, so that port
     /// clashes with other services are still found).
     pub(super) fn service(
         &mut self,
         ctx: &ServiceCtx<'_>,
         t: &TomlService,
-    ) -> (Option<ServiceSpec>, Option<PortRange>, Vec<String>) {
+    ) -> (Option<ServiceSpec>, Vec<PortClaim>) {
         let errors_before = self.diags.len();
         let here = format!("service `{}`", ctx.name);
 
@@ -221,7 +223,25 @@ impl Validator<'_> {
 
         let health = t.health.as_ref().map(|h| self.health(ctx, h, has_port));
         let warmup = t.warmup.as_ref().map(|w| self.warmup(w, has_port, &here));
-        let rollout = self.rollout(t.rollout.as_ref(), replicas, &here, &ctx.span);
+        let options = self.container_options(ctx, t);
+        let stop_first = StopFirstReason::of(
+            runtime,
+            &options.volumes,
+            &options.publish,
+            options.network_mode,
+            port,
+        );
+        let rollout = self.rollout(
+            t.rollout.as_ref(),
+            replicas,
+            &here,
+            &ctx.span,
+            stop_first.as_ref(),
+        );
+        if let Some(reason) = &stop_first {
+            self.one_copy(t, &here, reason, replicas);
+        }
+        self.network_mode_ports(t, &options, &here);
         if let Some(preview) = t.rollout.as_ref().and_then(|r| r.preview_lb.as_ref())
             && self.reference("load balancer", preview, ctx.lbs, &here)
             && t.lb.iter().any(|l| l.get_ref() == preview.get_ref())
@@ -242,14 +262,15 @@ impl Validator<'_> {
         if runtime == Runtime::Swarm {
             self.swarm(ctx, t, &hosts, &rollout);
         }
-        let options = self.container_options(ctx, t);
         let host_ports = t
             .host_ports
             .as_ref()
+            .filter(|_| options.network_mode != NetworkMode::Host)
             .and_then(|hp| self.host_ports(hp, has_port, replicas, &rollout, runtime, &here));
 
+        let claims = port_claims(ctx.name, t, host_ports, port, options.network_mode, &hosts);
         if self.diags.len() > errors_before {
-            return (None, host_ports, hosts);
+            return (None, claims);
         }
         let spec = ServiceSpec {
             image: image.clone(),
@@ -292,7 +313,60 @@ impl Validator<'_> {
             warmup,
             rollout,
         };
-        (Some(spec), host_ports, hosts)
+        (Some(spec), claims)
+    }
+
+    /// A fixed host port (of `publish`, or `port` on the host's network) allows one replica
+    /// per host: more are refused. A read-write volume does not limit `replicas` (they share
+    /// it, as the user asked); it only rules out rolling two copies of one replica at once.
+    fn one_copy(&mut self, t: &TomlService, here: &str, reason: &StopFirstReason, replicas: u32) {
+        if replicas <= 1 || matches!(reason, StopFirstReason::ReadWriteVolume { .. }) {
+            return;
+        }
+        let Some(r) = &t.replicas else { return };
+        self.err(
+            Diagnostic::at(
+                format!(
+                    "{here} {}: {}",
+                    reason_subject(reason),
+                    reason.consequence()
+                ),
+                r.span(),
+            )
+            .label(format!("{replicas} replicas on each host"))
+            .help(scale_help(reason)),
+        );
+    }
+
+    /// `network_mode` host or none, and the ports the service would publish.
+    fn network_mode_ports(&mut self, t: &TomlService, options: &ContainerOptions, here: &str) {
+        match options.network_mode {
+            NetworkMode::Project => {}
+            NetworkMode::Host => {
+                if let Some(hp) = &t.host_ports {
+                    self.err(
+                        Diagnostic::at(
+                            format!("{here} runs on the host's network: it publishes no `host_ports`"),
+                            hp.span(),
+                        )
+                        .label("no port mapping on the host's network")
+                        .help("on the host's network the process listens on the host's port `port` directly; remove `host_ports`, or leave `network_mode` out"),
+                    );
+                }
+            }
+            NetworkMode::None => {
+                if let Some(p) = &t.port {
+                    self.err(
+                        Diagnostic::at(
+                            format!("{here} has `network_mode = \"none\"`: nothing can reach its `port`"),
+                            p.span(),
+                        )
+                        .label("unreachable")
+                        .help("remove `port` (and `lb`, HTTP health checks and warm-up, which need it), or leave `network_mode` out"),
+                    );
+                }
+            }
+        }
     }
 
     pub(super) fn host_ports(
@@ -425,4 +499,72 @@ impl Validator<'_> {
             );
         }
     }
+}
+
+/// `mounts the named volume `cache-data` read-write`, as the subject of a sentence.
+pub(super) fn reason_subject(reason: &StopFirstReason) -> String {
+    match reason {
+        StopFirstReason::ReadWriteVolume { volume } => {
+            format!("mounts the named volume `{volume}` read-write")
+        }
+        StopFirstReason::FixedHostPort { publish } => {
+            format!("publishes the fixed host port `{publish}`")
+        }
+        StopFirstReason::HostNetwork { port } => {
+            format!("runs on the host's network and listens on its port {port}")
+        }
+    }
+}
+
+/// How to scale (or roll start-first) a service that has a fixed host port.
+pub(super) fn scale_help(reason: &StopFirstReason) -> String {
+    let instead = match reason {
+        StopFirstReason::HostNetwork { .. } => {
+            "to scale, leave `network_mode` out: the engine (or `host_ports`) then gives each replica its own host port"
+        }
+        _ => {
+            "to scale, leave the port out of `publish` and set it as `port`: the engine (or `host_ports`) then gives each replica its own host port"
+        }
+    };
+    format!("use `order = \"stop-first\"` (the default here) and `replicas = 1`; {instead}")
+}
+
+/// The host ports a service binds on its hosts, for the clash check across services.
+fn port_claims(
+    name: &str,
+    t: &TomlService,
+    host_ports: Option<PortRange>,
+    port: Option<u16>,
+    network_mode: NetworkMode,
+    hosts: &[String],
+) -> Vec<PortClaim> {
+    let claim = |range, protocol, ip, span| PortClaim {
+        service: name.to_string(),
+        range,
+        protocol,
+        ip,
+        hosts: hosts.to_vec(),
+        span,
+    };
+    let mut out = Vec::new();
+    if let (Some(range), Some(hp)) = (host_ports, &t.host_ports) {
+        out.push(claim(range, Protocol::Tcp, None, hp.span()));
+    }
+    for p in &t.publish {
+        if let Ok(p2) = Publish::from_str(p.get_ref()) {
+            let range = PortRange {
+                start: p2.host_port,
+                end: p2.host_port,
+            };
+            out.push(claim(range, p2.protocol, p2.host_ip, p.span()));
+        }
+    }
+    if let (NetworkMode::Host, Some(port), Some(p)) = (network_mode, port, &t.port) {
+        let range = PortRange {
+            start: port,
+            end: port,
+        };
+        out.push(claim(range, Protocol::Tcp, None, p.span()));
+    }
+    out
 }

@@ -45,12 +45,16 @@ pub struct Project {
 
 impl Project {
     /// A new project named `<prefix><pid>-<n>`, labelled by `guard`; nothing written yet.
+    /// What gantry makes for it (containers, project network, volumes) is removed when
+    /// `guard` drops, labelled with the guard's labels or not.
     pub fn new(prefix: &str, guard: &DockerTestGuard) -> Project {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{prefix}{}-{n}", std::process::id());
+        guard.track_project(&name);
         Project {
             dir: tempfile::tempdir().unwrap(),
-            name: format!("{prefix}{}-{n}", std::process::id()),
+            name,
             labels: labels_toml(guard),
         }
     }
@@ -64,9 +68,15 @@ impl Project {
         self.dir.path().join(rel)
     }
 
-    /// Writes `gantry.toml`.
+    /// Writes `gantry.toml`. A `[project]` table without `labels` gets the guard's, so that
+    /// the networks and volumes gantry creates for the project carry them and the guard
+    /// removes them with the test's containers.
     pub fn write_toml(&self, toml: &str) {
-        std::fs::write(self.join("gantry.toml"), toml).unwrap();
+        std::fs::write(
+            self.join("gantry.toml"),
+            with_project_labels(toml, &self.labels),
+        )
+        .unwrap();
     }
 
     /// The current `gantry.toml`.
@@ -127,15 +137,27 @@ impl Project {
     }
 }
 
-impl Drop for Project {
-    /// The network and the volumes gantry makes for a project carry the test's labels only
-    /// when its `[project] labels` gives them: whatever carries the project's label on the
-    /// main engine goes here (its containers first, which the network and volumes need gone).
-    fn drop(&mut self) {
-        if docker::docker_available() {
-            docker::remove_labelled(&format!("{PROJECT_LABEL}={}", self.name), false);
-        }
+/// `toml` with `labels = LABELS` added to its `[project]` table, unless that table has
+/// `labels` already (or there is no `[project]` table: a test of bad input).
+pub fn with_project_labels(toml: &str, labels: &str) -> String {
+    let Some(start) = toml.find("[project]\n") else {
+        return toml.to_string();
+    };
+    let body_start = start + "[project]\n".len();
+    let body_end = toml[body_start..]
+        .find("\n[")
+        .map_or(toml.len(), |i| body_start + i + 1);
+    let has_labels = toml[body_start..body_end]
+        .lines()
+        .any(|l| l.trim_start().starts_with("labels"));
+    if has_labels {
+        return toml.to_string();
     }
+    format!(
+        "{}labels = {labels}\n{}",
+        &toml[..body_start],
+        &toml[body_start..]
+    )
 }
 
 /// The guard's labels as a TOML inline table, for a service's `labels`:
@@ -228,4 +250,22 @@ pub fn containers(filters: &[&str], format: &str) -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+#[test]
+fn project_labels_are_added_to_a_project_table_without_them() {
+    let labels = r#"{ "a" = "b" }"#;
+    assert_eq!(
+        with_project_labels(
+            "[project]\nname = \"x\"\n\n[service.web]\nimage = \"i:1\"\n",
+            labels
+        ),
+        "[project]\nlabels = { \"a\" = \"b\" }\nname = \"x\"\n\n[service.web]\nimage = \"i:1\"\n"
+    );
+    let own = "[project]\nname = \"x\"\nlabels = { c = \"d\" }\n";
+    assert_eq!(with_project_labels(own, labels), own);
+    assert_eq!(
+        with_project_labels("[service.web]\n", labels),
+        "[service.web]\n"
+    );
 }
