@@ -19,9 +19,13 @@
 //!
 //! Labels: everything a test creates carries `gantry.test-run=<run id>` (one id per test
 //! process) and `gantry.test-scope=<run id>-<n>` (one per guard). A guard's drop removes the
-//! containers, networks and volumes of its scope; the drop of the last live guard of the process also
-//! removes everything else carrying the run label, images included (the next
-//! `build_testapp_image_once` rebuilds them if a later test needs them). Resources of runs
+//! containers, networks and volumes of its scope, and those gantry made for the projects made
+//! with it (`project::Project::new` tells the guard; gantry labels what it creates with
+//! `dev.gantry.project=<name>`, and project names are unique in the process); the drop of the
+//! last live guard of the process also removes everything else carrying the run label, images
+//! included (the next
+//! `build_testapp_image_once`, `debian::debian_image` or `stack::stack_images` rebuilds them
+//! if a later test needs them). Resources of runs
 //! older than [`STALE_AFTER`] (killed test processes) are removed when the first guard of a
 //! process is created.
 #![allow(dead_code)]
@@ -124,9 +128,17 @@ pub fn docker_ok(args: &[&str]) -> String {
 static LIVE_GUARDS: Mutex<usize> = Mutex::new(0);
 static NEXT_SCOPE: Mutex<u64> = Mutex::new(0);
 
+/// How many [`DockerTestGuard`]s are alive in this process: builders of shared images
+/// (which the last guard's drop removes) check there is one.
+pub fn live_guards() -> usize {
+    *LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Removes, on drop (so also on panic), what a test created with its labels.
 pub struct DockerTestGuard {
     scope: String,
+    /// Projects whose gantry-made containers, networks and volumes go with this guard.
+    projects: Mutex<Vec<String>>,
     /// Released after the clean-up: an `alone` test waits for it (see `serial`).
     _turn: super::serial::Shared,
 }
@@ -143,7 +155,11 @@ impl DockerTestGuard {
             format!("{}-{}", run_id(), *n)
         };
         *LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        DockerTestGuard { scope, _turn: turn }
+        DockerTestGuard {
+            scope,
+            projects: Mutex::new(Vec::new()),
+            _turn: turn,
+        }
     }
 
     /// `gantry.test-scope=<scope>`.
@@ -162,6 +178,16 @@ impl DockerTestGuard {
             .into_iter()
             .flat_map(|l| ["--label".to_owned(), l])
             .collect()
+    }
+
+    /// Removes, on drop, what gantry made for `project` (label `dev.gantry.project=<project>`):
+    /// containers, networks and volumes, also those without the test labels (a project
+    /// network or volume gantry creates). `project::Project::new` calls it.
+    pub fn track_project(&self, project: &str) {
+        self.projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(project.to_owned());
     }
 
     /// `docker run -d <labels> OPTS IMAGE`; returns the container id.
@@ -187,6 +213,14 @@ impl Drop for DockerTestGuard {
             return;
         }
         remove_labelled(&self.scope_label(), false);
+        let projects =
+            std::mem::take(&mut *self.projects.lock().unwrap_or_else(|e| e.into_inner()));
+        for project in projects {
+            remove_labelled(
+                &format!("{}={project}", super::project::PROJECT_LABEL),
+                false,
+            );
+        }
         let mut live = LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner());
         *live -= 1;
         if *live == 0 {
@@ -198,7 +232,8 @@ impl Drop for DockerTestGuard {
 }
 
 /// Removes the containers, networks and volumes (and with `images`, the images) carrying
-/// `label`. Best effort: failures are reported on stderr, never panic (this runs in `Drop`).
+/// `label`.
+/// Best effort: failures are reported on stderr, never panic (this runs in `Drop`).
 pub fn remove_labelled(label: &str, images: bool) {
     let filter = format!("label={label}");
     let containers = ids(&["ps", "-aq", "--filter", &filter]);
@@ -246,7 +281,7 @@ fn remove(args: &[&str], ids: &[String]) {
     }
 }
 
-/// Removes containers, networks and images of test runs older than [`STALE_AFTER`], judged by
+/// Removes containers, networks, volumes and images of test runs older than [`STALE_AFTER`], judged by
 /// the timestamp in their run id (`gantry-test-<pid>-<nanos>`): what killed runs left behind.
 fn remove_stale_runs() {
     if !docker_available() {
@@ -318,7 +353,7 @@ pub fn build_testapp_image_once(tag: &str) -> String {
 /// per tag; each tag is a distinct image ID with the same binary).
 pub fn build_testapp_images_once(tags: &[&str]) -> Vec<String> {
     assert!(
-        *LIVE_GUARDS.lock().unwrap_or_else(|e| e.into_inner()) > 0,
+        live_guards() > 0,
         "create a DockerTestGuard before building the testapp image (it removes the image)"
     );
     let _build = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
