@@ -333,6 +333,17 @@ pub trait SwarmApi: Send + Sync {
     fn pinned_image<'a>(&'a self, reference: &'a str, image_id: &'a str) -> BoxFuture<'a, String>;
     /// The last output of a task container's health check, when it ran on this engine.
     fn health_output<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Option<String>>;
+    /// The scope of the network `name` (`swarm` for an overlay network services can join,
+    /// `local` for a bridge); `None` when there is no network of that name.
+    fn network_scope<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+    /// Creates the attachable overlay network `name` carrying `labels` unless it exists;
+    /// `Ok(true)` when it was created. A network of that name Swarm services cannot join
+    /// (a local bridge) is an error.
+    fn ensure_overlay<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<bool, String>>;
 }
 
 /// Runs a local command (preview checks, the command load balancer, nginx's check and

@@ -16,6 +16,7 @@ use super::report::Event;
 use super::{Run, StepError};
 use crate::drivers::probe;
 use crate::drivers::swarm::{self as driver, Progress};
+use crate::model::NetworkMode;
 use crate::plan::{ResourceChange, Spec, Step, StepOp};
 use crate::ports::{ContainerRuntime, Member, SwarmApi, labels};
 use crate::state::SwarmService;
@@ -43,6 +44,31 @@ fn manager<'r, R: ContainerRuntime>(
         .as_deref()
         .ok_or_else(|| format!("host `{host}` has no Swarm connection"))?;
     Ok((target, manager))
+}
+
+/// Checks the networks a Swarm service joins and creates the project's; says when it did.
+async fn networks<R: ContainerRuntime>(
+    run: &Run<'_, R>,
+    manager: &dyn SwarmApi,
+    host: &str,
+    spec: &crate::model::ServiceSpec,
+) -> Result<Option<String>, StepError> {
+    if spec.network_mode != NetworkMode::Project {
+        return Ok(None);
+    }
+    for name in &spec.networks {
+        driver::check_network(manager, host, name)
+            .await
+            .map_err(StepError::new)?;
+    }
+    let name = driver::network_name(run.env.project);
+    let mut net_labels = run.env.labels.clone();
+    net_labels.insert(labels::PROJECT.into(), run.env.project.into());
+    let created = manager
+        .ensure_overlay(&name, &net_labels)
+        .await
+        .map_err(|e| StepError::new(format!("host `{host}`: {e}")))?;
+    Ok(created.then(|| format!("created the overlay network {name}")))
 }
 
 /// Runs one Swarm step; `Ok(detail)` or `Err` with the reason and the log lines.
@@ -80,7 +106,7 @@ pub(super) async fn step<R: ContainerRuntime>(
                 .push((lb.clone(), vec![member]));
             Ok(Some(format!("lb.{lb} no longer sends to {left}")))
         }
-        StepOp::SwarmRemove => remove(run, service, &host).await,
+        StepOp::SwarmRemove => remove(run, service, change, &host).await,
         other => Err(StepError::new(format!("{other:?} is not a Swarm step"))),
     }
 }
@@ -134,6 +160,8 @@ async fn update<R: ContainerRuntime>(
     let image = manager.pinned_image(&spec.image, &image_id).await;
     let env = run.inputs.env.get(service).cloned().unwrap_or_default();
     let spec_hash = super::spec_hash(spec);
+    let network =
+        (spec.network_mode == NetworkMode::Project).then(|| driver::network_name(run.env.project));
     let swarm_spec = driver::service_spec(&driver::ServiceInput {
         name: &name,
         project: run.env.project,
@@ -146,11 +174,14 @@ async fn update<R: ContainerRuntime>(
         replicas,
         update,
         spec_hash: &spec_hash,
+        network: network.as_deref(),
+        project_labels: run.env.labels,
     });
     let template = driver::template_of(&swarm_spec)
         .unwrap_or_default()
         .to_string();
 
+    let created_network = networks(run, manager, host, spec).await?;
     let existing = manager.inspect(&name).await.map_err(StepError::new)?;
     let before = existing.as_ref().and_then(driver::update_started);
     let undo = Undo::Swarm {
@@ -203,7 +234,11 @@ async fn update<R: ContainerRuntime>(
         }
         let failure = match progress {
             Progress::Converged(words) => {
-                let published = spec.port.and_then(|p| driver::published_port(&svc, p));
+                // On the host's network the process listens on the node's port itself.
+                let published = match spec.network_mode {
+                    NetworkMode::Host => spec.port,
+                    _ => spec.port.and_then(|p| driver::published_port(&svc, p)),
+                };
                 run.st().swarm.insert(
                     service.to_string(),
                     SwarmService {
@@ -217,7 +252,8 @@ async fn update<R: ContainerRuntime>(
                 );
                 let _ = run.save();
                 return Ok(Some(format!(
-                    "{words}, {:.1}s; image {}{}",
+                    "{}{words}, {:.1}s; image {}{}",
+                    created_network.map_or(String::new(), |n| format!("{n}; ")),
                     started.elapsed().as_secs_f64(),
                     short(&image_id),
                     published.map_or(String::new(), |p| format!(
@@ -298,7 +334,12 @@ async fn warm_up<R: ContainerRuntime>(
         .map_err(|e| StepError::new(format!("{address}: {e}")))
 }
 
-async fn remove<R: ContainerRuntime>(run: &Run<'_, R>, service: &str, host: &str) -> StepResult {
+async fn remove<R: ContainerRuntime>(
+    run: &Run<'_, R>,
+    service: &str,
+    change: &ResourceChange,
+    host: &str,
+) -> StepResult {
     let (_, manager) = manager(run, host).map_err(StepError::new)?;
     let name = run
         .st()
@@ -320,6 +361,20 @@ async fn remove<R: ContainerRuntime>(run: &Run<'_, R>, service: &str, host: &str
             manager.remove(&name).await.map_err(StepError::new)?;
             format!("removed; Swarm stops its {running} task(s)")
         }
+    };
+    // Named volumes hold data: they outlive the service (on the nodes that ran its tasks).
+    let volumes: Vec<String> = match &change.before {
+        Some(Spec::Service(spec)) => spec
+            .volumes
+            .iter()
+            .filter_map(crate::model::Mount::volume)
+            .map(|v| driver::volume_name(run.env.project, v))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let detail = match volumes.as_slice() {
+        [] => detail,
+        names => format!("{detail}; keeps the volume(s) {}", names.join(", ")),
     };
     run.st().swarm.remove(service);
     Ok(Some(detail))

@@ -5,6 +5,7 @@
 //! same type. No I/O happens here; facts about files come in through [`FileFacts`].
 
 pub mod container;
+pub mod swarm;
 pub mod units;
 mod validate;
 

@@ -44,6 +44,8 @@ struct Inner {
     scripts: BTreeMap<String, FakeUpdate>,
     digests: BTreeMap<String, String>,
     health: BTreeMap<String, String>,
+    /// Networks: name -> (scope, labels).
+    networks: BTreeMap<String, (String, BTreeMap<String, String>)>,
     not_manager: bool,
     next: u64,
     calls: Vec<String>,
@@ -56,8 +58,13 @@ pub struct FakeSwarm {
 }
 
 impl FakeSwarm {
+    /// A manager with the engine's own local networks (`bridge`, `host`).
     pub fn new() -> Self {
-        Self::default()
+        let s = Self::default();
+        for n in ["bridge", "host"] {
+            s.add_network(n, "local");
+        }
+        s
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -84,6 +91,18 @@ impl FakeSwarm {
     /// Every call so far (`create NAME`, `update NAME v3`, `rollback NAME`, `remove NAME`).
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// A network of the manager (`scope`: `swarm` or `local`).
+    pub fn add_network(&self, name: &str, scope: &str) {
+        self.lock()
+            .networks
+            .insert(name.to_string(), (scope.to_string(), BTreeMap::new()));
+    }
+
+    /// The labels of network `name`, when it exists.
+    pub fn network_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.lock().networks.get(name).map(|(_, l)| l.clone())
     }
 
     /// Names of the services, sorted.
@@ -393,6 +412,33 @@ impl SwarmApi for FakeSwarm {
 
     fn health_output<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move { self.lock().health.get(container).cloned() })
+    }
+
+    fn network_scope<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move { Ok(self.lock().networks.get(name).map(|(s, _)| s.clone())) })
+    }
+
+    fn ensure_overlay<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            match inner.networks.get(name) {
+                Some((scope, _)) if scope == "swarm" => Ok(false),
+                Some((scope, _)) => Err(format!(
+                    "network {name} exists with scope `{scope}`: Swarm services join swarm-scoped (overlay) networks only"
+                )),
+                None => {
+                    inner.calls.push(format!("create network {name}"));
+                    inner
+                        .networks
+                        .insert(name.to_string(), ("swarm".to_string(), labels.clone()));
+                    Ok(true)
+                }
+            }
+        })
     }
 }
 

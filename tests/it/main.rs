@@ -16,6 +16,7 @@ mod cli;
 mod conformance;
 mod crash_safety;
 mod docs;
+mod engine_restart;
 mod examples;
 mod lb_haproxy;
 mod lb_nginx;

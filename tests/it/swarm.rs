@@ -8,7 +8,11 @@
 //!   gantry exits 3 (failed, previous revision restored), Swarm says `rollback_completed` and
 //!   the tasks run v1 again (what docker-stack-wait is for: `docker stack deploy` exits 0);
 //! - a failure later in the same apply: the update that had completed is rolled back by
-//!   Swarm at gantry's request (the journalled undo).
+//!   Swarm at gantry's request (the journalled undo);
+//! - the container options of a service (volumes, restart, health command, user, read-only
+//!   root with tmpfs, capabilities, sysctls, ulimits, ...) reach the Swarm spec and the task
+//!   containers, on the project's overlay network that gantry creates with its labels; a
+//!   service on the host's network beside it.
 //!
 //! Skipped (with a `SKIPPED:` line) where a second dockerd cannot run; fails under CI=true.
 
@@ -390,4 +394,464 @@ rollout = {{ batch = 2, order = "start-first" }}
     assert_eq!(state["revision"], 1);
     assert_eq!(state["swarm"]["web"]["image_id"], v1_id.as_str());
     assert_eq!(state["swarm"]["api"]["image_id"], v1_id.as_str());
+}
+
+/// `docker ... inspect --format '{{json X}}'` on the swarm engine, parsed.
+fn inspect_json(swarm: &SwarmEngine, args: &[&str]) -> serde_json::Value {
+    let out = swarm.docker_ok(args);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// The running task containers of a service, on the (single) swarm node.
+fn task_containers(swarm: &SwarmEngine, service: &str) -> Vec<String> {
+    swarm
+        .docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn swarm_container_options_reach_the_service_spec_on_the_project_overlay_network() {
+    let Some(swarm) = swarm_engine::require_swarm_engine("swarm_container_options") else {
+        return;
+    };
+    let guard = DockerTestGuard::new();
+    let [(v1, v1_id), _] = images(&swarm);
+    let p = OnSwarm::new(&guard);
+    let (udp, tcp, agent_port) = (
+        docker::free_port(),
+        docker::free_port(),
+        docker::free_port(),
+    );
+    let write = |cap_add: &str, restart: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[[host]]
+name = "manager"
+docker = "{socket}"
+
+[service.web]
+runtime = "swarm"
+image = "gantry-testapp:{v1}"
+replicas = 2
+env = {{ VERSION = "{v1}" }}
+stop_grace_period = "2s"
+volumes = ["data:/data", "/etc:/host-etc:ro"]
+restart = "{restart}"
+health = {{ command = ["/testapp", "--healthcheck"], interval = "1s", timeout = "2s", retries = 2 }}
+user = "1000:1000"
+working_dir = "/data"
+read_only = true
+tmpfs = ["/tmp:size=16m,mode=1777"]
+shm_size = "32m"
+init = true
+cap_drop = ["ALL"]
+cap_add = [{cap_add}]
+sysctls = {{ "net.core.somaxconn" = 1024 }}
+ulimits = {{ nofile = {{ soft = 1000, hard = 2000 }} }}
+extra_hosts = ["metadata:169.254.169.254"]
+publish = ["{udp}:8125/udp", "{tcp}:8080"]
+
+[service.agent]
+runtime = "swarm"
+image = "gantry-testapp:{v1}"
+env = {{ PORT = "{agent_port}" }}
+network_mode = "host"
+stop_grace_period = "1s"
+health = {{ command = ["/testapp", "--healthcheck"], interval = "1s", timeout = "2s", retries = 2 }}
+"#,
+            name = p.name,
+            socket = swarm.socket,
+        ));
+    };
+    // An external network the manager lacks: pre-flight says so, nothing is created.
+    write("", "on-failure:5");
+    let toml = p.toml().replace(
+        "restart = \"on-failure:5\"",
+        "restart = \"on-failure:5\"\nnetworks = [\"no-such-net\"]",
+    );
+    p.write_toml(&toml);
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("host `manager` has no network `no-such-net`")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    // (Other tests share the swarm engine: this project's names only.)
+    for name in [p.service(), format!("{}_agent", p.name)] {
+        assert!(
+            !swarm
+                .docker(&["service", "inspect", &name])
+                .status
+                .success(),
+            "{name} was not created"
+        );
+    }
+    assert!(
+        !swarm
+            .docker(&["network", "inspect", &format!("{}_default", p.name)])
+            .status
+            .success(),
+        "no network created"
+    );
+
+    write("", "on-failure:5");
+    let started = Instant::now();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "create: {}", explain(&o));
+    eprintln!(
+        "create (2 swarm services, options): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let service = p.service();
+    assert_eq!(running_images(&swarm, &service), vec![v1_id.clone(); 2]);
+
+    // The project's overlay network, created by gantry with the project's labels.
+    let net_name = format!("{}_default", p.name);
+    let net = inspect_json(
+        &swarm,
+        &["network", "inspect", "--format", "{{json .}}", &net_name],
+    );
+    assert_eq!(net["Driver"], "overlay", "{net}");
+    assert_eq!(net["Scope"], "swarm");
+    assert_eq!(net["Attachable"], true);
+    assert_eq!(net["Labels"]["dev.gantry.project"], p.name.as_str());
+    for label in guard.labels() {
+        let (k, v) = label.split_once('=').unwrap();
+        assert_eq!(net["Labels"][k], v, "network label {k}");
+    }
+
+    // What the manager holds, field by field.
+    let spec = inspect_json(
+        &swarm,
+        &["service", "inspect", "--format", "{{json .Spec}}", &service],
+    );
+    let t = &spec["TaskTemplate"];
+    let c = &t["ContainerSpec"];
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["Dir"], "/data");
+    assert_eq!(c["ReadOnly"], true);
+    assert_eq!(c["Init"], true);
+    assert_eq!(c["CapabilityDrop"], serde_json::json!(["ALL"]));
+    assert!(c.get("CapabilityAdd").is_none(), "{c}");
+    assert_eq!(c["Sysctls"]["net.core.somaxconn"], "1024");
+    assert_eq!(
+        c["Ulimits"],
+        serde_json::json!([{"Name": "nofile", "Soft": 1000, "Hard": 2000}])
+    );
+    assert_eq!(c["Hosts"], serde_json::json!(["169.254.169.254 metadata"]));
+    // Docker's own JSON says `Healthcheck` (bollard writes `HealthCheck`; Go reads either).
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "/testapp", "--healthcheck"])
+    );
+    let mounts = c["Mounts"].as_array().expect("mounts");
+    let volume = format!("{}_data", p.name);
+    assert_eq!(mounts[0]["Type"], "volume");
+    assert_eq!(mounts[0]["Source"], volume.as_str());
+    assert_eq!(mounts[0]["Target"], "/data");
+    assert_eq!(mounts[1]["Type"], "bind");
+    assert_eq!(mounts[1]["ReadOnly"], true);
+    assert_eq!(mounts[2]["Type"], "tmpfs");
+    assert_eq!(mounts[2]["TmpfsOptions"]["SizeBytes"], 16 * 1024 * 1024);
+    assert_eq!(mounts[2]["TmpfsOptions"]["Mode"], 0o1777);
+    assert_eq!(mounts[3]["Target"], "/dev/shm");
+    assert_eq!(mounts[3]["TmpfsOptions"]["SizeBytes"], 32 * 1024 * 1024);
+    assert_eq!(
+        t["RestartPolicy"]["Condition"], "on-failure",
+        "{}",
+        t["RestartPolicy"]
+    );
+    assert_eq!(t["RestartPolicy"]["MaxAttempts"], 5);
+    // Swarm records the network by ID; the service's name is its alias there.
+    assert_eq!(t["Networks"][0]["Target"], net["Id"]);
+    assert_eq!(t["Networks"][0]["Aliases"], serde_json::json!(["web"]));
+    let ports = &spec["EndpointSpec"]["Ports"];
+    assert_eq!(ports[0]["Protocol"], "udp");
+    assert_eq!(ports[0]["PublishedPort"], udp);
+    assert_eq!(ports[0]["TargetPort"], 8125);
+    assert_eq!(ports[0]["PublishMode"], "ingress");
+    assert_eq!(ports[1]["Protocol"], "tcp");
+    assert_eq!(ports[1]["PublishedPort"], tcp);
+
+    // What the task containers run with: the engine applied the spec.
+    let containers = task_containers(&swarm, &service);
+    assert_eq!(containers.len(), 2, "{containers:?}");
+    for id in &containers {
+        let c = inspect_json(&swarm, &["inspect", "--format", "{{json .}}", id]);
+        let hc = &c["HostConfig"];
+        assert_eq!(c["Config"]["User"], "1000:1000");
+        assert_eq!(c["Config"]["WorkingDir"], "/data");
+        assert_eq!(hc["ReadonlyRootfs"], true);
+        assert_eq!(hc["Init"], true);
+        assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(hc["Sysctls"]["net.core.somaxconn"], "1024");
+        assert_eq!(
+            hc["ExtraHosts"],
+            serde_json::json!(["metadata:169.254.169.254"])
+        );
+        assert_eq!(c["State"]["Health"]["Status"], "healthy", "{}", c["State"]);
+        let on_net = &c["NetworkSettings"]["Networks"][&net_name];
+        assert_eq!(on_net["NetworkID"], net["Id"], "attached to {net_name}");
+        let mounted: Vec<&str> = c["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        assert_eq!(mounted, [volume.as_str()], "the named volume");
+    }
+    // `web` resolves, on the project network, to the service's virtual IP there: asked of
+    // Docker's embedded DNS from inside a task (its network namespace; the image has no
+    // resolver of its own).
+    let vips = inspect_json(
+        &swarm,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Endpoint.VirtualIPs}}",
+            &service,
+        ],
+    );
+    let vip = vips
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["NetworkID"] == net["Id"])
+        .and_then(|v| v["Addr"].as_str())
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("a virtual IP on {net_name}: {vips}"))
+        .to_string();
+    let pid: u32 = swarm
+        .docker_ok(&["inspect", "--format", "{{.State.Pid}}", &containers[0]])
+        .trim()
+        .parse()
+        .unwrap();
+    let answers = resolve_in_netns(pid, "web").expect("ask the embedded DNS");
+    assert_eq!(
+        answers,
+        [vip.parse::<std::net::Ipv4Addr>().unwrap()],
+        "web resolves to its VIP"
+    );
+    // Swarm created the volume on the node with gantry's labels.
+    let vol = inspect_json(
+        &swarm,
+        &["volume", "inspect", "--format", "{{json .}}", &volume],
+    );
+    assert_eq!(vol["Labels"]["dev.gantry.project"], p.name.as_str());
+    for label in guard.labels() {
+        let (k, v) = label.split_once('=').unwrap();
+        assert_eq!(vol["Labels"][k], v, "volume label {k}");
+    }
+
+    // The host network: no network of the project, no published port.
+    let agent = format!("{}_agent", p.name);
+    let spec = inspect_json(
+        &swarm,
+        &["service", "inspect", "--format", "{{json .Spec}}", &agent],
+    );
+    let attached = spec["TaskTemplate"]["Networks"]
+        .as_array()
+        .expect("networks");
+    assert_eq!(attached.len(), 1, "the host network only: {attached:?}");
+    assert!(
+        spec.get("EndpointSpec")
+            .is_none_or(|e| e.get("Ports").is_none()),
+        "{spec}"
+    );
+    let agent_tasks = task_containers(&swarm, &agent);
+    assert_eq!(agent_tasks.len(), 1);
+    let mode = swarm.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}}",
+        &agent_tasks[0],
+    ]);
+    assert_eq!(mode.trim(), "host");
+
+    // A change of options: the plan names them, one Swarm update applies them.
+    write("\"NET_BIND_SERVICE\"", "always");
+    let o = p.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 2, "{}", explain(&o));
+    let plan = String::from_utf8_lossy(&o.stdout);
+    for expected in [
+        "restart",
+        "cap_add",
+        "NET_BIND_SERVICE",
+        "swarm service update",
+    ] {
+        assert!(
+            plan.contains(expected),
+            "the plan shows {expected}:\n{plan}"
+        );
+    }
+    let started = Instant::now();
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "update: {}", explain(&o));
+    eprintln!(
+        "options update (2 replicas, one Swarm update): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(update_state(&swarm, &service), "completed");
+    let spec = inspect_json(
+        &swarm,
+        &["service", "inspect", "--format", "{{json .Spec}}", &service],
+    );
+    let t = &spec["TaskTemplate"];
+    assert_eq!(t["RestartPolicy"]["Condition"], "any");
+    assert!(
+        t["RestartPolicy"].get("MaxAttempts").is_none_or(|m| m == 0),
+        "{}",
+        t["RestartPolicy"]
+    );
+    assert_eq!(
+        t["ContainerSpec"]["CapabilityAdd"],
+        serde_json::json!(["CAP_NET_BIND_SERVICE"])
+    );
+
+    // Destroy: the services go; the volume (data) and the network stay, labelled, for the
+    // next deploy (the swarm engine is removed at the end of the tests, with them).
+    p.write_toml(&format!(
+        "[project]\nname = \"{}\"\n\n[[host]]\nname = \"manager\"\ndocker = \"{}\"\n",
+        p.name, swarm.socket
+    ));
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "destroy: {}", explain(&o));
+    let said = explain(&o);
+    assert!(
+        said.contains(&format!("keeps the volume(s) {volume}")),
+        "{said}"
+    );
+    for s in [&service, &agent] {
+        assert!(
+            !swarm.docker(&["service", "inspect", s]).status.success(),
+            "{s} removed"
+        );
+    }
+    assert!(
+        swarm
+            .docker(&["volume", "inspect", &volume])
+            .status
+            .success()
+    );
+    assert!(
+        swarm
+            .docker(&["network", "inspect", &net_name])
+            .status
+            .success()
+    );
+}
+
+/// The A records of `name`, from Docker's embedded DNS server (127.0.0.11) as seen from the
+/// network namespace of process `pid` (a task container's): this test binary, run there by
+/// `nsenter`, asks it (see [`swarm_dns_query_helper`]); the image has no resolver of its own.
+fn resolve_in_netns(pid: u32, name: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.args(["-t", &pid.to_string(), "-n", "--"])
+        .arg(exe)
+        .args([
+            "swarm::swarm_dns_query_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GANTRY_DNS_QUERY", name);
+    let o = crate::support::process::run_with_timeout(cmd, Duration::from_secs(30))?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("GANTRY_DNS ").map(|(_, rest)| rest))
+        .ok_or_else(|| {
+            format!(
+                "no answer from the helper: {out}{}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })?;
+    match line.strip_prefix("answer") {
+        Some(ips) => ips
+            .split_whitespace()
+            .map(|ip| ip.parse().map_err(|e| format!("{ip}: {e}")))
+            .collect(),
+        None => Err(line.to_string()),
+    }
+}
+
+/// Not a test of its own: run by [`resolve_in_netns`] inside a task's network namespace,
+/// with `GANTRY_DNS_QUERY=NAME`, it asks 127.0.0.11 for NAME's A records and prints
+/// `GANTRY_DNS answer IP...` (or `GANTRY_DNS error ...`). Without the variable: nothing.
+#[test]
+fn swarm_dns_query_helper() {
+    let Ok(name) = std::env::var("GANTRY_DNS_QUERY") else {
+        return;
+    };
+    match dns_query(&name) {
+        Ok(ips) => {
+            let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
+            println!("GANTRY_DNS answer {}", ips.join(" "));
+        }
+        Err(e) => println!("GANTRY_DNS error {e}"),
+    }
+}
+
+/// One DNS query (type A) to 127.0.0.11:53, the A records of the answer.
+fn dns_query(name: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]); // root, type A, class IN
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    socket
+        .send_to(&query, "127.0.0.11:53")
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    let n = socket
+        .recv(&mut buf)
+        .map_err(|e| format!("no answer: {e}"))?;
+    let r = &buf[..n];
+    if r.len() < 12 || r[3] & 0x0f != 0 {
+        return Err(format!("DNS error answer: {r:?}"));
+    }
+    let answers = u16::from_be_bytes([r[6], r[7]]);
+    // Skip the question (as sent), then read each answer: name (a pointer, or labels), type,
+    // class, TTL, length, data.
+    let mut i = query.len();
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        if r.get(i).is_some_and(|b| b & 0xc0 == 0xc0) {
+            i += 2;
+        } else {
+            while r.get(i).is_some_and(|b| *b != 0) {
+                i += 1 + r[i] as usize;
+            }
+            i += 1;
+        }
+        if i + 10 > r.len() {
+            return Err(format!("a truncated answer: {r:?}"));
+        }
+        let field = |at: usize| u16::from_be_bytes([r[at], r[at + 1]]);
+        let (typ, len) = (field(i), field(i + 8) as usize);
+        i += 10;
+        if typ == 1 && len == 4 && i + 4 <= r.len() {
+            out.push(std::net::Ipv4Addr::new(r[i], r[i + 1], r[i + 2], r[i + 3]));
+        }
+        i += len;
+    }
+    Ok(out)
 }

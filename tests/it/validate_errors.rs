@@ -1062,3 +1062,89 @@ networks = ["shared-logging", "shop"]
     );
     assert_has(&d, "joins the project's network already");
 }
+
+// ---------------------------------------------------------------------------------------
+// Container options a Swarm service spec has no field for (model/validate/swarm.rs)
+
+#[test]
+fn swarm_services_refuse_the_container_options_the_service_api_lacks() {
+    let source = r#"[project]
+name = "shop"
+
+[service.agent]
+runtime = "swarm"
+image = "agent:7.52.0"
+privileged = true
+devices = ["/dev/fuse"]
+pid = "host"
+entrypoint = []
+publish = ["127.0.0.1:8126:8126", "8125:8125/udp"]
+tmpfs = ["/run:uid=1000"]
+
+[service.worker]
+runtime = "swarm"
+image = "worker:1.0"
+network_mode = "none"
+shm_size = "64m"
+tmpfs = ["/dev/shm"]
+"#;
+    let f = "gantry.toml";
+    let out = validate_source(f, source);
+    out.assert_rejected(8);
+    // A plain boolean has no span of its own: the service's table is where it is.
+    let d = out.diagnostic(f, 4, 10, "whose service spec has no privileged mode");
+    assert_has(&d, "cap_add");
+    assert_has(&d, "runtime = \"container\"");
+    let d = out.diagnostic(f, 8, 12, "whose service spec has no host devices");
+    assert_has(&d, "remove `devices`");
+    out.diagnostic(f, 9, 7, "whose service spec has no PID namespace setting");
+    let d = out.diagnostic(f, 4, 10, "cannot clear the image's ENTRYPOINT");
+    assert_has(&d, "entrypoint = [\"/app/server\"]");
+    let d = out.diagnostic(f, 11, 12, "it cannot bind `127.0.0.1` only");
+    assert_has(&d, "write \"8126:8126\"");
+    let d = out.diagnostic(
+        f,
+        12,
+        10,
+        "take `size=`, `mode=` and `ro` only, not `uid=1000`",
+    );
+    assert_has(&d, "/run:size=64m,mode=1777");
+    let d = out.diagnostic(f, 17, 16, "which has no `none` network for services");
+    assert_has(&d, "network_mode = \"host\"");
+    out.diagnostic(f, 18, 12, "mounts something else at /dev/shm");
+}
+
+#[test]
+fn a_swarm_service_with_the_options_swarm_has_is_valid() {
+    let source = r#"[project]
+name = "shop"
+
+[service.redis]
+runtime = "swarm"
+image = "registry.example/redis:7.2"
+entrypoint = ["redis-server"]
+command = ["--appendonly", "yes"]
+user = "999:999"
+working_dir = "/data"
+volumes = ["cache-data:/data", "/etc/ssl:/etc/ssl:ro"]
+tmpfs = ["/tmp:size=16m,mode=1777", "/run"]
+shm_size = "64m"
+restart = "on-failure:3"
+read_only = true
+init = true
+cap_add = ["NET_ADMIN"]
+cap_drop = ["ALL"]
+sysctls = { "net.core.somaxconn" = 1024 }
+ulimits = { nofile = { soft = 1000, hard = 2000 } }
+extra_hosts = ["metadata:169.254.169.254"]
+publish = ["6379:6379", "8125:8125/udp"]
+networks = ["shared"]
+health = { command = ["redis-cli", "ping"] }
+
+[service.agent]
+runtime = "swarm"
+image = "registry.example/agent:7.52.0"
+network_mode = "host"
+"#;
+    validate_source("gantry.toml", source).assert_valid();
+}

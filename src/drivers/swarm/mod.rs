@@ -17,7 +17,7 @@ mod progress;
 mod spec;
 
 pub use progress::{Progress, failed_tasks, progress, update_started, update_state};
-pub use spec::{ServiceInput, TEMPLATE_LABEL, service_spec, template_of};
+pub use spec::{ServiceInput, TEMPLATE_LABEL, service_spec, template_of, volume_name};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -172,6 +172,78 @@ impl SwarmManager {
     }
 }
 
+impl SwarmManager {
+    pub async fn network_scope(&self, name: &str) -> Result<Option<String>, String> {
+        match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            // The engine also matches an ID prefix: only the exact name counts.
+            Ok(n) if n.name.as_deref() == Some(name) => Ok(Some(n.scope.unwrap_or_default())),
+            Ok(_) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(format!("inspect network {name}: {e}")),
+        }
+    }
+
+    pub async fn ensure_overlay(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool, String> {
+        match self.network_scope(name).await? {
+            Some(scope) if scope == "swarm" => return Ok(false),
+            Some(scope) => {
+                return Err(format!(
+                    "network {name} exists with scope `{scope}`: Swarm services join swarm-scoped (overlay) networks only; remove it (`docker network rm {name}`) and gantry creates the overlay network"
+                ));
+            }
+            None => {}
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("overlay".to_string()),
+            // Containers (`docker run --network`, gantry's own) may join it too.
+            attachable: Some(true),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(true),
+            // Created meanwhile by another service of the run (409 Conflict): it is there.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(false),
+            Err(e) => Err(format!("create overlay network {name}: {e}")),
+        }
+    }
+}
+
+/// The project's overlay network on the Swarm, `<project>_default` as `docker stack deploy`
+/// names a stack's (the bridge network of the project's containers is `<project>`; a manager
+/// may run both). Every Swarm service of the project joins it with its name as DNS alias.
+pub fn network_name(project: &str) -> String {
+    format!("{project}_default")
+}
+
+/// `Ok(())` when the network `name` exists on the manager and Swarm services can join it;
+/// else what is wrong, naming the host, and what to do.
+pub async fn check_network(manager: &dyn SwarmApi, host: &str, name: &str) -> Result<(), String> {
+    match manager.network_scope(name).await? {
+        Some(scope) if scope == "swarm" => Ok(()),
+        Some(scope) => Err(format!(
+            "network `{name}` on host `{host}` has scope `{scope}`: a Swarm service joins swarm-scoped networks only; create it with `docker network create --driver overlay --attachable {name}`"
+        )),
+        None => Err(format!(
+            "host `{host}` has no network `{name}`; create it with `docker network create --driver overlay --attachable {name}`, or remove it from `networks`"
+        )),
+    }
+}
+
 /// `registry.example/app` of `registry.example/app:tag` (a port is not a tag).
 fn repository_of(reference: &str) -> &str {
     let without_digest = reference.split('@').next().unwrap_or(reference);
@@ -264,6 +336,18 @@ impl SwarmApi for SwarmManager {
 
     fn health_output<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(SwarmManager::health_output(self, container))
+    }
+
+    fn network_scope<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(SwarmManager::network_scope(self, name))
+    }
+
+    fn ensure_overlay<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(SwarmManager::ensure_overlay(self, name, labels))
     }
 }
 

@@ -25,6 +25,7 @@ mod hosts;
 mod lb;
 mod rollout;
 mod service;
+mod swarm;
 
 /// What validation needs to know about files named by the config. The real implementation
 /// reads them (ops layer); tests pass a table.

@@ -450,7 +450,8 @@ impl Validator<'_> {
     }
 
     /// What a Swarm service cannot do: run on several managers, probe its replicas from the
-    /// host, or release blue-green.
+    /// host, release blue-green, or take a container option its spec has no field for
+    /// (`swarm_options`).
     pub(super) fn swarm(
         &mut self,
         ctx: &ServiceCtx<'_>,
@@ -487,6 +488,7 @@ impl Validator<'_> {
                 .help("use `command`, e.g. `command = [\"/app\", \"--healthcheck\"]` (exit 0 = healthy); Swarm replaces a replica only once its successor is healthy"),
             );
         }
+        self.swarm_options(ctx, t);
         if rollout.strategy == Strategy::BlueGreen
             && let Some(s) = t.rollout.as_ref().and_then(|r| r.strategy.as_ref())
         {

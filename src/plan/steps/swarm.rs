@@ -284,6 +284,26 @@ leave = ["true"]
     }
 
     #[test]
+    fn a_container_option_change_is_one_swarm_update_and_the_plan_shows_it() {
+        let before = spec();
+        let after = ServiceSpec {
+            volumes: vec!["data:/data".parse().unwrap()],
+            cap_drop: vec!["ALL".into()],
+            read_only: true,
+            restart: crate::model::Restart::OnFailure(Some(3)),
+            ..before.clone()
+        };
+        let steps = change(&before, &after, &["front".into()], &["front".into()]);
+        assert_eq!(ops(&steps).len(), 1);
+        assert!(ops(&steps)[0].starts_with("swarm service update"));
+        let paths: Vec<String> = crate::plan::diff::service_attributes(&before, &after)
+            .into_iter()
+            .map(|a| a.path)
+            .collect();
+        assert_eq!(paths, ["volumes", "restart", "cap_drop", "read_only"]);
+    }
+
+    #[test]
     fn lb_membership_alone_needs_no_swarm_update() {
         let before = spec();
         let after = ServiceSpec {

@@ -2,7 +2,8 @@
 //! by name and by ID with the spec gantry set (labels, template digest) and converges; an
 //! update at the current version converges to the new template, one at an outdated version
 //! is refused; a rollback puts the previous spec back and says `rollback_completed` in a
-//! new update status; a removed service is gone, and removing it again is fine.
+//! new update status; a removed service is gone, and removing it again is fine. An overlay
+//! network is created once and has scope `swarm`; the engine's `bridge` has scope `local`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,6 +51,8 @@ fn spec(f: &SwarmFixture<'_>, revision: u64, version: &str) -> SwarmSpec {
         replicas: 1,
         update: &update,
         spec_hash: "conformance",
+        network: None,
+        project_labels: &BTreeMap::new(),
     })
 }
 
@@ -164,4 +167,24 @@ pub async fn swarm_api(api: &dyn SwarmApi, f: &SwarmFixture<'_>) {
     api.remove(f.name)
         .await
         .expect("removing what is gone is fine");
+
+    // Networks: an overlay network is created once, with its labels; a local one (the
+    // engine's `bridge`) is not one a service can join.
+    let net = format!("{}_net", f.name);
+    assert_eq!(api.network_scope(&net).await.expect("scope"), None);
+    assert!(api.ensure_overlay(&net, &f.labels).await.expect("create"));
+    assert!(!api.ensure_overlay(&net, &f.labels).await.expect("exists"));
+    assert_eq!(
+        api.network_scope(&net).await.expect("scope").as_deref(),
+        Some("swarm")
+    );
+    assert_eq!(
+        api.network_scope("bridge").await.expect("scope").as_deref(),
+        Some("local")
+    );
+    let err = api
+        .ensure_overlay("bridge", &f.labels)
+        .await
+        .expect_err("a local network is not an overlay network");
+    assert!(err.contains("scope `local`"), "{err}");
 }

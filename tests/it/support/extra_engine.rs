@@ -8,6 +8,8 @@
 //! [`Arc`] handed out stops it, deletes its bridges and removes its directory (so tests that
 //! run one after the other each start their own, a few seconds each). Engines of killed test
 //! processes are reaped when the next process starts one of the same kind: see [`reap_stale`].
+//! A test that disturbs its engine (restarts it: [`ExtraEngine::restart`]) takes one of its
+//! own instead, with [`private`] (see `private_engine`).
 //!
 //! How it runs beside the main engine without fighting it:
 //! - `--config-file <dir>/daemon.json` holding `{}`: `/etc/docker/daemon.json` belongs to the
@@ -61,7 +63,8 @@ pub struct Kind {
     pub tests: &'static str,
 }
 
-/// A running extra `dockerd`. Stopped, with its bridges and directory removed, on drop.
+/// A running extra `dockerd`. Stopped, with its networks, bridges and directory removed, on
+/// drop.
 pub struct ExtraEngine {
     pub kind: &'static Kind,
     /// Everything of this engine lives here.
@@ -76,6 +79,8 @@ pub struct ExtraEngine {
     pub more_bridges: Vec<String>,
     /// Where the search for free subnets starts.
     seed: u32,
+    /// `dockerd`'s arguments, for [`Self::restart`].
+    args: Vec<String>,
     child: Mutex<Child>,
 }
 
@@ -123,11 +128,7 @@ pub fn shared<T>(
     current: &Mutex<Weak<T>>,
     start: impl FnOnce() -> T,
 ) -> Option<Arc<T>> {
-    if let Some(why) = unavailable_reason(kind) {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: {why}, and CI=true: {} must run in CI", kind.tests);
-        }
-        let _ = writeln!(std::io::stdout(), "SKIPPED: {test}: {why}");
+    if !can_run(kind, test) {
         return None;
     }
     // Held while starting: parallel tests wait for the one engine instead of starting theirs.
@@ -135,17 +136,44 @@ pub fn shared<T>(
     if let Some(engine) = current.upgrade() {
         return Some(engine);
     }
-    static REAPED: Mutex<Vec<&str>> = Mutex::new(Vec::new());
-    {
-        let mut reaped = REAPED.lock().unwrap_or_else(|e| e.into_inner());
-        if !reaped.contains(&kind.dir_prefix) {
-            reaped.push(kind.dir_prefix);
-            reap_stale(kind);
-        }
-    }
+    reap_stale_once(kind);
     let engine = Arc::new(start());
     *current = Arc::downgrade(&engine);
     Some(engine)
+}
+
+/// An engine of `kind` for the calling test alone, started with `start` (for a test that
+/// disturbs its engine, e.g. restarts it: a shared one would disturb the tests sharing it).
+/// Skipped, or panicking under `CI=true`, like [`shared`].
+pub fn private<T>(kind: &Kind, test: &str, start: impl FnOnce() -> T) -> Option<T> {
+    if !can_run(kind, test) {
+        return None;
+    }
+    reap_stale_once(kind);
+    Some(start())
+}
+
+/// Whether an engine of `kind` can run here; if not, prints `SKIPPED: <test>: <why>`, or
+/// panics under `CI=true`: CI must fail, not skip.
+fn can_run(kind: &Kind, test: &str) -> bool {
+    let Some(why) = unavailable_reason(kind) else {
+        return true;
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {why}, and CI=true: {} must run in CI", kind.tests);
+    }
+    let _ = writeln!(std::io::stdout(), "SKIPPED: {test}: {why}");
+    false
+}
+
+/// [`reap_stale`] for `kind`, the first time this process starts an engine of that kind.
+fn reap_stale_once(kind: &Kind) {
+    static REAPED: Mutex<Vec<&str>> = Mutex::new(Vec::new());
+    let mut reaped = REAPED.lock().unwrap_or_else(|e| e.into_inner());
+    if !reaped.contains(&kind.dir_prefix) {
+        reaped.push(kind.dir_prefix);
+        reap_stale(kind);
+    }
 }
 
 impl ExtraEngine {
@@ -201,14 +229,7 @@ impl ExtraEngine {
             "--storage-driver=vfs".into(),
         ];
         args.extend(more_args);
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run dockerd {}: {e}", args.join(" ")));
+        let child = spawn_dockerd(&dir, &args);
         let engine = ExtraEngine {
             kind,
             dir,
@@ -217,10 +238,11 @@ impl ExtraEngine {
             bridge_cidr,
             more_bridges,
             seed,
+            args,
             child: Mutex::new(child),
         };
         let started = Instant::now();
-        engine.wait_until_up(&args);
+        engine.wait_until_up();
         eprintln!(
             "{what} engine up in {:.1}s: {}, bridge {} {}",
             started.elapsed().as_secs_f64(),
@@ -233,11 +255,17 @@ impl ExtraEngine {
 
     /// Waits for the unix socket. Panics with the engine's log if it exits or does not answer
     /// in time (the drop of `self` then cleans up).
-    fn wait_until_up(&self, args: &[String]) {
+    fn wait_until_up(&self) {
         let what = self.kind.what;
+        let args = &self.args;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+            let exited = self
+                .child
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_wait();
+            if let Ok(Some(status)) = exited {
                 panic!(
                     "the {what} dockerd exited ({status}) right after `dockerd {}`:\n{}",
                     args.join(" "),
@@ -259,6 +287,53 @@ impl ExtraEngine {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Restarts the engine as a reboot would: `SIGTERM` to `dockerd` (it stops its
+    /// containers, their `docker-proxy` and its containerd), waits until all of that has
+    /// exited, then starts `dockerd` again with the same arguments (data root, socket,
+    /// bridge) and waits until it answers. Containers then come back, or not, as their
+    /// restart policies say. Panics, with the engine's log, when it does not stop in time
+    /// (it is then killed) or does not come back; the drop still cleans up. Returns how long
+    /// the engine was down.
+    pub fn restart(&self) -> Duration {
+        let what = self.kind.what;
+        let started = Instant::now();
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = child.id();
+        // Its own processes that do not name its directory: the userland proxies.
+        let mut engine_processes = children_of(pid);
+        let graceful = stop_dockerd(&mut child, what);
+        engine_processes.extend(processes_under(&self.dir).into_iter().map(|(p, _)| p));
+        let lingering: Vec<u32> = engine_processes
+            .into_iter()
+            .filter(|p| !wait_gone(*p, STOP_TIMEOUT))
+            .collect();
+        for p in &lingering {
+            kill_hard(*p);
+        }
+        if !graceful || !lingering.is_empty() {
+            drop(child);
+            panic!(
+                "restart of the {what} engine: dockerd {} and these processes of it {lingering:?} did not stop on SIGTERM within {STOP_TIMEOUT:?} (killed)\n{}",
+                if graceful { "stopped" } else { "did not stop" },
+                self.log_tail(40)
+            );
+        }
+        let down_at = Instant::now();
+        eprintln!(
+            "{what} engine stopped in {:.1}s; starting it again",
+            started.elapsed().as_secs_f64()
+        );
+        *child = spawn_dockerd(&self.dir, &self.args);
+        drop(child);
+        self.wait_until_up();
+        eprintln!(
+            "{what} engine up again in {:.1}s: {}",
+            down_at.elapsed().as_secs_f64(),
+            self.socket
+        );
+        down_at.elapsed()
     }
 
     /// `docker -H <unix socket> ARGS`, whatever its status.
@@ -340,16 +415,12 @@ impl Drop for ExtraEngine {
             args.extend(ids);
             let _ = self.docker(&args);
         }
+        // The networks made on it (gantry's project networks): their bridges are kernel
+        // devices, which a stopped engine leaves behind.
+        let _ = self.docker(&["network", "prune", "-f"]);
         let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        terminate(child.id());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-        if !matches!(child.try_wait(), Ok(Some(_))) {
-            eprintln!("test cleanup: the {what} dockerd did not stop on SIGTERM; killing it");
-            let _ = child.kill();
-            let _ = child.wait();
+        if !stop_dockerd(child, what) {
+            eprintln!("test cleanup: the {what} dockerd did not stop on SIGTERM; killed it");
         }
         let bridges: Vec<&str> = std::iter::once(&self.bridge)
             .chain(&self.more_bridges)
@@ -361,6 +432,63 @@ impl Drop for ExtraEngine {
             started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Starts `dockerd ARGS`, its output appended to `<dir>/dockerd.log`.
+fn spawn_dockerd(dir: &Path, args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("dockerd.log"))
+        .unwrap();
+    Command::new("dockerd")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run dockerd {}: {e}", args.join(" ")))
+}
+
+/// `SIGTERM` to `dockerd`, waiting up to [`STOP_TIMEOUT`] for its exit, then `SIGKILL`.
+/// Whether it stopped on `SIGTERM` (or had exited already).
+fn stop_dockerd(child: &mut Child, what: &str) -> bool {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return true;
+    }
+    terminate(child.id());
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return true;
+    }
+    eprintln!("the {what} dockerd did not stop on SIGTERM within {STOP_TIMEOUT:?}; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            // `pid (comm) state ppid ...`; comm may hold spaces, so split after its `)`.
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// Reaps the engines of `kind` of test processes that are gone (or older than

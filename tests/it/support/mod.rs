@@ -9,11 +9,11 @@
 //! list; images adding programs to them, `docker create`, `cp`, `commit`); `stack`: the application-stack images made that way
 //! (redis, the Python web app of `testapp/stack/`, its unhealthy release, an agent on UDP
 //! 8125 / TCP 8126) and their health commands. `extra_engine`: a real dockerd of its own
-//! beside the main engine, what `second_engine` (own bridge, TLS endpoint; multi-host tests)
-//! and `swarm_engine` (swarm mode; Docker Swarm tests) are made of. `nginx`, `haproxy`: real
-//! load balancers on loopback, stopped on drop. `http`: a small HTTP/1.1 client (keep-alive,
-//! Content-Length and chunked); `load`: a steady load through it. `serial`: which tests run
-//! alone.
+//! beside the main engine, what `second_engine` (own bridge, TLS endpoint; multi-host tests),
+//! `swarm_engine` (swarm mode; Docker Swarm tests) and `private_engine` (one test's own,
+//! which it may restart) are made of. `nginx`, `haproxy`: real load balancers on loopback,
+//! stopped on drop. `http`: a small HTTP/1.1 client (keep-alive, Content-Length and
+//! chunked); `load`: a steady load through it. `serial`: which tests run alone.
 #![allow(dead_code)]
 
 pub mod debian;
@@ -24,6 +24,7 @@ pub mod haproxy;
 pub mod http;
 pub mod load;
 pub mod nginx;
+pub mod private_engine;
 pub mod process;
 pub mod project;
 pub mod second_engine;
