@@ -77,14 +77,12 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 Ok(None)
             }
             StepOp::Restart { replicas, revision } => {
-                let grace = after.map_or(Duration::from_secs(10), |s| s.stop_grace_period.0);
-                let restart = after.map_or(Restart::default(), |s| s.restart);
                 let host = &host;
                 every_replica(
                     replicas,
                     Settle::All,
                     replicas.iter().map(|&index| async move {
-                        self.restart_replica(service, host, index, *revision, (grace, restart))
+                        self.restart_replica(service, host, index, *revision, after)
                             .await
                     }),
                 )
@@ -473,8 +471,10 @@ impl<R: ContainerRuntime> Run<'_, R> {
         host: &str,
         index: u32,
         revision: u64,
-        (grace, restart): (Duration, Restart),
+        spec: Option<&ServiceSpec>,
     ) -> Result<(), StepError> {
+        let grace = spec.map_or(Duration::from_secs(10), |s| s.stop_grace_period.0);
+        let restart = spec.map_or(Restart::default(), |s| s.restart);
         let id = self
             .st()
             .services
@@ -510,11 +510,24 @@ impl<R: ContainerRuntime> Run<'_, R> {
             .set_restart(&id, restart)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
-        target
-            .runtime
-            .start(&id)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?;
+        if let Err(e) = target.runtime.start(&id).await {
+            // Its host port, fixed when it was created, is someone else's now: the kept
+            // replica stays kept (stopped, policy `no`), and a new one is created in its
+            // place from the same image, on another port.
+            return match spec {
+                Some(spec) if spec.host_ports.is_none() && port_in_use(&e) => {
+                    let _ = target.runtime.set_restart(&id, Restart::No).await;
+                    self.env.reporter.event(Event::Note {
+                        message: format!(
+                            "service.{service} #{index}: the kept replica cannot start again ({e}); a new one is created instead"
+                        ),
+                    });
+                    self.prepare_host(host).await?;
+                    self.start_replica(service, host, spec, index, None).await
+                }
+                _ => Err(StepError::new(e.to_string())),
+            };
+        }
         self.push_undo(undo);
         self.record_started(target, service, &id)
             .await

@@ -450,3 +450,58 @@ async fn rollback(w: &World, toml: &str, state: State, to: u64) -> (ApplyOutcome
     };
     super::super::apply(&plan, state, &w.env(), &inputs).await
 }
+
+/// Pins a kept replica whose fixed host port was taken while it was stopped: the rollback's
+/// fast path creates a new replica in its place (same image, another port); the kept one
+/// stays stopped (and goes with retention: only revision 2 is kept now).
+#[tokio::test(start_paused = true)]
+async fn a_kept_replica_whose_port_was_taken_is_replaced_by_a_new_one() {
+    let w = World::new();
+    let v1 = w.applied(&web_restart("v1", "always"), empty()).await;
+    let v2 = w.applied(&web_restart("v2", "always"), v1).await;
+    let kept = w.rt.spec_of("p-web-1-2").unwrap();
+    let port =
+        w.rt.by_name("p-web-1-2")
+            .and_then(|_| {
+                v2.services["web"]
+                    .replicas
+                    .iter()
+                    .find(|r| r.name == "p-web-1-2")
+                    .and_then(|r| r.host_port)
+            })
+            .expect("a fixed host port");
+    let squatter = crate::ports::ContainerSpec {
+        name: "squatter".into(),
+        labels: BTreeMap::new(),
+        host_port: Some(port),
+        image_ref: None,
+        options: Default::default(),
+        ..kept
+    };
+    let id = w.rt.create(&squatter).await.unwrap();
+    w.rt.start(&id).await.unwrap();
+
+    let (outcome, state) = rollback(&w, &web_restart("v1", "always"), v2, 1).await;
+    assert!(
+        matches!(outcome, ApplyOutcome::Succeeded { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        w.rt.running(),
+        ["p-web-1-1", "p-web-3-2", "squatter"],
+        "a new #2 of revision 3"
+    );
+    assert!(w.rt.by_name("p-web-1-2").is_none());
+    assert!(
+        w.rt.calls()
+            .contains(&"set_restart p-web-1-2 no".to_string()),
+        "set back to no"
+    );
+    assert_eq!(w.rt.restart_of("p-web-3-2"), Some(Restart::Always));
+    let running: Vec<String> = World::replicas(&state, "web")
+        .into_iter()
+        .filter(|r| r.1 == ReplicaStatus::Running)
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(running, ["p-web-1-1", "p-web-3-2"]);
+}

@@ -101,7 +101,9 @@ fn a_named_volume_and_restart_policies_through_a_roll_and_a_rollback() {
         p.write_toml(&format!(
             "{}{}",
             project(&p),
+            // A read-write volume rolls stop-first (validation refuses start-first).
             web(&p, tag, "volumes = [\"cache-data:/data\"]")
+                .replace("order = \"start-first\"", "order = \"stop-first\"")
         ))
     };
     write(&v1);
