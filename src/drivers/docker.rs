@@ -344,8 +344,12 @@ fn port_key(port: u16) -> String {
     format!("{port}/tcp")
 }
 
-/// Docker's ephemeral port range (`docker run -p 8080`), where the driver fixes host ports.
-const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+/// Where the driver fixes host ports. Not Docker's own ephemeral range (Linux's
+/// `ip_local_port_range`, 32768-60999): the kernel gives those ports to outgoing connections,
+/// and a replica kept stopped for a rollback would find its port taken by a client socket when
+/// it starts again (seen in a test under load). Below 30000 also keeps clear of Kubernetes'
+/// NodePorts (30000-32767) on hosts that run both.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 /// How long a port handed out by this process stays reserved for the container being created
 /// with it (a list call made before that container exists does not show it yet).
@@ -1453,12 +1457,12 @@ mod tests {
     }
 
     #[test]
-    fn a_chosen_port_is_free_and_in_the_ephemeral_range() {
+    fn a_chosen_port_is_free_and_in_gantrys_range() {
         let mut taken: HashSet<u16> = EPHEMERAL_PORTS.collect();
         assert_eq!(pick_port(&taken, |_| true), None);
-        taken.remove(&45000);
-        taken.remove(&45001);
-        assert_eq!(pick_port(&taken, |p| p != 45000), Some(45001));
+        taken.remove(&25000);
+        taken.remove(&25001);
+        assert_eq!(pick_port(&taken, |p| p != 25000), Some(25001));
         for _ in 0..50 {
             let p = pick_port(&HashSet::new(), |_| true).unwrap();
             assert!(EPHEMERAL_PORTS.contains(&p));
