@@ -100,8 +100,8 @@ impl DockerRuntime {
     }
 
     /// A host port for a container's probed port, fixed at create so that it is the same
-    /// after every restart (an engine-chosen port changes at each start): one in Docker's
-    /// ephemeral range that no container on this engine publishes, none of gantry's stopped
+    /// after every restart (an engine-chosen port changes at each start): one of
+    /// [`FIXED_HOST_PORTS`] that no container on this engine publishes, none of gantry's stopped
     /// containers holds (their `HOST_PORT` label), this process has not just handed out, and,
     /// for a local engine, nothing listens on now. A start can still find it taken (by a
     /// process or a container created meanwhile): `RuntimeError::PortInUse`.
@@ -144,8 +144,8 @@ impl DockerRuntime {
             op: "choose a host port".into(),
             message: format!(
                 "every port of {}-{} is taken",
-                EPHEMERAL_PORTS.start(),
-                EPHEMERAL_PORTS.end()
+                FIXED_HOST_PORTS.start(),
+                FIXED_HOST_PORTS.end()
             ),
         })?;
         mine.insert(port, Instant::now());
@@ -349,7 +349,7 @@ fn port_key(port: u16) -> String {
 /// and a replica kept stopped for a rollback would find its port taken by a client socket when
 /// it starts again (seen in a test under load). Below 30000 also keeps clear of Kubernetes'
 /// NodePorts (30000-32767) on hosts that run both.
-const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
+const FIXED_HOST_PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 /// How long a port handed out by this process stays reserved for the container being created
 /// with it (a list call made before that container exists does not show it yet).
@@ -638,15 +638,34 @@ fn choose_host_port(
     first
 }
 
+/// The host port of the probed container port, as `inspect` and `list` report it:
+/// `published` are (container port, is TCP, host port) in any order.
+fn probed_host_port(
+    labels: &BTreeMap<String, String>,
+    host_network: bool,
+    state: ContainerState,
+    mut published: Vec<(u16, bool, u16)>,
+) -> Option<u16> {
+    let probed = probed_port(labels);
+    if host_network {
+        // The host's network stack: the container port is the host's.
+        return probed.filter(|_| state == ContainerState::Running);
+    }
+    // A deterministic "first" for containers without the label (the engine's map has no
+    // order); the bindings of one port keep theirs.
+    published.sort_by_key(|(port, tcp, _)| (*port, !*tcp));
+    choose_host_port(probed, fixed_port(labels), published)
+}
+
 /// The host port the driver fixed (the `HOST_PORT` label).
 fn fixed_port(labels: &BTreeMap<String, String>) -> Option<u16> {
     labels.get(labels::HOST_PORT)?.parse().ok()
 }
 
-/// A port of [`EPHEMERAL_PORTS`] not in `taken`, starting the search at a random point;
+/// A port of [`FIXED_HOST_PORTS`] not in `taken`, starting the search at a random point;
 /// `usable` may refuse more (a local bind test).
 fn pick_port(taken: &HashSet<u16>, mut usable: impl FnMut(u16) -> bool) -> Option<u16> {
-    let (low, high) = (*EPHEMERAL_PORTS.start(), *EPHEMERAL_PORTS.end());
+    let (low, high) = (*FIXED_HOST_PORTS.start(), *FIXED_HOST_PORTS.end());
     let span = u32::from(high - low) + 1;
     let start = (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u32;
     (0..span)
@@ -834,36 +853,26 @@ impl ContainerRuntime for DockerRuntime {
             },
             None => ContainerState::Other,
         };
-        let probed = probed_port(&labels);
         let host_network = c
             .host_config
             .as_ref()
             .and_then(|h| h.network_mode.as_deref())
             == Some("host");
-        let host_port = if host_network {
-            // The host's network stack: the container port is the host's.
-            probed.filter(|_| state == ContainerState::Running)
-        } else {
-            let published = c
-                .network_settings
-                .as_ref()
-                .and_then(|n| n.ports.as_ref())
-                .into_iter()
-                .flatten()
-                .flat_map(|(key, bindings)| {
-                    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-                    let port = port.parse::<u16>().ok();
-                    bindings.iter().flatten().filter_map(move |b| {
-                        Some((port?, proto == "tcp", b.host_port.as_ref()?.parse().ok()?))
-                    })
+        let published = c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|(key, bindings)| {
+                let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+                let port = port.parse::<u16>().ok();
+                bindings.iter().flatten().filter_map(move |b| {
+                    Some((port?, proto == "tcp", b.host_port.as_ref()?.parse().ok()?))
                 })
-                .collect::<Vec<_>>();
-            let mut published = published;
-            // A deterministic "first" for containers without the label (a map has no
-            // order); the bindings of one port keep theirs.
-            published.sort_by_key(|(port, tcp, _)| (*port, !*tcp));
-            choose_host_port(probed, fixed_port(&labels), published)
-        };
+            })
+            .collect();
+        let host_port = probed_host_port(&labels, host_network, state, published);
         let health = health_of(c.state.as_ref());
         Ok(Some(ContainerInfo {
             id: c.id.unwrap_or_default(),
@@ -920,28 +929,22 @@ impl ContainerRuntime for DockerRuntime {
                 };
                 let labels: BTreeMap<String, String> =
                     s.labels.unwrap_or_default().into_iter().collect();
-                let probed = probed_port(&labels);
                 let host_network = s
                     .host_config
                     .as_ref()
                     .and_then(|h| h.network_mode.as_deref())
                     == Some("host");
-                let host_port = if host_network {
-                    probed.filter(|_| state == ContainerState::Running)
-                } else {
-                    let mut published: Vec<(u16, bool, u16)> = s
-                        .ports
-                        .iter()
-                        .flatten()
-                        .filter_map(|p| {
-                            let tcp = p.typ != Some(bollard::models::PortTypeEnum::UDP)
-                                && p.typ != Some(bollard::models::PortTypeEnum::SCTP);
-                            Some((p.private_port, tcp, p.public_port?))
-                        })
-                        .collect();
-                    published.sort_by_key(|(port, tcp, _)| (*port, !*tcp));
-                    choose_host_port(probed, fixed_port(&labels), published)
-                };
+                let published = s
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        let tcp = p.typ != Some(bollard::models::PortTypeEnum::UDP)
+                            && p.typ != Some(bollard::models::PortTypeEnum::SCTP);
+                        Some((p.private_port, tcp, p.public_port?))
+                    })
+                    .collect();
+                let host_port = probed_host_port(&labels, host_network, state, published);
                 ContainerInfo {
                     id: s.id.unwrap_or_default(),
                     name: s
@@ -1458,14 +1461,14 @@ mod tests {
 
     #[test]
     fn a_chosen_port_is_free_and_in_gantrys_range() {
-        let mut taken: HashSet<u16> = EPHEMERAL_PORTS.collect();
+        let mut taken: HashSet<u16> = FIXED_HOST_PORTS.collect();
         assert_eq!(pick_port(&taken, |_| true), None);
         taken.remove(&25000);
         taken.remove(&25001);
         assert_eq!(pick_port(&taken, |p| p != 25000), Some(25001));
         for _ in 0..50 {
             let p = pick_port(&HashSet::new(), |_| true).unwrap();
-            assert!(EPHEMERAL_PORTS.contains(&p));
+            assert!(FIXED_HOST_PORTS.contains(&p));
         }
     }
 
