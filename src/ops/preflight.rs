@@ -216,13 +216,14 @@ pub async fn preflight<R: ContainerRuntime>(
         if c.action == Action::NoOp {
             continue;
         }
-        container_options_hold(c, spec, state, hosts, &image_ids).await?;
+        container_options_hold(c, spec, state, hosts, &image_ids, &plan.project).await?;
     }
     Ok((env, image_ids))
 }
 
 /// What the engines of a service's hosts must offer for its container options: the
-/// networks of `networks`, the host paths it bind-mounts, and the host ports of `publish`
+/// networks of `networks` (for a Swarm service: swarm-scoped ones, see
+/// [`swarm_networks_hold`]), the host paths it bind-mounts, and the host ports of `publish`
 /// (free, or held by the service's own replicas, which a stop-first roll stops first).
 async fn container_options_hold<R: ContainerRuntime>(
     c: &crate::plan::ResourceChange,
@@ -230,12 +231,19 @@ async fn container_options_hold<R: ContainerRuntime>(
     state: &State,
     hosts: &BTreeMap<String, Target<R>>,
     image_ids: &BTreeMap<String, String>,
+    project: &str,
 ) -> Result<(), Error> {
     let fail = |e: crate::ports::RuntimeError| Error::Message(format!("pre-flight: {e}"));
     for host in &spec.hosts {
         let Some(t) = hosts.get(host) else {
             continue;
         };
+        if spec.runtime == crate::model::Runtime::Swarm {
+            if let Some(swarm) = &t.swarm {
+                swarm_networks_hold(c, spec, host, swarm.as_ref(), project).await?;
+            }
+            continue;
+        }
         for network in &spec.networks {
             if !t.runtime.network_exists(network).await.map_err(fail)? {
                 return Err(Error::Message(format!(
@@ -243,9 +251,6 @@ async fn container_options_hold<R: ContainerRuntime>(
                     c.address
                 )));
             }
-        }
-        if spec.runtime == crate::model::Runtime::Swarm {
-            continue;
         }
         let binds: Vec<String> = spec
             .volumes
@@ -321,6 +326,38 @@ fn bindable(p: &crate::model::Publish) -> bool {
         crate::model::Protocol::Tcp => std::net::TcpListener::bind((ip, p.host_port)).is_ok(),
         crate::model::Protocol::Udp => std::net::UdpSocket::bind((ip, p.host_port)).is_ok(),
     }
+}
+
+/// The networks a Swarm service joins on its manager `host`: its `networks` must exist and be
+/// swarm-scoped, and the project's overlay network must not be a local network of that name.
+async fn swarm_networks_hold(
+    c: &crate::plan::ResourceChange,
+    spec: &crate::model::ServiceSpec,
+    host: &str,
+    swarm: &dyn crate::ports::SwarmApi,
+    project: &str,
+) -> Result<(), Error> {
+    if spec.network_mode != crate::model::NetworkMode::Project {
+        return Ok(());
+    }
+    let project_net = crate::drivers::swarm::network_name(project);
+    if let Some(scope) = swarm.network_scope(&project_net).await.ok().flatten()
+        && scope != "swarm"
+    {
+        return Err(Error::Message(format!(
+            "pre-flight: {} joins the project's overlay network {project_net} on host `{host}`, but a network of that name has scope `{scope}`; remove it (`docker network rm {project_net}`); nothing was changed",
+            c.address
+        )));
+    }
+    for net in &spec.networks {
+        if let Err(e) = crate::drivers::swarm::check_network(swarm, host, net).await {
+            return Err(Error::Message(format!(
+                "pre-flight: {}: {e}; nothing was changed",
+                c.address
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

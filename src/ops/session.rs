@@ -331,30 +331,6 @@ pub async fn connect(model: &Model) -> Result<Hosts, Error> {
                 service.0, h.name
             )));
         }
-        // The networks its Swarm services join: `networks` must be there, and the project's
-        // overlay network must not be a local network of that name.
-        for (name, spec) in model.services.iter().filter(|(_, s)| {
-            s.runtime == crate::model::Runtime::Swarm
-                && s.hosts.contains(&h.name)
-                && s.network_mode == crate::model::NetworkMode::Project
-        }) {
-            let project_net = crate::drivers::swarm::network_name(&model.project);
-            if let Some(scope) = swarm.network_scope(&project_net).await.ok().flatten()
-                && scope != "swarm"
-            {
-                return Err(Error::Message(format!(
-                    "pre-flight: service.{name} joins the project's overlay network {project_net} on host `{}`, but a network of that name has scope `{scope}`; remove it (`docker network rm {project_net}`); nothing was changed",
-                    h.name
-                )));
-            }
-            for net in &spec.networks {
-                if let Err(e) = crate::drivers::swarm::check_network(&swarm, &h.name, net).await {
-                    return Err(Error::Message(format!(
-                        "pre-flight: service.{name}: {e}; nothing was changed"
-                    )));
-                }
-            }
-        }
         hosts.insert(
             h.name.clone(),
             Target {
