@@ -213,6 +213,14 @@ pub trait ContainerRuntime: Send + Sync {
     /// Whether a network named `name` exists (pre-flight of `networks`).
     fn network_exists(&self, name: &str)
     -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Removes the network `name` when it carries all of `labels`. `Ok(false)` when there is
+    /// no such network, it lacks one of the labels (not gantry's to remove), or a container
+    /// or Swarm service still uses it.
+    fn remove_network(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// Creates the local volume `name` carrying `labels`, unless it exists.
     fn ensure_volume(
         &self,

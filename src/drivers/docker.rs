@@ -1045,6 +1045,43 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
+    async fn remove_network(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<bool, RuntimeError> {
+        let network = match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(n) => n,
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(self.engine_error(&format!("inspect network {name}"), e)),
+        };
+        let found = network.labels.unwrap_or_default();
+        let ours = labels
+            .iter()
+            .all(|(k, v)| found.get(*k).map(String::as_str) == Some(*v));
+        // The engine also matches an ID prefix: only the exact name counts.
+        if network.name.as_deref() != Some(name) || !ours {
+            return Ok(false);
+        }
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            // 403 (active endpoints) or 409: a container or a Swarm service still uses it.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 403 | 409,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(self.engine_error(&format!("remove network {name}"), e)),
+        }
+    }
+
     async fn ensure_volume(
         &self,
         name: &str,

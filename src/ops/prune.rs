@@ -1,6 +1,7 @@
 //! `gantry prune`: removes what no kept revision needs (the disks-fill-up lesson of seed 000):
 //! stopped containers beyond `keep_previous`, then the images gantry ran that no container
-//! uses any more. Never a running container, never a kept revision's container or image.
+//! uses any more, and the project's network on a host where no container of the project is
+//! left. Never a running container, never a kept revision's container or image.
 //! Volumes hold data: only `--volumes` touches them, after confirmation, and only the
 //! project's volumes that no service of the configuration declares and no container uses.
 
@@ -55,7 +56,7 @@ pub fn prune(
         return Ok(Outcome::Done);
     };
     let keep = loaded.model.keep_previous;
-    let (containers, images, problems) = session.block_on(async {
+    let (containers, images, networks, problems) = session.block_on(async {
         let mut runtimes = std::collections::BTreeMap::new();
         for h in &loaded.model.hosts {
             runtimes.insert(h.name.clone(), engine(h).await?);
@@ -103,7 +104,31 @@ pub fn prune(
                 }
             }
         }
-        Ok::<_, Error>((containers, images, problems))
+        // The project's network, on each host where no container of the project is left
+        // (the engine would let a network go from under a stopped, kept replica).
+        let project = loaded.model.project.as_str();
+        let mut networks = Vec::new();
+        for (host, rt) in &runtimes {
+            let left = match rt.list(&[(labels::PROJECT, project)]).await {
+                Ok(left) => left,
+                Err(e) => {
+                    problems.push(format!("host `{host}`: {e}"));
+                    continue;
+                }
+            };
+            if !left.is_empty() {
+                continue;
+            }
+            match rt
+                .remove_network(project, &[(labels::PROJECT, project)])
+                .await
+            {
+                Ok(true) => networks.push(format!("{project} on host `{host}`")),
+                Ok(false) => {}
+                Err(e) => problems.push(format!("network {project} on host `{host}`: {e}")),
+            }
+        }
+        Ok::<_, Error>((containers, images, networks, problems))
     })??;
     state.serial += 1;
     state_dir.write(&state)?;
@@ -123,6 +148,15 @@ pub fn prune(
             "Removed {containers} container(s) and {images} image(s); kept {kept} stopped container(s) of the last {keep} revision(s) for rollback.\n"
         ),
     )?;
+    if !networks.is_empty() {
+        emit(
+            out,
+            &format!(
+                "Removed the project network {} (no container of the project is left there).\n",
+                networks.join(", ")
+            ),
+        )?;
+    }
     let mut problems = problems;
     if opts.volumes {
         problems.extend(prune_volumes(&session, &loaded.model, opts.yes, out)?);

@@ -736,6 +736,28 @@ impl ContainerRuntime for FakeRuntime {
         Ok(inner.networks.contains_key(name))
     }
 
+    async fn remove_network(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<bool, RuntimeError> {
+        let mut inner = self.lock();
+        inner.check(format!("remove_network {name}"))?;
+        let ours = inner.networks.get(name).is_some_and(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        });
+        let in_use = inner
+            .containers
+            .values()
+            .any(|c| c.spec.options.networks.iter().any(|n| n.name == name));
+        if !ours || in_use {
+            return Ok(false);
+        }
+        Ok(inner.networks.remove(name).is_some())
+    }
+
     async fn ensure_volume(
         &self,
         name: &str,

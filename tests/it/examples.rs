@@ -206,8 +206,10 @@ fn quickstart_script_runs_end_to_end() {
     if !docker::require_docker("quickstart_script") {
         return;
     }
-    // Its containers are not labelled for a guard, but it must not overlap an `alone` test.
-    let _turn = crate::support::serial::shared();
+    // Its containers are not labelled for a guard; the guard removes what the project
+    // `quickstart` left if the script fails half way (and waits for no `alone` test).
+    let guard = docker::DockerTestGuard::new();
+    guard.track_project("quickstart");
     let mut script = std::process::Command::new("bash");
     script
         .arg(root("examples/quickstart/run.sh"))
@@ -220,7 +222,24 @@ fn quickstart_script_runs_end_to_end() {
         "restart #1,#2 (kept from revision 1)",
         "rollback to revision 1 (from 2)",
         "quickstart done",
+        "Removed the project network quickstart",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
+    let left = docker::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=dev.gantry.project=quickstart",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "the quickstart leaves no container"
+    );
+    assert!(
+        !docker::docker(&["network", "inspect", "quickstart"])
+            .status
+            .success(),
+        "the quickstart leaves no network: `gantry prune` removes it"
+    );
 }

@@ -318,12 +318,32 @@ async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_
         !rt.remove_volume(&vol).await.expect("remove_volume"),
         "a volume in use is kept"
     );
+    assert!(
+        !rt.remove_network(&net, &mine)
+            .await
+            .expect("remove_network"),
+        "a network a running container is on is kept"
+    );
     rt.stop(&id, Duration::from_secs(2)).await.expect("stop");
     assert!(
         !rt.remove_volume(&vol).await.expect("remove_volume"),
         "a stopped container still uses it"
     );
     rt.remove(&id).await.expect("remove");
+    assert!(
+        !rt.remove_network(&net, &[("dev.gantry.conformance", "someone-else")])
+            .await
+            .expect("remove_network"),
+        "a network without the labels is not ours to remove"
+    );
+    for n in [&net, &other] {
+        assert!(rt.remove_network(n, &mine).await.expect("remove_network"));
+        assert!(!rt.network_exists(n).await.expect("network_exists"));
+        assert!(
+            !rt.remove_network(n, &mine).await.expect("remove_network"),
+            "what is gone"
+        );
+    }
     assert!(rt.remove_volume(&vol).await.expect("remove_volume"));
     assert!(
         rt.list_volumes(&mine)
