@@ -143,6 +143,31 @@ pub struct ContainerInfo {
     pub image_id: String,
     /// The state of its health command, when it has one and runs.
     pub health: Option<Health>,
+    /// What of its configuration can change while it lives; `inspect` reads it, `list` does
+    /// not (`None`).
+    pub settings: Option<LiveSettings>,
+}
+
+/// What of a container's configuration can change while it lives: the restart policy and
+/// resource limits (`docker update`) and the networks it is on (`docker network connect` and
+/// `disconnect`). Everything else (mounts, capabilities, user, ...) is fixed when the
+/// container is created: changing it means a new container, which drift sees as the recorded
+/// one gone and an unrecorded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    pub restart: Restart,
+    /// `None`: no limit.
+    pub memory_bytes: Option<u64>,
+    /// Billionths of a CPU; `None`: no limit.
+    pub nano_cpus: Option<u64>,
+    /// The networks it is on, sorted: the names it joined, or `host` / `none` for those
+    /// network modes (`bridge` for Docker's default).
+    pub networks: Vec<String>,
+}
+
+/// Docker's `NanoCpus` of a `cpus` limit (`--cpus 1.5` is 1,500,000,000).
+pub fn nano_cpus(cpus: f64) -> u64 {
+    (cpus * 1e9).round() as u64
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use crate::model::Tls;
 use crate::ports::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Health, HealthStatus,
-    MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError, labels,
+    LiveSettings, MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError, labels,
 };
 
 /// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
@@ -490,7 +490,7 @@ pub(crate) fn create_body(
         host_config: Some(HostConfig {
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             memory: spec.memory_bytes.map(|m| m as i64),
-            nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+            nano_cpus: spec.cpus.map(|c| crate::ports::nano_cpus(c) as i64),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_string()),
                 config: (!log_config.is_empty()).then_some(log_config),
@@ -517,6 +517,39 @@ pub(crate) fn create_body(
         ..Default::default()
     };
     (body, connect_later)
+}
+
+/// What of an inspected container can change while it lives (see [`LiveSettings`]).
+fn live_settings(
+    host: Option<&HostConfig>,
+    network: Option<&bollard::models::NetworkSettings>,
+) -> LiveSettings {
+    use bollard::models::RestartPolicyNameEnum as Name;
+    let policy = host.and_then(|h| h.restart_policy.as_ref());
+    let restart = match policy.and_then(|p| p.name) {
+        Some(Name::ALWAYS) => Restart::Always,
+        Some(Name::UNLESS_STOPPED) => Restart::UnlessStopped,
+        // The engine keeps 0 for "no limit".
+        Some(Name::ON_FAILURE) => Restart::OnFailure(
+            policy
+                .and_then(|p| p.maximum_retry_count)
+                .filter(|n| *n > 0)
+                .and_then(|n| u32::try_from(n).ok()),
+        ),
+        _ => Restart::No,
+    };
+    let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
+    let mut networks: Vec<String> = network
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
+    networks.sort();
+    LiveSettings {
+        restart,
+        memory_bytes: positive(host.and_then(|h| h.memory)),
+        nano_cpus: positive(host.and_then(|h| h.nano_cpus)),
+        networks,
+    }
 }
 
 fn endpoint(aliases: &[String]) -> EndpointSettings {
@@ -874,6 +907,7 @@ impl ContainerRuntime for DockerRuntime {
             .collect();
         let host_port = probed_host_port(&labels, host_network, state, published);
         let health = health_of(c.state.as_ref());
+        let settings = live_settings(c.host_config.as_ref(), c.network_settings.as_ref());
         Ok(Some(ContainerInfo {
             id: c.id.unwrap_or_default(),
             name: c
@@ -886,6 +920,7 @@ impl ContainerRuntime for DockerRuntime {
             host_port,
             image_id: c.image.unwrap_or_default(),
             health,
+            settings: Some(settings),
         }))
     }
 
@@ -958,6 +993,7 @@ impl ContainerRuntime for DockerRuntime {
                     host_port,
                     image_id: s.image_id.unwrap_or_default(),
                     health: s.status.as_deref().and_then(health_of_status),
+                    settings: None,
                 }
             })
             .collect();

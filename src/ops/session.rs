@@ -26,7 +26,7 @@ use crate::engine::report::{LineReporter, ProgressFormat, Reporter, TtyReporter}
 use crate::engine::{RunEnv, Target};
 use crate::exit::ExitStatus;
 use crate::model::Model;
-use crate::ports::{ContainerInfo, ContainerRuntime as _, LoadBalancer};
+use crate::ports::{ContainerInfo, ContainerRuntime, LoadBalancer};
 use crate::state::journal::{Entry, Journal};
 
 /// The connected engine of every host, by host name.
@@ -130,7 +130,7 @@ impl<'c> Session<'c> {
         ))
     }
 
-    /// Every container of every host, one list call each (`--refresh`).
+    /// Every container of every host (`--refresh`; see [`observe_engine`]).
     pub fn observe(&self, model: &Model) -> Result<BTreeMap<String, Vec<ContainerInfo>>, Error> {
         self.block_on(async {
             let hosts = connect(model).await.map_err(|e| {
@@ -140,9 +140,7 @@ impl<'c> Session<'c> {
             })?;
             let mut engines = BTreeMap::new();
             for (name, target) in &hosts {
-                let found = target
-                    .runtime
-                    .list(&[])
+                let found = observe_engine(&target.runtime, &model.project)
                     .await
                     .map_err(|e| Error::Message(format!("--refresh: host `{name}`: {e}")))?;
                 engines.insert(name.clone(), found);
@@ -345,6 +343,34 @@ pub async fn connect(model: &Model) -> Result<Hosts, Error> {
 
 /// The engine of one host, without pre-flight checks: `status` and `prune` read or clean up
 /// what they reach.
+/// Every container on one engine (one list call), with the settings that can change on a
+/// living container (`LiveSettings`) read for the running ones of `project`: one inspect
+/// each, all at once. A container gone in between keeps what the list said.
+pub async fn observe_engine<R: ContainerRuntime>(
+    rt: &R,
+    project: &str,
+) -> Result<Vec<ContainerInfo>, crate::ports::RuntimeError> {
+    let mut found = rt.list(&[]).await?;
+    let ours: Vec<usize> = (0..found.len())
+        .filter(|&i| {
+            found[i].state == crate::ports::ContainerState::Running
+                && found[i]
+                    .labels
+                    .get(crate::ports::labels::PROJECT)
+                    .map(String::as_str)
+                    == Some(project)
+        })
+        .collect();
+    let inspected =
+        futures_util::future::join_all(ours.iter().map(|&i| rt.inspect(&found[i].id))).await;
+    for (i, info) in ours.into_iter().zip(inspected) {
+        if let Some(info) = info? {
+            found[i].settings = info.settings;
+        }
+    }
+    Ok(found)
+}
+
 pub async fn engine(host: &crate::model::Host) -> Result<DockerRuntime, Error> {
     DockerRuntime::connect(&host.docker, host.tls.as_ref())
         .await

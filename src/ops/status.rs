@@ -8,10 +8,10 @@ use std::io::Write;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use super::outcome::{Choices, Outcome};
-use super::session::{Session, engine};
+use super::session::{Session, engine, observe_engine};
 use super::{Common, Error, emit, load};
 use crate::drivers::probe::HttpProber;
-use crate::ports::{ContainerInfo, ContainerRuntime, ContainerState, labels};
+use crate::ports::{ContainerInfo, ContainerState, HealthStatus, labels};
 use crate::state::ReplicaStatus;
 
 pub fn status(common: &Common, out: &mut dyn Write) -> Result<Outcome, Error> {
@@ -70,8 +70,7 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<Outcome, Error> {
         for h in &loaded.model.hosts {
             addresses.insert(h.name.clone(), h.address.clone());
             let runtime = engine(h).await?;
-            let found = runtime
-                .list(&[])
+            let found = observe_engine(&runtime, &state.project)
                 .await
                 .map_err(|e| Error::Message(format!("host `{}`: {e}", h.name)))?;
             live.insert(
@@ -113,7 +112,15 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<Outcome, Error> {
                             format!("UNHEALTHY ({:?})", probe.outcome)
                         }
                     }
-                    (_, Some((ContainerState::Running, _))) => "-".to_string(),
+                    // A health command the engine runs: what the engine says.
+                    (_, Some((ContainerState::Running, _))) => {
+                        match engine.and_then(|c| c.health.as_ref()).map(|h| h.status) {
+                            Some(HealthStatus::Healthy) => "healthy".to_string(),
+                            Some(HealthStatus::Starting) => "starting".to_string(),
+                            Some(HealthStatus::Unhealthy) => "UNHEALTHY".to_string(),
+                            None => "-".to_string(),
+                        }
+                    }
                     _ => String::new(),
                 };
                 table.add_row([

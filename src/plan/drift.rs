@@ -9,7 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Plan, ResourceChange, Spec, Summary, diff::AttributeChange};
-use crate::ports::{ContainerInfo, ContainerState, labels};
+use crate::model::{NetworkMode, Runtime, ServiceSpec};
+use crate::ports::{ContainerInfo, ContainerState, LiveSettings, labels};
 use crate::state::{ReplicaStatus, State};
 
 /// One difference between the recorded state and an engine.
@@ -42,6 +43,10 @@ pub enum DriftKind {
     ImageChanged,
     /// The container publishes another host port than recorded.
     PortChanged,
+    /// What can change on a living container differs from the configuration: its restart
+    /// policy or resource limits (`docker update`), or the networks it is on (`docker network
+    /// connect` / `disconnect`).
+    SettingsChanged,
     /// A container with this project's labels the state does not know.
     Unrecorded,
     /// A container gantry does not manage publishes a host port a service uses or reserves.
@@ -53,7 +58,11 @@ impl DriftKind {
     pub fn repaired_by_rolling(self) -> bool {
         matches!(
             self,
-            DriftKind::Gone | DriftKind::Stopped | DriftKind::ImageChanged | DriftKind::PortChanged
+            DriftKind::Gone
+                | DriftKind::Stopped
+                | DriftKind::ImageChanged
+                | DriftKind::PortChanged
+                | DriftKind::SettingsChanged
         )
     }
 }
@@ -139,6 +148,19 @@ pub fn detect(state: &State, engines: &BTreeMap<String, Vec<ContainerInfo>>) -> 
                         r.index
                     ),
                 );
+            }
+            // Only the live revision's replicas run the recorded spec (a blue-green old colour
+            // runs the one before).
+            if running
+                && r.status == ReplicaStatus::Running
+                && r.revision == s.revision
+                && s.spec.runtime != Runtime::Swarm
+                && let Some(now) = &c.settings
+            {
+                let want = expected_settings(&state.project, &s.spec);
+                for detail in settings_differences(r.index, &want, now) {
+                    push(DriftKind::SettingsChanged, detail);
+                }
             }
         }
     }
@@ -267,6 +289,64 @@ fn roll_for_drift(
     change.roll_order = super::RollOrder::of(after);
 }
 
+/// What `inspect` reports of a replica created from `spec` (see [`LiveSettings`]).
+fn expected_settings(project: &str, spec: &ServiceSpec) -> LiveSettings {
+    let mut networks = match spec.network_mode {
+        NetworkMode::Host => vec!["host".to_string()],
+        NetworkMode::None => vec!["none".to_string()],
+        NetworkMode::Project => std::iter::once(project.to_string())
+            .chain(spec.networks.iter().cloned())
+            .collect(),
+    };
+    networks.sort();
+    networks.dedup();
+    LiveSettings {
+        restart: spec.restart,
+        memory_bytes: spec.resources.memory.map(|m| m.0),
+        nano_cpus: spec.resources.cpus.map(crate::ports::nano_cpus),
+        networks,
+    }
+}
+
+/// One sentence per difference between `want` and what the engine reports.
+fn settings_differences(index: u32, want: &LiveSettings, now: &LiveSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if want.restart != now.restart {
+        out.push(format!(
+            "#{index} has restart policy `{}`; the configuration says `{}` (changed with `docker update`)",
+            now.restart, want.restart
+        ));
+    }
+    let limit = |v: Option<u64>, unit: fn(u64) -> String| v.map_or("no limit".to_string(), unit);
+    let bytes = |b: u64| format!("{b} bytes");
+    let cpus = |n: u64| format!("{} CPUs", n as f64 / 1e9);
+    if want.memory_bytes != now.memory_bytes {
+        out.push(format!(
+            "#{index} has memory limit {}; the configuration says {} (changed with `docker update`)",
+            limit(now.memory_bytes, bytes),
+            limit(want.memory_bytes, bytes)
+        ));
+    }
+    if want.nano_cpus != now.nano_cpus {
+        out.push(format!(
+            "#{index} has CPU limit {}; the configuration says {} (changed with `docker update`)",
+            limit(now.nano_cpus, cpus),
+            limit(want.nano_cpus, cpus)
+        ));
+    }
+    for n in want.networks.iter().filter(|n| !now.networks.contains(n)) {
+        out.push(format!(
+            "#{index} is not on network {n}, which the configuration joins (disconnected behind gantry's back, or created before gantry made project networks)"
+        ));
+    }
+    for n in now.networks.iter().filter(|n| !want.networks.contains(n)) {
+        out.push(format!(
+            "#{index} is also on network {n}, which the configuration does not join"
+        ));
+    }
+    out
+}
+
 fn describe(s: ContainerState) -> String {
     match s {
         ContainerState::Running => "running".into(),
@@ -300,6 +380,7 @@ mod tests {
             host_port: port,
             image_id: "sha256:aaa".into(),
             health: None,
+            settings: None,
         }
     }
 
@@ -374,6 +455,64 @@ mod tests {
         assert!(
             drift[0].detail.contains("binds (a fixed port)"),
             "{drift:?}"
+        );
+    }
+
+    #[test]
+    fn settings_changed_on_a_living_replica_are_named_and_rolled() {
+        let mut s = state();
+        s.services.get_mut("web").unwrap().revision = 1;
+        let web = &s.services["web"].spec;
+        let want = expected_settings("p", web);
+        assert_eq!(want.networks, ["p"], "the project network");
+        let mut changed = want.clone();
+        changed.restart = crate::ports::Restart::No;
+        changed.networks = vec!["bridge".into()];
+        changed.memory_bytes = Some(1 << 30);
+        let mut c1 = container("c1", ContainerState::Running, Some(30001), true);
+        c1.settings = Some(changed);
+        let mut c2 = container("c2", ContainerState::Running, Some(30002), true);
+        c2.settings = Some(want.clone());
+        // Read by `list` only: nothing to compare.
+        let c3 = container("c3", ContainerState::Running, Some(30003), true);
+        let engines = BTreeMap::from([("local".to_string(), vec![c1, c2, c3])]);
+        let drift = detect(&s, &engines);
+        let details: Vec<(&str, DriftKind, &str)> = drift
+            .iter()
+            .map(|d| (d.container.as_str(), d.kind, d.detail.as_str()))
+            .collect();
+        assert_eq!(details.len(), 4, "{details:#?}");
+        assert!(
+            details
+                .iter()
+                .all(|(c, k, _)| *c == "p-web-1-1" && *k == DriftKind::SettingsChanged)
+        );
+        let text: Vec<&str> = details.iter().map(|d| d.2).collect();
+        assert!(text.contains(&"#1 has restart policy `no`; the configuration says `unless-stopped` (changed with `docker update`)"), "{text:#?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("#1 is not on network p,")),
+            "{text:#?}"
+        );
+        assert!(
+            text.contains(&"#1 is also on network bridge, which the configuration does not join"),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter().any(|t| t.starts_with(
+                "#1 has memory limit 1073741824 bytes; the configuration says no limit"
+            )),
+            "{text:#?}"
+        );
+        assert!(DriftKind::SettingsChanged.repaired_by_rolling());
+
+        // A replica of an older revision (a blue-green old colour) runs the spec before.
+        let mut older = s.clone();
+        older.services.get_mut("web").unwrap().revision = 2;
+        assert!(
+            detect(&older, &engines)
+                .iter()
+                .all(|d| d.kind != DriftKind::SettingsChanged)
         );
     }
 }

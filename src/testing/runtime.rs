@@ -54,6 +54,24 @@ struct Container {
 }
 
 impl Container {
+    /// What `inspect` reports of what can change while it lives, as the Docker engine does.
+    fn settings(&self) -> crate::ports::LiveSettings {
+        let o = &self.spec.options;
+        let mut networks: Vec<String> = match o.network_mode {
+            NetworkMode::Host => vec!["host".into()],
+            NetworkMode::None => vec!["none".into()],
+            NetworkMode::Project if o.networks.is_empty() => vec!["bridge".into()],
+            NetworkMode::Project => o.networks.iter().map(|n| n.name.clone()).collect(),
+        };
+        networks.sort();
+        crate::ports::LiveSettings {
+            restart: o.restart,
+            memory_bytes: self.spec.memory_bytes,
+            nano_cpus: self.spec.cpus.map(crate::ports::nano_cpus),
+            networks,
+        }
+    }
+
     /// Every host port the container publishes while it runs.
     fn host_ports(&self) -> Vec<u16> {
         self.host_port
@@ -544,6 +562,7 @@ impl ContainerRuntime for FakeRuntime {
                     host_port: None,
                     image_id,
                     health: None,
+                    settings: None,
                 },
                 spec: spec.clone(),
                 host_port,
@@ -673,9 +692,13 @@ impl ContainerRuntime for FakeRuntime {
         let mut inner = self.lock();
         let name = inner.name_of(id);
         inner.check(format!("inspect {name}"))?;
-        Ok(inner
-            .find(id)
-            .map(|key| inner.containers[&key].info.clone()))
+        Ok(inner.find(id).map(|key| {
+            let c = &inner.containers[&key];
+            ContainerInfo {
+                settings: Some(c.settings()),
+                ..c.info.clone()
+            }
+        }))
     }
 
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {

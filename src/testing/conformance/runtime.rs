@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::ports::{
-    ContainerRuntime, ContainerSpec, ContainerState, HealthStatus, Healthcheck, Mount, MountSource,
-    NetworkAttachment, Restart, RuntimeError,
+    ContainerRuntime, ContainerSpec, ContainerState, HealthStatus, Healthcheck, LiveSettings,
+    Mount, MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError,
 };
 
 pub struct RuntimeFixture<'a> {
@@ -296,11 +296,53 @@ async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_
         target: "/data".into(),
         read_only: false,
     }];
+    web.options.restart = Restart::Always;
+    web.memory_bytes = Some(96 << 20);
+    web.cpus = Some(0.5);
     let id = rt.create(&web).await.expect("create on networks");
     rt.start(&id).await.expect("start on networks");
     let info = rt.inspect(&id).await.expect("inspect").expect("exists");
     assert_eq!(info.state, ContainerState::Running);
     assert!(info.host_port.is_some());
+    // What can change while it lives is read back as it was asked for, then as changed.
+    let mut networks = vec![net.clone(), other.clone()];
+    networks.sort();
+    let settings = LiveSettings {
+        restart: Restart::Always,
+        memory_bytes: Some(96 << 20),
+        nano_cpus: Some(500_000_000),
+        networks,
+    };
+    assert_eq!(info.settings.as_ref(), Some(&settings));
+    rt.set_restart(&id, Restart::OnFailure(Some(3)))
+        .await
+        .expect("set_restart");
+    let changed = rt.inspect(&id).await.expect("inspect").expect("exists");
+    assert_eq!(
+        changed.settings.map(|s| s.restart),
+        Some(Restart::OnFailure(Some(3)))
+    );
+    assert!(
+        rt.list(&[("dev.gantry.conformance", f.prefix)])
+            .await
+            .expect("list")
+            .iter()
+            .all(|c| c.settings.is_none()),
+        "list reads no settings (one call per engine)"
+    );
+    let mut isolated = spec(f, "isolated", &[]);
+    isolated.options.network_mode = NetworkMode::None;
+    let isolated_id = rt.create(&isolated).await.expect("create, network none");
+    let none = rt
+        .inspect(&isolated_id)
+        .await
+        .expect("inspect")
+        .expect("exists");
+    assert_eq!(
+        none.settings.map(|s| (s.restart, s.networks)),
+        Some((Restart::UnlessStopped, vec!["none".to_string()]))
+    );
+    rt.remove(&isolated_id).await.expect("remove");
 
     // A network that is not there refuses the create, or (Docker 20.10) the start.
     let mut lost = spec(f, "lost", &[]);

@@ -310,3 +310,126 @@ fn preflight_refuses_a_missing_network_and_a_missing_bind_path() {
         );
     }
 }
+
+/// Drift of what can change on a living container: a replica's restart policy changed with
+/// `docker update` and another taken off the project network are named by `plan --refresh`
+/// (kind `settings-changed`) and by `status`, and `apply --refresh` rolls the service so that
+/// every replica runs as configured again.
+#[test]
+fn settings_changed_behind_gantrys_back_are_drift_that_apply_repairs() {
+    if !docker::require_docker("settings_changed_behind_gantrys_back_are_drift_that_apply_repairs")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, _) = images();
+    let p = Project::new("setdrift", &guard);
+    p.write_toml(&format!(
+        "{}{}",
+        project(&p),
+        web(
+            &p,
+            &v1,
+            "restart = \"always\"\nresources = { memory = \"64MiB\" }"
+        )
+    ));
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let o = p.gantry(&["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "no drift right after apply: {}", explain(&o));
+
+    let replicas = running_names(&p, "web");
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    docker::docker_ok(&["update", "--restart", "no", &replicas[0]]);
+    docker::docker_ok(&[
+        "update",
+        "--memory",
+        "96m",
+        "--memory-swap",
+        "-1",
+        &replicas[0],
+    ]);
+    docker::docker_ok(&["network", "disconnect", &p.name, &replicas[1]]);
+
+    let o = p.gantry(&["plan", "--refresh", "--format", "json"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let drift: Vec<(String, String)> = plan["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["container"].as_str().unwrap().to_owned(),
+                d["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        plan["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["kind"] == "settings-changed"),
+        "{drift:#?}"
+    );
+    let said = |container: &str, start: &str| {
+        drift
+            .iter()
+            .any(|(c, d)| c == container && d.contains(start))
+    };
+    assert!(
+        said(
+            &replicas[0],
+            "has restart policy `no`; the configuration says `always`"
+        ),
+        "{drift:#?}"
+    );
+    assert!(
+        said(
+            &replicas[0],
+            "has memory limit 100663296 bytes; the configuration says 67108864 bytes"
+        ),
+        "{drift:#?}"
+    );
+    assert!(
+        said(&replicas[1], &format!("is not on network {},", p.name)),
+        "{drift:#?}"
+    );
+    assert_eq!(drift.len(), 3, "{drift:#?}");
+    let web = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "service.web")
+        .unwrap();
+    assert_eq!(web["action"], "replace", "{web:#}");
+
+    let o = p.gantry(&["status"]);
+    assert!(
+        stdout(&o).contains("has restart policy `no`"),
+        "{}",
+        explain(&o)
+    );
+
+    let o = p.gantry(&["apply", "--refresh", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let now = running_names(&p, "web");
+    assert_eq!(now.len(), 2, "{now:?}");
+    for c in &now {
+        assert!(!replicas.contains(c), "{c} is a new replica");
+        assert_eq!(restart_policy(c), "always");
+        assert_eq!(docker::inspect(c, "{{.HostConfig.Memory}}"), "67108864");
+        assert!(
+            docker::inspect(
+                c,
+                "{{range $n, $v := .NetworkSettings.Networks}}{{$n}} {{end}}"
+            )
+            .contains(&p.name),
+            "{c}"
+        );
+    }
+    let o = p.gantry(&["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "repaired: {}", explain(&o));
+    let _ = stderr(&o);
+}
