@@ -22,6 +22,8 @@ use crate::model::Model;
 pub enum ResourceKind {
     Service,
     Lb,
+    /// A one-off task (`[task.NAME]`): runs before its service.
+    Task,
 }
 
 /// `service.graphql`, `lb.front`: how resources are named in plans, steps and errors.
@@ -44,6 +46,12 @@ impl Address {
             name: name.into(),
         }
     }
+    pub fn task(name: impl Into<String>) -> Self {
+        Address {
+            kind: ResourceKind::Task,
+            name: name.into(),
+        }
+    }
 }
 
 impl fmt::Display for Address {
@@ -51,6 +59,7 @@ impl fmt::Display for Address {
         let prefix = match self.kind {
             ResourceKind::Service => "service",
             ResourceKind::Lb => "lb",
+            ResourceKind::Task => "task",
         };
         write!(f, "{prefix}.{}", self.name)
     }
@@ -62,8 +71,9 @@ impl std::str::FromStr for Address {
         match s.split_once('.') {
             Some(("service", n)) if !n.is_empty() => Ok(Address::service(n)),
             Some(("lb", n)) if !n.is_empty() => Ok(Address::lb(n)),
+            Some(("task", n)) if !n.is_empty() => Ok(Address::task(n)),
             _ => Err(format!(
-                "invalid resource address `{s}` (expected `service.NAME` or `lb.NAME`)"
+                "invalid resource address `{s}` (expected `service.NAME`, `lb.NAME` or `task.NAME`)"
             )),
         }
     }
@@ -90,8 +100,8 @@ impl JsonSchema for Address {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^(service|lb)\\..+$",
-            "description": "A resource address: `service.NAME` or `lb.NAME`."
+            "pattern": "^(service|lb|task)\\..+$",
+            "description": "A resource address: `service.NAME`, `lb.NAME` or `task.NAME`."
         })
     }
 }
@@ -130,14 +140,27 @@ impl ResourceGraph {
         ResourceGraph { graph, index }
     }
 
-    /// Services (with their `depends_on`) and load balancers (after their members).
+    /// Services (with their `depends_on`), load balancers (after their members) and tasks
+    /// (after what they and their service depend on, before their service).
     pub fn from_model(model: &Model) -> Self {
         let nodes = model
             .services
             .keys()
             .map(Address::service)
-            .chain(model.lbs.keys().map(Address::lb));
+            .chain(model.lbs.keys().map(Address::lb))
+            .chain(model.tasks.keys().map(Address::task));
         let mut edges = Vec::new();
+        for (name, task) in &model.tasks {
+            edges.push((Address::task(name), Address::service(&task.service)));
+            let service_deps = model
+                .services
+                .get(&task.service)
+                .map(|s| s.depends_on.as_slice())
+                .unwrap_or_default();
+            for dep in service_deps.iter().chain(&task.depends_on) {
+                edges.push((Address::service(dep), Address::task(name)));
+            }
+        }
         for (name, spec) in &model.services {
             for dep in &spec.depends_on {
                 edges.push((Address::service(dep), Address::service(name)));
@@ -284,6 +307,7 @@ impl ResourceGraph {
             let shape = match addr.kind {
                 ResourceKind::Service => "box",
                 ResourceKind::Lb => "diamond",
+                ResourceKind::Task => "ellipse",
             };
             let _ = writeln!(out, "  {} [shape={shape}];", quote(&addr.to_string()));
         }

@@ -25,6 +25,8 @@ pub mod labels {
     /// The host port the driver fixed for `port` when it created the container (set by the
     /// driver, not the engine): how ports of stopped containers are known in one list call.
     pub const HOST_PORT: &str = "dev.gantry.host-port";
+    /// On a task's container (instead of `SERVICE` and `REPLICA`): the task's name.
+    pub const TASK: &str = "dev.gantry.task";
 }
 
 /// Everything needed to create one replica.
@@ -266,6 +268,13 @@ pub trait ContainerRuntime: Send + Sync {
         id: &str,
         restart: Restart,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Waits until the container is no longer running, at most `timeout`: its exit code, or
+    /// `None` when it still runs (a task's timeout). A container that is gone is an error.
+    fn wait(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<i64>, RuntimeError>> + Send;
     /// Of `paths` (bind-mount sources), those that do not exist on the engine's host.
     /// `image` is an image on the host the check may use.
     fn missing_paths(

@@ -39,10 +39,11 @@ pub struct RawConfig {
     pub hosts: Vec<TomlHost>,
     pub services: Vec<Named<TomlService>>,
     pub lbs: Vec<Named<TomlLb>>,
+    pub tasks: Vec<Named<TomlTask>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["project", "host", "service", "lb"];
+const TOP_LEVEL_KEYS: [&str; 5] = ["project", "host", "service", "lb", "task"];
 
 /// Parses the configuration source. Never panics; problems become diagnostics.
 pub fn parse(source: &str) -> RawConfig {
@@ -89,7 +90,7 @@ pub fn parse(source: &str) -> RawConfig {
                     ),
                 }
             }
-            section @ ("service" | "lb") => {
+            section @ ("service" | "lb" | "task") => {
                 let span = value.span();
                 let DeValue::Table(table) = value.into_inner() else {
                     raw.diagnostics.push(
@@ -110,6 +111,15 @@ pub fn parse(source: &str) -> RawConfig {
                         let value = reader.read(value, &path, &mut raw.diagnostics);
                         let partial = raw.diagnostics.len() > before;
                         raw.services.push(Named {
+                            name,
+                            span: named_span,
+                            value,
+                            partial,
+                        });
+                    } else if section == "task" {
+                        let value = reader.read(value, &path, &mut raw.diagnostics);
+                        let partial = raw.diagnostics.len() > before;
+                        raw.tasks.push(Named {
                             name,
                             span: named_span,
                             value,

@@ -29,6 +29,36 @@ pub struct TomlManifest {
     /// Load balancers by name.
     #[serde(default)]
     pub lb: BTreeMap<String, TomlLb>,
+    /// One-off tasks (migrations) by name: run from a service's new spec before its rollout.
+    #[serde(default)]
+    pub task: BTreeMap<String, TomlTask>,
+}
+
+/// `[task.NAME]`: a command run to completion in a container of its own, made from the new
+/// spec of `service` (image, env, secrets, networks, volumes), after what that service
+/// depends on and before its rollout begins.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlTask {
+    /// The service whose new spec the task runs from.
+    #[schemars(with = "String")]
+    pub service: SpStr,
+    /// The command (exec form), e.g. `["python3", "/app/migrate.py"]`; must exit 0.
+    #[schemars(with = "Vec<String>")]
+    pub command: Spanned<Vec<String>>,
+    /// Services that must be up before it runs, beside those `service` depends on.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub depends_on: Vec<SpStr>,
+    /// `on-change` (default: when the service's image or the task itself changes) or
+    /// `always` (whenever the service changes in any way).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub run: Option<SpStr>,
+    /// How long it may run before it is stopped and the apply fails (default `10m`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<SpStr>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -1187,6 +1187,26 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| self.engine_error(&format!("update container {id}"), e))
     }
 
+    async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<i64>, RuntimeError> {
+        let options = bollard::query_parameters::WaitContainerOptions {
+            condition: "not-running".to_string(),
+        };
+        let mut stream = self.docker.wait_container(id, Some(options));
+        match tokio::time::timeout(timeout, stream.next()).await {
+            Err(_) => Ok(None),
+            Ok(Some(Ok(r))) => Ok(Some(r.status_code)),
+            // bollard reports a non-zero exit code as an error.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Ok(Some(code))
+            }
+            Ok(Some(Err(e))) => Err(self.engine_error(&format!("wait for container {id}"), e)),
+            Ok(None) => Err(RuntimeError::Engine {
+                op: format!("wait for container {id}"),
+                message: "the engine closed the wait without an exit code".into(),
+            }),
+        }
+    }
+
     async fn missing_paths(
         &self,
         image: &str,

@@ -18,6 +18,7 @@ mod restore;
 mod retention;
 mod run;
 mod swarm;
+mod task;
 mod types;
 
 use std::collections::BTreeMap;
@@ -104,6 +105,7 @@ pub async fn apply<R: ContainerRuntime>(
         origin: inputs.origin.clone(),
         outcome: Outcome::InProgress,
         services: BTreeMap::new(),
+        tasks: BTreeMap::new(),
         failure: None,
     });
     let _ = run.save();

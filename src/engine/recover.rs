@@ -175,6 +175,19 @@ impl<R: ContainerRuntime> Run<'_, R> {
                     ReplicaStatus::Stopped
                 };
                 let label = |key| c.labels.get(key).cloned().unwrap_or_default();
+                // A task's container is never needed after its run: one left by a run that
+                // died goes, whatever its revision.
+                if c.labels.contains_key(labels::TASK) {
+                    match target.runtime.remove(&c.id).await {
+                        Ok(()) => notes.push(format!(
+                            "removed {}: the container of task.{} of a run that did not finish",
+                            c.name,
+                            label(labels::TASK)
+                        )),
+                        Err(e) => return Err(format!("removing {}: {e}", c.name)),
+                    }
+                    continue;
+                }
                 let service = label(labels::SERVICE);
                 let revision: u64 = label(labels::REVISION).parse().unwrap_or(0);
                 let index: u32 = label(labels::REPLICA).parse().unwrap_or(0);

@@ -296,14 +296,16 @@ impl<R: ContainerRuntime> Run<'_, R> {
             .unwrap_or_default()
     }
 
-    pub(super) async fn start_replica(
+    /// The container of replica `index` of `service` on `host`, as the engine is asked to
+    /// create it (tasks start from it too).
+    pub(super) fn replica_container(
         &self,
         service: &str,
         host: &str,
         spec: &ServiceSpec,
         index: u32,
         host_port: Option<u16>,
-    ) -> Result<(), StepError> {
+    ) -> Result<ContainerSpec, StepError> {
         let name = format!("{}-{service}-{}-{index}", self.env.project, self.revision);
         let target = self
             .target(&Some(host.to_string()))
@@ -318,7 +320,7 @@ impl<R: ContainerRuntime> Run<'_, R> {
         if let Some(port) = spec.port {
             container_labels.insert(labels::PORT.into(), port.to_string());
         }
-        let container = ContainerSpec {
+        Ok(ContainerSpec {
             name: name.clone(),
             // The image ID resolved by pre-flight: every replica runs the same image even if
             // the tag moves during the rollout, and a rollback runs exactly what was recorded.
@@ -342,7 +344,19 @@ impl<R: ContainerRuntime> Run<'_, R> {
             // What `docker ps` shows; the container runs `image`, the ID.
             image_ref: Some(spec.image.clone()),
             options: self.container_options(service, spec),
-        };
+        })
+    }
+
+    pub(super) async fn start_replica(
+        &self,
+        service: &str,
+        host: &str,
+        spec: &ServiceSpec,
+        index: u32,
+        host_port: Option<u16>,
+    ) -> Result<(), StepError> {
+        let container = self.replica_container(service, host, spec, index, host_port)?;
+        let name = container.name.clone();
         // A host port the engine chose at create may be taken by someone else before the
         // start: the container is removed and created again, and the engine picks another.
         let mut attempt = 1;

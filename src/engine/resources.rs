@@ -37,11 +37,20 @@ pub fn volume_name(project: &str, name: &str) -> String {
 /// (unless every one of them has `network_mode` host or none) and their named volumes.
 pub(super) fn host_needs(plan: &Plan) -> BTreeMap<String, HostNeeds> {
     let mut needs: BTreeMap<String, HostNeeds> = BTreeMap::new();
-    for c in plan
+    // A task runs from its service's spec, which may itself be unchanged.
+    let run_tasks: Vec<&str> = plan
         .changes
         .iter()
-        .filter(|c| !matches!(c.action, Action::NoOp | Action::Destroy))
-    {
+        .filter(|c| c.action == Action::Run)
+        .filter_map(|c| match &c.after {
+            Some(crate::plan::Spec::Task(t)) => Some(t.service.as_str()),
+            _ => None,
+        })
+        .collect();
+    for c in plan.changes.iter().filter(|c| {
+        !matches!(c.action, Action::NoOp | Action::Destroy)
+            || (c.action == Action::NoOp && run_tasks.contains(&c.address.name.as_str()))
+    }) {
         let Some(spec) = service_spec(&c.after) else {
             continue;
         };

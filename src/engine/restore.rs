@@ -24,6 +24,9 @@ impl<R: ContainerRuntime> Run<'_, R> {
         let mut state = original;
         state.serial = current.serial;
         state.history = std::mem::take(&mut current.history);
+        // A task that ran did its work (a migration is not undone): it is not run again for
+        // the same image.
+        state.tasks = std::mem::take(&mut current.tasks);
         moved.apply(&mut state);
         *current = state;
         Ok(())

@@ -44,6 +44,8 @@ pub(super) struct Run<'a, R: ContainerRuntime> {
     pub(super) needs: Mutex<BTreeMap<String, HostNeeds>>,
     /// Hosts whose network and volumes this run has made sure of (held while it does).
     pub(super) prepared: tokio::sync::Mutex<BTreeSet<String>>,
+    /// Every service's spec after the plan (a task runs from its service's).
+    pub(super) specs: Mutex<BTreeMap<String, ServiceSpec>>,
 }
 
 /// Why a resource's steps stopped before their end.
@@ -66,12 +68,19 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
     ) -> (ApplyOutcome, State) {
         let revision = self.revision;
         *self.needs.lock().unwrap_or_else(|e| e.into_inner()) = host_needs(plan);
+        *self.specs.lock().unwrap_or_else(|e| e.into_inner()) = plan
+            .changes
+            .iter()
+            .filter_map(|c| Some((c.address.name.clone(), service_spec(&c.after)?.clone())))
+            .collect();
         // Wave by wave; the resources of one wave are independent and run concurrently.
         let mut waves: BTreeMap<usize, Vec<&ResourceChange>> = BTreeMap::new();
         for c in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
             waves.entry(c.wave).or_default().push(c);
         }
         let mut failed: Option<(Failure, OnFailure)> = None;
+        // The failure is a task's (which changes nothing a restore would undo).
+        let mut task_failed = false;
         let mut stopped_early = false;
         // Where each resource stopped at a hold point (its next step), and the resources not begun.
         let mut held: BTreeMap<String, usize> = BTreeMap::new();
@@ -101,6 +110,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
                         let policy = service_spec(&change.after)
                             .or(service_spec(&change.before))
                             .map_or(OnFailure::Rollback, |s| s.rollout.on_failure);
+                        task_failed = change.address.kind == crate::graph::ResourceKind::Task;
                         failed = Some((f, policy));
                     }
                     (Err(Halt::Cancelled), _) => stopped_early = true,
@@ -171,6 +181,11 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
                 self.env.reporter.event(Event::Note {
                     message: format!("restoring revision {} after: {failure}", original.revision),
                 });
+                let changed = !self
+                    .undo
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty();
                 match self.restore_to(original).await {
                     Ok(()) => {
                         self.finish(
@@ -178,6 +193,9 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
                             BTreeMap::new(),
                             Some(failure.to_string()),
                         );
+                        if task_failed && !changed {
+                            return (ApplyOutcome::Unchanged { failure }, self.into_state());
+                        }
                         (ApplyOutcome::RolledBack { failure }, self.into_state())
                     }
                     Err(e) => {
@@ -218,6 +236,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
             recovering: AtomicBool::new(false),
             needs: Mutex::new(BTreeMap::new()),
             prepared: tokio::sync::Mutex::new(BTreeSet::new()),
+            specs: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -278,6 +297,15 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
                 )
             })
             .collect()
+    }
+
+    /// `service`'s spec after the plan.
+    pub(super) fn service_spec_of(&self, service: &str) -> Option<ServiceSpec> {
+        self.specs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
     }
 
     pub(super) fn st(&self) -> MutexGuard<'_, State> {
@@ -538,6 +566,7 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
                 self.blue_green_step(service, change, step).await
             }
             StepOp::Record => Ok(None),
+            StepOp::RunTask { .. } => self.task_step(service, change, step).await,
             StepOp::SwarmUpdate { .. }
             | StepOp::SwarmWarmup
             | StepOp::SwarmJoinLb { .. }

@@ -148,6 +148,10 @@ pub enum ApplyOutcome {
     RolledBack {
         failure: Failure,
     },
+    /// A task failed before this apply had changed anything (nothing to restore).
+    Unchanged {
+        failure: Failure,
+    },
     /// Failed and left where it stopped: `on_failure = "pause"`, or the restore failed too.
     Halted {
         failure: Failure,

@@ -37,6 +37,45 @@ pub struct Model {
     pub lbs: BTreeMap<String, LbSpec>,
     /// Load balancers that send only to the replicas of some hosts (`[lb.NAME] hosts`).
     pub lb_hosts: BTreeMap<String, Vec<String>>,
+    /// One-off tasks (`[task.NAME]`), each run before its service's rollout.
+    pub tasks: BTreeMap<String, TaskSpec>,
+}
+
+/// `[task.NAME]`: a command run to completion in a container of its own, made from the new
+/// spec of `service`, after what that service (and the task) depends on and before the
+/// service's rollout. Also the recorded form in the state and the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub service: String,
+    pub command: Vec<String>,
+    /// Services that must be up before it runs, beside those `service` depends on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    pub run: TaskRun,
+    pub timeout: Duration,
+}
+
+/// When a task runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskRun {
+    /// When its service's image differs from the one it last ran with, when the task itself
+    /// changes, and the first time.
+    #[default]
+    OnChange,
+    /// Whenever its service changes in any way (created, rolled, updated, scaled), and when
+    /// it would on-change.
+    Always,
+}
+
+impl TaskRun {
+    pub fn word(self) -> &'static str {
+        match self {
+            TaskRun::OnChange => "on-change",
+            TaskRun::Always => "always",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

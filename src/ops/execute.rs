@@ -120,6 +120,9 @@ pub fn execute(
                 timer: super::scale_down::start_timer(session.common(), &state),
             }),
             ApplyOutcome::RolledBack { failure } => Err(Error::Restored { verb, failure }),
+            ApplyOutcome::Unchanged { failure } => Err(Error::Message(format!(
+                "{failure}\nNothing had changed: the services run as before."
+            ))),
             ApplyOutcome::Halted {
                 failure,
                 restore_error,

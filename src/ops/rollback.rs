@@ -127,6 +127,8 @@ pub fn rollback(
             .map(|(n, l)| (n.clone(), l.spec.clone()))
             .collect(),
         lb_hosts: loaded.model.lb_hosts.clone(),
+        // Migrations only go forward: a rollback runs no task.
+        tasks: BTreeMap::new(),
     };
     let pinned: BTreeMap<String, (String, String)> = record
         .services

@@ -172,7 +172,9 @@ pub fn detect(state: &State, engines: &BTreeMap<String, Vec<ContainerInfo>>) -> 
     for (host, found) in engines {
         for c in found {
             let ours = c.labels.get(labels::PROJECT) == Some(&state.project);
-            if ours && !recorded.contains(&c.id.as_str()) {
+            // A task's container lives only while its apply runs.
+            let task = c.labels.contains_key(labels::TASK);
+            if ours && !task && !recorded.contains(&c.id.as_str()) {
                 let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
                 out.push(Drift {
                     resource: format!("service.{service}"),

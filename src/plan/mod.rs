@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Address, ResourceGraph, ResourceKind};
-use crate::model::{LbSpec, Model, Order, ServiceSpec, StopFirstReason};
+use crate::model::{LbSpec, Model, Order, ServiceSpec, StopFirstReason, TaskSpec};
 use crate::state::State;
 
 pub use diff::{AttributeChange, SERVICE_FIELDS};
@@ -57,6 +57,9 @@ pub struct Prior {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Summary {
+    /// Tasks that run (absent in plans of builds before tasks).
+    #[serde(default)]
+    pub run: usize,
     pub create: usize,
     pub update: usize,
     pub replace: usize,
@@ -76,13 +79,14 @@ impl Summary {
                 Action::Scale => &mut summary.scale,
                 Action::Destroy => &mut summary.destroy,
                 Action::NoOp => &mut summary.no_op,
+                Action::Run => &mut summary.run,
             } += 1;
         }
         summary
     }
 
     pub fn has_changes(&self) -> bool {
-        self.create + self.update + self.replace + self.scale + self.destroy > 0
+        self.run + self.create + self.update + self.replace + self.scale + self.destroy > 0
     }
 
     /// `Plan: 1 to create, 2 to roll, 0 to destroy.` with the other actions when present.
@@ -90,7 +94,15 @@ impl Summary {
         if !self.has_changes() {
             return "No changes. The running services match the configuration.".to_string();
         }
-        let mut parts = vec![format!("{} to create", self.create)];
+        let mut parts = Vec::new();
+        if self.run > 0 {
+            parts.push(format!(
+                "{} task{} to run",
+                self.run,
+                if self.run == 1 { "" } else { "s" }
+            ));
+        }
+        parts.push(format!("{} to create", self.create));
         if self.update > 0 {
             parts.push(format!("{} to update in place", self.update));
         }
@@ -117,13 +129,15 @@ pub enum Action {
     Scale,
     Destroy,
     NoOp,
+    /// A task runs (to completion, in a container of its own).
+    Run,
 }
 
 impl Action {
     /// Terraform's symbols.
     pub fn symbol(self) -> &'static str {
         match self {
-            Action::Create => "+",
+            Action::Create | Action::Run => "+",
             Action::Update | Action::Scale => "~",
             Action::Replace => "-/+",
             Action::Destroy => "-",
@@ -139,6 +153,7 @@ impl Action {
             Action::Scale => "scale",
             Action::Destroy => "destroy",
             Action::NoOp => "no changes",
+            Action::Run => "run",
         }
     }
 }
@@ -211,6 +226,7 @@ impl RollOrder {
 pub enum Spec {
     Service(Box<ServiceSpec>),
     Lb(LbSpec),
+    Task(TaskSpec),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -233,6 +249,9 @@ pub struct ResourceChange {
     /// What apply will do for this resource, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
+    /// Why a task runs (`web's image changes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ResourceChange {
@@ -428,6 +447,18 @@ pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
                     let before = prior_lbs.get(&addr.name).map(|l| &l.spec);
                     diff::lb(addr, before, after, model)
                 }
+                ResourceKind::Task => {
+                    let task = &model.tasks[&addr.name];
+                    let service = &model.services[&task.service];
+                    let service_change = diff::service(
+                        &Address::service(&task.service),
+                        prior_services.get(&task.service).map(|s| &s.spec),
+                        service,
+                        prior_lbs,
+                    );
+                    let recorded = state.and_then(|s| s.tasks.get(&addr.name));
+                    diff::task(addr, task, recorded, service, service_change.action)
+                }
             };
             changes.push(ResourceChange {
                 wave: i + 1,
@@ -468,6 +499,8 @@ pub fn plan(model: &Model, state: Option<&State>, config_sha256: &str) -> Plan {
                     diff::destroy_service(addr, &prior_services[&addr.name].spec)
                 }
                 ResourceKind::Lb => diff::destroy_lb(addr, &prior_lbs[&addr.name].spec),
+                // Not in `gone`: a task no longer configured is only forgotten.
+                ResourceKind::Task => continue,
             };
             changes.push(ResourceChange {
                 wave: waves.len() + i + 1,

@@ -117,6 +117,13 @@ pub enum StepOp {
     SwarmLeaveLb { lb: String },
     /// Docker Swarm: remove the service; Swarm stops its tasks (`stop_grace_period`).
     SwarmRemove,
+    /// A task: one container of its service's new spec runs `command` to completion on the
+    /// step's host (exit 0 within `timeout`, or the step fails); then it is removed.
+    RunTask {
+        service: String,
+        command: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 impl Step {
@@ -126,6 +133,11 @@ impl Step {
             batch,
             op,
         }
+    }
+
+    /// A step on one host.
+    pub fn on_host(host: &str, op: StepOp) -> Self {
+        Step::new(host, None, op)
     }
 
     pub fn global(op: StepOp) -> Self {
@@ -212,6 +224,14 @@ impl Step {
                 )
             }
             StepOp::Record => "record new settings (no container changes)".to_string(),
+            StepOp::RunTask {
+                service,
+                command,
+                timeout,
+            } => format!(
+                "run `{}` from {service}'s new spec, to exit 0 within {timeout}",
+                command.join(" ")
+            ),
             StepOp::Configure { members } => {
                 if members.is_empty() {
                     "configure, check and reload".to_string()

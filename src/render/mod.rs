@@ -220,6 +220,10 @@ pub(crate) fn headline(c: &crate::plan::ResourceChange) -> String {
             let paths: Vec<&str> = c.attributes.iter().map(|x| x.path.as_str()).collect();
             format!("update in place ({})", paths.join(", "))
         }
+        (Action::Run, _, _) => match &c.reason {
+            Some(why) => format!("run ({why})"),
+            None => "run".to_string(),
+        },
         (action, _, _) => action.verb().to_string(),
     }
 }

@@ -23,7 +23,7 @@ impl Paint {
     }
     fn action(&self, action: Action, s: &str) -> String {
         let color = match action {
-            Action::Create => AnsiColor::Green,
+            Action::Create | Action::Run => AnsiColor::Green,
             Action::Update | Action::Scale => AnsiColor::Yellow,
             Action::Replace => AnsiColor::Magenta,
             Action::Destroy => AnsiColor::Red,
@@ -152,10 +152,11 @@ fn details(out: &mut String, p: &Paint, c: &ResourceChange) {
         Action::Scale => "will be scaled",
         Action::Destroy => "will be destroyed",
         Action::NoOp => "is unchanged",
+        Action::Run => "will run",
     };
     let _ = writeln!(out, "{}", p.bold(&format!("# {} {what}", c.address)));
     match c.action {
-        Action::Create => {
+        Action::Create | Action::Run if c.attributes.is_empty() => {
             if let Some(after) = &c.after {
                 for (path, v) in shown_attributes(after) {
                     attribute_line(out, p, '+', &path, &v);
@@ -249,7 +250,7 @@ pub(crate) fn shown_attributes(spec: &Spec) -> Vec<(String, Value)> {
     };
     let order: Vec<&str> = match spec {
         Spec::Service(_) => crate::plan::SERVICE_FIELDS.to_vec(),
-        Spec::Lb(_) => map.keys().map(String::as_str).collect(),
+        Spec::Lb(_) | Spec::Task(_) => map.keys().map(String::as_str).collect(),
     };
     for key in order {
         if let Spec::Service(s) = spec {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LbSpec, ServiceSpec};
+use crate::model::{LbSpec, ServiceSpec, TaskSpec};
 
 /// The state format this build reads and writes.
 pub const STATE_FORMAT_VERSION: u32 = 1;
@@ -38,9 +38,41 @@ pub struct State {
     /// Services with `runtime = "swarm"`: the Swarm service each runs as, by service name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub swarm: BTreeMap<String, SwarmService>,
+    /// The last successful run of each task: whether the next apply runs it again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, TaskState>,
     /// Every apply and rollback attempt, oldest first.
     #[serde(default)]
     pub history: Vec<RevisionRecord>,
+}
+
+/// A task's last successful run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskState {
+    pub spec: TaskSpec,
+    /// Its service's image as written, which it ran from.
+    pub image: String,
+    /// The image ID it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The revision whose apply ran it.
+    pub revision: u64,
+}
+
+/// One run of a task, in the history of the revision whose apply ran it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRunRecord {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// `None`: it did not exit (stopped at its timeout, or it could not start).
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    /// The last lines of its output (secret values masked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_lines: Vec<String>,
 }
 
 /// What started a revision. Written as the same text gantry always wrote (`apply`,
@@ -124,6 +156,9 @@ pub struct RevisionRecord {
     pub outcome: Outcome,
     /// The resolved spec of every service in this revision and the image ID it ran.
     pub services: BTreeMap<String, RevisionService>,
+    /// The tasks this apply ran, succeeded or not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, TaskRunRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
 }
@@ -313,6 +348,7 @@ impl State {
             services: BTreeMap::new(),
             lbs: BTreeMap::new(),
             swarm: BTreeMap::new(),
+            tasks: BTreeMap::new(),
             history: Vec::new(),
         }
     }

@@ -842,6 +842,34 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
+    async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<i64>, RuntimeError> {
+        {
+            let mut inner = self.lock();
+            let name = inner.name_of(id);
+            inner.check(format!("wait {name}"))?;
+            let key = inner.find(id).ok_or_else(|| {
+                engine(
+                    &format!("wait for container {id}"),
+                    format!("No such container: {id}"),
+                )
+            })?;
+            match inner.containers[&key].info.state {
+                ContainerState::Exited(code) => return Ok(Some(code)),
+                ContainerState::Running => {}
+                _ => return Ok(Some(0)),
+            }
+        }
+        // Runs until stopped, crashed or killed by the test: here, until the timeout.
+        tokio::time::sleep(timeout).await;
+        let inner = self.lock();
+        Ok(
+            match inner.find(id).map(|k| inner.containers[&k].info.state) {
+                Some(ContainerState::Exited(code)) => Some(code),
+                _ => None,
+            },
+        )
+    }
+
     async fn missing_paths(
         &self,
         _image: &str,

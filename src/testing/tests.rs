@@ -32,6 +32,7 @@ async fn the_fake_runtime_conforms() {
         within: Duration::from_secs(10),
     };
     rt.remove_host_path("/srv/nowhere");
+    rt.exit_at_start("conf-exits", 3);
     rt.unhealthy(
         "conf-sick",
         "testapp: health check of /healthz failed: HTTP/1.1 503 Service Unavailable",

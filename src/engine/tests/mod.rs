@@ -8,6 +8,7 @@ mod journal;
 mod options;
 mod restore;
 mod swarm;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -26,6 +26,7 @@ mod lb;
 mod rollout;
 mod service;
 mod swarm;
+mod task;
 
 /// What validation needs to know about files named by the config. The real implementation
 /// reads them (ops layer); tests pass a table.
@@ -120,6 +121,14 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
     v.shared_upstream_files(&raw.lbs);
     v.cycles(&dep_spans);
 
+    let mut tasks = BTreeMap::new();
+    for named in &raw.tasks {
+        if let Some(task) = v.task(named, &known_services, &services) {
+            tasks.insert(named.name.clone(), task);
+        }
+    }
+    v.task_cycles(&raw.tasks, &dep_spans);
+
     if v.diags.is_empty() {
         Ok(Model {
             project,
@@ -133,6 +142,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             services,
             lbs,
             lb_hosts,
+            tasks,
         })
     } else {
         v.diags

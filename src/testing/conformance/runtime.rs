@@ -222,6 +222,7 @@ pub async fn runtime<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
 
     networks_and_volumes(rt, f).await;
     health(rt, f).await;
+    wait_for_exit(rt, f).await;
     assert_eq!(
         rt.missing_paths(
             f.image,
@@ -396,6 +397,46 @@ async fn networks_and_volumes<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_
     assert!(
         !rt.remove_volume(&vol).await.expect("remove_volume"),
         "what is gone"
+    );
+}
+
+/// `wait`: the exit code of a container that exits (the test app with
+/// `CRASH_AFTER_SECONDS` exits 3; the fake is told so with `exit_at_start` on `exits`), and
+/// `None` at the timeout for one that keeps running.
+async fn wait_for_exit<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
+    let mut exits = spec(f, "exits", &[]);
+    exits.env.push("CRASH_AFTER_SECONDS=0.2".into());
+    exits.options.restart = Restart::No;
+    let runs = spec(f, "runs", &[]);
+    let exits_id = rt.create(&exits).await.expect("create");
+    let runs_id = rt.create(&runs).await.expect("create");
+    rt.start(&exits_id).await.expect("start");
+    rt.start(&runs_id).await.expect("start");
+    assert_eq!(
+        rt.wait(&exits_id, f.within).await.expect("wait"),
+        Some(3),
+        "the exit code"
+    );
+    assert_eq!(
+        rt.wait(&exits_id, f.within).await.expect("wait"),
+        Some(3),
+        "again, once exited"
+    );
+    assert_eq!(
+        rt.wait(&runs_id, Duration::from_millis(300))
+            .await
+            .expect("wait"),
+        None,
+        "still running at the timeout"
+    );
+    for id in [&exits_id, &runs_id] {
+        rt.remove(id).await.expect("remove");
+    }
+    assert!(
+        rt.wait(&exits_id, Duration::from_millis(300))
+            .await
+            .is_err(),
+        "a container that is gone"
     );
 }
 
