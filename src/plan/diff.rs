@@ -477,38 +477,41 @@ pub(super) fn task(
     let reason = match recorded {
         None if service_action == Action::Create => Some(format!("{name} is created")),
         None => Some("it has not run yet".to_string()),
-        Some(r) if r.spec != *after => {
-            let (b, a) = (
-                serde_json::to_value(&r.spec).unwrap_or_default(),
-                serde_json::to_value(after).unwrap_or_default(),
-            );
-            for key in ["service", "command", "depends_on", "run", "timeout"] {
-                if b.get(key) != a.get(key) {
-                    attributes.push(AttributeChange {
-                        path: key.to_string(),
-                        before: b.get(key).cloned(),
-                        after: a.get(key).cloned(),
-                        sensitive: false,
-                        forces_replacement: false,
-                    });
-                }
+        Some(r) => {
+            let mut why = Vec::new();
+            if r.image != service.image {
+                attributes.push(AttributeChange {
+                    path: format!("{name}.image"),
+                    before: Some(serde_json::Value::String(r.image.clone())),
+                    after: Some(serde_json::Value::String(service.image.clone())),
+                    sensitive: false,
+                    forces_replacement: false,
+                });
+                why.push(format!("{name}'s image changes"));
             }
-            Some("the task changes".to_string())
+            if r.spec != *after {
+                let (b, a) = (
+                    serde_json::to_value(&r.spec).unwrap_or_default(),
+                    serde_json::to_value(after).unwrap_or_default(),
+                );
+                for key in ["service", "command", "depends_on", "run", "timeout"] {
+                    if b.get(key) != a.get(key) {
+                        attributes.push(AttributeChange {
+                            path: key.to_string(),
+                            before: b.get(key).cloned(),
+                            after: a.get(key).cloned(),
+                            sensitive: false,
+                            forces_replacement: false,
+                        });
+                    }
+                }
+                why.push("the task changes".to_string());
+            }
+            if why.is_empty() && after.run == TaskRun::Always && service_action != Action::NoOp {
+                why.push(format!("run = \"always\" and {name} changes"));
+            }
+            (!why.is_empty()).then(|| why.join(" and "))
         }
-        Some(r) if r.image != service.image => {
-            attributes.push(AttributeChange {
-                path: format!("{name}.image"),
-                before: Some(serde_json::Value::String(r.image.clone())),
-                after: Some(serde_json::Value::String(service.image.clone())),
-                sensitive: false,
-                forces_replacement: false,
-            });
-            Some(format!("{name}'s image changes"))
-        }
-        Some(_) if after.run == TaskRun::Always && service_action != Action::NoOp => {
-            Some(format!("run = \"always\" and {name} changes"))
-        }
-        Some(_) => None,
     };
     let before = recorded.map(|r| Spec::Task(r.spec.clone()));
     let action = if reason.is_some() {

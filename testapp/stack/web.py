@@ -8,6 +8,11 @@ speaks RESP to redis over a plain socket, no client library). Installed as
     app [serve] [--port N]     serve (PORT env, default 8080) on 0.0.0.0
     app --healthcheck [PATH]   GET http://127.0.0.1:$PORT/PATH (default /healthz):
                                exit 0 on 2xx, 1 otherwise (the image's health command)
+    app migrate N              a schema migration: SET schema_version N in redis (never
+                               lowers it), printing what it did and, when DB_PASSWORD is
+                               set, the password it "connects" with (how the tests see a
+                               secret masked in a task's output); exit 0, or 1 on failure
+    app migrate fail           a migration that fails: prints an error, exits 1
 
 Requests (GET, HEAD, POST; bodies are read fully, Content-Length or chunked):
     /healthz, /healthcheck  200 "ok" when redis answers PING (and, with REQUIRE_SCHEMA=N,
@@ -243,17 +248,38 @@ def healthcheck(path):
     return 0 if ok else 1
 
 
+def migrate(target):
+    password = os.environ.get("DB_PASSWORD", "")
+    if password:
+        print(f"migrate: connecting with password {password}", flush=True)
+    if target == "fail":
+        print("migrate: error: relation \"orders\" already exists", flush=True)
+        return 1
+    try:
+        have = redis("GET", "schema_version")
+        have = int(have) if have is not None else 0
+        if int(target) > have:
+            redis("SET", "schema_version", int(target))
+        print(f"migrate: schema_version {have} -> {max(have, int(target))}", flush=True)
+    except (RedisError, ValueError) as e:
+        print(f"migrate: error: {e}", flush=True)
+        return 1
+    return 0
+
+
 def main(argv):
     args = argv[1:]
     if args[:1] == ["--healthcheck"]:
         return healthcheck(args[1] if len(args) > 1 else "/healthz")
+    if args[:1] == ["migrate"] and len(args) == 2:
+        return migrate(args[1])
     if args[:1] == ["serve"]:
         args = args[1:]
     port = int(os.environ.get("PORT", "8080"))
     if args[:1] == ["--port"] and len(args) == 2 and args[1].isdigit():
         port = int(args[1])
     elif args:
-        print(f"usage: app [serve] [--port N] | app --healthcheck [PATH]; got {args}",
+        print(f"usage: app [serve] [--port N] | app --healthcheck [PATH] | app migrate N; got {args}",
               file=sys.stderr)
         return 2
     return serve(port)

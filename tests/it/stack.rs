@@ -701,3 +701,129 @@ health = {{ command = {}, interval = "1s", timeout = "20s", retries = 3 }}
     let left = s.containers(&["status=running"], "{{.Names}}");
     assert!(left.is_empty(), "still running: {left:?}");
 }
+
+/// Issue 13's migration: `task.migrate` runs `app migrate N` from web's new image (on the
+/// project network, with web's env and its secret) before web rolls, and web's replicas are
+/// healthy only once redis holds `schema_version >= N`. A second release migrates again; a
+/// release whose migration fails after redis rolled restores redis (exit 3) and leaves web
+/// and nginx as they were; one where the failing migration is the only change says nothing
+/// changed (exit 1). No task container is ever left, and the secret never shows.
+#[test]
+fn a_migration_task_runs_before_web_rolls_and_a_failing_one_stops_the_release() {
+    let test = "a_migration_task_runs_before_web_rolls_and_a_failing_one_stops_the_release";
+    if !required(test, true) {
+        return;
+    }
+    const SECRET: &str = "pa55-w0rd-not-for-logs";
+    let guard = DockerTestGuard::new();
+    let s = Stack::new("task", &guard, "app");
+    let v1 = stack::web_image("VERSION=s1 REQUIRE_SCHEMA=1");
+    let v2 = stack::web_image("VERSION=s2 REQUIRE_SCHEMA=2");
+    let write = |redis_env: &str, web: &str, migrate: &str| {
+        s.write_toml(&format!(
+            "{}{}{}{}\n[task.migrate]\nservice = \"web\"\ncommand = [\"app\", \"migrate\", \"{migrate}\"]\ntimeout = \"2m\"\n",
+            s.project(),
+            s.redis(redis_env),
+            s.web(web, 2, "depends_on = [\"redis\"]\nsecret_env = [\"DB_PASSWORD\"]"),
+            s.lb()
+        ));
+    };
+    let apply = || {
+        support::project::run(
+            s.command(&["apply", "--yes", "--progress", "plain"])
+                .env("DB_PASSWORD", SECRET),
+        )
+    };
+    let tasks_left = || s.containers(&["label=dev.gantry.task"], "{{.Names}}");
+
+    write("1", &v1, "1");
+    let o = s.gantry(&["plan"]);
+    assert!(
+        stdout(&o).contains("+ task.migrate   run (web is created)"),
+        "{}",
+        explain(&o)
+    );
+    let o = apply();
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let out = explain(&o);
+    assert!(out.contains("task.migrate: exit 0 after"), "{out}");
+    assert!(out.contains("migrate: schema_version 0 -> 1"), "{out}");
+    assert!(out.contains("connecting with password ***"), "{out}");
+    assert!(!out.contains(SECRET), "the secret is masked: {out}");
+    assert_eq!(running(&s, "web", "{{.Image}}"), vec![v1.clone(); 2]);
+    assert!(tasks_left().is_empty(), "{:?}", tasks_left());
+    let state = s.state_json();
+    let run = &state["history"][0]["tasks"]["migrate"];
+    assert_eq!(run["exit_code"], 0, "{run:#}");
+    assert!(
+        run["last_lines"]
+            .to_string()
+            .contains("schema_version 0 -> 1"),
+        "{run:#}"
+    );
+    assert!(
+        !state.to_string().contains(SECRET),
+        "no secret in the state"
+    );
+    let first = s.count();
+
+    // The same config again: nothing to run.
+    let o = s.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+
+    // Release 2 needs schema 2: the task migrates before the new replicas start.
+    write("1", &v2, "2");
+    let o = s.gantry(&["plan"]);
+    assert!(
+        stdout(&o).contains("+ task.migrate  run (web's image changes and the task changes)"),
+        "{}",
+        explain(&o)
+    );
+    let o = apply();
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(
+        explain(&o).contains("migrate: schema_version 1 -> 2"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(running(&s, "web", "{{.Image}}"), vec![v2.clone(); 2]);
+    let web2 = running(&s, "web", "{{.Names}}");
+    let upstream = s.upstream();
+    assert_eq!(s.count(), first + 1);
+
+    // A failing migration after redis rolled: redis is restored, web never touched.
+    let v3 = stack::web_image("VERSION=s3 REQUIRE_SCHEMA=2");
+    write("2", &v3, "fail");
+    let redis_before = running(&s, "redis", "{{.Names}}");
+    let o = apply();
+    assert_eq!(code(&o), 3, "{}", explain(&o));
+    let out = explain(&o);
+    assert!(
+        out.contains("task.migrate: step `run `app migrate fail`"),
+        "{out}"
+    );
+    assert!(out.contains("exited with code 1"), "{out}");
+    assert!(out.contains("relation \"orders\" already exists"), "{out}");
+    assert_eq!(
+        running(&s, "redis", "{{.Names}}"),
+        redis_before,
+        "redis restored"
+    );
+    assert_eq!(running(&s, "web", "{{.Names}}"), web2, "web untouched");
+    assert_eq!(s.upstream(), upstream, "nginx untouched");
+    assert!(tasks_left().is_empty(), "{:?}", tasks_left());
+
+    // The failing migration alone: nothing had changed.
+    write("1", &v3, "fail");
+    let o = apply();
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        explain(&o).contains("Nothing had changed"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(running(&s, "web", "{{.Names}}"), web2);
+    assert_eq!(s.upstream(), upstream);
+    assert!(tasks_left().is_empty(), "{:?}", tasks_left());
+    assert_eq!(s.count(), first + 2, "the counter survived");
+}

@@ -1148,3 +1148,52 @@ network_mode = "host"
 "#;
     validate_source("gantry.toml", source).assert_valid();
 }
+
+#[test]
+fn tasks_name_a_service_a_program_a_run_word_a_timeout_and_close_no_cycle() {
+    let out = validate_fixture("tasks.toml");
+    out.assert_rejected(5);
+    let f = "tasks.toml";
+    let d = out.diagnostic(
+        f,
+        17,
+        11,
+        "task `migrate` names service `wbe`, which does not exist",
+    );
+    assert_has(&d, "defined: `redis`, `web` and `worker`");
+    out.diagnostic(f, 18, 11, "`command` must name a program: it is empty");
+    let d = out.diagnostic(f, 19, 7, "invalid `run` value `sometimes`");
+    assert_has(&d, "expected one of `on-change` and `always`");
+    let d = out.diagnostic(
+        f,
+        24,
+        15,
+        "dependency cycle through task.seed: service.web -> task.seed -> service.worker -> service.web",
+    );
+    assert_has(&d, "it cannot wait for its own service");
+    out.diagnostic(f, 25, 11, "`timeout` of a task must be more than 0");
+}
+
+#[test]
+fn a_task_cannot_run_from_a_swarm_service() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "registry.example/web:3074f46"
+runtime = "swarm"
+
+[task.migrate]
+service = "web"
+command = ["migrate"]
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(1);
+    let d = out.diagnostic(
+        "gantry.toml",
+        9,
+        11,
+        "task `migrate` runs from service `web`, which runs on Docker Swarm",
+    );
+    assert_has(&d, "tasks run as containers on the service's first host");
+}

@@ -104,7 +104,7 @@ pub fn web_release(version: &str) -> String {
     web_image(&format!("VERSION={version}"))
 }
 
-fn web_image(env: &str) -> String {
+pub fn web_image(env: &str) -> String {
     derived_image(
         "web",
         &base_image(),
