@@ -364,6 +364,81 @@ pub(super) fn destroy_lb(addr: &Address, before: &LbSpec) -> ResourceChange {
     c
 }
 
+/// A task runs (`Action::Run`) the first time, when it changed, when its service's image
+/// differs from the one it last ran with, and with `run = "always"` whenever its service
+/// changes; otherwise it is a no-op. `recorded` is its last successful run.
+pub(super) fn task(
+    addr: &Address,
+    after: &TaskSpec,
+    recorded: Option<&TaskState>,
+    service: &ServiceSpec,
+    service_action: Action,
+) -> ResourceChange {
+    let name = &after.service;
+    let mut attributes = Vec::new();
+    let reason = match recorded {
+        None if service_action == Action::Create => Some(format!("{name} is created")),
+        None => Some("it has not run yet".to_string()),
+        Some(r) => {
+            let mut why = Vec::new();
+            if r.image != service.image {
+                attributes.push(AttributeChange {
+                    path: format!("{name}.image"),
+                    before: Some(serde_json::Value::String(r.image.clone())),
+                    after: Some(serde_json::Value::String(service.image.clone())),
+                    sensitive: false,
+                    forces_replacement: false,
+                });
+                why.push(format!("{name}'s image changes"));
+            }
+            if r.spec != *after {
+                let (b, a) = (
+                    serde_json::to_value(&r.spec).unwrap_or_default(),
+                    serde_json::to_value(after).unwrap_or_default(),
+                );
+                for key in ["service", "command", "depends_on", "run", "timeout"] {
+                    if b.get(key) != a.get(key) {
+                        attributes.push(AttributeChange {
+                            path: key.to_string(),
+                            before: b.get(key).cloned(),
+                            after: a.get(key).cloned(),
+                            sensitive: false,
+                            forces_replacement: false,
+                        });
+                    }
+                }
+                why.push("the task changes".to_string());
+            }
+            if why.is_empty() && after.run == TaskRun::Always && service_action != Action::NoOp {
+                why.push(format!("run = \"always\" and {name} changes"));
+            }
+            (!why.is_empty()).then(|| why.join(" and "))
+        }
+    };
+    let before = recorded.map(|r| Spec::Task(r.spec.clone()));
+    let action = if reason.is_some() {
+        Action::Run
+    } else {
+        Action::NoOp
+    };
+    let mut c = change(addr, action, before, Some(Spec::Task(after.clone())));
+    c.attributes = attributes;
+    if c.action == Action::Run {
+        // On the service's first host, where its first replicas start.
+        let host = service.hosts.first().map_or("local", String::as_str);
+        c.steps = vec![Step::on_host(
+            host,
+            StepOp::RunTask {
+                service: after.service.clone(),
+                command: after.command.clone(),
+                timeout: after.timeout,
+            },
+        )];
+    }
+    c.reason = reason;
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,79 +535,4 @@ mod tests {
             "from a command to a probe: the HEALTHCHECK goes away with new containers"
         );
     }
-}
-
-/// A task runs (`Action::Run`) the first time, when it changed, when its service's image
-/// differs from the one it last ran with, and with `run = "always"` whenever its service
-/// changes; otherwise it is a no-op. `recorded` is its last successful run.
-pub(super) fn task(
-    addr: &Address,
-    after: &TaskSpec,
-    recorded: Option<&TaskState>,
-    service: &ServiceSpec,
-    service_action: Action,
-) -> ResourceChange {
-    let name = &after.service;
-    let mut attributes = Vec::new();
-    let reason = match recorded {
-        None if service_action == Action::Create => Some(format!("{name} is created")),
-        None => Some("it has not run yet".to_string()),
-        Some(r) => {
-            let mut why = Vec::new();
-            if r.image != service.image {
-                attributes.push(AttributeChange {
-                    path: format!("{name}.image"),
-                    before: Some(serde_json::Value::String(r.image.clone())),
-                    after: Some(serde_json::Value::String(service.image.clone())),
-                    sensitive: false,
-                    forces_replacement: false,
-                });
-                why.push(format!("{name}'s image changes"));
-            }
-            if r.spec != *after {
-                let (b, a) = (
-                    serde_json::to_value(&r.spec).unwrap_or_default(),
-                    serde_json::to_value(after).unwrap_or_default(),
-                );
-                for key in ["service", "command", "depends_on", "run", "timeout"] {
-                    if b.get(key) != a.get(key) {
-                        attributes.push(AttributeChange {
-                            path: key.to_string(),
-                            before: b.get(key).cloned(),
-                            after: a.get(key).cloned(),
-                            sensitive: false,
-                            forces_replacement: false,
-                        });
-                    }
-                }
-                why.push("the task changes".to_string());
-            }
-            if why.is_empty() && after.run == TaskRun::Always && service_action != Action::NoOp {
-                why.push(format!("run = \"always\" and {name} changes"));
-            }
-            (!why.is_empty()).then(|| why.join(" and "))
-        }
-    };
-    let before = recorded.map(|r| Spec::Task(r.spec.clone()));
-    let action = if reason.is_some() {
-        Action::Run
-    } else {
-        Action::NoOp
-    };
-    let mut c = change(addr, action, before, Some(Spec::Task(after.clone())));
-    c.attributes = attributes;
-    if c.action == Action::Run {
-        // On the service's first host, where its first replicas start.
-        let host = service.hosts.first().map_or("local", String::as_str);
-        c.steps = vec![Step::on_host(
-            host,
-            StepOp::RunTask {
-                service: after.service.clone(),
-                command: after.command.clone(),
-                timeout: after.timeout,
-            },
-        )];
-    }
-    c.reason = reason;
-    c
 }
