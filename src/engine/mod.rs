@@ -29,7 +29,9 @@ use crate::plan::{Action, Plan, Spec, StepOp};
 use crate::ports::{ContainerRuntime, Member};
 use crate::state::journal::{Entry, Journal};
 use crate::state::{Outcome, RevisionRecord, State};
+pub use replica::{Placement, replica_container};
 pub use resources::{VOLUME_LABEL, container_options, declared_volumes, volume_name};
+pub use task::{mask, secret_values, task_container};
 use run::Run;
 pub use types::{ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StateSink, StepError, Target};
 

@@ -306,22 +306,14 @@ impl<R: ContainerRuntime> Run<'_, R> {
         index: u32,
         host_port: Option<u16>,
     ) -> Result<ContainerSpec, StepError> {
-        let name = format!("{}-{service}-{}-{index}", self.env.project, self.revision);
         let target = self
             .target(&Some(host.to_string()))
             .map_err(StepError::new)?;
-        let mut container_labels = spec.labels.clone();
-        container_labels.insert(labels::PROJECT.into(), self.env.project.into());
-        container_labels.insert(labels::SERVICE.into(), service.into());
-        container_labels.insert(labels::REVISION.into(), self.revision.to_string());
-        container_labels.insert(labels::REPLICA.into(), index.to_string());
-        container_labels.insert(labels::HOST.into(), host.into());
-        container_labels.insert(labels::SPEC_HASH.into(), spec_hash(spec));
-        if let Some(port) = spec.port {
-            container_labels.insert(labels::PORT.into(), port.to_string());
-        }
-        Ok(ContainerSpec {
-            name: name.clone(),
+        let placement = Placement {
+            project: self.env.project,
+            revision: self.revision,
+            host,
+            host_ip: &target.address,
             // The image ID resolved by pre-flight: every replica runs the same image even if
             // the tag moves during the rollout, and a rollback runs exactly what was recorded.
             image: self
@@ -330,21 +322,9 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 .get(&spec.image)
                 .cloned()
                 .unwrap_or_else(|| spec.image.clone()),
-            command: spec.command.clone(),
             env: self.inputs.env.get(service).cloned().unwrap_or_default(),
-            labels: container_labels,
-            port: spec.port,
-            host_port,
-            host_ip: target.address.clone(),
-            memory_bytes: spec.resources.memory.map(|m| m.0),
-            cpus: spec.resources.cpus,
-            log_max_size: spec.log.max_size.map(|s| s.to_string()),
-            log_max_files: spec.log.max_files,
-            stop_grace: spec.stop_grace_period.0,
-            // What `docker ps` shows; the container runs `image`, the ID.
-            image_ref: Some(spec.image.clone()),
-            options: self.container_options(service, spec),
-        })
+        };
+        Ok(replica_container(&placement, service, spec, index, host_port))
     }
 
     pub(super) async fn start_replica(
@@ -929,5 +909,57 @@ async fn every_replica<T>(
             }
             failed.map_or(Ok(done), Err)
         }
+    }
+}
+
+/// Where, and from what, a service's container is made.
+pub struct Placement<'a> {
+    pub project: &'a str,
+    pub revision: u64,
+    pub host: &'a str,
+    /// The address its published ports are bound to.
+    pub host_ip: &'a str,
+    /// The image ID it runs.
+    pub image: String,
+    /// `KEY=value`, secrets included.
+    pub env: Vec<String>,
+}
+
+/// The container of replica `index` of `service`, as the engine is asked to create it.
+pub fn replica_container(
+    at: &Placement<'_>,
+    service: &str,
+    spec: &ServiceSpec,
+    index: u32,
+    host_port: Option<u16>,
+) -> ContainerSpec {
+    let name = format!("{}-{service}-{}-{index}", at.project, at.revision);
+    let mut container_labels = spec.labels.clone();
+    container_labels.insert(labels::PROJECT.into(), at.project.into());
+    container_labels.insert(labels::SERVICE.into(), service.into());
+    container_labels.insert(labels::REVISION.into(), at.revision.to_string());
+    container_labels.insert(labels::REPLICA.into(), index.to_string());
+    container_labels.insert(labels::HOST.into(), at.host.into());
+    container_labels.insert(labels::SPEC_HASH.into(), spec_hash(spec));
+    if let Some(port) = spec.port {
+        container_labels.insert(labels::PORT.into(), port.to_string());
+    }
+    ContainerSpec {
+        name,
+        image: at.image.clone(),
+        command: spec.command.clone(),
+        env: at.env.clone(),
+        labels: container_labels,
+        port: spec.port,
+        host_port,
+        host_ip: at.host_ip.to_string(),
+        memory_bytes: spec.resources.memory.map(|m| m.0),
+        cpus: spec.resources.cpus,
+        log_max_size: spec.log.max_size.map(|s| s.to_string()),
+        log_max_files: spec.log.max_files,
+        stop_grace: spec.stop_grace_period.0,
+        // What `docker ps` shows; the container runs `image`, the ID.
+        image_ref: Some(spec.image.clone()),
+        options: super::container_options(at.project, service, spec),
     }
 }

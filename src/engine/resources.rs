@@ -124,11 +124,6 @@ impl<R: ContainerRuntime> Run<'_, R> {
         prepared.insert(host.to_string());
         Ok(())
     }
-
-    /// The container options of `service`'s replicas on this run's engines.
-    pub(super) fn container_options(&self, service: &str, spec: &ServiceSpec) -> ContainerOptions {
-        container_options(self.env.project, service, spec)
-    }
 }
 
 /// The container options of `service`'s replicas, resolved for an engine of `project`.

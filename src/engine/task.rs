@@ -13,7 +13,7 @@ use super::report::Event;
 use super::run::Run;
 use crate::model::{Restart, ServiceSpec, TaskSpec};
 use crate::plan::{ResourceChange, Spec, Step, StepOp};
-use crate::ports::{ContainerRuntime, labels};
+use crate::ports::{ContainerRuntime, ContainerSpec, labels};
 use crate::state::journal::Undo;
 use crate::state::{TaskRunRecord, TaskState};
 
@@ -35,30 +35,16 @@ impl<R: ContainerRuntime> Run<'_, R> {
             StepError::new(format!("service `{}` is not in the plan", task.service))
         })?;
         self.prepare_host(&host).await?;
-        let mut container = self.replica_container(&task.service, &host, &spec, 0, None)?;
-        container.name = format!("{}-task-{task_name}-{}", self.env.project, self.revision);
-        container.command = Some(task.command.clone());
-        for key in [
-            labels::SERVICE,
-            labels::REPLICA,
-            labels::SPEC_HASH,
-            labels::PORT,
-        ] {
-            container.labels.remove(key);
-        }
-        container
-            .labels
-            .insert(labels::TASK.into(), task_name.into());
-        // Not a replica: no port, no fixed ports, no DNS alias of the service, no health
-        // command, and never restarted.
-        container.port = None;
-        container.options.publish.clear();
-        container.options.healthcheck = None;
-        container.options.restart = Restart::No;
-        for n in &mut container.options.networks {
-            n.aliases.clear();
-        }
-        let secrets = self.secret_values(&task.service, &spec);
+        let container = task_container(
+            self.replica_container(&task.service, &host, &spec, 0, None)?,
+            &format!("{}-task-{task_name}-{}", self.env.project, self.revision),
+            task_name,
+            &task.command,
+        );
+        let secrets = secret_values(
+            &spec,
+            self.inputs.env.get(&task.service).map_or(&[][..], Vec::as_slice),
+        );
         let target = self.target(&Some(host.clone())).map_err(StepError::new)?;
         self.intent(Undo::Created {
             host: host.clone(),
@@ -164,34 +150,57 @@ impl<R: ContainerRuntime> Run<'_, R> {
             Err(e) => Err(StepError::with_logs(e.to_string(), lines)),
         }
     }
+}
 
-    /// The values a service's containers get that must never be shown: its `secret_env`
-    /// and the variables of its env file.
-    fn secret_values(&self, service: &str, spec: &ServiceSpec) -> Vec<String> {
-        let secret_keys: Vec<&str> = spec
-            .secret_env
-            .iter()
-            .map(String::as_str)
-            .chain(
-                spec.env_file
-                    .iter()
-                    .flat_map(|f| f.keys.iter().map(String::as_str)),
-            )
-            .collect();
-        self.inputs
-            .env
-            .get(service)
-            .into_iter()
-            .flatten()
-            .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, v)| secret_keys.contains(k) && !v.is_empty())
-            .map(|(_, v)| v.to_string())
-            .collect()
+/// A one-off container of a service: `replica` (a replica's container, as the engine creates
+/// it) named `name`, running `command`, labelled with the task's name instead of a service
+/// and replica, with no port, no fixed ports, no DNS alias of the service, no health command,
+/// and never restarted. Tasks and `gantry run` use it.
+pub fn task_container(
+    mut replica: ContainerSpec,
+    name: &str,
+    task: &str,
+    command: &[String],
+) -> ContainerSpec {
+    replica.name = name.to_string();
+    replica.command = Some(command.to_vec());
+    for key in [labels::SERVICE, labels::REPLICA, labels::SPEC_HASH, labels::PORT] {
+        replica.labels.remove(key);
     }
+    replica.labels.insert(labels::TASK.into(), task.into());
+    replica.port = None;
+    replica.host_port = None;
+    replica.options.publish.clear();
+    replica.options.healthcheck = None;
+    replica.options.restart = Restart::No;
+    for n in &mut replica.options.networks {
+        n.aliases.clear();
+    }
+    replica
+}
+
+/// The values a service's containers get that must never be shown: those of its
+/// `secret_env` and of its env file's variables, out of `env` (`KEY=value`).
+pub fn secret_values(spec: &ServiceSpec, env: &[String]) -> Vec<String> {
+    let secret_keys: Vec<&str> = spec
+        .secret_env
+        .iter()
+        .map(String::as_str)
+        .chain(
+            spec.env_file
+                .iter()
+                .flat_map(|f| f.keys.iter().map(String::as_str)),
+        )
+        .collect();
+    env.iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, v)| secret_keys.contains(k) && !v.is_empty())
+        .map(|(_, v)| v.to_string())
+        .collect()
 }
 
 /// `line` with every secret value replaced by `***`.
-fn mask(line: &str, secrets: &[String]) -> String {
+pub fn mask(line: &str, secrets: &[String]) -> String {
     let mut out = line.to_string();
     for s in secrets {
         out = out.replace(s.as_str(), "***");

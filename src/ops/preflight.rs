@@ -115,37 +115,10 @@ pub async fn preflight<R: ContainerRuntime>(
         if let Some(range) = spec.host_ports {
             host_ports_free(c, spec, range, state, hosts)?;
         }
-        let mut lines: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if let Some(f) = &spec.env_file {
-            let path = config_dir.join(&f.path);
-            for item in dotenvy::from_path_iter(&path).map_err(|_| {
-                Error::Message(format!(
-                    "pre-flight: cannot read env_file {}",
-                    path.display()
-                ))
-            })? {
-                let (k, v) = item.map_err(|_| {
-                    Error::Message(format!(
-                        "pre-flight: env_file {} is malformed",
-                        path.display()
-                    ))
-                })?;
-                lines.push(format!("{k}={v}"));
-            }
-        }
-        for name in &spec.secret_env {
-            match std::env::var(name) {
-                Ok(v) => lines.push(format!("{name}={v}")),
-                Err(_) => {
-                    return Err(Error::Message(format!(
-                        "pre-flight: {} needs secret `{name}` from gantry's environment, and it is not set; nothing was changed",
-                        c.address
-                    )));
-                }
-            }
-        }
+        let lines = service_env(config_dir, &c.address.to_string(), spec)?;
         env.insert(c.address.name.clone(), lines);
-        if c.action == Action::NoOp {
+        // A task that runs needs its service's image even when the service is unchanged.
+        if c.action == Action::NoOp && !runs_task(plan, &c.address.name) {
             continue;
         }
         for host in &spec.hosts {
@@ -358,6 +331,52 @@ async fn swarm_networks_hold(
         }
     }
     Ok(())
+}
+
+/// Whether a task of `service` runs in `plan`.
+fn runs_task(plan: &Plan, service: &str) -> bool {
+    plan.changes.iter().any(|c| {
+        c.action == Action::Run && matches!(&c.after, Some(Spec::Task(t)) if t.service == service)
+    })
+}
+
+/// The environment of `spec`'s containers, `KEY=value`: `env`, then the `env_file` read from
+/// beside the configuration, then each `secret_env` from gantry's environment (which must
+/// set it). `what` names the resource in errors.
+pub(super) fn service_env(
+    config_dir: &std::path::Path,
+    what: &str,
+    spec: &crate::model::ServiceSpec,
+) -> Result<Vec<String>, Error> {
+    let mut lines: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if let Some(f) = &spec.env_file {
+        let path = config_dir.join(&f.path);
+        for item in dotenvy::from_path_iter(&path).map_err(|_| {
+            Error::Message(format!(
+                "pre-flight: cannot read env_file {}",
+                path.display()
+            ))
+        })? {
+            let (k, v) = item.map_err(|_| {
+                Error::Message(format!(
+                    "pre-flight: env_file {} is malformed",
+                    path.display()
+                ))
+            })?;
+            lines.push(format!("{k}={v}"));
+        }
+    }
+    for name in &spec.secret_env {
+        match std::env::var(name) {
+            Ok(v) => lines.push(format!("{name}={v}")),
+            Err(_) => {
+                return Err(Error::Message(format!(
+                    "pre-flight: {what} needs secret `{name}` from gantry's environment, and it is not set; nothing was changed"
+                )));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
