@@ -40,9 +40,11 @@ pub struct RawConfig {
     pub services: Vec<Named<TomlService>>,
     pub lbs: Vec<Named<TomlLb>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// `[hooks]`, when present and readable.
+    pub hooks: Option<TomlHooks>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["project", "host", "service", "lb"];
+const TOP_LEVEL_KEYS: [&str; 5] = ["project", "host", "service", "lb", "hooks"];
 
 /// Parses the configuration source. Never panics; problems become diagnostics.
 pub fn parse(source: &str) -> RawConfig {
@@ -127,6 +129,7 @@ pub fn parse(source: &str) -> RawConfig {
                     }
                 }
             }
+            "hooks" => raw.hooks = reader.read(value, &["hooks"], &mut raw.diagnostics),
             other => raw
                 .diagnostics
                 .push(unknown_key(other, key_span, &TOP_LEVEL_KEYS)),

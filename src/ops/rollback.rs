@@ -127,6 +127,7 @@ pub fn rollback(
             .map(|(n, l)| (n.clone(), l.spec.clone()))
             .collect(),
         lb_hosts: loaded.model.lb_hosts.clone(),
+        hooks: loaded.model.hooks.clone(),
     };
     let pinned: BTreeMap<String, (String, String)> = record
         .services

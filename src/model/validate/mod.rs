@@ -21,6 +21,7 @@ use crate::diag::{Diagnostic, closest, list_names};
 
 mod container;
 mod cross;
+mod hooks;
 mod hosts;
 mod lb;
 mod rollout;
@@ -119,6 +120,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
     v.lb_members(&raw.lbs, &raw.services);
     v.shared_upstream_files(&raw.lbs);
     v.cycles(&dep_spans);
+    let hooks = v.hooks(raw.hooks.as_ref());
 
     if v.diags.is_empty() {
         Ok(Model {
@@ -133,6 +135,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             services,
             lbs,
             lb_hosts,
+            hooks,
         })
     } else {
         v.diags
