@@ -22,9 +22,7 @@ impl Validator<'_> {
         if let Some(t) = &h.timeout
             && timeout.is_zero()
         {
-            self.err(
-                Diagnostic::at("hooks `timeout` must be more than 0", t.span()).label("zero"),
-            );
+            self.err(Diagnostic::at("hooks `timeout` must be more than 0", t.span()).label("zero"));
         }
         let mut secret_env = Vec::new();
         for name in &h.secret_env {

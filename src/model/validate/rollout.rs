@@ -288,7 +288,10 @@ impl Validator<'_> {
                     ),
                     ("preview_lb", r.preview_lb.as_ref().map(|s| s.span())),
                     ("idle_command", r.idle_command.as_ref().map(|s| s.span())),
-                    ("resume_command", r.resume_command.as_ref().map(|s| s.span())),
+                    (
+                        "resume_command",
+                        r.resume_command.as_ref().map(|s| s.span()),
+                    ),
                 ];
                 for (key, at) in stray {
                     if let Some(at) = at {
