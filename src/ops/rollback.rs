@@ -153,6 +153,8 @@ pub fn rollback(
         confirmed: opts.yes,
         hold: crate::engine::Hold::No,
         promote: None,
+        hook_origin: super::hooks::HookOrigin::Rollback,
+        secrets: super::hooks::secret_names(&loaded.model, None),
     };
     execute(&session, &plan, &run, opts.progress, out, err)
 }
