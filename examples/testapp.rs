@@ -10,6 +10,7 @@
 //! |-----------------|----------------------------------------------------------|
 //! | `/healthz`      | `200 ok`, or `503 unhealthy` with `NEVER_HEALTHY=1`      |
 //! | `/version`      | the value of `VERSION`, as plain text                     |
+//! | `/idle`, `/resume`, `/mode` | set (or only show) the mode: `idle` or `active` (the default) |
 //! | anything else   | `200 {"version":"v1","host":"<hostname>"}` (`/`, `/warmup`, ...) |
 //!
 //! Any path also takes `?delay_ms=N` (at most 120000) to add N ms to that one request, so tests
@@ -30,7 +31,8 @@
 //! `/healthz`) and exits 0 on a 2xx answer, 1 otherwise. Images `FROM scratch` have no curl, so
 //! this is the in-container health check for Docker Swarm (`HEALTHCHECK CMD /testapp --healthcheck`).
 //! `testapp --healthcheck http://HOST:PORT/PATH` GETs another address, HOST resolved by DNS
-//! (another container's network alias).
+//! (another container's network alias). `testapp --get PATH` is the same, for commands
+//! exec'ed in the container (`--get /idle`).
 //!
 //! Seconds may be fractional (`0.5`). On SIGTERM (or SIGINT) the server stops accepting, finishes
 //! the requests in flight (idle keep-alive connections are closed), and exits 0. One line per
@@ -171,6 +173,8 @@ struct App {
     requests: AtomicU64,
     /// Requests read but not yet fully answered.
     in_flight: AtomicU64,
+    /// Set by `/idle`, cleared by `/resume` (what a blue-green old colour is told).
+    idle: AtomicBool,
 }
 
 impl App {
@@ -194,7 +198,10 @@ impl App {
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--healthcheck") {
+    if matches!(
+        args.first().map(String::as_str),
+        Some("--healthcheck" | "--get")
+    ) {
         process::exit(healthcheck(args.get(1).map_or("/healthz", String::as_str)));
     }
     let cfg = match Config::from_env() {
@@ -222,6 +229,7 @@ fn main() {
         accept_done_cv: Condvar::new(),
         requests: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
+        idle: AtomicBool::new(false),
     });
 
     let signals = match Signals::new([SIGTERM, SIGINT]) {
@@ -494,6 +502,16 @@ impl Conn<'_> {
             }
             ("GET" | "HEAD" | "POST", "/healthz") => {
                 self.respond(200, "text/plain", b"ok", head_only, keep_alive)?
+            }
+            ("GET" | "HEAD" | "POST", "/idle" | "/resume" | "/mode") => {
+                if path != "/mode" {
+                    self.app.idle.store(path == "/idle", Ordering::SeqCst);
+                }
+                let mode: &[u8] = match self.app.idle.load(Ordering::SeqCst) {
+                    true => b"idle",
+                    false => b"active",
+                };
+                self.respond(200, "text/plain", mode, head_only, keep_alive)?
             }
             ("GET" | "HEAD" | "POST", "/version") => self.respond(
                 200,

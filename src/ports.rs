@@ -187,6 +187,36 @@ pub enum RuntimeError {
     PortInUse { port: u16, message: String },
 }
 
+/// How a command exec'ed in a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Its exit code (Docker's 126/127 when the program cannot be run).
+    pub exit_code: i64,
+    /// The last lines of its stdout and stderr, interleaved as written, at most
+    /// [`ExecOutput::MAX_LINES`].
+    pub output: Vec<String>,
+}
+
+impl ExecOutput {
+    /// Output lines kept of an exec (the last ones).
+    pub const MAX_LINES: usize = 20;
+
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// `exit code N: last line / last line`, for messages.
+    pub fn describe(&self) -> String {
+        let tail = self.output.iter().rev().take(3).rev().cloned();
+        let tail: Vec<String> = tail.collect();
+        if tail.is_empty() {
+            format!("exit code {}", self.exit_code)
+        } else {
+            format!("exit code {}: {}", self.exit_code, tail.join(" / "))
+        }
+    }
+}
+
 /// A container engine (Docker, through bollard).
 pub trait ContainerRuntime: Send + Sync {
     /// Is the engine there? (Pre-flight.)
@@ -230,6 +260,14 @@ pub trait ContainerRuntime: Send + Sync {
         id: &str,
         lines: usize,
     ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+    /// Runs `cmd` in the running container `id` (`docker exec`: no TTY, no stdin) and waits
+    /// for it to end. A command that runs and fails is `Ok` with its exit code; a container
+    /// that is gone or not running is an `Err`.
+    fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+    ) -> impl Future<Output = Result<ExecOutput, RuntimeError>> + Send;
     /// Creates the bridge network `name` carrying `labels`, unless a network of that name
     /// exists (whatever its labels).
     fn ensure_network(

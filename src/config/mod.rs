@@ -41,9 +41,11 @@ pub struct RawConfig {
     pub lbs: Vec<Named<TomlLb>>,
     pub tasks: Vec<Named<TomlTask>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// `[hooks]`, when present and readable.
+    pub hooks: Option<TomlHooks>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 5] = ["project", "host", "service", "lb", "task"];
+const TOP_LEVEL_KEYS: [&str; 6] = ["project", "host", "service", "lb", "task", "hooks"];
 
 /// Parses the configuration source. Never panics; problems become diagnostics.
 pub fn parse(source: &str) -> RawConfig {
@@ -137,6 +139,7 @@ pub fn parse(source: &str) -> RawConfig {
                     }
                 }
             }
+            "hooks" => raw.hooks = reader.read(value, &["hooks"], &mut raw.diagnostics),
             other => raw
                 .diagnostics
                 .push(unknown_key(other, key_span, &TOP_LEVEL_KEYS)),

@@ -29,6 +29,9 @@ pub struct TomlManifest {
     /// Load balancers by name.
     #[serde(default)]
     pub lb: BTreeMap<String, TomlLb>,
+    /// Commands run on the machine running gantry around an apply or a rollback.
+    #[serde(default)]
+    pub hooks: Option<TomlHooks>,
     /// One-off tasks (migrations) by name: run from a service's new spec before its rollout.
     #[serde(default)]
     pub task: BTreeMap<String, TomlTask>,
@@ -458,6 +461,16 @@ pub struct TomlRollout {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub preview_lb: Option<SpStr>,
+    /// Blue-green: a command exec'ed in each replica of the old colour once it has left the
+    /// load balancers after a switch (e.g. stop consuming queues); a failure is a warning.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub idle_command: Option<Spanned<Vec<String>>>,
+    /// Blue-green: a command exec'ed in each replica of the old colour before a switch-back
+    /// gives it traffic again; a failure fails the switch-back.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub resume_command: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -527,4 +540,39 @@ pub struct TomlLb {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub backup: Option<SpStr>,
+}
+
+/// `[hooks]`: commands run on the machine running gantry (never for `plan`), each an array
+/// `["program", "arg", ...]`, a relative program resolved against the configuration file's
+/// directory, which is also their working directory.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlHooks {
+    /// Before an apply (or promote, or `apply --resume`) changes anything; a failure stops
+    /// it with exit 1, nothing changed.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub before_apply: Option<Spanned<Vec<String>>>,
+    /// After an apply (or promote, or resume) succeeded or was held at its preview.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub after_apply: Option<Spanned<Vec<String>>>,
+    /// After an apply (or promote, or resume) failed, restored or not.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub on_failure: Option<Spanned<Vec<String>>>,
+    /// After `gantry rollback` (a switch-back included) or `apply --undo`, whatever its outcome.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub after_rollback: Option<Spanned<Vec<String>>>,
+    /// Time limit of each hook, e.g. `"30s"` (default `"1m"`); the hook's process group is
+    /// killed then.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<SpStr>,
+    /// Variables named in a service's `secret_env` that hooks get all the same (they get
+    /// no other secret).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub secret_env: Vec<SpStr>,
 }

@@ -19,8 +19,9 @@ use futures_util::StreamExt;
 
 use crate::model::Tls;
 use crate::ports::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Health, HealthStatus,
-    LiveSettings, MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError, labels,
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, Health,
+    HealthStatus, LiveSettings, MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError,
+    labels,
 };
 
 /// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
@@ -1039,6 +1040,66 @@ impl ContainerRuntime for DockerRuntime {
         }
         let skip = out.len().saturating_sub(lines);
         Ok(out.split_off(skip))
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError> {
+        let op = format!("exec `{}` in {id}", cmd.join(" "));
+        let config = bollard::models::ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(|e| self.engine_error(&op, e))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None::<bollard::exec::StartExecOptions>)
+            .await
+            .map_err(|e| self.engine_error(&op, e))?;
+        // Only the tail is kept: a chatty command must not fill the memory.
+        const KEEP: usize = 64 * 1024;
+        let mut bytes: Vec<u8> = Vec::new();
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+            while let Some(item) = output.next().await {
+                let chunk = item.map_err(|e| self.engine_error(&op, e))?;
+                bytes.extend_from_slice(&chunk.into_bytes());
+                if bytes.len() > 2 * KEEP {
+                    bytes.drain(..bytes.len() - KEEP);
+                }
+            }
+        }
+        // The output ends when the process does; the engine may record its exit a moment later.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exit_code = loop {
+            let inspected = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| self.engine_error(&op, e))?;
+            match (inspected.running, inspected.exit_code) {
+                (Some(false), Some(code)) => break code,
+                _ if Instant::now() >= deadline => {
+                    return Err(RuntimeError::Engine {
+                        op,
+                        message: "the engine did not report the exit code".into(),
+                    });
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let skip = lines.len().saturating_sub(ExecOutput::MAX_LINES);
+        Ok(ExecOutput {
+            exit_code,
+            output: lines[skip..].to_vec(),
+        })
     }
 
     async fn ensure_network(

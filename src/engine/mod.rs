@@ -31,8 +31,8 @@ use crate::state::journal::{Entry, Journal};
 use crate::state::{Outcome, RevisionRecord, State};
 pub use replica::{Placement, replica_container};
 pub use resources::{VOLUME_LABEL, container_options, declared_volumes, volume_name};
-pub use task::{mask, secret_values, task_container};
 use run::Run;
+pub use task::{mask, secret_values, task_container};
 pub use types::{ApplyInputs, ApplyOutcome, Failure, Hold, RunEnv, StateSink, StepError, Target};
 
 fn list(members: &[Member]) -> String {

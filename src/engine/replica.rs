@@ -161,6 +161,10 @@ impl<R: ContainerRuntime> Run<'_, R> {
                     })
             }
             StepOp::Adopt { replicas, revision } => {
+                // The old colour is told to resume before any load balancer sends to it.
+                let resumed = self
+                    .resume_old_colour(service, &host, after, replicas, *revision)
+                    .await?;
                 let mut state = self.st();
                 let s = state
                     .services
@@ -184,7 +188,10 @@ impl<R: ContainerRuntime> Run<'_, R> {
                     r.revision = self.revision;
                 }
                 s.old_colour = None;
-                Ok(Some("no container started".into()))
+                Ok(Some(match resumed {
+                    Some(r) => format!("no container started; {r}"),
+                    None => "no container started".into(),
+                }))
             }
             StepOp::Soak { duration } => {
                 let spec = after
@@ -324,7 +331,9 @@ impl<R: ContainerRuntime> Run<'_, R> {
                 .unwrap_or_else(|| spec.image.clone()),
             env: self.inputs.env.get(service).cloned().unwrap_or_default(),
         };
-        Ok(replica_container(&placement, service, spec, index, host_port))
+        Ok(replica_container(
+            &placement, service, spec, index, host_port,
+        ))
     }
 
     pub(super) async fn start_replica(

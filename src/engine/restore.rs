@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
+use super::blue_green::exec_bounded;
 use super::replica::wait_healthy;
 use super::report::Event;
 use super::run::Run;
@@ -42,6 +43,24 @@ impl<R: ContainerRuntime> Run<'_, R> {
             let next = self.undo.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(u) = next else { break };
             match u {
+                Undo::Exec { host, id, command } => {
+                    let Ok(t) = self.target(&Some(host)) else {
+                        continue;
+                    };
+                    match exec_bounded(&t.runtime, &id, &command).await {
+                        Ok(()) => self.env.reporter.event(Event::Note {
+                            message: format!(
+                                "ran `{}` in {} again",
+                                command.join(" "),
+                                &id[..12.min(id.len())]
+                            ),
+                        }),
+                        Err(e) => problems.push(format!(
+                            "running `{}` in {id} again: {e}",
+                            command.join(" ")
+                        )),
+                    }
+                }
                 Undo::Swarm { .. } => {
                     if let Err(e) = swarm::undo(self, &u).await {
                         problems.push(e);

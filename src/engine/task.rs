@@ -43,7 +43,10 @@ impl<R: ContainerRuntime> Run<'_, R> {
         );
         let secrets = secret_values(
             &spec,
-            self.inputs.env.get(&task.service).map_or(&[][..], Vec::as_slice),
+            self.inputs
+                .env
+                .get(&task.service)
+                .map_or(&[][..], Vec::as_slice),
         );
         let target = self.target(&Some(host.clone())).map_err(StepError::new)?;
         self.intent(Undo::Created {
@@ -164,7 +167,12 @@ pub fn task_container(
 ) -> ContainerSpec {
     replica.name = name.to_string();
     replica.command = Some(command.to_vec());
-    for key in [labels::SERVICE, labels::REPLICA, labels::SPEC_HASH, labels::PORT] {
+    for key in [
+        labels::SERVICE,
+        labels::REPLICA,
+        labels::SPEC_HASH,
+        labels::PORT,
+    ] {
         replica.labels.remove(key);
     }
     replica.labels.insert(labels::TASK.into(), task.into());

@@ -5,6 +5,7 @@
 //! same type. No I/O happens here; facts about files come in through [`FileFacts`].
 
 pub mod container;
+pub mod hooks;
 pub mod swarm;
 pub mod units;
 mod validate;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use container::{
     Mount, MountSource, NetworkMode, Protocol, Publish, Restart, StopFirstReason, Ulimit,
 };
+pub use hooks::{HookPoint, Hooks};
 pub use units::{ByteSize, Duration, ImageRef};
 pub use validate::{EnvFileFacts, FileFacts, validate};
 
@@ -37,6 +39,8 @@ pub struct Model {
     pub lbs: BTreeMap<String, LbSpec>,
     /// Load balancers that send only to the replicas of some hosts (`[lb.NAME] hosts`).
     pub lb_hosts: BTreeMap<String, Vec<String>>,
+    /// `[hooks]`: commands run on the deploying machine around a run.
+    pub hooks: Hooks,
     /// One-off tasks (`[task.NAME]`), each run before its service's rollout.
     pub tasks: BTreeMap<String, TaskSpec>,
 }
@@ -400,6 +404,13 @@ pub struct BlueGreenSpec {
     /// The load balancer the new colour joins before the switch (the preview address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_lb: Option<String>,
+    /// Exec'ed in each replica of this colour once a release has switched away from it and
+    /// it has left the load balancers (it runs in this colour's image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_command: Option<Vec<String>>,
+    /// Exec'ed in each replica of this colour before a switch-back gives it traffic again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::execute::{Execution, execute};
+use super::hooks::{HookOrigin, HookRun};
 use super::outcome::{Choices, Outcome, Verb};
 use super::session::Session;
 use super::{Common, Error, emit, load};
@@ -37,22 +38,24 @@ pub fn apply(
     let loaded = load(common)?;
     let session = Session::new(common);
     let state_dir = session.state_dir();
+    let mut resumed = false;
     if let Some(journal) = session.pending()? {
         if opts.undo {
-            return Ok(
-                match super::recover::undo_confirmed(
-                    &session,
-                    &loaded.model,
-                    &journal,
-                    "",
-                    (opts.yes, opts.progress),
-                    out,
-                    err,
-                )? {
-                    Recovered::Undone { revision } => Outcome::Undone { revision },
-                    _ => Outcome::Done,
-                },
-            );
+            let result = super::recover::undo_confirmed(
+                &session,
+                &loaded.model,
+                &journal,
+                "",
+                (opts.yes, opts.progress),
+                out,
+                err,
+            )
+            .map(|r| match r {
+                Recovered::Undone { revision } => Outcome::Undone { revision },
+                _ => Outcome::Done,
+            });
+            undo_hook(common, &loaded.model, &journal, &result, err);
+            return result;
         }
         if !opts.resume {
             return Err(Choices::error(&journal));
@@ -72,7 +75,7 @@ pub fn apply(
             out,
             err,
         )? {
-            Recovered::ReadyToResume => {}
+            Recovered::ReadyToResume => resumed = true,
             Recovered::Undone { revision } => return Ok(Outcome::Undone { revision }),
             Recovered::Halted { .. } => return Ok(Outcome::Done),
         }
@@ -117,6 +120,48 @@ pub fn apply(
         confirmed: opts.yes || opts.plan_file.is_some(),
         hold: opts.hold,
         promote: None,
+        hook_origin: match resumed {
+            true => HookOrigin::Resume,
+            false => HookOrigin::Apply,
+        },
+        secrets: super::hooks::secret_names(&loaded.model, None),
     };
     execute(&session, &plan, &run, opts.progress, out, err)
+}
+
+/// `after_rollback` of an `apply --undo` (origin `undo`): the revision undone, the services
+/// its steps had reached, and no plan.
+fn undo_hook(
+    common: &Common,
+    model: &crate::model::Model,
+    journal: &crate::state::journal::Journal,
+    result: &Result<Outcome, Error>,
+    err: &mut dyn Write,
+) {
+    let Some(unfinished) = journal.unfinished() else {
+        return;
+    };
+    let mut services: Vec<String> = journal
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            crate::state::journal::Entry::StepStarted { resource, .. } => {
+                resource.strip_prefix("service.").map(str::to_string)
+            }
+            _ => None,
+        })
+        .collect();
+    services.sort();
+    services.dedup();
+    HookRun {
+        hooks: &model.hooks,
+        config_dir: common.config_dir(),
+        project: model.project.clone(),
+        revision: unfinished.revision,
+        origin: HookOrigin::Undo,
+        services,
+        plan: None,
+        secrets: super::hooks::secret_names(model, Some(unfinished.prior)),
+    }
+    .after(result, err);
 }

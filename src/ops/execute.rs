@@ -33,6 +33,11 @@ pub struct Execution<'a> {
     pub hold: crate::engine::Hold,
     /// `gantry promote`: the journal of the held release this continues.
     pub promote: Option<Journal>,
+    /// What the run is to `[hooks]` (`GANTRY_ORIGIN`).
+    pub hook_origin: super::hooks::HookOrigin,
+    /// Secret variable names hooks must not get, beyond those of `model` and the state
+    /// (the configuration's, when `model` is a recorded revision's).
+    pub secrets: std::collections::BTreeSet<String>,
 }
 
 /// Shows the plan, confirms, locks, runs pre-flight and the engine; returns how it ended.
@@ -76,12 +81,30 @@ pub fn execute(
     }
     let state =
         state.unwrap_or_else(|| State::empty(&run.model.project, uuid::Uuid::new_v4().to_string()));
+    let revision = match run.promote.as_ref().and_then(Journal::unfinished) {
+        Some(held) => held.revision,
+        None => state.next_revision(),
+    };
+    let mut secrets = super::hooks::secret_names(run.model, Some(&state));
+    secrets.extend(run.secrets.iter().cloned());
+    let hooks = super::hooks::HookRun {
+        hooks: &run.model.hooks,
+        config_dir: config_dir.clone(),
+        project: run.model.project.clone(),
+        revision,
+        origin: run.hook_origin,
+        services: super::hooks::changed_services(plan),
+        plan: Some(plan),
+        secrets,
+    };
 
     let kept = kept_volumes(plan, run.model);
     let result = session.block_on(async {
         // Pre-flight: nothing is touched until every check passes.
         let hosts = connect(run.model).await?;
         let (env, image_ids) = preflight(plan, &state, &hosts, &config_dir, &run.pinned).await?;
+        // The user's last word before anything changes.
+        hooks.before(err)?;
 
         // The journal announces the run (and the state it starts from) before any change; a
         // promote appends to the held run's.
@@ -141,6 +164,7 @@ pub fn execute(
             }
         }
     })?;
+    hooks.after(&result, err);
     if let Ok(Outcome::Completed { .. }) = &result {
         for line in kept {
             emit(out, &format!("{line}\n"))?;

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod execute;
 pub mod graph;
 pub mod history;
+pub mod hooks;
 pub mod outcome;
 pub mod plan;
 pub mod preflight;

@@ -60,6 +60,8 @@ pub fn promote(
         confirmed: yes,
         hold: crate::engine::Hold::No,
         promote: Some(journal),
+        hook_origin: super::hooks::HookOrigin::Promote,
+        secrets: super::hooks::secret_names(&loaded.model, None),
     };
     execute(&session, &plan, &run, progress, out, err)
 }

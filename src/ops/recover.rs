@@ -16,8 +16,10 @@ pub fn undo_summary(journal: &Journal) -> String {
     let (mut created, mut stopped, mut restarted) = (0, 0, 0);
     let mut lbs: Vec<&str> = Vec::new();
     let mut swarm: Vec<String> = Vec::new();
+    let mut execs = 0;
     for u in journal.undos() {
         match u {
+            Undo::Exec { .. } => execs += 1,
             Undo::Created { .. } => created += 1,
             Undo::Stopped { .. } => stopped += 1,
             Undo::Restarted { .. } => restarted += 1,
@@ -56,6 +58,11 @@ pub fn undo_summary(journal: &Journal) -> String {
     }
     for line in swarm {
         s.push_str(&line);
+    }
+    if execs > 0 {
+        s.push_str(&format!(
+            "  - run the old colour's resume_command (or idle_command) again in {execs} replica(s)\n"
+        ));
     }
     s
 }

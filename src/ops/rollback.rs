@@ -129,6 +129,7 @@ pub fn rollback(
         lb_hosts: loaded.model.lb_hosts.clone(),
         // Migrations only go forward: a rollback runs no task.
         tasks: BTreeMap::new(),
+        hooks: loaded.model.hooks.clone(),
     };
     let pinned: BTreeMap<String, (String, String)> = record
         .services
@@ -154,6 +155,8 @@ pub fn rollback(
         confirmed: opts.yes,
         hold: crate::engine::Hold::No,
         promote: None,
+        hook_origin: super::hooks::HookOrigin::Rollback,
+        secrets: super::hooks::secret_names(&loaded.model, None),
     };
     execute(&session, &plan, &run, opts.progress, out, err)
 }

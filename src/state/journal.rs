@@ -51,6 +51,14 @@ pub enum Undo {
         revision: u64,
         created: bool,
     },
+    /// Exec `command` in the container again (blue-green: the old colour's `resume_command`
+    /// after it was sent idle, its `idle_command` after it was resumed). The user's commands
+    /// are expected to be idempotent, as every undo is.
+    Exec {
+        host: String,
+        id: String,
+        command: Vec<String>,
+    },
 }
 
 /// One line of the journal.

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::ports::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Health, HealthStatus,
-    MountSource, NetworkMode, Restart, RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, Health,
+    HealthStatus, MountSource, NetworkMode, Restart, RuntimeError,
 };
 
 /// Where a scripted fault strikes.
@@ -39,6 +39,14 @@ enum Fault {
     IgnoresSigterm { name: String },
     /// The container's health command fails with this output (it is healthy otherwise).
     Unhealthy { name: String, output: String },
+    /// A command exec'ed in containers whose name contains `name` (and whose argv, joined by
+    /// spaces, contains `cmd`) ends with `code` and `output`.
+    Exec {
+        name: String,
+        cmd: String,
+        code: i64,
+        output: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +202,28 @@ impl FakeRuntime {
             name: name.to_string(),
             output: output.to_string(),
         });
+    }
+
+    /// A command exec'ed in containers whose name contains `name`, and whose argv joined by
+    /// spaces contains `cmd`, exits with `code` printing `output` (by default every exec
+    /// exits 0 without output). The first matching script wins.
+    pub fn script_exec(&self, name: &str, cmd: &str, code: i64, output: &[&str]) {
+        self.lock().faults.push(Fault::Exec {
+            name: name.to_string(),
+            cmd: cmd.to_string(),
+            code,
+            output: output.iter().map(|l| l.to_string()).collect(),
+        });
+    }
+
+    /// The commands exec'ed so far, as `NAME: ARGV...`, in order.
+    pub fn execs(&self) -> Vec<String> {
+        self.lock()
+            .calls
+            .iter()
+            .filter_map(|c| c.strip_prefix("exec "))
+            .map(str::to_string)
+            .collect()
     }
 
     /// `path` does not exist on the host (bind-mount pre-flight).
@@ -737,6 +767,38 @@ impl ContainerRuntime for FakeRuntime {
         let all = inner.logs.get(&name).cloned().unwrap_or_default();
         let skip = all.len().saturating_sub(lines);
         Ok(all[skip..].to_vec())
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError> {
+        let mut inner = self.lock();
+        let name = inner.name_of(id);
+        let argv = cmd.join(" ");
+        inner.check(format!("exec {name}: {argv}"))?;
+        let Some(key) = inner.find(id) else {
+            return Err(engine(
+                &format!("exec `{argv}` in {id}"),
+                format!("No such container: {id}"),
+            ));
+        };
+        if inner.containers[&key].info.state != ContainerState::Running {
+            return Err(engine(
+                &format!("exec `{argv}` in {id}"),
+                format!("Container {id} is not running"),
+            ));
+        }
+        let scripted = inner.faults.iter().find_map(|f| match f {
+            Fault::Exec {
+                name: n,
+                cmd: c,
+                code,
+                output,
+            } if name.contains(n.as_str()) && argv.contains(c.as_str()) => {
+                Some((*code, output.clone()))
+            }
+            _ => None,
+        });
+        let (exit_code, output) = scripted.unwrap_or((0, Vec::new()));
+        Ok(ExecOutput { exit_code, output })
     }
 
     async fn ensure_network(

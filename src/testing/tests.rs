@@ -30,7 +30,26 @@ async fn the_fake_runtime_conforms() {
         sick_env: "NEVER_HEALTHY=1",
         sick_output: "health check of /healthz failed",
         within: Duration::from_secs(10),
+        exec_ok: vec!["/testapp".into(), "--healthcheck".into()],
+        exec_fails: vec![
+            "/testapp".into(),
+            "--healthcheck".into(),
+            "http://127.0.0.1:1/".into(),
+        ],
+        exec_fail_output: "failed: Connection refused",
     };
+    rt.script_exec(
+        "conf",
+        "127.0.0.1:1",
+        1,
+        &["testapp: health check of / failed: Connection refused (os error 111)"],
+    );
+    rt.script_exec(
+        "conf",
+        conformance::runtime::NO_SUCH_PROGRAM,
+        126,
+        &["OCI runtime exec failed: no such file or directory"],
+    );
     rt.remove_host_path("/srv/nowhere");
     rt.exit_at_start("conf-exits", 3);
     rt.unhealthy(

@@ -121,6 +121,13 @@ async fn docker_runtime_conforms() {
         sick_env: "NEVER_HEALTHY=1",
         sick_output: "health check of /healthz failed",
         within: Duration::from_secs(60),
+        exec_ok: vec!["/testapp".into(), "--healthcheck".into()],
+        exec_fails: vec![
+            "/testapp".into(),
+            "--healthcheck".into(),
+            "http://127.0.0.1:1/".into(),
+        ],
+        exec_fail_output: "failed: Connection refused",
     };
     let started = std::time::Instant::now();
     conformance::runtime::runtime(&rt, &f).await;

@@ -18,6 +18,7 @@ mod crash_safety;
 mod docs;
 mod engine_restart;
 mod examples;
+mod hooks;
 mod lb_haproxy;
 mod lb_nginx;
 mod markdown_limit;

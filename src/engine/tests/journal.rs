@@ -29,6 +29,9 @@ pub(super) fn words(w: &World, e: &Entry) -> String {
             Undo::Restarted { id, .. } => format!("intent: stop again {}", name(id)),
             Undo::Members { lb, .. } => format!("intent: members of {lb}"),
             Undo::Swarm { name, .. } => format!("intent: swarm {name}"),
+            Undo::Exec { id, command, .. } => {
+                format!("intent: exec {} in {}", command.join(" "), name(id))
+            }
         },
         Entry::Members { lb, previous, next } => {
             format!(

@@ -5,6 +5,7 @@
 mod blue_green;
 mod interrupt;
 mod journal;
+mod old_colour;
 mod options;
 mod restore;
 mod swarm;

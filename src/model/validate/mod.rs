@@ -21,6 +21,7 @@ use crate::diag::{Diagnostic, closest, list_names};
 
 mod container;
 mod cross;
+mod hooks;
 mod hosts;
 mod lb;
 mod rollout;
@@ -120,6 +121,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
     v.lb_members(&raw.lbs, &raw.services);
     v.shared_upstream_files(&raw.lbs);
     v.cycles(&dep_spans);
+    let hooks = v.hooks(raw.hooks.as_ref());
 
     let mut tasks = BTreeMap::new();
     for named in &raw.tasks {
@@ -143,6 +145,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             lbs,
             lb_hosts,
             tasks,
+            hooks,
         })
     } else {
         v.diags

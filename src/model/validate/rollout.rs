@@ -142,6 +142,8 @@ impl Validator<'_> {
             preview_check: None,
             preview_lb: None,
             hosts_in_parallel: None,
+            idle_command: None,
+            resume_command: None,
         };
         let r = r.unwrap_or(&empty);
         let strategy = self.keyword(
@@ -264,6 +266,10 @@ impl Validator<'_> {
                     },
                     preview_check,
                     preview_lb: r.preview_lb.as_ref().map(|p| p.get_ref().clone()),
+                    idle_command: self
+                        .spanned_command(r.idle_command.as_ref(), "rollout.idle_command"),
+                    resume_command: self
+                        .spanned_command(r.resume_command.as_ref(), "rollout.resume_command"),
                 })
             }
             Strategy::Rolling => {
@@ -281,6 +287,11 @@ impl Validator<'_> {
                         r.preview_check.as_ref().map(|_| span.clone()),
                     ),
                     ("preview_lb", r.preview_lb.as_ref().map(|s| s.span())),
+                    ("idle_command", r.idle_command.as_ref().map(|s| s.span())),
+                    (
+                        "resume_command",
+                        r.resume_command.as_ref().map(|s| s.span()),
+                    ),
                 ];
                 for (key, at) in stray {
                     if let Some(at) = at {

@@ -8,7 +8,9 @@
 //! the host has no ID and cannot be used. Networks and volumes are ensured idempotently; a
 //! container joins networks with aliases; a volume in use is not removed; the restart policy
 //! of a container can be changed; missing bind sources are found; a health command that
-//! passes makes a container `Healthy`, one that fails `Unhealthy` with its output.
+//! passes makes a container `Healthy`, one that fails `Unhealthy` with its output; an exec in a
+//! running container gives the command's exit code and output (a program that is not there
+//! is a non-zero exit code, not an error), and in a stopped one is an error.
 //!
 //! What only a real engine can show (a name resolving on a network, what `docker ps`
 //! shows, every option reaching the container) is checked by the real test alone
@@ -48,7 +50,16 @@ pub struct RuntimeFixture<'a> {
     pub sick_output: &'a str,
     /// How long health may take to show.
     pub within: Duration,
+    /// A command that exits 0 when exec'ed in a running container of `image`, and one that
+    /// exits non-zero writing a line that holds `exec_fail_output` (to stdout or stderr).
+    /// (The fake is told with `FakeRuntime::script_exec`, as it is of the missing program.)
+    pub exec_ok: Vec<String>,
+    pub exec_fails: Vec<String>,
+    pub exec_fail_output: &'a str,
 }
+
+/// A program that is in no image: an exec of it runs and fails (Docker: exit code 126 or 127).
+pub const NO_SUCH_PROGRAM: &str = "/gantry-no-such-program";
 
 fn spec(f: &RuntimeFixture<'_>, name: &str, extra: &[(&str, &str)]) -> ContainerSpec {
     let mut labels = f.labels.clone();
@@ -167,6 +178,10 @@ pub async fn runtime<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
     rt.stop(&id, Duration::from_secs(2))
         .await
         .expect("stopping a stopped container is fine");
+    assert!(
+        rt.exec(&id, &f.exec_ok).await.is_err(),
+        "an exec in a stopped container is an error"
+    );
     rt.start(&id).await.expect("start again");
     let info = rt.inspect(&id).await.expect("inspect").expect("exists");
     assert_eq!(info.state, ContainerState::Running);
@@ -180,6 +195,24 @@ pub async fn runtime<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
         .await
         .expect("set_restart");
     let _ = rt.logs_tail(&id, 5).await.expect("logs");
+
+    // Exec: the exit code and the output of a command run in the container.
+    let ok = rt.exec(&id, &f.exec_ok).await.expect("exec");
+    assert_eq!(ok.exit_code, 0, "{ok:?}");
+    let failed = rt
+        .exec(&id, &f.exec_fails)
+        .await
+        .expect("a command that fails is an exit code, not an error");
+    assert_ne!(failed.exit_code, 0, "{failed:?}");
+    assert!(
+        failed.output.iter().any(|l| l.contains(f.exec_fail_output)),
+        "{failed:?}"
+    );
+    let missing = rt
+        .exec(&id, &[NO_SUCH_PROGRAM.to_string()])
+        .await
+        .expect("a missing program is an exit code, not an error");
+    assert_ne!(missing.exit_code, 0, "{missing:?}");
 
     // Remove: gone, and what is gone can be stopped and removed again.
     for c in [&id, &b] {
