@@ -182,7 +182,7 @@ restored, 5 locked.")]
   gantry logs                          # every running replica of every service
   gantry logs web worker --tail 50     # the last 50 lines of each replica of web and worker
   gantry logs web --since 10m          # or --since 2024-05-01T10:00:00Z
-  gantry logs -f                       # keep streaming; replicas a rollout starts join in
+  gantry logs --follow                 # keep streaming; replicas a rollout starts join in
   gantry logs --stopped web            # also the replicas kept for a rollback
 
 stdout and stderr of the containers are both shown. The prefixes are coloured on a terminal
@@ -192,8 +192,8 @@ only (never with NO_COLOR). Takes no lock: works while an apply runs.")]
         #[arg(value_name = "SERVICE")]
         services: Vec<String>,
         /// Keep streaming, picking up replicas that start (a rollout's new ones); stop with
-        /// Ctrl-C.
-        #[arg(long, short = 'f')]
+        /// Ctrl-C. (No `-f`: that is `--file`.)
+        #[arg(long)]
         follow: bool,
         /// Only lines since this long ago (30s, 10m, 1h) or this RFC 3339 time.
         #[arg(long, value_name = "WHEN")]
