@@ -358,6 +358,7 @@ stop_grace_period = "1s"
     if let Some(o) = on_a_terminal(
         &p,
         "stty -g > before; gantry exec box -- sh -c 'test -t 0 && echo on-a-tty; exit 3'; echo \"exit=$?\"; stty -g > after",
+        true,
     ) {
         assert!(o.contains("on-a-tty"), "{o}");
         assert!(o.contains("exit=3"), "{o}");
@@ -366,26 +367,43 @@ stop_grace_period = "1s"
             std::fs::read_to_string(p.join("after")).unwrap(),
             "raw mode left on"
         );
+        // The prefixes are coloured on a terminal, one colour per replica; not with NO_COLOR.
+        let o = on_a_terminal(&p, "gantry logs box --tail 1", false).unwrap();
+        assert!(o.contains("\u{1b}[36mbox#1@local |\u{1b}[0m "), "{o:?}");
+        assert!(o.contains("\u{1b}[33mbox#2@local |\u{1b}[0m "), "{o:?}");
+        let o = on_a_terminal(&p, "gantry logs box --tail 1", true).unwrap();
+        assert!(
+            o.contains("box#1@local | ") && !o.contains('\u{1b}'),
+            "{o:?}"
+        );
     }
 }
 
 /// Runs `script` in `sh` on a pseudo-terminal (util-linux `script`), in the project's
-/// directory with the gantry binary on PATH; its output, or `None` without `script`.
-fn on_a_terminal(p: &Project, script: &str) -> Option<String> {
+/// directory with the gantry binary on PATH; its output, or `None` without `script`. The
+/// terminal's input stays open for a while: at the end of its input, `script` sends the
+/// terminal's end-of-file, which is not what a person at a terminal does.
+fn on_a_terminal(p: &Project, script: &str, no_color: bool) -> Option<String> {
     let bin = Path::new(env!("CARGO_BIN_EXE_gantry")).parent().unwrap();
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut c = std::process::Command::new("script");
-    c.args(["-qec", script, "/dev/null"])
-        .current_dir(p.path())
-        .env("PATH", path)
-        .env("NO_COLOR", "1");
-    match crate::support::process::run_with_timeout(c, Duration::from_secs(60)) {
-        Ok(o) => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Err(e) if e.contains("cannot start") => None,
-        Err(e) => panic!("{e}"),
+    let mut c = std::process::Command::new("sh");
+    c.args([
+        "-c",
+        "command -v script >/dev/null || exit 99; sleep 3 | script -qec \"$0\" /dev/null",
+        script,
+    ])
+    .current_dir(p.path())
+    .env("PATH", path)
+    .env("TERM", "xterm")
+    .env_remove("NO_COLOR")
+    .env_remove("CLICOLOR_FORCE");
+    if no_color {
+        c.env("NO_COLOR", "1");
     }
+    let o = crate::support::process::run_with_timeout(c, Duration::from_secs(60)).unwrap();
+    (o.status.code() != Some(99)).then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
