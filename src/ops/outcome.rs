@@ -513,6 +513,7 @@ mod tests {
             (Ok(Outcome::Done), ExitStatus::Success),
             (Ok(Outcome::Changes), ExitStatus::Changes),
             (Ok(Outcome::Held { revision: 2 }), ExitStatus::Success),
+            (Ok(Outcome::Exited { code: 7 }), ExitStatus::Command(7)),
             (Err(Error::Cancelled), ExitStatus::Error),
             (
                 Err(Error::Restored {
