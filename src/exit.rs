@@ -5,23 +5,34 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     /// Success (for `plan --detailed-exitcode`: success and no changes).
-    Success = 0,
+    Success,
     /// Error before anything changed: configuration, pre-flight, usage.
-    Error = 1,
+    Error,
     /// `plan --detailed-exitcode`: there are changes.
-    Changes = 2,
+    Changes,
     /// apply/rollback failed and the previous revision was restored.
-    FailedRestored = 3,
+    FailedRestored,
     /// apply/rollback failed and was NOT fully restored: a human must look.
-    FailedHalted = 4,
+    FailedHalted,
     /// Another run holds the lock.
-    Locked = 5,
+    Locked,
     /// The plan file is stale.
-    StalePlan = 6,
+    StalePlan,
+    /// `exec`: the exit code of the command gantry ran for the user, passed on.
+    Command(i32),
 }
 
 impl ExitStatus {
     pub fn code(self) -> i32 {
-        self as i32
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Error => 1,
+            ExitStatus::Changes => 2,
+            ExitStatus::FailedRestored => 3,
+            ExitStatus::FailedHalted => 4,
+            ExitStatus::Locked => 5,
+            ExitStatus::StalePlan => 6,
+            ExitStatus::Command(code) => code,
+        }
     }
 }

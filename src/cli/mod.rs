@@ -176,6 +176,63 @@ restored, 5 locked.")]
   gantry -f deploy/prod.toml status")]
     Status,
 
+    /// The output of every replica of the services (all when none named) on every host,
+    /// merged in time order, each line prefixed `service#index@host | `.
+    #[command(after_help = "Examples:
+  gantry logs                          # every running replica of every service
+  gantry logs web worker --tail 50     # the last 50 lines of each replica of web and worker
+  gantry logs web --since 10m          # or --since 2024-05-01T10:00:00Z
+  gantry logs --follow                 # keep streaming; replicas a rollout starts join in
+  gantry logs --stopped web            # also the replicas kept for a rollback
+
+stdout and stderr of the containers are both shown. The prefixes are coloured on a terminal
+only (never with NO_COLOR). Takes no lock: works while an apply runs.")]
+    Logs {
+        /// Services to show (default: all).
+        #[arg(value_name = "SERVICE")]
+        services: Vec<String>,
+        /// Keep streaming, picking up replicas that start (a rollout's new ones); stop with
+        /// Ctrl-C. (No `-f`: that is `--file`.)
+        #[arg(long)]
+        follow: bool,
+        /// Only lines since this long ago (30s, 10m, 1h) or this RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only the last N lines of each replica.
+        #[arg(long, short = 'n', value_name = "N")]
+        tail: Option<u64>,
+        /// Also the stopped replicas (kept for a rollback).
+        #[arg(long)]
+        stopped: bool,
+        /// Show the engine's time of each line.
+        #[arg(long, short = 't')]
+        timestamps: bool,
+    },
+
+    /// Run a command in a running replica of a service (by default the first healthy one),
+    /// on a TTY when stdin is a terminal; exits with the command's exit code.
+    #[command(after_help = "Examples:
+  gantry exec web -- sh                        # a shell in the first healthy replica of web
+  gantry exec web --replica 2 -- cat /etc/hosts
+  gantry exec web --replica 1 --host node-b -- env
+  gantry exec db -- pg_dump app > dump.sql     # no terminal: output streamed as it is
+
+Exits with the command's exit code; 1 when gantry itself fails (unknown service, no such
+replica: the replicas there are are listed). Takes no lock: works while an apply runs.")]
+    Exec {
+        /// The service to run in.
+        service: String,
+        /// The replica's index (web#2 is 2; see `gantry status`).
+        #[arg(long, value_name = "N")]
+        replica: Option<u32>,
+        /// The host of the replica (a `[[host]]` name).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+
     /// Remove stopped containers beyond `keep_previous` and images no container uses; with
     /// --volumes, also the project's volumes no service declares any more.
     #[command(after_help = "Examples:
@@ -351,6 +408,44 @@ pub fn run(
             err,
         ),
         Command::Status => ops::status::status(&common, out),
+        Command::Logs {
+            services,
+            follow,
+            since,
+            tail,
+            stopped,
+            timestamps,
+        } => ops::logs::logs(
+            &common,
+            &ops::logs::LogsOptions {
+                services,
+                follow,
+                since,
+                tail,
+                stopped,
+                timestamps,
+            },
+            out,
+            err,
+        ),
+        // The command's output goes to the process's own streams, byte for byte: `out` and
+        // `err` strip ANSI sequences when not on a terminal, which would corrupt a dump.
+        Command::Exec {
+            service,
+            replica,
+            host,
+            command,
+        } => ops::exec::exec(
+            &common,
+            &ops::exec::ExecOptions {
+                service,
+                replica,
+                host,
+                command,
+            },
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ),
         Command::Prune { volumes, yes } => ops::prune::prune(
             &common,
             &ops::prune::PruneOptions { volumes, yes },

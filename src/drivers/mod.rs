@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod command;
 pub mod docker;
+pub mod docker_attach;
 pub mod fs;
 pub mod haproxy;
 pub mod journal;

@@ -2,10 +2,12 @@
 //! calls the pure core, and writes through the writers it is given.
 
 pub mod apply;
+pub mod exec;
 pub mod execute;
 pub mod graph;
 pub mod history;
 pub mod hooks;
+pub mod logs;
 pub mod outcome;
 pub mod plan;
 pub mod preflight;

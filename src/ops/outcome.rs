@@ -126,6 +126,8 @@ pub enum Outcome {
     Undone { revision: u64 },
     /// `apply --undo` with nothing unfinished.
     NothingToUndo,
+    /// `exec`: the command ran and exited with `code` (gantry's exit code too).
+    Exited { code: i32 },
 }
 
 /// A run that failed and was not restored: a human must look.
@@ -331,6 +333,7 @@ pub enum Stream {
 pub fn exit_status(result: &Result<Outcome, Error>) -> ExitStatus {
     match result {
         Ok(Outcome::Changes) => ExitStatus::Changes,
+        Ok(Outcome::Exited { code }) => ExitStatus::Command(*code),
         Ok(_) => ExitStatus::Success,
         Err(Error::Restored { .. }) => ExitStatus::FailedRestored,
         Err(Error::Halted(_)) => ExitStatus::FailedHalted,
@@ -358,7 +361,9 @@ pub fn human(result: &Result<Outcome, Error>) -> (Stream, String) {
 
 fn outcome_text(o: &Outcome) -> String {
     match o {
-        Outcome::Done | Outcome::Changes | Outcome::NoChanges => String::new(),
+        Outcome::Done | Outcome::Changes | Outcome::NoChanges | Outcome::Exited { .. } => {
+            String::new()
+        }
         Outcome::Completed {
             verb,
             origin,
@@ -455,6 +460,7 @@ fn outcome_json(o: &Outcome) -> (&'static str, Value) {
         Outcome::Held { revision } => ("held", json!({"revision": revision})),
         Outcome::Undone { revision } => ("undone", json!({"revision": revision})),
         Outcome::NothingToUndo => ("nothing_to_undo", json!({})),
+        Outcome::Exited { code } => ("exited", json!({"exit_code": code})),
     }
 }
 
@@ -507,6 +513,7 @@ mod tests {
             (Ok(Outcome::Done), ExitStatus::Success),
             (Ok(Outcome::Changes), ExitStatus::Changes),
             (Ok(Outcome::Held { revision: 2 }), ExitStatus::Success),
+            (Ok(Outcome::Exited { code: 7 }), ExitStatus::Command(7)),
             (Err(Error::Cancelled), ExitStatus::Error),
             (
                 Err(Error::Restored {

@@ -23,6 +23,7 @@ mod lb_haproxy;
 mod lb_nginx;
 mod markdown_limit;
 mod multi_host;
+mod ops_commands;
 mod plan_scenarios;
 mod schemas;
 mod stack;
