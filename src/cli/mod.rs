@@ -233,6 +233,42 @@ replica: the replicas there are are listed). Takes no lock: works while an apply
         command: Vec<String>,
     },
 
+    /// Run a one-off container from what a service runs now (its network, volumes, env and
+    /// secrets, the image ID its replicas run) and return the command's exit code.
+    #[command(after_help = "Examples:
+  gantry run web -- python3 manage.py shell -c 'print(1)'
+  gantry run web --host node-b -- ./bin/rake cache:clear
+
+The container is removed when the command ends (and on Ctrl-C). Nothing is pulled: it runs
+the image the service's replicas run. Exits with the command's exit code; 1 when gantry
+itself fails (the service was never applied, or has no running replica). Takes no lock.")]
+    Run {
+        /// The service whose spec the container is made from.
+        service: String,
+        /// The host to run on (a `[[host]]` with a running replica; default: the first).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+
+    /// Run a `[task.NAME]` by hand, from what its service runs now.
+    #[command(
+        name = "run-task",
+        after_help = "Examples:
+  gantry run-task migrate
+
+Runs the task's command with its timeout in a one-off container made from what its service
+runs now (not from the configuration's new spec, as an apply does), streams its output with
+the service's secrets masked, and removes it. Exits with the command's exit code. Records
+nothing: the next apply still decides by itself whether the task runs."
+    )]
+    RunTask {
+        /// The task's name (`[task.NAME]`).
+        name: String,
+    },
+
     /// Remove stopped containers beyond `keep_previous` and images no container uses; with
     /// --volumes, also the project's volumes no service declares any more.
     #[command(after_help = "Examples:
@@ -443,6 +479,26 @@ pub fn run(
                 host,
                 command,
             },
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ),
+        Command::Run {
+            service,
+            host,
+            command,
+        } => ops::run::run(
+            &common,
+            &ops::run::RunOptions {
+                service,
+                host,
+                command,
+            },
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ),
+        Command::RunTask { name } => ops::run::run_task(
+            &common,
+            &name,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         ),

@@ -15,6 +15,7 @@ pub mod promote;
 pub mod prune;
 pub mod recover;
 pub mod rollback;
+pub mod run;
 pub mod scale_down;
 pub mod session;
 pub mod state_cmd;

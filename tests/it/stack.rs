@@ -826,4 +826,57 @@ fn a_migration_task_runs_before_web_rolls_and_a_failing_one_stops_the_release() 
     assert_eq!(s.upstream(), upstream);
     assert!(tasks_left().is_empty(), "{:?}", tasks_left());
     assert_eq!(s.count(), first + 2, "the counter survived");
+
+    // By hand, from what web runs now (v2): `run` on web's network with its secret...
+    let by_hand = |args: &[&str]| support::project::run(s.command(args).env("DB_PASSWORD", SECRET));
+    let o = by_hand(&["run", "web", "--", "app", "migrate", "5"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(
+        stdout(&o).contains("migrate: schema_version 2 -> 5"),
+        "{}",
+        explain(&o)
+    );
+    let o = by_hand(&[
+        "run",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(code(&o), 7, "the command's exit code: {}", explain(&o));
+    assert_eq!(stdout(&o), "out\n");
+    assert!(
+        support::project::stderr(&o).contains("err"),
+        "{}",
+        explain(&o)
+    );
+    // ...`run-task` with the task's command, its output masked...
+    let o = by_hand(&["run-task", "migrate"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let out = explain(&o);
+    assert!(out.contains("connecting with password ***"), "{out}");
+    assert!(!out.contains(SECRET), "{out}");
+    assert!(out.contains("task.migrate: exit 1 after"), "{out}");
+    // ...and what does not exist is named with what does.
+    let o = by_hand(&["run", "wbe", "--", "true"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        explain(&o).contains("the services applied are: redis, web"),
+        "{}",
+        explain(&o)
+    );
+    let o = by_hand(&["run-task", "migrat"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        explain(&o).contains("the tasks are: migrate"),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        tasks_left().is_empty(),
+        "one-off containers are removed: {:?}",
+        tasks_left()
+    );
+    assert_eq!(running(&s, "web", "{{.Names}}"), web2, "web untouched");
 }
