@@ -182,7 +182,7 @@ fn independent_services_run_in_parallel_and_dependents_wait() {
     let p = Web::new(&guard, &v1);
     let service = |name: &str, deps: &str| {
         format!(
-            "[service.{name}]\nimage = \"gantry-testapp:{v1}\"\nreplicas = 2\nport = 8080\nlabels = {labels}\ndepends_on = [{deps}]\nhealth = {{ http = \"/healthz\", interval = \"200ms\" }}\nwarmup = {{ http = \"/warmup?delay_ms=1500\", max_latency = \"5s\", successes = 1, concurrency = 1 }}\nrollout = {{ soak = \"1s\" }}\n",
+            "[service.{name}]\nimage = \"gantry-testapp:{v1}\"\nreplicas = 2\nport = 8080\nlabels = {labels}\ndepends_on = [{deps}]\nhealth = {{ http = \"/healthz\", interval = \"200ms\" }}\nwarmup = {{ http = \"/warmup?delay_ms=3000\", max_latency = \"8s\", successes = 1, concurrency = 1 }}\nrollout = {{ soak = \"1s\" }}\n",
             labels = p.labels
         )
     };
@@ -209,16 +209,17 @@ fn independent_services_run_in_parallel_and_dependents_wait() {
             .as_secs_f64()
             + fraction
     };
-    // a and b are in the same wave: they start together, not 1.5 s (a warm-up) apart.
+    // a and b are in the same wave: they start together, not 3 s (a warm-up) apart (2 s of
+    // slack: concurrent starts on a loaded engine spread over a second or more).
     let (a, b) = (started("a", 1), started("b", 1));
     assert!(
-        (a - b).abs() < 1.0,
+        (a - b).abs() < 2.0,
         "a and b one after the other: a#1 {a} b#1 {b}"
     );
     // c depends on a: it starts after a's replicas are up and warm.
     let a_last = started("a", 1).max(started("a", 2));
     assert!(
-        started("c", 1) > a_last + 1.4,
+        started("c", 1) > a_last + 2.9,
         "c started before a was up: c#1 {} a {a_last}",
         started("c", 1)
     );
