@@ -272,8 +272,10 @@ fn a_failing_nginx_check_keeps_nginx_serving_and_the_rollout_restores_itself() {
 /// Cold replicas of the test app answer 300 ms slower at first, falling to nothing over 3 s.
 /// With a warm-up (5 consecutive answers within 5 ms, 4 in flight) a replica joins only once
 /// it is fast, so users see no slow answers: p99 during the rollout stays within twice the
-/// p99 before it (with a 10 ms floor under the "before": sub-10 ms p99s on a shared 2-core
-/// machine are noise).
+/// p99 before it (with a 25 ms floor under the "before": p99s of a few ms on a shared 2-core
+/// machine are scheduling noise, 24 ms seen in CI with compiles beside it). Without the
+/// warm-up, the ~4 % of requests that reach a cold replica (1 in 4 replicas, 3 s of 20) take
+/// up to 300 ms, which puts the p99 above 200 ms: far above the bound.
 #[test]
 fn warm_up_keeps_p99_during_a_rollout_within_twice_the_p99_before() {
     if !docker::require_docker("warm_up_p99") || !require_nginx("warm_up_p99") {
@@ -308,7 +310,7 @@ fn warm_up_keeps_p99_during_a_rollout_within_twice_the_p99_before() {
         "the warm-up reports latencies"
     );
     assert_eq!(during.failed(), 0, "{:?}", during.failures);
-    let floor = before.percentile(99).max(Duration::from_millis(10));
+    let floor = before.percentile(99).max(Duration::from_millis(25));
     assert!(
         during.percentile(99) <= floor * 2,
         "p99 during {:?} > 2 x {:?}",

@@ -606,7 +606,7 @@ fn one_nginx_per_host_and_both_hosts_rolling_at_once() {
             image,
             None,
             r#"["front-a", "front-b"]"#,
-            r#"{ batch = 1, order = "start-first", drain = "200ms", soak = "1s", hosts_in_parallel = 2 }"#,
+            r#"{ batch = 1, order = "start-first", drain = "200ms", soak = "3s", hosts_in_parallel = 2 }"#,
             &format!(
                 "{}\n{}",
                 lb("front-a", "a", &p.nginx, "app"),
@@ -649,8 +649,9 @@ fn one_nginx_per_host_and_both_hosts_rolling_at_once() {
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
     check_members("v2");
-    // Host after host would start b's first v2 replica after a's two batches (2 s of soak
-    // at least); at once, they start together.
+    // Host after host would start b's first v2 replica after a's two batches (6 s of soak
+    // at least); at once, they start together (within 3 s: starts on two engines of a loaded
+    // 2-core machine were seen 1.8 s apart).
     let started = |engine: Engine, name: &str| -> f64 {
         let t = engine.docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name]);
         let whole = humantime::parse_rfc3339_weak(&t[..19]).unwrap();
@@ -664,7 +665,7 @@ fn one_nginx_per_host_and_both_hosts_rolling_at_once() {
     let a1 = started(Engine::Main, &format!("{}-web-2-1", p.name));
     let b1 = started(Engine::Second(&p.b), &format!("{}-web-2-1", p.name));
     assert!(
-        (a1 - b1).abs() < 1.5,
+        (a1 - b1).abs() < 3.0,
         "host a's first v2 replica started at {a1}, host b's at {b1}: not at the same time"
     );
 }
