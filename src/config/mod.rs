@@ -105,37 +105,19 @@ pub fn parse(source: &str) -> RawConfig {
                     continue;
                 };
                 for (name, value) in table {
-                    let named_span = name.span();
+                    let span = name.span();
                     let name = name.into_inner().into_owned();
-                    let path = [section, name.as_str()];
-                    let before = raw.diagnostics.len();
-                    if section == "service" {
-                        let value = reader.read(value, &path, &mut raw.diagnostics);
-                        let partial = raw.diagnostics.len() > before;
-                        raw.services.push(Named {
-                            name,
-                            span: named_span,
-                            value,
-                            partial,
-                        });
-                    } else if section == "task" {
-                        let value = reader.read(value, &path, &mut raw.diagnostics);
-                        let partial = raw.diagnostics.len() > before;
-                        raw.tasks.push(Named {
-                            name,
-                            span: named_span,
-                            value,
-                            partial,
-                        });
-                    } else {
-                        let value = reader.read(value, &path, &mut raw.diagnostics);
-                        let partial = raw.diagnostics.len() > before;
-                        raw.lbs.push(Named {
-                            name,
-                            span: named_span,
-                            value,
-                            partial,
-                        });
+                    let diags = &mut raw.diagnostics;
+                    match section {
+                        "service" => raw
+                            .services
+                            .push(reader.named(section, name, span, value, diags)),
+                        "task" => raw
+                            .tasks
+                            .push(reader.named(section, name, span, value, diags)),
+                        _ => raw
+                            .lbs
+                            .push(reader.named(section, name, span, value, diags)),
                     }
                 }
             }
@@ -162,6 +144,26 @@ struct Reader<'s> {
 }
 
 impl<'s> Reader<'s> {
+    /// A named resource (`[service.NAME]`, ...): what could be read of it, and whether some
+    /// of its entries were set aside as broken.
+    fn named<T: DeserializeOwned>(
+        &self,
+        section: &str,
+        name: String,
+        span: Range<usize>,
+        value: Spanned<DeValue<'s>>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Named<T> {
+        let before = diags.len();
+        let value = self.read(value, &[section, name.as_str()], diags);
+        Named {
+            name,
+            span,
+            value,
+            partial: diags.len() > before,
+        }
+    }
+
     fn read<T: DeserializeOwned>(
         &self,
         value: Spanned<DeValue<'s>>,
