@@ -217,6 +217,28 @@ impl ExecOutput {
     }
 }
 
+/// The credentials of one pull from one registry, as `docker login` stores them. They never
+/// appear in output: `Debug` shows the registry and the user only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry's server address (`registry.example:5000`, or Docker Hub's
+    /// `https://index.docker.io/v1/`).
+    pub server: String,
+    pub username: String,
+    pub password: String,
+    /// An identity (refresh) token, which some registries give instead of a password.
+    pub identity_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A container engine (Docker, through bollard).
 pub trait ContainerRuntime: Send + Sync {
     /// Is the engine there? (Pre-flight.)
@@ -226,8 +248,13 @@ pub trait ContainerRuntime: Send + Sync {
         &self,
         image: &str,
     ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
-    /// Pulls `image` with retries (registries answer 5xx); returns its image ID.
-    fn pull(&self, image: &str) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Pulls `image` with retries (registries answer 5xx), with `auth` when given; returns its
+    /// image ID.
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// Creates (does not start) a container; returns its ID.
     fn create(
         &self,

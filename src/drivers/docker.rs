@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use crate::model::Tls;
 use crate::ports::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, Health,
-    HealthStatus, LiveSettings, MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError,
-    labels,
+    HealthStatus, LiveSettings, MountSource, NetworkAttachment, NetworkMode, RegistryAuth, Restart,
+    RuntimeError, labels,
 };
 
 /// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
@@ -698,6 +698,46 @@ fn fixed_port(labels: &BTreeMap<String, String>) -> Option<u16> {
 
 /// A port of [`FIXED_HOST_PORTS`] not in `taken`, starting the search at a random point;
 /// `usable` may refuse more (a local bind test).
+/// Credentials as the engine takes them in `X-Registry-Auth`.
+pub fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentials {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    bollard::auth::DockerCredentials {
+        username: some(&auth.username),
+        password: some(&auth.password),
+        serveraddress: some(&auth.server),
+        identitytoken: auth.identity_token.clone(),
+        ..Default::default()
+    }
+}
+
+/// A refused login (401), which another attempt would not change.
+fn refused(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "unauthorized",
+        "authentication required",
+        "incorrect username or password",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+/// An engine message with the secrets of `auth` masked, should a registry echo them.
+fn scrub(message: &str, auth: Option<&RegistryAuth>) -> String {
+    let mut out = message.to_string();
+    if let Some(a) = auth {
+        for secret in [Some(&a.password), a.identity_token.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if secret.len() >= 3 {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+    }
+    out
+}
+
 fn pick_port(taken: &HashSet<u16>, mut usable: impl FnMut(u16) -> bool) -> Option<u16> {
     let (low, high) = (*FIXED_HOST_PORTS.start(), *FIXED_HOST_PORTS.end());
     let span = u32::from(high - low) + 1;
@@ -724,15 +764,18 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    async fn pull(&self, image: &str) -> Result<String, RuntimeError> {
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
         let mut backoff = self.pull_backoff;
         let mut last = String::new();
+        let credentials = auth.map(docker_credentials);
         for attempt in 1..=PULL_ATTEMPTS {
             let options = CreateImageOptions {
                 from_image: Some(image.to_string()),
                 ..Default::default()
             };
-            let mut stream = self.docker.create_image(Some(options), None, None);
+            let mut stream = self
+                .docker
+                .create_image(Some(options), None, credentials.clone());
             let mut failed = None;
             while let Some(item) = stream.next().await {
                 match item {
@@ -756,7 +799,14 @@ impl ContainerRuntime for DockerRuntime {
                         }
                     });
                 }
-                Some(e) => last = format!("attempt {attempt}/{PULL_ATTEMPTS}: {e}"),
+                Some(e) => {
+                    last = format!("attempt {attempt}/{PULL_ATTEMPTS}: {}", scrub(&e, auth));
+                    // A refused login stays refused: 5xx and connection errors are
+                    // worth another try.
+                    if refused(&e) {
+                        break;
+                    }
+                }
             }
             if attempt < PULL_ATTEMPTS {
                 tokio::time::sleep(backoff).await;

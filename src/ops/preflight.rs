@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Error;
+use crate::drivers::credentials::{self, Found};
 use crate::engine::Target;
 use crate::plan::{Action, Plan, Spec};
 use crate::ports::{ContainerRuntime, labels};
@@ -104,7 +105,9 @@ pub async fn preflight<R: ContainerRuntime>(
     hosts: &BTreeMap<String, Target<R>>,
     config_dir: &std::path::Path,
     pinned: &BTreeMap<String, (String, String)>,
+    registries: &BTreeMap<String, crate::model::registry::Registry>,
 ) -> Result<Resolved, Error> {
+    let mut credentials: BTreeMap<String, Option<Found>> = BTreeMap::new();
     let mut env = BTreeMap::new();
     let mut image_ids: BTreeMap<String, String> = BTreeMap::new();
     let mut checked: std::collections::BTreeSet<(String, String)> = Default::default();
@@ -158,12 +161,44 @@ pub async fn preflight<R: ContainerRuntime>(
                 .map_err(|e| Error::Message(format!("pre-flight: {e}")))?
             {
                 Some(id) => id,
-                None => t.runtime.pull(&spec.image).await.map_err(|e| {
-                    Error::Message(format!(
-                        "pre-flight: {} on host `{host}`: {e}; nothing was changed",
-                        c.address
-                    ))
-                })?,
+                None => {
+                    let registry = credentials::registry_host(&spec.image);
+                    let found = match credentials.get(&registry) {
+                        Some(found) => found.clone(),
+                        None => {
+                            let env = |k: &str| std::env::var(k).ok();
+                            let found =
+                                credentials::lookup(&registry, registries.get(&registry), &env)
+                                    .await
+                                    .map_err(|e| {
+                                        Error::Message(format!(
+                                            "pre-flight: {} needs `{}`: {e}; nothing was changed",
+                                            c.address, spec.image
+                                        ))
+                                    })?;
+                            credentials.insert(registry.clone(), found.clone());
+                            found
+                        }
+                    };
+                    let how = match &found {
+                        Some(f) if f.auth.username.is_empty() => {
+                            format!("with an identity token from {}", f.source)
+                        }
+                        Some(f) => {
+                            format!("as `{}` (credentials from {})", f.auth.username, f.source)
+                        }
+                        None => "without credentials".to_string(),
+                    };
+                    t.runtime
+                        .pull(&spec.image, found.as_ref().map(|f| &f.auth))
+                        .await
+                        .map_err(|e| {
+                            Error::Message(format!(
+                                "pre-flight: {} on host `{host}`: pull from registry `{registry}` {how} failed: {e}; nothing was changed",
+                                c.address
+                            ))
+                        })?
+                }
             };
             // One release runs one image everywhere: a tag that names different images on
             // different hosts is refused rather than mixed.
@@ -425,6 +460,7 @@ rollout = { order = "stop-first" }
             &hosts(rt),
             std::path::Path::new("."),
             &BTreeMap::new(),
+            &BTreeMap::new(),
         )
         .await
     }
@@ -523,5 +559,77 @@ rollout = { order = "stop-first" }
         )
         .await;
         check(&rt, &plan, &state).await.unwrap();
+    }
+
+    /// A world with `registry.example/app:1` in the fake registry, which wants a login, and
+    /// a config whose `[registry]` section reads its password from `variable`.
+    async fn private(variable: &str) -> (FakeRuntime, Plan, State, crate::model::Model) {
+        let rt = FakeRuntime::new();
+        rt.add_to_registry("registry.example/app:1");
+        let model = crate::testing::model(&format!(
+            "[project]\nname = \"p\"\n\n[service.app]\nimage = \"registry.example/app:1\"\n\n[registry.\"registry.example\"]\nusername = \"ci\"\npassword_env = \"{variable}\"\n"
+        ));
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        (rt, plan, state, model)
+    }
+
+    async fn check_with(
+        rt: &FakeRuntime,
+        plan: &Plan,
+        state: &State,
+        model: &crate::model::Model,
+    ) -> Result<Resolved, Error> {
+        preflight(
+            plan,
+            state,
+            &hosts(rt),
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+            &model.registries,
+        )
+        .await
+    }
+
+    // The tests cannot set a variable (that is unsafe, and the tests share one process):
+    // `PATH` is set wherever they run, and serves as the password.
+    #[tokio::test]
+    async fn a_pull_presents_the_config_sections_credentials() {
+        let (rt, plan, state, model) = private("PATH").await;
+        rt.require_login("ci", &std::env::var("PATH").unwrap());
+        check_with(&rt, &plan, &state, &model).await.unwrap();
+        assert_eq!(
+            rt.pulls(),
+            vec![("registry.example/app:1".to_string(), Some("ci".to_string()))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_names_the_registry_and_not_the_password() {
+        let (rt, plan, state, model) = private("PATH").await;
+        rt.require_login("ci", "another-password");
+        let m = message(check_with(&rt, &plan, &state, &model).await);
+        assert!(
+            m.contains("pull from registry `registry.example` as `ci`"),
+            "{m}"
+        );
+        assert!(
+            m.contains("unauthorized") && m.contains("nothing was changed"),
+            "{m}"
+        );
+        assert!(!m.contains(&std::env::var("PATH").unwrap()), "{m}");
+        assert!(rt.containers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unset_password_variable_is_a_pre_flight_error_naming_the_registry() {
+        let (rt, plan, state, model) = private("GANTRY_UNIT_SURELY_UNSET_PASSWORD").await;
+        let m = message(check_with(&rt, &plan, &state, &model).await);
+        assert!(
+            m.contains("registry `registry.example`")
+                && m.contains("$GANTRY_UNIT_SURELY_UNSET_PASSWORD, which is not set"),
+            "{m}"
+        );
+        assert!(rt.pulls().is_empty(), "nothing was pulled");
     }
 }

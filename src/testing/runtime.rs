@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::ports::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, Health,
-    HealthStatus, MountSource, NetworkMode, Restart, RuntimeError,
+    HealthStatus, MountSource, NetworkMode, RegistryAuth, Restart, RuntimeError,
 };
 
 /// Where a scripted fault strikes.
@@ -95,6 +95,10 @@ struct Inner {
     images: BTreeMap<String, String>,
     /// Image reference -> image ID: what a pull would fetch.
     registry: BTreeMap<String, String>,
+    /// The user name and password every pull must present, when set.
+    registry_login: Option<(String, String)>,
+    /// Each pull: the reference and the user name it presented.
+    pulls: Vec<(String, Option<String>)>,
     containers: BTreeMap<String, Container>,
     faults: Vec<Fault>,
     next_id: u64,
@@ -159,6 +163,16 @@ impl FakeRuntime {
             .registry
             .insert(reference.to_string(), id.clone());
         id
+    }
+
+    /// Every later pull must present this user name and password.
+    pub fn require_login(&self, username: &str, password: &str) {
+        self.lock().registry_login = Some((username.to_string(), password.to_string()));
+    }
+
+    /// Each pull so far: the reference and the user name it presented.
+    pub fn pulls(&self) -> Vec<(String, Option<String>)> {
+        self.lock().pulls.clone()
     }
 
     /// `op` fails for every container whose name contains `name`.
@@ -498,9 +512,20 @@ impl ContainerRuntime for FakeRuntime {
             .or_else(|| inner.images.values().find(|id| *id == image).cloned()))
     }
 
-    async fn pull(&self, image: &str) -> Result<String, RuntimeError> {
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
         let mut inner = self.lock();
         inner.check(format!("pull {image}"))?;
+        inner
+            .pulls
+            .push((image.to_string(), auth.map(|a| a.username.clone())));
+        if let Some((user, password)) = &inner.registry_login
+            && auth.is_none_or(|a| a.username != *user || a.password != *password)
+        {
+            return Err(RuntimeError::ImageUnavailable {
+                image: image.to_string(),
+                message: "unauthorized: authentication required".into(),
+            });
+        }
         let id =
             inner
                 .registry
