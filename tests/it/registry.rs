@@ -1,0 +1,419 @@
+//! Pulls from a private registry (issue 14, item 2), against a real one: Debian's
+//! `docker-registry` on a free loopback port, with htpasswd authentication and TLS from a
+//! test CA. The local engine treats 127.0.0.0/8 registries as insecure, so it talks TLS to it
+//! without trusting the CA (`registry_is_tls_only` checks that plain HTTP is refused).
+//! The test app is pushed to it and removed locally, then `gantry apply` pulls it through
+//! each credential source `docker pull` knows: the configuration's `[registry."HOST"]`, an
+//! `auths` entry of the Docker config, and a `docker-credential-*` helper on PATH. A wrong
+//! password ends in pre-flight exit 1 naming the registry, never the password.
+//!
+//! Needs docker-registry, htpasswd (apache2-utils) and openssl: skipped with a message when
+//! one is missing, a failure under `CI=true`.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support;
+use support::docker::{self, DockerTestGuard};
+use support::process::Background;
+use support::project::{Project, code, explain, run};
+
+const USER: &str = "gtest";
+const PASSWORD: &str = "gtest-Pa55word-never-printed";
+
+/// Whether every tool is there; otherwise skip (or fail under `CI=true`).
+fn require_tools(test: &str) -> bool {
+    if !docker::require_docker(test) {
+        return false;
+    }
+    let missing: Vec<&str> = ["docker-registry", "htpasswd", "openssl"]
+        .into_iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: missing {missing:?}, and CI=true: the registry tests must run in CI");
+    }
+    println!(
+        "SKIPPED: {test}: missing {missing:?} (apt-get install docker-registry apache2-utils openssl)"
+    );
+    false
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A running `docker-registry`, stopped (and its storage removed) on drop.
+struct Registry {
+    dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`: the registry host of image references.
+    host: String,
+    process: Option<Background>,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A test CA, and a server certificate for 127.0.0.1 signed by it.
+        sh(Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=gantry-test-ca",
+            ]));
+        sh(Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+            ])
+            .args(["-out", "server.csr", "-subj", "/CN=127.0.0.1"]));
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        sh(Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+            ])
+            .args(["-CAcreateserial", "-out", "server.crt", "-days", "1"])
+            .args(["-extfile", "san.ext"]));
+        let htpasswd = sh(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
+        std::fs::write(d.join("htpasswd"), htpasswd).unwrap();
+        let port = docker::free_port();
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\nhttp:\n  addr: {host}\n  tls:\n    certificate: {dir}/server.crt\n    key: {dir}/server.key\nauth:\n  htpasswd:\n    realm: gantry-test\n    path: {dir}/htpasswd\n",
+            data = d.join("data").display(),
+            dir = d.display(),
+        );
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let mut cmd = Command::new("docker-registry");
+        cmd.args(["serve"])
+            .arg(d.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("registry.log")).unwrap());
+        let process = Background::spawn(cmd, "docker-registry");
+        let start = Instant::now();
+        while TcpStream::connect(&host).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "docker-registry did not listen on {host}: {}",
+                std::fs::read_to_string(d.join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            dir,
+            host,
+            process: Some(process),
+        }
+    }
+
+    /// A Docker config directory of its own (`DOCKER_CONFIG`), empty.
+    fn docker_config(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Pushes `local` as `REGISTRY/gantry-testapp:TAG` (after a `docker login` with a
+    /// throw-away config), then removes that reference here; returns it.
+    fn push(&self, local: &str, tag: &str) -> String {
+        let config = self.docker_config("pusher");
+        let remote = format!("{}/gantry-testapp:{tag}", self.host);
+        let docker = || {
+            let mut c = Command::new("docker");
+            c.env("DOCKER_CONFIG", &config);
+            c
+        };
+        let mut login = docker()
+            .args(["login", &self.host, "-u", USER, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        login
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+        let o = login.wait_with_output().unwrap();
+        assert!(o.status.success(), "docker login: {o:?}");
+        sh(docker().args(["tag", local, &remote]));
+        sh(docker().args(["push", &remote]));
+        sh(docker().args(["rmi", &remote]));
+        assert!(!docker::image_exists(&remote));
+        remote
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill();
+        }
+    }
+}
+
+/// The test app's service, from `image`, with `extra` TOML after it.
+fn project(guard: &DockerTestGuard, image: &str, extra: &str) -> Project {
+    let p = Project::new("reg", guard);
+    p.write_toml(&format!(
+        r#"[project]
+name = "{name}"
+
+[service.web]
+image = "{image}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "registry" }}
+labels = {labels}
+stop_grace_period = "5s"
+health = {{ http = "/healthz", interval = "200ms", timeout = "1s", retries = 5 }}
+{extra}
+"#,
+        name = p.name,
+        labels = p.labels
+    ));
+    p
+}
+
+/// `gantry apply --yes` with `DOCKER_CONFIG`, extra variables and a PATH with `bin` first.
+fn apply(
+    p: &Project,
+    docker_config: &Path,
+    vars: &[(&str, &str)],
+    bin: Option<&Path>,
+) -> std::process::Output {
+    let mut c = p.command(&["apply", "--yes"]);
+    c.env("DOCKER_CONFIG", docker_config);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    if let Some(bin) = bin {
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", bin.display()));
+    }
+    run(c)
+}
+
+fn running(p: &Project) -> usize {
+    p.containers(&["status=running"], "{{.Names}}").len()
+}
+
+/// Removes the pulled references at the end, whatever happens.
+struct Pulled(Vec<String>);
+
+impl Drop for Pulled {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            let _ = docker::docker(&["rmi", "-f", r]);
+        }
+    }
+}
+
+#[test]
+fn pulls_through_each_credential_source_and_refuses_a_wrong_password() {
+    let test = "registry::pulls_through_each_credential_source";
+    if !require_tools(test) {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let local = docker::build_testapp_image_once(&docker::run_tag("reg"));
+    let registry = Registry::start();
+    let tag = |what: &str| docker::run_tag(what);
+    let images: Vec<String> = ["cfg", "auths", "helper", "wrong"]
+        .iter()
+        .map(|w| registry.push(&local, &tag(w)))
+        .collect();
+    let _pulled = Pulled(images.clone());
+    let empty = registry.docker_config("empty");
+
+    // Without credentials, the registry refuses: exit 1, naming it.
+    let p = project(&guard, &images[0], "");
+    let o = apply(&p, &empty, &[], None);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains(&format!(
+            "pull from registry `{}` without credentials",
+            registry.host
+        )),
+        "{err}"
+    );
+
+    // 1. The configuration's section, the password from the variable it names.
+    p.edit_toml(|t| {
+        format!(
+            "{t}\n[registry.\"{}\"]\nusername = \"{USER}\"\npassword_env = \"GTEST_REGISTRY_PASSWORD\"\n",
+            registry.host
+        )
+    });
+    let o = apply(&p, &empty, &[("GTEST_REGISTRY_PASSWORD", PASSWORD)], None);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(running(&p), 2);
+    assert!(docker::image_exists(&images[0]));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!all.contains(PASSWORD), "{all}");
+    let state = std::fs::read_to_string(p.join(".gantry/state.json")).unwrap();
+    assert!(!state.contains(PASSWORD));
+    for entry in std::fs::read_dir(p.join(".gantry")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = std::fs::read(&path).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&text).contains(PASSWORD),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+
+    // 2. An `auths` entry of the Docker config (base64 `user:password`, as `docker login`
+    //    writes it).
+    let auths = registry.docker_config("auths");
+    let encoded = sh(Command::new("sh").args([
+        "-c",
+        &format!("printf '%s' '{USER}:{PASSWORD}' | base64 -w0"),
+    ]));
+    std::fs::write(
+        auths.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{encoded}"}}}}}}"#,
+            registry.host
+        ),
+    )
+    .unwrap();
+    let p = project(&guard, &images[1], "");
+    let o = apply(&p, &auths, &[], None);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(running(&p), 2);
+
+    // 3. A credential helper on PATH, named by `credHelpers`; it must be asked for this
+    //    registry's server address.
+    let helper = registry.docker_config("helper");
+    let bin = registry.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = registry.dir.path().join("helper-asked");
+    let script = bin.join("docker-credential-gtest");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread -r server\nprintf '%s' \"$server\" > {asked}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n",
+            asked = asked.display()
+        ),
+    )
+    .unwrap();
+    sh(Command::new("chmod").arg("+x").arg(&script));
+    std::fs::write(
+        helper.join("config.json"),
+        format!(
+            r#"{{"auths": {{}}, "credHelpers": {{"{}": "gtest"}}}}"#,
+            registry.host
+        ),
+    )
+    .unwrap();
+    let p = project(&guard, &images[2], "");
+    let o = apply(&p, &helper, &[], Some(&bin));
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(running(&p), 2);
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), registry.host);
+
+    // A wrong password: pre-flight, exit 1, the registry named, the password not, nothing
+    // changed.
+    let wrong = "wrong-Pa55word-not-shown";
+    let p = project(
+        &guard,
+        &images[3],
+        &format!(
+            "[registry.\"{}\"]\nusername = \"{USER}\"\npassword_env = \"GTEST_REGISTRY_PASSWORD\"\n",
+            registry.host
+        ),
+    );
+    let o = apply(&p, &empty, &[("GTEST_REGISTRY_PASSWORD", wrong)], None);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("pre-flight"), "{err}");
+    assert!(
+        err.contains(&format!("registry `{}`", registry.host))
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong) && !String::from_utf8_lossy(&o.stdout).contains(wrong));
+    assert!(p.containers(&[], "{{.Names}}").is_empty());
+    assert!(!p.join(".gantry/state.json").exists());
+
+    // An unset variable: pre-flight, exit 1, naming the registry and the variable.
+    let o = apply(&p, &empty, &[], None);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains(&format!("registry `{}`", registry.host))
+            && err.contains("$GTEST_REGISTRY_PASSWORD, which is not set"),
+        "{err}"
+    );
+}
+
+/// The local engine talks TLS to the loopback registry without trusting the test CA (it
+/// treats 127.0.0.0/8 as insecure); the registry itself refuses plain HTTP.
+#[test]
+fn registry_is_tls_only() {
+    if !require_tools("registry::registry_is_tls_only") {
+        return;
+    }
+    let registry = Registry::start();
+    let mut s = TcpStream::connect(&registry.host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.contains("400") || answer.is_empty(),
+        "plain HTTP should be refused by a TLS listener: {answer}"
+    );
+}
