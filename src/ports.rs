@@ -451,6 +451,12 @@ pub trait SwarmApi: Send + Sync {
         name: &'a str,
         labels: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<bool, String>>;
+    /// Services whose image is on the registry `registry` are created and updated with
+    /// `auth`, which the manager passes to the nodes that pull (`--with-registry-auth`).
+    /// Pre-flight calls it; an adapter that has no use for it ignores it.
+    fn use_registry_auth(&self, registry: &str, auth: &RegistryAuth) {
+        let _ = (registry, auth);
+    }
 }
 
 /// Runs a local command (preview checks, the command load balancer, nginx's check and

@@ -134,6 +134,23 @@ pub async fn preflight<R: ContainerRuntime>(
                     c.address
                 )));
             };
+            if spec.runtime == crate::model::Runtime::Swarm
+                && let Some(swarm) = &t.swarm
+            {
+                // The nodes pull, with what the manager is given (`--with-registry-auth`).
+                let registry = credentials::registry_host(&spec.image);
+                if let Some(found) = resolve(
+                    &mut credentials,
+                    &registry,
+                    registries,
+                    &c.address,
+                    &spec.image,
+                )
+                .await?
+                {
+                    swarm.use_registry_auth(&registry, &found.auth);
+                }
+            }
             if let Some((id, recorded)) = pinned.get(&spec.image) {
                 // A rollback runs exactly the recorded image and never pulls.
                 match t
@@ -163,23 +180,14 @@ pub async fn preflight<R: ContainerRuntime>(
                 Some(id) => id,
                 None => {
                     let registry = credentials::registry_host(&spec.image);
-                    let found = match credentials.get(&registry) {
-                        Some(found) => found.clone(),
-                        None => {
-                            let env = |k: &str| std::env::var(k).ok();
-                            let found =
-                                credentials::lookup(&registry, registries.get(&registry), &env)
-                                    .await
-                                    .map_err(|e| {
-                                        Error::Message(format!(
-                                            "pre-flight: {} needs `{}`: {e}; nothing was changed",
-                                            c.address, spec.image
-                                        ))
-                                    })?;
-                            credentials.insert(registry.clone(), found.clone());
-                            found
-                        }
-                    };
+                    let found = resolve(
+                        &mut credentials,
+                        &registry,
+                        registries,
+                        &c.address,
+                        &spec.image,
+                    )
+                    .await?;
                     let how = match &found {
                         Some(f) if f.auth.username.is_empty() => {
                             format!("with an identity token from {}", f.source)
@@ -227,6 +235,30 @@ pub async fn preflight<R: ContainerRuntime>(
         container_options_hold(c, spec, state, hosts, &image_ids, &plan.project).await?;
     }
     Ok((env, image_ids))
+}
+
+/// The credentials for pulls from `registry`, looked up once per run (see
+/// [`credentials::lookup`]); `what` needs `image`.
+async fn resolve(
+    cache: &mut BTreeMap<String, Option<Found>>,
+    registry: &str,
+    registries: &BTreeMap<String, crate::model::registry::Registry>,
+    what: &impl std::fmt::Display,
+    image: &str,
+) -> Result<Option<Found>, Error> {
+    if let Some(found) = cache.get(registry) {
+        return Ok(found.clone());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let found = credentials::lookup(registry, registries.get(registry), &env)
+        .await
+        .map_err(|e| {
+            Error::Message(format!(
+                "pre-flight: {what} needs `{image}`: {e}; nothing was changed"
+            ))
+        })?;
+    cache.insert(registry.to_string(), found.clone());
+    Ok(found)
 }
 
 /// What the engines of a service's hosts must offer for its container options: the
