@@ -710,18 +710,6 @@ pub fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentia
     }
 }
 
-/// A refused login (401), which another attempt would not change.
-fn refused(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "unauthorized",
-        "authentication required",
-        "incorrect username or password",
-    ]
-    .iter()
-    .any(|w| m.contains(w))
-}
-
 /// An engine message with the secrets of `auth` masked, should a registry echo them.
 fn scrub(message: &str, auth: Option<&RegistryAuth>) -> String {
     let mut out = message.to_string();
@@ -799,13 +787,11 @@ impl ContainerRuntime for DockerRuntime {
                         }
                     });
                 }
+                // Every failure is tried again, a refused login included: a registry that
+                // answered its ping with 5xx gave the engine no auth challenge, and the
+                // engine then reports the next request's 401 (found by the 503 proxy test).
                 Some(e) => {
                     last = format!("attempt {attempt}/{PULL_ATTEMPTS}: {}", scrub(&e, auth));
-                    // A refused login stays refused: 5xx and connection errors are
-                    // worth another try.
-                    if refused(&e) {
-                        break;
-                    }
                 }
             }
             if attempt < PULL_ATTEMPTS {

@@ -72,6 +72,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with(true)
+    }
+
+    /// With `tls` false it speaks plain HTTP (for the 503 proxy, which reads requests).
+    fn start_with(tls: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // A test CA, and a server certificate for 127.0.0.1 signed by it.
@@ -118,8 +123,16 @@ impl Registry {
         std::fs::write(d.join("htpasswd"), htpasswd).unwrap();
         let port = docker::free_port();
         let host = format!("127.0.0.1:{port}");
+        let tls = if tls {
+            format!(
+                "  tls:\n    certificate: {dir}/server.crt\n    key: {dir}/server.key\n",
+                dir = d.display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\nhttp:\n  addr: {host}\n  tls:\n    certificate: {dir}/server.crt\n    key: {dir}/server.key\nauth:\n  htpasswd:\n    realm: gantry-test\n    path: {dir}/htpasswd\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\nhttp:\n  addr: {host}\n{tls}auth:\n  htpasswd:\n    realm: gantry-test\n    path: {dir}/htpasswd\n",
             data = d.join("data").display(),
             dir = d.display(),
         );
@@ -415,5 +428,123 @@ fn registry_is_tls_only() {
     assert!(
         answer.contains("400") || answer.is_empty(),
         "plain HTTP should be refused by a TLS listener: {answer}"
+    );
+}
+
+/// A proxy in front of a plain-HTTP registry that answers `503` to its first `fail` requests
+/// and then passes everything through. A TLS hello (the engine tries HTTPS first) is closed,
+/// so that the engine falls back to HTTP. Stops on drop.
+struct FlakyProxy {
+    host: String,
+    answered_503: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlakyProxy {
+    fn start(upstream: &str, fail: usize) -> FlakyProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let answered_503 = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, halt, upstream) = (answered_503.clone(), stop.clone(), upstream.to_string());
+        let thread = std::thread::spawn(move || {
+            while !halt.load(Ordering::SeqCst) {
+                let conn = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let (count, upstream) = (count.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = conn.set_nonblocking(false);
+                    let mut first = [0u8; 1];
+                    if conn.peek(&mut first).is_err() || first[0] == 0x16 {
+                        return;
+                    }
+                    if count.load(Ordering::SeqCst) < fail {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let mut conn = conn;
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match std::io::Read::read(&mut conn, &mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return;
+                    }
+                    let Ok(up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let (mut a, mut b) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
+                    let (mut c, mut d) = (conn, up);
+                    let t = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut d, &mut c);
+                    let _ = c.shutdown(std::net::Shutdown::Write);
+                    let _ = t.join();
+                });
+            }
+        });
+        FlakyProxy {
+            host,
+            answered_503,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Registries fail with 5xx (seed 004): a registry that answers 503 to the first requests
+/// does not stop the apply, which retries the pull with the same credentials.
+#[test]
+fn a_registry_answering_503_at_first_does_not_stop_the_apply() {
+    if !require_tools("registry::a_registry_answering_503_at_first") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let local = docker::build_testapp_image_once(&docker::run_tag("reg"));
+    let registry = Registry::start_with(false);
+    let pushed = registry.push(&local, &docker::run_tag("flaky"));
+    let proxy = FlakyProxy::start(&registry.host, 2);
+    let image = pushed.replacen(&registry.host, &proxy.host, 1);
+    let _pulled = Pulled(vec![pushed.clone(), image.clone()]);
+    let p = project(
+        &guard,
+        &image,
+        &format!(
+            "[registry.\"{}\"]\nusername = \"{USER}\"\npassword_env = \"GTEST_REGISTRY_PASSWORD\"\n",
+            proxy.host
+        ),
+    );
+    let empty = registry.docker_config("empty");
+    let o = apply(&p, &empty, &[("GTEST_REGISTRY_PASSWORD", PASSWORD)], None);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(running(&p), 2);
+    assert_eq!(
+        proxy.answered_503.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the proxy answered 503 twice before the pull went through"
     );
 }
