@@ -239,6 +239,15 @@ impl std::fmt::Debug for RegistryAuth {
     }
 }
 
+/// What a pull brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// The image ID (`sha256:...`).
+    pub id: String,
+    /// The registry's digest of it, `repo@sha256:...` (from the image's `RepoDigests`).
+    pub repo_digest: Option<String>,
+}
+
 /// A container engine (Docker, through bollard).
 pub trait ContainerRuntime: Send + Sync {
     /// Is the engine there? (Pre-flight.)
@@ -248,13 +257,15 @@ pub trait ContainerRuntime: Send + Sync {
         &self,
         image: &str,
     ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
-    /// Pulls `image` with retries (registries answer 5xx), with `auth` when given; returns its
-    /// image ID.
+    /// Pulls `image` with retries (registries answer 5xx), with `auth` when given. A
+    /// reference with a tag and a digest (`repo:tag@sha256:...`) is pulled by the digest and
+    /// then tagged `repo:tag` on the host, so that every host runs what the first one
+    /// resolved the tag to.
     fn pull(
         &self,
         image: &str,
         auth: Option<&RegistryAuth>,
-    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Pulled, RuntimeError>> + Send;
     /// Creates (does not start) a container; returns its ID.
     fn create(
         &self,

@@ -46,6 +46,19 @@ pub fn registry_host(image: &str) -> String {
     }
 }
 
+/// An image reference's repository, tag and digest: `reg:5000/app:1@sha256:ab` ->
+/// (`reg:5000/app`, `Some("1")`, `Some("sha256:ab")`).
+pub fn split_reference(reference: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (name, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag), digest),
+        _ => (name, None, digest),
+    }
+}
+
 /// The server address of a registry host, as the Docker config and the helpers key it.
 pub fn server_key(host: &str) -> &str {
     if host == DOCKER_HUB {
@@ -347,6 +360,23 @@ pub async fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_split_into_repository_tag_and_digest() {
+        assert_eq!(split_reference("redis:7"), ("redis", Some("7"), None));
+        assert_eq!(
+            split_reference("reg:5000/app:1@sha256:ab"),
+            ("reg:5000/app", Some("1"), Some("sha256:ab"))
+        );
+        assert_eq!(
+            split_reference("reg:5000/app"),
+            ("reg:5000/app", None, None)
+        );
+        assert_eq!(
+            split_reference("reg/app@sha256:ab"),
+            ("reg/app", None, Some("sha256:ab"))
+        );
+    }
 
     #[test]
     fn registry_hosts_as_docker_computes_them() {

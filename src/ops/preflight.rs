@@ -108,6 +108,8 @@ pub async fn preflight<R: ContainerRuntime>(
     registries: &BTreeMap<String, crate::model::registry::Registry>,
 ) -> Result<Resolved, Error> {
     let mut credentials: BTreeMap<String, Option<Found>> = BTreeMap::new();
+    // Image reference -> `repo@sha256:...`, from the first host that pulled it.
+    let mut digests: BTreeMap<String, String> = BTreeMap::new();
     let mut env = BTreeMap::new();
     let mut image_ids: BTreeMap<String, String> = BTreeMap::new();
     let mut checked: std::collections::BTreeSet<(String, String)> = Default::default();
@@ -197,15 +199,29 @@ pub async fn preflight<R: ContainerRuntime>(
                         }
                         None => "without credentials".to_string(),
                     };
-                    t.runtime
-                        .pull(&spec.image, found.as_ref().map(|f| &f.auth))
+                    // After the first host resolved the tag, the others pull that digest:
+                    // every host runs the same image even if the tag moves meanwhile.
+                    let reference = match digests.get(&spec.image) {
+                        Some(d) if credentials::split_reference(&spec.image).2.is_none() => {
+                            let digest = d.split_once('@').map_or(d.as_str(), |(_, d)| d);
+                            format!("{}@{digest}", spec.image)
+                        }
+                        _ => spec.image.clone(),
+                    };
+                    let pulled = t
+                        .runtime
+                        .pull(&reference, found.as_ref().map(|f| &f.auth))
                         .await
                         .map_err(|e| {
                             Error::Message(format!(
                                 "pre-flight: {} on host `{host}`: pull from registry `{registry}` {how} failed: {e}; nothing was changed",
                                 c.address
                             ))
-                        })?
+                        })?;
+                    if let Some(d) = pulled.repo_digest {
+                        digests.entry(spec.image.clone()).or_insert(d);
+                    }
+                    pulled.id
                 }
             };
             // One release runs one image everywhere: a tag that names different images on
@@ -663,5 +679,51 @@ rollout = { order = "stop-first" }
             "{m}"
         );
         assert!(rt.pulls().is_empty(), "nothing was pulled");
+    }
+
+    /// Pulls on several hosts (issue 14): the first host resolves the tag, the others pull
+    /// that digest, so that a tag moved in between does not split the release.
+    #[tokio::test]
+    async fn the_other_hosts_pull_the_digest_the_first_resolved() {
+        let (a, b) = (FakeRuntime::new(), FakeRuntime::new());
+        let id = a.add_to_registry("registry.example/app:1");
+        b.add_to_registry("registry.example/app:1");
+        let moved = b.move_tag_in_registry("registry.example/app:1");
+        assert_ne!(moved, id);
+        let model = crate::testing::model(
+            "[project]\nname = \"p\"\n\n[[host]]\nname = \"a\"\ndocker = \"unix:///run/a.sock\"\naddress = \"10.0.0.1\"\n\n[[host]]\nname = \"b\"\ndocker = \"unix:///run/b.sock\"\naddress = \"10.0.0.2\"\n\n[service.app]\nimage = \"registry.example/app:1\"\nhosts = [\"a\", \"b\"]\n",
+        );
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        let target = |rt: &FakeRuntime, address: &str| Target {
+            runtime: rt.clone(),
+            address: address.to_string(),
+            swarm: None,
+        };
+        let hosts = BTreeMap::from([
+            ("a".to_string(), target(&a, "10.0.0.1")),
+            ("b".to_string(), target(&b, "10.0.0.2")),
+        ]);
+        let (_, ids) = preflight(
+            &plan,
+            &state,
+            &hosts,
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids.get("registry.example/app:1"), Some(&id));
+        assert_eq!(
+            b.image_id("registry.example/app:1").await.unwrap(),
+            Some(id)
+        );
+        let pulled: Vec<String> = b.pulls().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(pulled.len(), 1);
+        assert!(
+            pulled[0].starts_with("registry.example/app:1@sha256:"),
+            "{pulled:?}"
+        );
     }
 }

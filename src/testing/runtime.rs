@@ -12,8 +12,13 @@ use std::time::Duration;
 
 use crate::ports::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, Health,
-    HealthStatus, MountSource, NetworkMode, RegistryAuth, Restart, RuntimeError,
+    HealthStatus, MountSource, NetworkMode, Pulled, RegistryAuth, Restart, RuntimeError,
 };
+
+/// The fake registry's digest of an image.
+fn fake_digest(image_id: &str) -> String {
+    format!("sha256:d{}", image_id.trim_start_matches("sha256:"))
+}
 
 /// Where a scripted fault strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +167,22 @@ impl FakeRuntime {
         self.lock()
             .registry
             .insert(reference.to_string(), id.clone());
+        id
+    }
+
+    /// Makes the registry's `reference` name another image (a tag moved on), which a pull
+    /// by the old digest still finds; returns the new image ID.
+    pub fn move_tag_in_registry(&self, reference: &str) -> String {
+        let mut inner = self.lock();
+        let id = fake_image_id(&format!("{reference}-moved-{}", inner.registry.len()));
+        let (repo, _, _) = crate::drivers::credentials::split_reference(reference);
+        let old = inner.registry.get(reference).cloned();
+        if let Some(old) = old {
+            // The old image stays in the registry under a name of its own.
+            let n = inner.registry.len();
+            inner.registry.insert(format!("{repo}:old-{n}"), old);
+        }
+        inner.registry.insert(reference.to_string(), id.clone());
         id
     }
 
@@ -512,7 +533,7 @@ impl ContainerRuntime for FakeRuntime {
             .or_else(|| inner.images.values().find(|id| *id == image).cloned()))
     }
 
-    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<Pulled, RuntimeError> {
         let mut inner = self.lock();
         inner.check(format!("pull {image}"))?;
         inner
@@ -526,17 +547,45 @@ impl ContainerRuntime for FakeRuntime {
                 message: "unauthorized: authentication required".into(),
             });
         }
-        let id =
-            inner
-                .registry
-                .get(image)
-                .cloned()
-                .ok_or_else(|| RuntimeError::ImageUnavailable {
-                    image: image.to_string(),
-                    message: "not in the fake registry".into(),
-                })?;
-        inner.images.insert(image.to_string(), id.clone());
-        Ok(id)
+        let (repo, tag, digest) = crate::drivers::credentials::split_reference(image);
+        let unavailable = |message: &str| RuntimeError::ImageUnavailable {
+            image: image.to_string(),
+            message: message.into(),
+        };
+        // By digest: the image whose fake digest it is (the tag may have moved since).
+        let (reference, id) = match digest {
+            Some(d) => {
+                let found = inner
+                    .registry
+                    .iter()
+                    .find(|(r, id)| {
+                        crate::drivers::credentials::split_reference(r).0 == repo
+                            && fake_digest(id) == d
+                    })
+                    .map(|(_, id)| id.clone())
+                    .ok_or_else(|| {
+                        unavailable("manifest unknown: no such digest in the fake registry")
+                    })?;
+                let tagged = match tag {
+                    Some(t) => format!("{repo}:{t}"),
+                    None => repo.to_string(),
+                };
+                (tagged, found)
+            }
+            None => {
+                let id = inner
+                    .registry
+                    .get(image)
+                    .cloned()
+                    .ok_or_else(|| unavailable("not in the fake registry"))?;
+                (image.to_string(), id)
+            }
+        };
+        inner.images.insert(reference, id.clone());
+        Ok(Pulled {
+            repo_digest: Some(format!("{repo}@{}", fake_digest(&id))),
+            id,
+        })
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
