@@ -259,7 +259,19 @@ struct Pulled(Vec<String>);
 impl Drop for Pulled {
     fn drop(&mut self) {
         for r in &self.0 {
-            let _ = docker::docker(&["rmi", "-f", r]);
+            // The digest references too (`repo@sha256:...`), which outlive the tag.
+            let o = docker::docker(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{join .RepoDigests \" \"}}",
+                r,
+            ]);
+            let digests = String::from_utf8_lossy(&o.stdout).to_string();
+            let _ = docker::docker(&["rmi", r]);
+            for d in digests.split_whitespace() {
+                let _ = docker::docker(&["rmi", d]);
+            }
         }
     }
 }
@@ -547,4 +559,43 @@ fn a_registry_answering_503_at_first_does_not_stop_the_apply() {
         2,
         "the proxy answered 503 twice before the pull went through"
     );
+}
+
+/// The Docker driver against the real registry: a pull reports the image's repo digest, and
+/// a pull of `repo:tag@digest` fetches that digest and tags it `repo:tag` on the host (what
+/// the other hosts of a service do after the first one resolved the tag).
+#[test]
+fn a_pull_by_digest_tags_the_image_and_reports_its_digest() {
+    use gantry::ports::{ContainerRuntime as _, RegistryAuth};
+    if !require_tools("registry::a_pull_by_digest_tags_the_image") {
+        return;
+    }
+    let _guard = DockerTestGuard::new();
+    let local = docker::build_testapp_image_once(&docker::run_tag("reg"));
+    let registry = Registry::start();
+    let image = registry.push(&local, &docker::run_tag("digest"));
+    let _pulled = Pulled(vec![image.clone()]);
+    let auth = RegistryAuth {
+        server: registry.host.clone(),
+        username: USER.into(),
+        password: PASSWORD.into(),
+        identity_token: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine =
+            gantry::drivers::docker::DockerRuntime::connect("unix:///var/run/docker.sock", None)
+                .await
+                .unwrap();
+        let first = engine.pull(&image, Some(&auth)).await.unwrap();
+        let digest = first.repo_digest.clone().expect("a repo digest");
+        let repo = image.rsplit_once(':').unwrap().0;
+        assert!(digest.starts_with(&format!("{repo}@sha256:")), "{digest}");
+        docker::docker_ok(&["rmi", &image]);
+        let by_digest = format!("{image}@{}", digest.split_once('@').unwrap().1);
+        let again = engine.pull(&by_digest, Some(&auth)).await.unwrap();
+        assert_eq!(again.id, first.id);
+        assert_eq!(again.repo_digest, Some(digest));
+        assert_eq!(engine.image_id(&image).await.unwrap(), Some(first.id));
+    });
 }
