@@ -599,3 +599,96 @@ fn a_pull_by_digest_tags_the_image_and_reports_its_digest() {
         assert_eq!(engine.image_id(&image).await.unwrap(), Some(first.id));
     });
 }
+
+/// Two hosts, each its own engine (the second one a `dockerd` of its own, reached over TLS,
+/// in this machine's network namespace, so it reaches the loopback registry too): the first
+/// pulls the tag, the second the digest the first resolved; both run the same image.
+#[test]
+fn two_hosts_run_the_same_digest() {
+    use support::second_engine;
+    if !require_tools("registry::two_hosts_run_the_same_digest") {
+        return;
+    }
+    let Some(b) = second_engine::require_second_engine("registry::two_hosts_run_the_same_digest")
+    else {
+        return;
+    };
+    let guard = DockerTestGuard::new();
+    let local = docker::build_testapp_image_once(&docker::run_tag("reg"));
+    let registry = Registry::start();
+    let image = registry.push(&local, &docker::run_tag("two"));
+    let _pulled = Pulled(vec![image.clone()]);
+    let p = Project::new("reg", &guard);
+    p.write_toml(&format!(
+        r#"[project]
+name = "{name}"
+
+[[host]]
+name = "a"
+docker = "unix:///var/run/docker.sock"
+address = "127.0.0.1"
+
+{host_b}
+[service.web]
+image = "{image}"
+hosts = ["a", "b"]
+replicas = 1
+port = 8080
+env = {{ VERSION = "registry" }}
+labels = {labels}
+stop_grace_period = "5s"
+health = {{ http = "/healthz", interval = "200ms", timeout = "1s", retries = 5 }}
+
+[registry."{host}"]
+username = "{USER}"
+password_env = "GTEST_REGISTRY_PASSWORD"
+"#,
+        name = p.name,
+        labels = p.labels,
+        host_b = b.host_toml("b"),
+        host = registry.host,
+    ));
+    let empty = registry.docker_config("empty");
+    let o = apply(&p, &empty, &[("GTEST_REGISTRY_PASSWORD", PASSWORD)], None);
+    let filter = format!("label=dev.gantry.project={}", p.name);
+    let on_b = |args: &[&str]| {
+        String::from_utf8_lossy(&b.docker(args).stdout)
+            .trim()
+            .to_string()
+    };
+    let cleanup_b = || {
+        let ids = on_b(&["ps", "-aq", "--filter", &filter]);
+        for id in ids.split_whitespace() {
+            let _ = b.docker(&["rm", "-f", "-v", id]);
+        }
+        let _ = b.docker(&["rmi", &image]);
+    };
+    if code(&o) != 0 {
+        cleanup_b();
+        panic!("{}", explain(&o));
+    }
+    let id_a = docker::inspect(&image, "{{.Id}}");
+    let id_b = on_b(&["image", "inspect", "--format", "{{.Id}}", &image]);
+    let digests_a = docker::inspect(&image, "{{json .RepoDigests}}");
+    let digests_b = on_b(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &image,
+    ]);
+    let running_b = on_b(&[
+        "ps",
+        "-q",
+        "--filter",
+        &filter,
+        "--filter",
+        "status=running",
+    ]);
+    cleanup_b();
+    assert_eq!(id_a.trim(), id_b, "both hosts hold the same image");
+    assert_eq!(digests_a.trim(), digests_b, "and the same repo digest");
+    assert!(digests_b.contains("@sha256:"), "{digests_b}");
+    assert_eq!(running(&p), 1);
+    assert_eq!(running_b.lines().count(), 1);
+}
