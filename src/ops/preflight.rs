@@ -126,6 +126,8 @@ pub async fn preflight<R: ContainerRuntime>(
         if c.action == Action::NoOp && !runs_task(plan, &c.address.name) {
             continue;
         }
+        // Hosts without the image, pulled below.
+        let mut missing: Vec<(&String, &Target<R>)> = Vec::new();
         for host in &spec.hosts {
             if !checked.insert((host.clone(), spec.image.clone())) {
                 continue;
@@ -173,72 +175,73 @@ pub async fn preflight<R: ContainerRuntime>(
                     }
                 }
             }
-            let id = match t
+            match t
                 .runtime
                 .image_id(&spec.image)
                 .await
                 .map_err(|e| Error::Message(format!("pre-flight: {e}")))?
             {
-                Some(id) => id,
-                None => {
-                    let registry = credentials::registry_host(&spec.image);
-                    let found = resolve(
-                        &mut credentials,
-                        &registry,
-                        registries,
-                        &c.address,
-                        &spec.image,
-                    )
-                    .await?;
-                    let how = match &found {
-                        Some(f) if f.auth.username.is_empty() => {
-                            format!("with an identity token from {}", f.source)
-                        }
-                        Some(f) => {
-                            format!("as `{}` (credentials from {})", f.auth.username, f.source)
-                        }
-                        None => "without credentials".to_string(),
-                    };
-                    // After the first host resolved the tag, the others pull that digest:
-                    // every host runs the same image even if the tag moves meanwhile.
-                    let reference = match digests.get(&spec.image) {
-                        Some(d) if credentials::split_reference(&spec.image).2.is_none() => {
-                            let digest = d.split_once('@').map_or(d.as_str(), |(_, d)| d);
-                            format!("{}@{digest}", spec.image)
-                        }
-                        _ => spec.image.clone(),
-                    };
-                    let pulled = t
-                        .runtime
-                        .pull(&reference, found.as_ref().map(|f| &f.auth))
-                        .await
-                        .map_err(|e| {
-                            Error::Message(format!(
-                                "pre-flight: {} on host `{host}`: pull from registry `{registry}` {how} failed: {e}; nothing was changed",
-                                c.address
-                            ))
-                        })?;
-                    if let Some(d) = pulled.repo_digest {
-                        digests.entry(spec.image.clone()).or_insert(d);
-                    }
-                    pulled.id
-                }
-            };
-            // One release runs one image everywhere: a tag that names different images on
-            // different hosts is refused rather than mixed.
-            match image_ids.get(&spec.image) {
-                Some(other) if *other != id => {
-                    return Err(Error::Message(format!(
-                        "pre-flight: `{}` is image {} on host `{host}` but {} on another host; push the same image to every host (or pin it by digest); nothing was changed",
-                        spec.image,
-                        short_id(&id),
-                        short_id(other)
-                    )));
-                }
-                _ => {
-                    image_ids.insert(spec.image.clone(), id);
-                }
+                Some(id) => one_image(&mut image_ids, &spec.image, host, id)?,
+                None => missing.push((host, t)),
             }
+        }
+        let Some((first, rest)) = missing.split_first() else {
+            continue;
+        };
+        let registry = credentials::registry_host(&spec.image);
+        let found = resolve(
+            &mut credentials,
+            &registry,
+            registries,
+            &c.address,
+            &spec.image,
+        )
+        .await?;
+        let how = match &found {
+            Some(f) if f.auth.username.is_empty() => {
+                format!("with an identity token from {}", f.source)
+            }
+            Some(f) => format!("as `{}` (credentials from {})", f.auth.username, f.source),
+            None => "without credentials".to_string(),
+        };
+        let auth = found.as_ref().map(|f| &f.auth);
+        let failed = |host: &str, e: crate::ports::RuntimeError| {
+            Error::Message(format!(
+                "pre-flight: {} on host `{host}`: pull from registry `{registry}` {how} failed: {e}; nothing was changed",
+                c.address
+            ))
+        };
+        // The first host resolves the tag; the others pull that digest, all at once, so
+        // that every host runs the same image even if the tag moves meanwhile.
+        let rest = if digests.contains_key(&spec.image) {
+            &missing[..]
+        } else {
+            let pulled = first
+                .1
+                .runtime
+                .pull(&spec.image, auth)
+                .await
+                .map_err(|e| failed(first.0, e))?;
+            if let Some(d) = pulled.repo_digest {
+                digests.insert(spec.image.clone(), d);
+            }
+            one_image(&mut image_ids, &spec.image, first.0, pulled.id)?;
+            rest
+        };
+        let reference = match digests.get(&spec.image) {
+            Some(d) if credentials::split_reference(&spec.image).2.is_none() => {
+                let digest = d.split_once('@').map_or(d.as_str(), |(_, d)| d);
+                format!("{}@{digest}", spec.image)
+            }
+            _ => spec.image.clone(),
+        };
+        let pulls = rest.iter().map(|(host, t)| {
+            let reference = reference.as_str();
+            async move { (*host, t.runtime.pull(reference, auth).await) }
+        });
+        for (host, result) in futures_util::future::join_all(pulls).await {
+            let pulled = result.map_err(|e| failed(host, e))?;
+            one_image(&mut image_ids, &spec.image, host, pulled.id)?;
         }
     }
     for c in &plan.changes {
@@ -251,6 +254,27 @@ pub async fn preflight<R: ContainerRuntime>(
         container_options_hold(c, spec, state, hosts, &image_ids, &plan.project).await?;
     }
     Ok((env, image_ids))
+}
+
+/// Records that `image` is image `id` on `host`. One release runs one image everywhere: a tag
+/// that names different images on different hosts is refused rather than mixed.
+fn one_image(
+    image_ids: &mut BTreeMap<String, String>,
+    image: &str,
+    host: &str,
+    id: String,
+) -> Result<(), Error> {
+    match image_ids.get(image) {
+        Some(other) if *other != id => Err(Error::Message(format!(
+            "pre-flight: `{image}` is image {} on host `{host}` but {} on another host; push the same image to every host (or pin it by digest); nothing was changed",
+            short_id(&id),
+            short_id(other)
+        ))),
+        _ => {
+            image_ids.insert(image.to_string(), id);
+            Ok(())
+        }
+    }
 }
 
 /// The credentials for pulls from `registry`, looked up once per run (see
