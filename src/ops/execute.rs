@@ -102,7 +102,7 @@ pub fn execute(
     let result = session.block_on(async {
         // Pre-flight: nothing is touched until every check passes.
         let hosts = connect(run.model).await?;
-        let (env, image_ids) = preflight(
+        let (env, image_ids, image_digests) = preflight(
             plan,
             &state,
             &hosts,
@@ -131,6 +131,7 @@ pub fn execute(
         let inputs = ApplyInputs {
             env: &env,
             image_ids: &image_ids,
+            image_digests: &image_digests,
             origin: run.origin.clone(),
             hold: run.hold,
         };

@@ -11,9 +11,13 @@ use crate::plan::{Action, Plan, Spec};
 use crate::ports::{ContainerRuntime, labels};
 use crate::state::State;
 
-/// The environment resolved per service (`KEY=value`, secrets included) and the image ID
-/// per image reference.
-pub type Resolved = (BTreeMap<String, Vec<String>>, BTreeMap<String, String>);
+/// The environment resolved per service (`KEY=value`, secrets included), the image ID per
+/// image reference, and the registry digest (`repo@sha256:...`) of those pulled.
+pub type Resolved = (
+    BTreeMap<String, Vec<String>>,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+);
 
 /// Enough ports of a fixed range are free for every replica the plan starts: ports of the
 /// service's own containers (running, or kept stopped for rollback) are never reused, and the
@@ -253,7 +257,7 @@ pub async fn preflight<R: ContainerRuntime>(
         }
         container_options_hold(c, spec, state, hosts, &image_ids, &plan.project).await?;
     }
-    Ok((env, image_ids))
+    Ok((env, image_ids, digests))
 }
 
 /// Records that `image` is image `id` on `host`. One release runs one image everywhere: a tag
@@ -728,7 +732,7 @@ rollout = { order = "stop-first" }
             ("a".to_string(), target(&a, "10.0.0.1")),
             ("b".to_string(), target(&b, "10.0.0.2")),
         ]);
-        let (_, ids) = preflight(
+        let (_, ids, digests) = preflight(
             &plan,
             &state,
             &hosts,
@@ -739,6 +743,10 @@ rollout = { order = "stop-first" }
         .await
         .unwrap();
         assert_eq!(ids.get("registry.example/app:1"), Some(&id));
+        assert!(
+            digests["registry.example/app:1"].starts_with("registry.example/app@sha256:"),
+            "{digests:?}"
+        );
         assert_eq!(
             b.image_id("registry.example/app:1").await.unwrap(),
             Some(id)

@@ -325,6 +325,16 @@ fn pulls_through_each_credential_source_and_refuses_a_wrong_password() {
     assert!(!all.contains(PASSWORD), "{all}");
     let state = std::fs::read_to_string(p.join(".gantry/state.json")).unwrap();
     assert!(!state.contains(PASSWORD));
+    // The repo digest is recorded beside the image ID.
+    let json = p.state_json();
+    let web = &json["history"].as_array().unwrap().last().unwrap()["services"]["web"];
+    let digest = web["image_digest"].as_str().unwrap_or_default();
+    let repo = images[0].rsplit_once(':').unwrap().0;
+    assert!(digest.starts_with(&format!("{repo}@sha256:")), "{web}");
+    assert_eq!(
+        web["image_id"].as_str(),
+        Some(docker::inspect(&images[0], "{{.Id}}").trim())
+    );
     for entry in std::fs::read_dir(p.join(".gantry")).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
