@@ -243,9 +243,17 @@ pub async fn helper_get(
     host: &str,
     timeout: Duration,
 ) -> Result<Option<RegistryAuth>, String> {
+    run_helper(&format!("docker-credential-{name}"), host, timeout).await
+}
+
+/// Runs the helper `program` (a name looked up on PATH, or a path) for `host`.
+async fn run_helper(
+    program: &str,
+    host: &str,
+    timeout: Duration,
+) -> Result<Option<RegistryAuth>, String> {
     use tokio::io::AsyncWriteExt as _;
-    let program = format!("docker-credential-{name}");
-    let mut child = tokio::process::Command::new(&program)
+    let mut child = tokio::process::Command::new(program)
         .arg("get")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -515,6 +523,53 @@ mod tests {
             e.contains("registry `r.example`") && e.contains("$PW"),
             "{e}"
         );
+    }
+
+    /// A helper script: what it was asked, its answer, its exit status, and a hung one.
+    #[tokio::test]
+    async fn helpers_run_with_a_time_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()
+                .unwrap();
+            path.to_string_lossy().to_string()
+        };
+        let ok = script(
+            "ok",
+            r#"read -r s; printf '{"ServerURL":"%s","Username":"u","Secret":"p"}' "$s""#,
+        );
+        let auth = run_helper(&ok, "docker.io", HELPER_TIMEOUT)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((auth.username.as_str(), auth.password.as_str()), ("u", "p"));
+        let none = script(
+            "none",
+            "echo 'credentials not found in native keychain'; exit 1",
+        );
+        assert_eq!(
+            run_helper(&none, "r.example", HELPER_TIMEOUT)
+                .await
+                .unwrap(),
+            None
+        );
+        let broken = script("broken", "echo 'keychain locked' >&2; exit 3");
+        let e = run_helper(&broken, "r.example", HELPER_TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(e.contains("keychain locked"), "{e}");
+        let hung = script("hung", "sleep 30");
+        let started = std::time::Instant::now();
+        let e = run_helper(&hung, "r.example", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.contains("gave no answer within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -758,4 +758,41 @@ rollout = { order = "stop-first" }
             "{pulled:?}"
         );
     }
+
+    /// A Swarm service's nodes pull: the manager gets the credentials of its registry
+    /// (`--with-registry-auth`), even when the manager holds the image already.
+    #[tokio::test]
+    async fn a_swarm_manager_gets_the_credentials_of_the_services_registry() {
+        let rt = FakeRuntime::new();
+        rt.add_image("registry.example/app:1");
+        let swarm = crate::testing::FakeSwarm::new();
+        let model = crate::testing::model(
+            "[project]\nname = \"p\"\n\n[service.app]\nimage = \"registry.example/app:1\"\nruntime = \"swarm\"\n\n[registry.\"registry.example\"]\nusername = \"ci\"\npassword_env = \"PATH\"\n",
+        );
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        let hosts = BTreeMap::from([(
+            "local".to_string(),
+            Target {
+                runtime: rt.clone(),
+                address: "10.0.0.1".to_string(),
+                swarm: Some(Box::new(swarm.clone()) as Box<dyn crate::ports::SwarmApi>),
+            },
+        )]);
+        preflight(
+            &plan,
+            &state,
+            &hosts,
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+            &model.registries,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            swarm.registry_auths(),
+            BTreeMap::from([("registry.example".to_string(), "ci".to_string())])
+        );
+        assert!(rt.pulls().is_empty(), "the manager had the image");
+    }
 }

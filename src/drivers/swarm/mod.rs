@@ -399,3 +399,48 @@ mod tests {
         assert_eq!(repository_of("app@sha256:abc"), "app");
     }
 }
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use bollard::models::{TaskSpec, TaskSpecContainerSpec};
+
+    fn spec(image: &str) -> ServiceSpec {
+        ServiceSpec {
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(image.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What `--with-registry-auth` sends: the credentials of the image's registry only.
+    #[tokio::test]
+    async fn a_service_is_sent_the_credentials_of_its_images_registry() {
+        let docker =
+            Docker::connect_with_http("tcp://127.0.0.1:1", 1, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let manager = SwarmManager::new(docker);
+        manager.use_registry_auth(
+            "registry.example",
+            &RegistryAuth {
+                server: "registry.example".into(),
+                username: "ci".into(),
+                password: "pw".into(),
+                identity_token: None,
+            },
+        );
+        let sent = manager
+            .credentials_for(&spec("registry.example/app:1@sha256:ab"))
+            .unwrap();
+        assert_eq!(sent.username.as_deref(), Some("ci"));
+        assert_eq!(sent.password.as_deref(), Some("pw"));
+        assert_eq!(sent.serveraddress.as_deref(), Some("registry.example"));
+        assert_eq!(manager.credentials_for(&spec("redis:7")), None);
+        assert_eq!(manager.credentials_for(&ServiceSpec::default()), None);
+    }
+}
