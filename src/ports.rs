@@ -217,6 +217,37 @@ impl ExecOutput {
     }
 }
 
+/// The credentials of one pull from one registry, as `docker login` stores them. They never
+/// appear in output: `Debug` shows the registry and the user only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry's server address (`registry.example:5000`, or Docker Hub's
+    /// `https://index.docker.io/v1/`).
+    pub server: String,
+    pub username: String,
+    pub password: String,
+    /// An identity (refresh) token, which some registries give instead of a password.
+    pub identity_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a pull brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// The image ID (`sha256:...`).
+    pub id: String,
+    /// The registry's digest of it, `repo@sha256:...` (from the image's `RepoDigests`).
+    pub repo_digest: Option<String>,
+}
+
 /// A container engine (Docker, through bollard).
 pub trait ContainerRuntime: Send + Sync {
     /// Is the engine there? (Pre-flight.)
@@ -226,8 +257,15 @@ pub trait ContainerRuntime: Send + Sync {
         &self,
         image: &str,
     ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
-    /// Pulls `image` with retries (registries answer 5xx); returns its image ID.
-    fn pull(&self, image: &str) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Pulls `image` with retries (registries answer 5xx), with `auth` when given. A
+    /// reference with a tag and a digest (`repo:tag@sha256:...`) is pulled by the digest and
+    /// then tagged `repo:tag` on the host, so that every host runs what the first one
+    /// resolved the tag to.
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> impl Future<Output = Result<Pulled, RuntimeError>> + Send;
     /// Creates (does not start) a container; returns its ID.
     fn create(
         &self,
@@ -424,6 +462,12 @@ pub trait SwarmApi: Send + Sync {
         name: &'a str,
         labels: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<bool, String>>;
+    /// Services whose image is on the registry `registry` are created and updated with
+    /// `auth`, which the manager passes to the nodes that pull (`--with-registry-auth`).
+    /// Pre-flight calls it; an adapter that has no use for it ignores it.
+    fn use_registry_auth(&self, registry: &str, auth: &RegistryAuth) {
+        let _ = (registry, auth);
+    }
 }
 
 /// Runs a local command (preview checks, the command load balancer, nginx's check and

@@ -43,9 +43,13 @@ pub struct RawConfig {
     pub diagnostics: Vec<Diagnostic>,
     /// `[hooks]`, when present and readable.
     pub hooks: Option<TomlHooks>,
+    /// `[registry."HOST"]` entries, by registry host.
+    pub registries: Vec<Named<TomlRegistry>>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 6] = ["project", "host", "service", "lb", "task", "hooks"];
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "project", "host", "service", "lb", "task", "hooks", "registry",
+];
 
 /// Parses the configuration source. Never panics; problems become diagnostics.
 pub fn parse(source: &str) -> RawConfig {
@@ -92,7 +96,7 @@ pub fn parse(source: &str) -> RawConfig {
                     ),
                 }
             }
-            section @ ("service" | "lb" | "task") => {
+            section @ ("service" | "lb" | "task" | "registry") => {
                 let span = value.span();
                 let DeValue::Table(table) = value.into_inner() else {
                     raw.diagnostics.push(
@@ -111,6 +115,9 @@ pub fn parse(source: &str) -> RawConfig {
                     match section {
                         "service" => raw
                             .services
+                            .push(reader.named(section, name, span, value, diags)),
+                        "registry" => raw
+                            .registries
                             .push(reader.named(section, name, span, value, diags)),
                         "task" => raw
                             .tasks

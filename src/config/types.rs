@@ -35,6 +35,24 @@ pub struct TomlManifest {
     /// One-off tasks (migrations) by name: run from a service's new spec before its rollout.
     #[serde(default)]
     pub task: BTreeMap<String, TomlTask>,
+    /// Credentials for pulls from a registry, by registry host (`[registry."HOST"]`).
+    #[serde(default)]
+    pub registry: BTreeMap<String, TomlRegistry>,
+}
+
+/// `[registry."HOST"]`: the account gantry pulls with from the registry `HOST` (as in an
+/// image reference: `registry.example`, `localhost:5000`, `docker.io`). Checked before the
+/// Docker config and its credential helpers, as `docker pull` would after a `docker login`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlRegistry {
+    /// The user name.
+    #[schemars(with = "String")]
+    pub username: SpStr,
+    /// The NAME of a variable of gantry's environment holding the password (or token);
+    /// read at pre-flight, never written anywhere.
+    #[schemars(with = "String")]
+    pub password_env: SpStr,
 }
 
 /// `[task.NAME]`: a command run to completion in a container of its own, made from the new

@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use crate::model::Tls;
 use crate::ports::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, Health,
-    HealthStatus, LiveSettings, MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError,
-    labels,
+    HealthStatus, LiveSettings, MountSource, NetworkAttachment, NetworkMode, Pulled, RegistryAuth,
+    Restart, RuntimeError, labels,
 };
 
 /// Per request: a graceful stop waits up to the service's `stop_grace_period` inside one
@@ -698,6 +698,85 @@ fn fixed_port(labels: &BTreeMap<String, String>) -> Option<u16> {
 
 /// A port of [`FIXED_HOST_PORTS`] not in `taken`, starting the search at a random point;
 /// `usable` may refuse more (a local bind test).
+impl DockerRuntime {
+    /// After a pull of `fetch`: tags it `repo:tag` when it was fetched by digest, and reads
+    /// its ID and its digest on `repo`'s registry.
+    async fn pulled(
+        &self,
+        image: &str,
+        fetch: &str,
+        repo: &str,
+        tag: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<Pulled, RuntimeError> {
+        if let (Some(tag), Some(_)) = (tag, digest) {
+            let options = bollard::query_parameters::TagImageOptions {
+                repo: Some(repo.to_string()),
+                tag: Some(tag.to_string()),
+            };
+            self.docker
+                .tag_image(fetch, Some(options))
+                .await
+                .map_err(|e| self.engine_error(&format!("tag {fetch} as {repo}:{tag}"), e))?;
+        }
+        let inspected = match self.docker.inspect_image(fetch).await {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => {
+                return Err(RuntimeError::ImageUnavailable {
+                    image: image.to_string(),
+                    message: "the pull finished but the image is not on the host".into(),
+                });
+            }
+            Err(e) => return Err(self.engine_error("inspect an image", e)),
+        };
+        let digests = inspected.repo_digests.unwrap_or_default();
+        // Docker names Hub images by their short name (`redis@sha256:...`).
+        let short = repo
+            .strip_prefix("docker.io/")
+            .map(|r| r.strip_prefix("library/").unwrap_or(r))
+            .unwrap_or(repo);
+        let repo_digest = digests
+            .iter()
+            .find(|d| {
+                d.split_once('@')
+                    .is_some_and(|(r, _)| r == repo || r == short)
+            })
+            .cloned();
+        Ok(Pulled {
+            id: inspected.id.unwrap_or_default(),
+            repo_digest,
+        })
+    }
+}
+
+/// Credentials as the engine takes them in `X-Registry-Auth`.
+pub fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentials {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    bollard::auth::DockerCredentials {
+        username: some(&auth.username),
+        password: some(&auth.password),
+        serveraddress: some(&auth.server),
+        identitytoken: auth.identity_token.clone(),
+        ..Default::default()
+    }
+}
+
+/// An engine message with the secrets of `auth` masked, should a registry echo them.
+fn scrub(message: &str, auth: Option<&RegistryAuth>) -> String {
+    let mut out = message.to_string();
+    if let Some(a) = auth {
+        for secret in [Some(&a.password), a.identity_token.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if secret.len() >= 3 {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+    }
+    out
+}
+
 fn pick_port(taken: &HashSet<u16>, mut usable: impl FnMut(u16) -> bool) -> Option<u16> {
     let (low, high) = (*FIXED_HOST_PORTS.start(), *FIXED_HOST_PORTS.end());
     let span = u32::from(high - low) + 1;
@@ -724,15 +803,24 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    async fn pull(&self, image: &str) -> Result<String, RuntimeError> {
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<Pulled, RuntimeError> {
+        let (repo, tag, digest) = crate::drivers::credentials::split_reference(image);
+        // By digest when one is given: the tag is set afterwards, on this host.
+        let fetch = match digest {
+            Some(d) => format!("{repo}@{d}"),
+            None => image.to_string(),
+        };
         let mut backoff = self.pull_backoff;
         let mut last = String::new();
+        let credentials = auth.map(docker_credentials);
         for attempt in 1..=PULL_ATTEMPTS {
             let options = CreateImageOptions {
-                from_image: Some(image.to_string()),
+                from_image: Some(fetch.clone()),
                 ..Default::default()
             };
-            let mut stream = self.docker.create_image(Some(options), None, None);
+            let mut stream = self
+                .docker
+                .create_image(Some(options), None, credentials.clone());
             let mut failed = None;
             while let Some(item) = stream.next().await {
                 match item {
@@ -748,15 +836,13 @@ impl ContainerRuntime for DockerRuntime {
                 }
             }
             match failed {
-                None => {
-                    return self.image_id(image).await?.ok_or_else(|| {
-                        RuntimeError::ImageUnavailable {
-                            image: image.to_string(),
-                            message: "the pull finished but the image is not on the host".into(),
-                        }
-                    });
+                None => return self.pulled(image, &fetch, repo, tag, digest).await,
+                // Every failure is tried again, a refused login included: a registry that
+                // answered its ping with 5xx gave the engine no auth challenge, and the
+                // engine then reports the next request's 401 (found by the 503 proxy test).
+                Some(e) => {
+                    last = format!("attempt {attempt}/{PULL_ATTEMPTS}: {}", scrub(&e, auth));
                 }
-                Some(e) => last = format!("attempt {attempt}/{PULL_ATTEMPTS}: {e}"),
             }
             if attempt < PULL_ATTEMPTS {
                 tokio::time::sleep(backoff).await;

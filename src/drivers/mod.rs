@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod command;
+pub mod credentials;
 pub mod docker;
 pub mod docker_attach;
 pub mod fs;

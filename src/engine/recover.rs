@@ -51,6 +51,7 @@ pub async fn recover<R: ContainerRuntime>(
     let inputs = ApplyInputs {
         env: &no_env,
         image_ids: &no_image_ids,
+        image_digests: &no_image_ids,
         origin: Origin::Other(String::new()),
         hold: Hold::No,
     };

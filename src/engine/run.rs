@@ -287,11 +287,26 @@ impl<'a, R: ContainerRuntime> Run<'a, R> {
                     .or_else(|| running.clone().find_map(|r| r.image_id.clone()))
                     .or_else(|| state.swarm.get(n).map(|w| w.image_id.clone()))
                     .or_else(|| self.inputs.image_ids.get(&s.spec.image).cloned());
+                // Pulled now, or recorded beside the same image ID before.
+                let image_digest = image_id.as_ref().and_then(|id| {
+                    (self.inputs.image_ids.get(&s.spec.image) == Some(id))
+                        .then(|| self.inputs.image_digests.get(&s.spec.image).cloned())
+                        .flatten()
+                        .or_else(|| {
+                            state.history.iter().rev().find_map(|r| {
+                                r.services
+                                    .values()
+                                    .find(|v| v.image_id.as_ref() == Some(id))
+                                    .and_then(|v| v.image_digest.clone())
+                            })
+                        })
+                });
                 (
                     n.clone(),
                     RevisionService {
                         spec: s.spec.clone(),
                         image_id,
+                        image_digest,
                         replicas_revision: newest.map(|r| r.revision),
                     },
                 )

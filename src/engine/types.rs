@@ -58,6 +58,8 @@ pub struct ApplyInputs<'a> {
     pub env: &'a BTreeMap<String, Vec<String>>,
     /// Image reference -> image ID, from pre-flight.
     pub image_ids: &'a BTreeMap<String, String>,
+    /// Image reference -> `repo@sha256:...`, for the images pre-flight pulled.
+    pub image_digests: &'a BTreeMap<String, String>,
     /// Recorded in the revision's history entry.
     pub origin: Origin,
     /// Where a blue-green release stops for `gantry promote`.

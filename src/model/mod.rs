@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod hooks;
+pub mod registry;
 pub mod swarm;
 pub mod units;
 mod validate;
@@ -43,6 +44,8 @@ pub struct Model {
     pub hooks: Hooks,
     /// One-off tasks (`[task.NAME]`), each run before its service's rollout.
     pub tasks: BTreeMap<String, TaskSpec>,
+    /// `[registry."HOST"]`: accounts for pulls, by registry host.
+    pub registries: BTreeMap<String, registry::Registry>,
 }
 
 /// `[task.NAME]`: a command run to completion in a container of its own, made from the new

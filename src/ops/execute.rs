@@ -102,7 +102,15 @@ pub fn execute(
     let result = session.block_on(async {
         // Pre-flight: nothing is touched until every check passes.
         let hosts = connect(run.model).await?;
-        let (env, image_ids) = preflight(plan, &state, &hosts, &config_dir, &run.pinned).await?;
+        let (env, image_ids, image_digests) = preflight(
+            plan,
+            &state,
+            &hosts,
+            &config_dir,
+            &run.pinned,
+            &run.model.registries,
+        )
+        .await?;
         // The user's last word before anything changes.
         hooks.before(err)?;
 
@@ -123,6 +131,7 @@ pub fn execute(
         let inputs = ApplyInputs {
             env: &env,
             image_ids: &image_ids,
+            image_digests: &image_digests,
             origin: run.origin.clone(),
             hold: run.hold,
         };

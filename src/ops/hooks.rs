@@ -14,8 +14,8 @@
 //! written with a `/` is relative to it), in a process group of its own that is killed when
 //! `[hooks] timeout` is over. Its output (stdout and stderr, interleaved) is written to
 //! gantry's stderr as it comes, each line prefixed `hook NAME | `. Its environment is
-//! gantry's, minus every variable a service names in `secret_env` (unless `[hooks]
-//! secret_env` names it too), plus `GANTRY_PROJECT`, `GANTRY_REVISION`, `GANTRY_ORIGIN`,
+//! gantry's, minus every variable a service names in `secret_env` and every registry's
+//! `password_env` (unless `[hooks] secret_env` names it too), plus `GANTRY_PROJECT`, `GANTRY_REVISION`, `GANTRY_ORIGIN`,
 //! `GANTRY_OUTCOME`, `GANTRY_SERVICES`, `GANTRY_HOOK` and `GANTRY_PLAN` (a JSON plan in a
 //! temporary file, removed when the hook ends).
 
@@ -67,13 +67,14 @@ impl HookOrigin {
 }
 
 /// Every variable a service names in `secret_env`, in the configuration, in the state and in
-/// its history: what hooks never get unless `[hooks] secret_env` names it. (A registry
-/// password variable belongs here too, should the configuration name one.)
+/// its history, and every registry's `password_env`: what hooks never get unless `[hooks]
+/// secret_env` names it.
 pub fn secret_names(model: &Model, state: Option<&State>) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = model
         .services
         .values()
         .flat_map(|s| s.secret_env.iter().cloned())
+        .chain(model.registries.values().map(|r| r.password_env.clone()))
         .collect();
     if let Some(state) = state {
         let recorded = state.services.values().map(|s| &s.spec).chain(
@@ -404,6 +405,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!running(), "the background sleep was killed too");
+    }
+
+    #[test]
+    fn registry_passwords_are_secrets_hooks_do_not_get() {
+        let model = crate::testing::model(
+            "[project]\nname = \"p\"\n\n[service.web]\nimage = \"r.example/web:1\"\nsecret_env = [\"DB_PASSWORD\"]\n\n[registry.\"r.example\"]\nusername = \"ci\"\npassword_env = \"REGISTRY_PASSWORD\"\n",
+        );
+        let names = secret_names(&model, None);
+        assert!(names.contains("REGISTRY_PASSWORD") && names.contains("DB_PASSWORD"));
     }
 
     #[test]

@@ -5,14 +5,19 @@
 use std::collections::BTreeMap;
 
 use super::Error;
+use crate::drivers::credentials::{self, Found};
 use crate::engine::Target;
 use crate::plan::{Action, Plan, Spec};
 use crate::ports::{ContainerRuntime, labels};
 use crate::state::State;
 
-/// The environment resolved per service (`KEY=value`, secrets included) and the image ID
-/// per image reference.
-pub type Resolved = (BTreeMap<String, Vec<String>>, BTreeMap<String, String>);
+/// The environment resolved per service (`KEY=value`, secrets included), the image ID per
+/// image reference, and the registry digest (`repo@sha256:...`) of those pulled.
+pub type Resolved = (
+    BTreeMap<String, Vec<String>>,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+);
 
 /// Enough ports of a fixed range are free for every replica the plan starts: ports of the
 /// service's own containers (running, or kept stopped for rollback) are never reused, and the
@@ -104,7 +109,11 @@ pub async fn preflight<R: ContainerRuntime>(
     hosts: &BTreeMap<String, Target<R>>,
     config_dir: &std::path::Path,
     pinned: &BTreeMap<String, (String, String)>,
+    registries: &BTreeMap<String, crate::model::registry::Registry>,
 ) -> Result<Resolved, Error> {
+    let mut credentials: BTreeMap<String, Option<Found>> = BTreeMap::new();
+    // Image reference -> `repo@sha256:...`, from the first host that pulled it.
+    let mut digests: BTreeMap<String, String> = BTreeMap::new();
     let mut env = BTreeMap::new();
     let mut image_ids: BTreeMap<String, String> = BTreeMap::new();
     let mut checked: std::collections::BTreeSet<(String, String)> = Default::default();
@@ -121,6 +130,8 @@ pub async fn preflight<R: ContainerRuntime>(
         if c.action == Action::NoOp && !runs_task(plan, &c.address.name) {
             continue;
         }
+        // Hosts without the image, pulled below.
+        let mut missing: Vec<(&String, &Target<R>)> = Vec::new();
         for host in &spec.hosts {
             if !checked.insert((host.clone(), spec.image.clone())) {
                 continue;
@@ -131,6 +142,23 @@ pub async fn preflight<R: ContainerRuntime>(
                     c.address
                 )));
             };
+            if spec.runtime == crate::model::Runtime::Swarm
+                && let Some(swarm) = &t.swarm
+            {
+                // The nodes pull, with what the manager is given (`--with-registry-auth`).
+                let registry = credentials::registry_host(&spec.image);
+                if let Some(found) = resolve(
+                    &mut credentials,
+                    &registry,
+                    registries,
+                    &c.address,
+                    &spec.image,
+                )
+                .await?
+                {
+                    swarm.use_registry_auth(&registry, &found.auth);
+                }
+            }
             if let Some((id, recorded)) = pinned.get(&spec.image) {
                 // A rollback runs exactly the recorded image and never pulls.
                 match t
@@ -151,35 +179,73 @@ pub async fn preflight<R: ContainerRuntime>(
                     }
                 }
             }
-            let id = match t
+            match t
                 .runtime
                 .image_id(&spec.image)
                 .await
                 .map_err(|e| Error::Message(format!("pre-flight: {e}")))?
             {
-                Some(id) => id,
-                None => t.runtime.pull(&spec.image).await.map_err(|e| {
-                    Error::Message(format!(
-                        "pre-flight: {} on host `{host}`: {e}; nothing was changed",
-                        c.address
-                    ))
-                })?,
-            };
-            // One release runs one image everywhere: a tag that names different images on
-            // different hosts is refused rather than mixed.
-            match image_ids.get(&spec.image) {
-                Some(other) if *other != id => {
-                    return Err(Error::Message(format!(
-                        "pre-flight: `{}` is image {} on host `{host}` but {} on another host; push the same image to every host (or pin it by digest); nothing was changed",
-                        spec.image,
-                        short_id(&id),
-                        short_id(other)
-                    )));
-                }
-                _ => {
-                    image_ids.insert(spec.image.clone(), id);
-                }
+                Some(id) => one_image(&mut image_ids, &spec.image, host, id)?,
+                None => missing.push((host, t)),
             }
+        }
+        let Some((first, rest)) = missing.split_first() else {
+            continue;
+        };
+        let registry = credentials::registry_host(&spec.image);
+        let found = resolve(
+            &mut credentials,
+            &registry,
+            registries,
+            &c.address,
+            &spec.image,
+        )
+        .await?;
+        let how = match &found {
+            Some(f) if f.auth.username.is_empty() => {
+                format!("with an identity token from {}", f.source)
+            }
+            Some(f) => format!("as `{}` (credentials from {})", f.auth.username, f.source),
+            None => "without credentials".to_string(),
+        };
+        let auth = found.as_ref().map(|f| &f.auth);
+        let failed = |host: &str, e: crate::ports::RuntimeError| {
+            Error::Message(format!(
+                "pre-flight: {} on host `{host}`: pull from registry `{registry}` {how} failed: {e}; nothing was changed",
+                c.address
+            ))
+        };
+        // The first host resolves the tag; the others pull that digest, all at once, so
+        // that every host runs the same image even if the tag moves meanwhile.
+        let rest = if digests.contains_key(&spec.image) {
+            &missing[..]
+        } else {
+            let pulled = first
+                .1
+                .runtime
+                .pull(&spec.image, auth)
+                .await
+                .map_err(|e| failed(first.0, e))?;
+            if let Some(d) = pulled.repo_digest {
+                digests.insert(spec.image.clone(), d);
+            }
+            one_image(&mut image_ids, &spec.image, first.0, pulled.id)?;
+            rest
+        };
+        let reference = match digests.get(&spec.image) {
+            Some(d) if credentials::split_reference(&spec.image).2.is_none() => {
+                let digest = d.split_once('@').map_or(d.as_str(), |(_, d)| d);
+                format!("{}@{digest}", spec.image)
+            }
+            _ => spec.image.clone(),
+        };
+        let pulls = rest.iter().map(|(host, t)| {
+            let reference = reference.as_str();
+            async move { (*host, t.runtime.pull(reference, auth).await) }
+        });
+        for (host, result) in futures_util::future::join_all(pulls).await {
+            let pulled = result.map_err(|e| failed(host, e))?;
+            one_image(&mut image_ids, &spec.image, host, pulled.id)?;
         }
     }
     for c in &plan.changes {
@@ -191,7 +257,52 @@ pub async fn preflight<R: ContainerRuntime>(
         }
         container_options_hold(c, spec, state, hosts, &image_ids, &plan.project).await?;
     }
-    Ok((env, image_ids))
+    Ok((env, image_ids, digests))
+}
+
+/// Records that `image` is image `id` on `host`. One release runs one image everywhere: a tag
+/// that names different images on different hosts is refused rather than mixed.
+fn one_image(
+    image_ids: &mut BTreeMap<String, String>,
+    image: &str,
+    host: &str,
+    id: String,
+) -> Result<(), Error> {
+    match image_ids.get(image) {
+        Some(other) if *other != id => Err(Error::Message(format!(
+            "pre-flight: `{image}` is image {} on host `{host}` but {} on another host; push the same image to every host (or pin it by digest); nothing was changed",
+            short_id(&id),
+            short_id(other)
+        ))),
+        _ => {
+            image_ids.insert(image.to_string(), id);
+            Ok(())
+        }
+    }
+}
+
+/// The credentials for pulls from `registry`, looked up once per run (see
+/// [`credentials::lookup`]); `what` needs `image`.
+async fn resolve(
+    cache: &mut BTreeMap<String, Option<Found>>,
+    registry: &str,
+    registries: &BTreeMap<String, crate::model::registry::Registry>,
+    what: &impl std::fmt::Display,
+    image: &str,
+) -> Result<Option<Found>, Error> {
+    if let Some(found) = cache.get(registry) {
+        return Ok(found.clone());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let found = credentials::lookup(registry, registries.get(registry), &env)
+        .await
+        .map_err(|e| {
+            Error::Message(format!(
+                "pre-flight: {what} needs `{image}`: {e}; nothing was changed"
+            ))
+        })?;
+    cache.insert(registry.to_string(), found.clone());
+    Ok(found)
 }
 
 /// What the engines of a service's hosts must offer for its container options: the
@@ -425,6 +536,7 @@ rollout = { order = "stop-first" }
             &hosts(rt),
             std::path::Path::new("."),
             &BTreeMap::new(),
+            &BTreeMap::new(),
         )
         .await
     }
@@ -523,5 +635,164 @@ rollout = { order = "stop-first" }
         )
         .await;
         check(&rt, &plan, &state).await.unwrap();
+    }
+
+    /// A world with `registry.example/app:1` in the fake registry, which wants a login, and
+    /// a config whose `[registry]` section reads its password from `variable`.
+    async fn private(variable: &str) -> (FakeRuntime, Plan, State, crate::model::Model) {
+        let rt = FakeRuntime::new();
+        rt.add_to_registry("registry.example/app:1");
+        let model = crate::testing::model(&format!(
+            "[project]\nname = \"p\"\n\n[service.app]\nimage = \"registry.example/app:1\"\n\n[registry.\"registry.example\"]\nusername = \"ci\"\npassword_env = \"{variable}\"\n"
+        ));
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        (rt, plan, state, model)
+    }
+
+    async fn check_with(
+        rt: &FakeRuntime,
+        plan: &Plan,
+        state: &State,
+        model: &crate::model::Model,
+    ) -> Result<Resolved, Error> {
+        preflight(
+            plan,
+            state,
+            &hosts(rt),
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+            &model.registries,
+        )
+        .await
+    }
+
+    // The tests cannot set a variable (that is unsafe, and the tests share one process):
+    // `PATH` is set wherever they run, and serves as the password.
+    #[tokio::test]
+    async fn a_pull_presents_the_config_sections_credentials() {
+        let (rt, plan, state, model) = private("PATH").await;
+        rt.require_login("ci", &std::env::var("PATH").unwrap());
+        check_with(&rt, &plan, &state, &model).await.unwrap();
+        assert_eq!(
+            rt.pulls(),
+            vec![("registry.example/app:1".to_string(), Some("ci".to_string()))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_names_the_registry_and_not_the_password() {
+        let (rt, plan, state, model) = private("PATH").await;
+        rt.require_login("ci", "another-password");
+        let m = message(check_with(&rt, &plan, &state, &model).await);
+        assert!(
+            m.contains("pull from registry `registry.example` as `ci`"),
+            "{m}"
+        );
+        assert!(
+            m.contains("unauthorized") && m.contains("nothing was changed"),
+            "{m}"
+        );
+        assert!(!m.contains(&std::env::var("PATH").unwrap()), "{m}");
+        assert!(rt.containers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unset_password_variable_is_a_pre_flight_error_naming_the_registry() {
+        let (rt, plan, state, model) = private("GANTRY_UNIT_SURELY_UNSET_PASSWORD").await;
+        let m = message(check_with(&rt, &plan, &state, &model).await);
+        assert!(
+            m.contains("registry `registry.example`")
+                && m.contains("$GANTRY_UNIT_SURELY_UNSET_PASSWORD, which is not set"),
+            "{m}"
+        );
+        assert!(rt.pulls().is_empty(), "nothing was pulled");
+    }
+
+    /// Pulls on several hosts (issue 14): the first host resolves the tag, the others pull
+    /// that digest, so that a tag moved in between does not split the release.
+    #[tokio::test]
+    async fn the_other_hosts_pull_the_digest_the_first_resolved() {
+        let (a, b) = (FakeRuntime::new(), FakeRuntime::new());
+        let id = a.add_to_registry("registry.example/app:1");
+        b.add_to_registry("registry.example/app:1");
+        let moved = b.move_tag_in_registry("registry.example/app:1");
+        assert_ne!(moved, id);
+        let model = crate::testing::model(
+            "[project]\nname = \"p\"\n\n[[host]]\nname = \"a\"\ndocker = \"unix:///run/a.sock\"\naddress = \"10.0.0.1\"\n\n[[host]]\nname = \"b\"\ndocker = \"unix:///run/b.sock\"\naddress = \"10.0.0.2\"\n\n[service.app]\nimage = \"registry.example/app:1\"\nhosts = [\"a\", \"b\"]\n",
+        );
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        let target = |rt: &FakeRuntime, address: &str| Target {
+            runtime: rt.clone(),
+            address: address.to_string(),
+            swarm: None,
+        };
+        let hosts = BTreeMap::from([
+            ("a".to_string(), target(&a, "10.0.0.1")),
+            ("b".to_string(), target(&b, "10.0.0.2")),
+        ]);
+        let (_, ids, digests) = preflight(
+            &plan,
+            &state,
+            &hosts,
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids.get("registry.example/app:1"), Some(&id));
+        assert!(
+            digests["registry.example/app:1"].starts_with("registry.example/app@sha256:"),
+            "{digests:?}"
+        );
+        assert_eq!(
+            b.image_id("registry.example/app:1").await.unwrap(),
+            Some(id)
+        );
+        let pulled: Vec<String> = b.pulls().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(pulled.len(), 1);
+        assert!(
+            pulled[0].starts_with("registry.example/app:1@sha256:"),
+            "{pulled:?}"
+        );
+    }
+
+    /// A Swarm service's nodes pull: the manager gets the credentials of its registry
+    /// (`--with-registry-auth`), even when the manager holds the image already.
+    #[tokio::test]
+    async fn a_swarm_manager_gets_the_credentials_of_the_services_registry() {
+        let rt = FakeRuntime::new();
+        rt.add_image("registry.example/app:1");
+        let swarm = crate::testing::FakeSwarm::new();
+        let model = crate::testing::model(
+            "[project]\nname = \"p\"\n\n[service.app]\nimage = \"registry.example/app:1\"\nruntime = \"swarm\"\n\n[registry.\"registry.example\"]\nusername = \"ci\"\npassword_env = \"PATH\"\n",
+        );
+        let state = State::empty("p", "lineage".into());
+        let plan = crate::plan::plan(&model, Some(&state), "sha");
+        let hosts = BTreeMap::from([(
+            "local".to_string(),
+            Target {
+                runtime: rt.clone(),
+                address: "10.0.0.1".to_string(),
+                swarm: Some(Box::new(swarm.clone()) as Box<dyn crate::ports::SwarmApi>),
+            },
+        )]);
+        preflight(
+            &plan,
+            &state,
+            &hosts,
+            std::path::Path::new("."),
+            &BTreeMap::new(),
+            &model.registries,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            swarm.registry_auths(),
+            BTreeMap::from([("registry.example".to_string(), "ci".to_string())])
+        );
+        assert!(rt.pulls().is_empty(), "the manager had the image");
     }
 }

@@ -130,6 +130,7 @@ pub fn rollback(
         // Migrations only go forward: a rollback runs no task.
         tasks: BTreeMap::new(),
         hooks: loaded.model.hooks.clone(),
+        registries: loaded.model.registries.clone(),
     };
     let pinned: BTreeMap<String, (String, String)> = record
         .services

@@ -169,6 +169,10 @@ pub struct RevisionService {
     pub spec: ServiceSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The registry's digest of that image (`repo@sha256:...`), when pre-flight pulled it
+    /// from a registry (this revision or an earlier one with the same image ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     /// The revision that created this service's running replicas (older than the record when
     /// the service did not change): the containers a fast rollback to this record restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]

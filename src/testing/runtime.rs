@@ -12,8 +12,13 @@ use std::time::Duration;
 
 use crate::ports::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutput, Health,
-    HealthStatus, MountSource, NetworkMode, Restart, RuntimeError,
+    HealthStatus, MountSource, NetworkMode, Pulled, RegistryAuth, Restart, RuntimeError,
 };
+
+/// The fake registry's digest of an image.
+fn fake_digest(image_id: &str) -> String {
+    format!("sha256:d{}", image_id.trim_start_matches("sha256:"))
+}
 
 /// Where a scripted fault strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +100,10 @@ struct Inner {
     images: BTreeMap<String, String>,
     /// Image reference -> image ID: what a pull would fetch.
     registry: BTreeMap<String, String>,
+    /// The user name and password every pull must present, when set.
+    registry_login: Option<(String, String)>,
+    /// Each pull: the reference and the user name it presented.
+    pulls: Vec<(String, Option<String>)>,
     containers: BTreeMap<String, Container>,
     faults: Vec<Fault>,
     next_id: u64,
@@ -159,6 +168,32 @@ impl FakeRuntime {
             .registry
             .insert(reference.to_string(), id.clone());
         id
+    }
+
+    /// Makes the registry's `reference` name another image (a tag moved on), which a pull
+    /// by the old digest still finds; returns the new image ID.
+    pub fn move_tag_in_registry(&self, reference: &str) -> String {
+        let mut inner = self.lock();
+        let id = fake_image_id(&format!("{reference}-moved-{}", inner.registry.len()));
+        let (repo, _, _) = crate::drivers::credentials::split_reference(reference);
+        let old = inner.registry.get(reference).cloned();
+        if let Some(old) = old {
+            // The old image stays in the registry under a name of its own.
+            let n = inner.registry.len();
+            inner.registry.insert(format!("{repo}:old-{n}"), old);
+        }
+        inner.registry.insert(reference.to_string(), id.clone());
+        id
+    }
+
+    /// Every later pull must present this user name and password.
+    pub fn require_login(&self, username: &str, password: &str) {
+        self.lock().registry_login = Some((username.to_string(), password.to_string()));
+    }
+
+    /// Each pull so far: the reference and the user name it presented.
+    pub fn pulls(&self) -> Vec<(String, Option<String>)> {
+        self.lock().pulls.clone()
     }
 
     /// `op` fails for every container whose name contains `name`.
@@ -498,20 +533,59 @@ impl ContainerRuntime for FakeRuntime {
             .or_else(|| inner.images.values().find(|id| *id == image).cloned()))
     }
 
-    async fn pull(&self, image: &str) -> Result<String, RuntimeError> {
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<Pulled, RuntimeError> {
         let mut inner = self.lock();
         inner.check(format!("pull {image}"))?;
-        let id =
-            inner
-                .registry
-                .get(image)
-                .cloned()
-                .ok_or_else(|| RuntimeError::ImageUnavailable {
-                    image: image.to_string(),
-                    message: "not in the fake registry".into(),
-                })?;
-        inner.images.insert(image.to_string(), id.clone());
-        Ok(id)
+        inner
+            .pulls
+            .push((image.to_string(), auth.map(|a| a.username.clone())));
+        if let Some((user, password)) = &inner.registry_login
+            && auth.is_none_or(|a| a.username != *user || a.password != *password)
+        {
+            return Err(RuntimeError::ImageUnavailable {
+                image: image.to_string(),
+                message: "unauthorized: authentication required".into(),
+            });
+        }
+        let (repo, tag, digest) = crate::drivers::credentials::split_reference(image);
+        let unavailable = |message: &str| RuntimeError::ImageUnavailable {
+            image: image.to_string(),
+            message: message.into(),
+        };
+        // By digest: the image whose fake digest it is (the tag may have moved since).
+        let (reference, id) = match digest {
+            Some(d) => {
+                let found = inner
+                    .registry
+                    .iter()
+                    .find(|(r, id)| {
+                        crate::drivers::credentials::split_reference(r).0 == repo
+                            && fake_digest(id) == d
+                    })
+                    .map(|(_, id)| id.clone())
+                    .ok_or_else(|| {
+                        unavailable("manifest unknown: no such digest in the fake registry")
+                    })?;
+                let tagged = match tag {
+                    Some(t) => format!("{repo}:{t}"),
+                    None => repo.to_string(),
+                };
+                (tagged, found)
+            }
+            None => {
+                let id = inner
+                    .registry
+                    .get(image)
+                    .cloned()
+                    .ok_or_else(|| unavailable("not in the fake registry"))?;
+                (image.to_string(), id)
+            }
+        };
+        inner.images.insert(reference, id.clone());
+        Ok(Pulled {
+            repo_digest: Some(format!("{repo}@{}", fake_digest(&id))),
+            id,
+        })
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {

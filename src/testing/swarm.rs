@@ -40,6 +40,8 @@ struct FakeService {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Registry host -> the user name of the credentials given for it.
+    registry_auths: BTreeMap<String, String>,
     services: BTreeMap<String, FakeService>,
     scripts: BTreeMap<String, FakeUpdate>,
     digests: BTreeMap<String, String>,
@@ -65,6 +67,11 @@ impl FakeSwarm {
             s.add_network(n, "local");
         }
         s
+    }
+
+    /// Registry host -> the user name of the credentials pre-flight gave the manager.
+    pub fn registry_auths(&self) -> BTreeMap<String, String> {
+        self.lock().registry_auths.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -234,6 +241,12 @@ impl FakeService {
 }
 
 impl SwarmApi for FakeSwarm {
+    fn use_registry_auth(&self, registry: &str, auth: &crate::ports::RegistryAuth) {
+        self.lock()
+            .registry_auths
+            .insert(registry.to_string(), auth.username.clone());
+    }
+
     fn check_manager(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             if self.lock().not_manager {

@@ -25,6 +25,7 @@ mod markdown_limit;
 mod multi_host;
 mod ops_commands;
 mod plan_scenarios;
+mod registry;
 mod schemas;
 mod stack;
 mod stack_images;

@@ -1197,3 +1197,67 @@ command = ["migrate"]
     );
     assert_has(&d, "tasks run as containers on the service's first host");
 }
+
+// ---------------------------------------------------------------------------------------
+// [registry."HOST"]
+
+#[test]
+fn registry_sections_are_checked_each_at_its_place() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "registry.example/web:3074f46"
+
+[registry."https://registry.example"]
+username = "ci"
+password_env = "REGISTRY_PASSWORD"
+
+[registry."localhost:5000"]
+username = ""
+password_env = "1-PASSWORD"
+
+[registry."docker.io"]
+username = "ci"
+password_env = "HUB_TOKEN"
+passwd = "x"
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(4);
+    let d = out.diagnostic(
+        "gantry.toml",
+        7,
+        11,
+        "invalid registry host `https://registry.example`",
+    );
+    assert_has(&d, "[registry.\"registry.example\"]");
+    out.diagnostic(
+        "gantry.toml",
+        12,
+        12,
+        "registry `localhost:5000` has an empty `username`",
+    );
+    out.diagnostic(
+        "gantry.toml",
+        13,
+        16,
+        "registry `localhost:5000` `password_env` is `1-PASSWORD`, which is not a variable name",
+    );
+    out.diagnostic("gantry.toml", 18, 1, "passwd");
+}
+
+#[test]
+fn a_registry_section_is_valid_without_its_variable_set() {
+    // Whether the variable is set is pre-flight's question: `plan` runs without secrets.
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "registry.example/web:3074f46"
+
+[registry."registry.example"]
+username = "ci"
+password_env = "GANTRY_TEST_UNSET_REGISTRY_PASSWORD"
+"#;
+    validate_source("gantry.toml", source).assert_valid();
+}

@@ -27,17 +27,38 @@ use bollard::query_parameters::{
     InspectContainerOptions, InspectServiceOptions, ListTasksOptions, UpdateServiceOptions,
 };
 
-use crate::ports::{BoxFuture, SwarmApi};
+use crate::ports::{BoxFuture, RegistryAuth, SwarmApi};
 
 /// The manager's engine, through bollard.
 pub struct SwarmManager {
     docker: Docker,
+    /// Credentials by registry host, sent with each create and update of a service whose
+    /// image is there (`X-Registry-Auth`, as `docker service create --with-registry-auth`).
+    credentials: std::sync::Mutex<BTreeMap<String, RegistryAuth>>,
 }
 
 impl SwarmManager {
     /// From a connected engine client (the host's, with its TLS settings).
     pub fn new(docker: Docker) -> Self {
-        SwarmManager { docker }
+        SwarmManager {
+            docker,
+            credentials: Default::default(),
+        }
+    }
+
+    /// The credentials for the registry of the service's image, if any were given.
+    fn credentials_for(&self, spec: &ServiceSpec) -> Option<bollard::auth::DockerCredentials> {
+        let image = spec
+            .task_template
+            .as_ref()?
+            .container_spec
+            .as_ref()?
+            .image
+            .as_deref()?;
+        let registry = crate::drivers::credentials::registry_host(image);
+        let map = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&registry)
+            .map(crate::drivers::docker::docker_credentials)
     }
 
     /// `Ok(())` when the engine is an active Swarm manager.
@@ -71,8 +92,9 @@ impl SwarmManager {
     /// Creates a service; returns its ID.
     pub async fn create(&self, spec: ServiceSpec) -> Result<String, String> {
         let name = spec.name.clone().unwrap_or_default();
+        let credentials = self.credentials_for(&spec);
         self.docker
-            .create_service(spec, None)
+            .create_service(spec, credentials)
             .await
             .map_err(|e| format!("create Swarm service {name}: {e}"))?
             .id
@@ -105,8 +127,9 @@ impl SwarmManager {
             rollback,
             ..Default::default()
         };
+        let credentials = self.credentials_for(&spec);
         self.docker
-            .update_service(id, spec, options, None)
+            .update_service(id, spec, options, credentials)
             .await
             .map(|_| ())
             .map_err(|e| format!("update Swarm service {id}: {e}"))
@@ -297,6 +320,13 @@ pub fn service_labels(spec: &ServiceSpec) -> BTreeMap<String, String> {
 }
 
 impl SwarmApi for SwarmManager {
+    fn use_registry_auth(&self, registry: &str, auth: &RegistryAuth) {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(registry.to_string(), auth.clone());
+    }
+
     fn check_manager(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(SwarmManager::check_manager(self))
     }
@@ -367,5 +397,50 @@ mod tests {
             "registry.example:5000/app"
         );
         assert_eq!(repository_of("app@sha256:abc"), "app");
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use bollard::models::{TaskSpec, TaskSpecContainerSpec};
+
+    fn spec(image: &str) -> ServiceSpec {
+        ServiceSpec {
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(image.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What `--with-registry-auth` sends: the credentials of the image's registry only.
+    #[tokio::test]
+    async fn a_service_is_sent_the_credentials_of_its_images_registry() {
+        let docker =
+            Docker::connect_with_http("tcp://127.0.0.1:1", 1, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let manager = SwarmManager::new(docker);
+        manager.use_registry_auth(
+            "registry.example",
+            &RegistryAuth {
+                server: "registry.example".into(),
+                username: "ci".into(),
+                password: "pw".into(),
+                identity_token: None,
+            },
+        );
+        let sent = manager
+            .credentials_for(&spec("registry.example/app:1@sha256:ab"))
+            .unwrap();
+        assert_eq!(sent.username.as_deref(), Some("ci"));
+        assert_eq!(sent.password.as_deref(), Some("pw"));
+        assert_eq!(sent.serveraddress.as_deref(), Some("registry.example"));
+        assert_eq!(manager.credentials_for(&spec("redis:7")), None);
+        assert_eq!(manager.credentials_for(&ServiceSpec::default()), None);
     }
 }

@@ -103,6 +103,7 @@ async fn prepare_holds_before_the_preview_check_and_promote_finishes() {
     let inputs = ApplyInputs {
         env: &env,
         image_ids: &image_ids,
+        image_digests: &BTreeMap::new(),
         origin: Origin::Apply,
         hold: Hold::No,
     };

@@ -148,6 +148,7 @@ impl World {
         let inputs = ApplyInputs {
             env: &env,
             image_ids: &image_ids,
+            image_digests: &BTreeMap::new(),
             origin: Origin::Apply,
             hold,
         };

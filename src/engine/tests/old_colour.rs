@@ -54,6 +54,7 @@ async fn rollback(w: &World, toml: &str, state: State, to: u64) -> (ApplyOutcome
     let inputs = ApplyInputs {
         env: &env,
         image_ids: &image_ids,
+        image_digests: &BTreeMap::new(),
         origin,
         hold: Hold::No,
     };

@@ -442,6 +442,7 @@ async fn rollback(w: &World, toml: &str, state: State, to: u64) -> (ApplyOutcome
     let inputs = ApplyInputs {
         env: &env,
         image_ids: &image_ids,
+        image_digests: &BTreeMap::new(),
         origin: Origin::Rollback {
             to,
             from: state.revision,

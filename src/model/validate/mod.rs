@@ -24,6 +24,7 @@ mod cross;
 mod hooks;
 mod hosts;
 mod lb;
+mod registry;
 mod rollout;
 mod service;
 mod swarm;
@@ -130,6 +131,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
         }
     }
     v.task_cycles(&raw.tasks, &dep_spans);
+    let registries = v.registries(&raw.registries);
 
     if v.diags.is_empty() {
         Ok(Model {
@@ -146,6 +148,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             lb_hosts,
             tasks,
             hooks,
+            registries,
         })
     } else {
         v.diags

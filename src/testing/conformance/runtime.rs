@@ -7,7 +7,7 @@
 //! the given labels, sorted by name; an image in use is not removed; an image that is not on
 //! the host has no ID and cannot be used. Networks and volumes are ensured idempotently; a
 //! container joins networks with aliases; a volume in use is not removed; the restart policy
-//! of a container can be changed; missing bind sources are found; a health command that
+//! of a container can be changed; a pull from nowhere fails without showing its credentials; missing bind sources are found; a health command that
 //! passes makes a container `Healthy`, one that fails `Unhealthy` with its output; an exec in a
 //! running container gives the command's exit code and output (a program that is not there
 //! is a non-zero exit code, not an error), and in a stopped one is an error.
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::ports::{
     ContainerRuntime, ContainerSpec, ContainerState, HealthStatus, Healthcheck, LiveSettings,
-    Mount, MountSource, NetworkAttachment, NetworkMode, Restart, RuntimeError,
+    Mount, MountSource, NetworkAttachment, NetworkMode, RegistryAuth, Restart, RuntimeError,
 };
 
 pub struct RuntimeFixture<'a> {
@@ -95,6 +95,29 @@ pub async fn runtime<R: ContainerRuntime>(rt: &R, f: &RuntimeFixture<'_>) {
         .expect("the fixture's image is on the host");
     assert!(image_id.starts_with("sha256:"), "{image_id}");
     assert_eq!(rt.image_id(f.missing_image).await.expect("image_id"), None);
+
+    // A pull that fails, with credentials, says why without them.
+    let auth = RegistryAuth {
+        server: "127.0.0.1:1".into(),
+        username: "conformance".into(),
+        password: "conformance-password-never-shown".into(),
+        identity_token: None,
+    };
+    match rt
+        .pull("127.0.0.1:1/gantry-conformance:never", Some(&auth))
+        .await
+    {
+        Err(e @ RuntimeError::ImageUnavailable { .. }) => {
+            assert!(!e.to_string().contains(&auth.password), "{e}");
+        }
+        other => panic!("a pull from no registry: {other:?}"),
+    }
+    assert_eq!(
+        rt.image_id("127.0.0.1:1/gantry-conformance:never")
+            .await
+            .expect("image_id"),
+        None
+    );
 
     // Create: not started, carries what it was given.
     let a = spec(f, "a", &[("dev.gantry.conformance-role", "a")]);
