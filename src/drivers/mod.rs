@@ -14,4 +14,5 @@ pub mod nginx;
 pub mod probe;
 pub mod scoped;
 pub mod sink;
+pub mod ssh;
 pub mod swarm;

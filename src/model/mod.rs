@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod hooks;
+pub mod ssh_target;
 pub mod swarm;
 pub mod units;
 mod validate;

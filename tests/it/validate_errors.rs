@@ -724,29 +724,39 @@ rollout = { batch = 2, order = "start-first", soak = "10s" }
 }
 
 #[test]
-fn ssh_endpoints_and_tls_on_a_unix_socket_are_refused_where_they_are_written() {
+fn malformed_ssh_endpoints_and_misplaced_tls_are_refused_where_they_are_written() {
     let source = r#"[project]
 name = "shop"
 
 [[host]]
 name = "edge-1"
-docker = "ssh://deploy@10.0.0.5"
+docker = "ssh://deploy@10.0.0.5:22x"
 
 [[host]]
 name = "edge-2"
 docker = "unix:///var/run/docker.sock"
 tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
+
+[[host]]
+name = "edge-3"
+docker = "ssh://deploy@10.0.0.7"
+tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
+
+[[host]]
+name = "edge-4"
+docker = "ssh://deploy@10.0.0.8:2222"
 "#;
     let out = validate_source("gantry.toml", source);
-    out.assert_rejected(2);
+    out.assert_rejected(3);
     let d = out.diagnostic(
         "gantry.toml",
         6,
         10,
-        "`ssh://` Docker endpoints are not supported yet",
+        "invalid SSH endpoint `ssh://deploy@10.0.0.5:22x`: `22x` is not a port",
     );
-    assert_has(&d, "tcp://HOST:2376");
+    assert_has(&d, "ssh://user@host:2222");
     out.diagnostic("gantry.toml", 10, 10, "`tls` applies to `tcp://` endpoints");
+    out.diagnostic("gantry.toml", 15, 10, "SSH secures an `ssh://` one");
 }
 
 // ---------------------------------------------------------------------------------------
