@@ -26,6 +26,7 @@ mod multi_host;
 mod ops_commands;
 mod plan_scenarios;
 mod schemas;
+mod ssh;
 mod stack;
 mod stack_images;
 mod swarm;

@@ -1,0 +1,186 @@
+//! `ssh://` Docker hosts (issue 14, item 1) against a real sshd on loopback
+//! (`support::sshd`) in front of this machine's own Docker engine. gantry runs the system
+//! `ssh`; the tests give it a client config (aliases, keys, known_hosts) through an `ssh` on
+//! PATH, as a user's `~/.ssh/config` would.
+//!
+//! What is pinned down: a project is applied, rolled and rolled back on an SSH host exactly
+//! as on the unix socket, and gantry leaves no ssh process behind; an unknown host key, a
+//! changed host key, a key the server does not accept, and a far side without docker each end
+//! in pre-flight (exit 1) naming the host and the cause, with nothing changed.
+
+use std::process::Output;
+
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::project::{self, Project, code, explain, stderr};
+use crate::support::sshd::{Sshd, require_sshd};
+
+fn images() -> (String, String) {
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    (tags[0].clone(), tags[1].clone())
+}
+
+/// Three replicas of the test app on host `far`, reached at `endpoint`.
+fn write(p: &Project, endpoint: &str, tag: &str) {
+    p.write_toml(&format!(
+        r#"[project]
+name = "{name}"
+
+[[host]]
+name = "far"
+docker = "{endpoint}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 3
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+health = {{ http = "/healthz", interval = "200ms", timeout = "1s", retries = 5 }}
+rollout = {{ batch = 1, order = "start-first", soak = "300ms" }}
+"#,
+        name = p.name,
+        labels = p.labels
+    ));
+}
+
+/// `gantry ARGS` in `p` with `sshd`'s client side.
+fn gantry(p: &Project, sshd: &Sshd, args: &[&str]) -> Output {
+    let mut c = p.command(args);
+    c.env("PATH", sshd.path_env());
+    project::run(c)
+}
+
+fn running_versions(p: &Project) -> Vec<String> {
+    p.containers(&["status=running"], "{{.Names}}")
+        .iter()
+        .map(|c| {
+            let r = crate::support::http::get(&docker::published_addr(c, 8080), "/version")
+                .unwrap_or_else(|e| panic!("{c}: {e}"));
+            r.text().trim().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_project_is_applied_rolled_and_rolled_back_on_an_ssh_host() {
+    if !docker::require_docker("ssh_host_apply") || !require_sshd("ssh_host_apply") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("ssh", &guard);
+    // The alias of the client config: user, port, key and known_hosts come from there.
+    let endpoint = format!("ssh://{}", sshd.alias);
+    write(&p, &endpoint, &v1);
+
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}\nsshd: {}", explain(&o), sshd.log());
+    assert_eq!(running_versions(&p), vec![v1.clone(); 3]);
+    let o = gantry(&p, &sshd, &["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+
+    // Rolled, replica by replica, over SSH; `ssh://user@host:port` written out this time.
+    let endpoint = format!("ssh://root@127.0.0.1:{}", sshd.port);
+    write(&p, &endpoint, &v2);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(running_versions(&p), vec![v2.clone(); 3]);
+
+    let o = gantry(&p, &sshd, &["rollback", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("(kept from revision 1)"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(running_versions(&p), vec![v1.clone(); 3]);
+
+    let o = gantry(&p, &sshd, &["status"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
+
+/// Runs `apply` against `endpoint` and checks that it stopped in pre-flight, naming host
+/// `far` and saying `cause`, with no container and no state.
+fn refused_in_pre_flight(p: &Project, sshd: &Sshd, endpoint: &str, cause: &str) {
+    let (v1, _) = images();
+    write(p, endpoint, &v1);
+    let o = gantry(p, sshd, &["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{endpoint}: {}", explain(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("pre-flight: host `far`: cannot reach the Docker engine at ")
+            && err.contains(cause)
+            && err.contains("nothing was changed"),
+        "{endpoint}: {}",
+        explain(&o)
+    );
+    assert!(
+        p.containers(&[], "{{.Names}}").is_empty(),
+        "{endpoint}: containers were created"
+    );
+    assert!(!p.join(".gantry/state.json").exists(), "{endpoint}: state");
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
+
+#[test]
+fn unknown_or_changed_host_keys_and_a_refused_key_stop_in_pre_flight() {
+    if !docker::require_docker("ssh_refusals") || !require_sshd("ssh_refusals") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshno", &guard);
+    let a = &sshd.alias;
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{a}-unknown"),
+        "ssh does not know the host key of",
+    );
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{a}-changed"),
+        "has CHANGED since it was recorded in known_hosts",
+    );
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{a}-stranger"),
+        "ssh authentication to",
+    );
+    // Nothing listens: the machine is named, with ssh's words.
+    let closed = docker::free_port();
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://root@127.0.0.1:{closed}"),
+        "Connection refused",
+    );
+}
+
+#[test]
+fn a_far_side_without_docker_stops_in_pre_flight() {
+    if !docker::require_docker("ssh_no_docker") || !require_sshd("ssh_no_docker") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    // The remote user's PATH has no docker in it: `docker` is "not found" there.
+    let sshd = Sshd::start(&["SetEnv PATH=/nonexistent"]);
+    let p = Project::new("sshnd", &guard);
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{}", sshd.alias),
+        &format!(
+            "no Docker on the far side of {}: the `docker` command is not there",
+            sshd.alias
+        ),
+    );
+}
