@@ -265,8 +265,8 @@ enum Transport<'a> {
     /// `tls.ca` and name the endpoint's host, and gantry presents `tls.cert` and `tls.key`
     /// (what an engine started with `--tlsverify` demands).
     Https(&'a Tls),
-    /// `ssh://[user@]host[:port]`: the system `ssh` client runs `docker system dial-stdio`
-    /// on the far side, as `docker -H ssh://` does.
+    /// `ssh://[user@]host[:port]`: the system `ssh` client, one connection forwarding a
+    /// local socket to the far engine's (`drivers::ssh`).
     Ssh(crate::drivers::ssh::SshTarget),
 }
 
