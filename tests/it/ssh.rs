@@ -4,7 +4,8 @@
 //! PATH, as a user's `~/.ssh/config` would.
 //!
 //! What is pinned down: a project is applied, rolled and rolled back on an SSH host exactly
-//! as on the unix socket, and gantry leaves no ssh process behind; an unknown host key, a
+//! as on the unix socket (`status`, `exec` and `logs` too), and gantry leaves no ssh process
+//! behind; an unknown host key, a
 //! changed host key, a key the server does not accept, and a far side without docker each end
 //! in pre-flight (exit 1) naming the host and the cause, with nothing changed.
 
@@ -99,6 +100,22 @@ fn a_project_is_applied_rolled_and_rolled_back_on_an_ssh_host() {
     assert_eq!(running_versions(&p), vec![v1.clone(); 3]);
 
     let o = gantry(&p, &sshd, &["status"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    // exec and logs attach to the engine through the same forwarded socket.
+    let o = gantry(
+        &p,
+        &sshd,
+        &[
+            "exec",
+            "web",
+            "--",
+            "/testapp",
+            "--healthcheck",
+            "http://127.0.0.1:8080/healthz",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let o = gantry(&p, &sshd, &["logs", "web", "--tail", "5"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     let leftover = sshd.leftover_ssh();
     assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
