@@ -11,6 +11,7 @@ pub mod haproxy;
 pub mod journal;
 pub mod lb;
 pub mod nginx;
+pub mod nginx_remote;
 pub mod probe;
 pub mod scoped;
 pub mod sink;

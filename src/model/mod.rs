@@ -479,6 +479,10 @@ pub enum LbSpec {
         upstream_file: String,
         check: Vec<String>,
         reload: Vec<String>,
+        /// The machines (`ssh://...`) the file is written and the commands run on; empty:
+        /// this machine.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        at: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_fails: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -201,3 +201,132 @@ fn a_far_side_without_docker_stops_in_pre_flight() {
         ),
     );
 }
+
+/// An nginx managed over SSH (`[lb.front] at = ["ssh://..."]`, issue 14 item 3): the
+/// upstream file is written, and `nginx -t` and the reload run, on the far side (this
+/// machine behind the sshd); a rollout and a roll back under load lose no request.
+#[test]
+fn a_rollout_behind_an_nginx_managed_over_ssh_loses_no_request() {
+    use crate::support::nginx::{NginxUnderTest, require_nginx};
+    use std::time::Duration;
+    if !docker::require_docker("nginx_over_ssh")
+        || !require_nginx("nginx_over_ssh")
+        || !require_sshd("nginx_over_ssh")
+    {
+        return;
+    }
+    let _alone = crate::support::serial::alone();
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshlb", &guard);
+    let nginx = NginxUnderTest::start(&p.join("nginx"), "app");
+    let (check, reload) = nginx.toml_commands();
+    let write = |tag: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 4
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "10s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "1s" }}
+
+[lb.front]
+kind = "nginx"
+at = ["ssh://{alias}"]
+upstream = "app"
+upstream_file = "{file}"
+check = {check}
+reload = {reload}
+"#,
+            name = p.name,
+            labels = p.labels,
+            alias = sshd.alias,
+            file = nginx.upstream_file.display(),
+        ))
+    };
+    let version = || {
+        crate::support::http::wait_for_status(
+            &nginx.addr(),
+            "/version",
+            200,
+            Duration::from_secs(5),
+        )
+        .map(|r| r.text().trim().to_string())
+        .unwrap_or_else(|e| e)
+    };
+    write(&v1);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let upstream = std::fs::read_to_string(&nginx.upstream_file).unwrap();
+    assert!(
+        upstream.starts_with("# Managed by gantry")
+            && upstream.matches("server 127.0.0.1:").count() == 4,
+        "{upstream}"
+    );
+    assert_eq!(version(), v1);
+    assert!(
+        !nginx
+            .upstream_file
+            .with_file_name("upstream.conf.gantry-tmp")
+            .exists(),
+        "the temporary file was renamed"
+    );
+
+    let tags = [v1.clone(), v2.clone()];
+    crate::support::load::rounds_lose_no_request(
+        "nginx over ssh",
+        &nginx.addr(),
+        &tags,
+        crate::support::load::KeepAlive::Reported,
+        Duration::from_millis(500),
+        |rollout, tag| {
+            write(tag);
+            if rollout {
+                gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"])
+            } else {
+                gantry(&p, &sshd, &["rollback", "--yes", "--progress", "plain"])
+            }
+        },
+        version,
+        |_| {},
+    );
+
+    // A machine that cannot be reached stops the next apply in pre-flight.
+    let unreachable = format!("ssh://{}-unknown", sshd.alias);
+    p.edit_toml(|t| {
+        t.replace(
+            &format!("ssh://{}\"", sshd.alias),
+            &format!("{unreachable}\""),
+        )
+    });
+    write_version_bump(&p, &v2);
+    let o = gantry(&p, &sshd, &["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("pre-flight: lb.front: ssh does not know the host key of"),
+        "{}",
+        explain(&o)
+    );
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
+
+/// A change of the service (its image) so that the next apply has work to do.
+fn write_version_bump(p: &Project, tag: &str) {
+    p.edit_toml(|t| {
+        let image = t
+            .lines()
+            .find(|l| l.starts_with("image = "))
+            .unwrap()
+            .to_string();
+        t.replace(&image, &format!("image = \"gantry-testapp:{tag}\""))
+    });
+}

@@ -22,7 +22,8 @@ impl Validator<'_> {
             return None;
         }
         let here = format!("load balancer `{}`", named.name);
-        let used: [(&str, bool, LbKind); 14] = [
+        let used: [(&str, bool, LbKind); 15] = [
+            ("at", !t.at.is_empty(), LbKind::Nginx),
             ("weights", !t.weights.is_empty(), LbKind::Nginx),
             ("max_fails", t.max_fails.is_some(), LbKind::Nginx),
             ("fail_timeout", t.fail_timeout.is_some(), LbKind::Nginx),
@@ -81,7 +82,31 @@ impl Validator<'_> {
                         .help("use letters, digits, `_`, `-` and `.`"),
                     );
                 }
+                for a in &t.at {
+                    if let Err(e) = crate::model::ssh_target::SshTarget::parse(a.get_ref()) {
+                        self.err(
+                            Diagnostic::at(
+                                format!("invalid machine `{}` in `at`: {e}", a.get_ref()),
+                                a.span(),
+                            )
+                            .help("`ssh://user@host` or `ssh://user@host:2222`"),
+                        );
+                    }
+                }
+                if !t.at.is_empty()
+                    && let Some(f) = &t.upstream_file
+                    && !f.get_ref().starts_with('/')
+                {
+                    self.err(
+                        Diagnostic::at(
+                            format!("`upstream_file` `{}` must be an absolute path on the machines of `at`", f.get_ref()),
+                            f.span(),
+                        )
+                        .help("e.g. `/etc/nginx/conf.d/app-upstream.conf`"),
+                    );
+                }
                 LbSpec::Nginx {
+                    at: t.at.iter().map(|a| a.get_ref().clone()).collect(),
                     upstream,
                     upstream_file,
                     check: self
