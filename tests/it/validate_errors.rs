@@ -1207,3 +1207,47 @@ command = ["migrate"]
     );
     assert_has(&d, "tasks run as containers on the service's first host");
 }
+
+#[test]
+fn nginx_machines_in_at_are_checked_where_they_are_written() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "shop/web:1"
+port = 8080
+lb = ["front", "back"]
+
+[lb.front]
+kind = "nginx"
+at = ["ssh://deploy@nginx-1", "ssh://deploy@nginx-2:x"]
+upstream = "web"
+upstream_file = "conf.d/web.conf"
+
+[lb.back]
+kind = "haproxy"
+at = ["ssh://deploy@lb-1"]
+socket = "/run/haproxy.sock"
+backend = "web"
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(3);
+    out.diagnostic(
+        "gantry.toml",
+        11,
+        31,
+        "invalid machine `ssh://deploy@nginx-2:x` in `at`: `x` is not a port",
+    );
+    out.diagnostic(
+        "gantry.toml",
+        13,
+        17,
+        "`upstream_file` `conf.d/web.conf` must be an absolute path on the machines of `at`",
+    );
+    out.diagnostic(
+        "gantry.toml",
+        16,
+        8,
+        "`at` is a setting of `kind = \"nginx\"`, not of `kind = \"haproxy\"`",
+    );
+}
