@@ -330,3 +330,80 @@ fn write_version_bump(p: &Project, tag: &str) {
         t.replace(&image, &format!("image = \"gantry-testapp:{tag}\""))
     });
 }
+
+/// A failing `check` on a machine of `at` (here: the same machine twice, as two entries):
+/// no machine is reloaded, every file is the previous one again, and the rollout restores
+/// itself (exit 3), nginx serving v1 throughout.
+#[test]
+fn a_failing_check_over_ssh_restores_the_file_on_every_machine() {
+    use crate::support::nginx::{NginxUnderTest, require_nginx};
+    if !docker::require_docker("nginx_check_over_ssh")
+        || !require_nginx("nginx_check_over_ssh")
+        || !require_sshd("nginx_check_over_ssh")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshck", &guard);
+    let nginx = NginxUnderTest::start(&p.join("nginx"), "app");
+    let (check, reload) = nginx.toml_commands();
+    let write = |tag: &str, check: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "200ms" }}
+
+[lb.front]
+kind = "nginx"
+at = ["ssh://{alias}", "ssh://root@127.0.0.1:{port}"]
+upstream = "app"
+upstream_file = "{file}"
+check = {check}
+reload = {reload}
+"#,
+            name = p.name,
+            labels = p.labels,
+            alias = sshd.alias,
+            port = sshd.port,
+            file = nginx.upstream_file.display(),
+        ))
+    };
+    write(&v1, &check);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let before = std::fs::read_to_string(&nginx.upstream_file).unwrap();
+
+    write(
+        &v2,
+        r#"["sh", "-c", "echo refused by the test >&2; exit 1"]"#,
+    );
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 3, "{}", explain(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("nginx configuration check `sh -c echo refused by the test >&2; exit 1` on ")
+            && err.contains("refused by the test")
+            && err.contains("the previous file was restored on every machine"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&nginx.upstream_file).unwrap(),
+        before,
+        "the previous file is back"
+    );
+    let r = crate::support::http::get(&nginx.addr(), "/version").unwrap();
+    assert_eq!(r.text().trim(), v1);
+}
