@@ -34,12 +34,22 @@ struct Server {
 
 impl Haproxy {
     async fn command(&self, cmd: &str) -> Result<String, String> {
-        let io = async {
-            let mut s = tokio::net::UnixStream::connect(&self.socket).await?;
+        async fn talk<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+            mut s: S,
+            cmd: &str,
+        ) -> std::io::Result<String> {
             s.write_all(format!("{cmd}\n").as_bytes()).await?;
             let mut out = String::new();
             s.read_to_string(&mut out).await?;
-            Ok::<String, std::io::Error>(out)
+            Ok(out)
+        }
+        let socket = self.socket.to_string_lossy();
+        let io = async {
+            // `tcp://host:port`: a `stats socket ipv4@...` on another machine.
+            match socket.strip_prefix("tcp://") {
+                Some(addr) => talk(tokio::net::TcpStream::connect(addr).await?, cmd).await,
+                None => talk(tokio::net::UnixStream::connect(&self.socket).await?, cmd).await,
+            }
         };
         match tokio::time::timeout(Duration::from_secs(10), io).await {
             Ok(Ok(out)) => Ok(out),

@@ -82,7 +82,11 @@ pub fn drivers(
             out.insert(name, Box::new(driver));
         } else if let LbSpec::Haproxy { socket, backend } = spec {
             let driver = super::haproxy::Haproxy {
-                socket: config_dir.join(socket),
+                socket: if socket.starts_with("tcp://") {
+                    socket.into()
+                } else {
+                    config_dir.join(socket)
+                },
                 backend,
             };
             out.insert(name, Box::new(driver));
