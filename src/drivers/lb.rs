@@ -80,7 +80,20 @@ pub fn drivers(
                 timeout: timeout.0,
             };
             out.insert(name, Box::new(driver));
-        } else if let LbSpec::Haproxy { socket, backend } = spec {
+        } else if let LbSpec::Haproxy {
+            socket,
+            backend,
+            at,
+        } = spec
+        {
+            if let Some(target) = at
+                .first()
+                .and_then(|a| super::ssh::SshTarget::parse(a).ok())
+            {
+                let remote = super::haproxy::RemoteHaproxy::new(target, socket, backend);
+                out.insert(name, Box::new(remote));
+                continue;
+            }
             let driver = super::haproxy::Haproxy {
                 socket: if socket.starts_with("tcp://") {
                     socket.into()

@@ -227,6 +227,34 @@ impl SshSession {
         cmd
     }
 
+    /// Forwards a local unix socket `name` (in the private directory) to the unix socket
+    /// `remote` on the far side, through the master; returns the local socket's path.
+    pub async fn forward_unix(&self, name: &str, remote: &str) -> Result<PathBuf, SshError> {
+        let socket = self.dir().join(name);
+        let mut forward = self.control_command();
+        forward
+            .args(["-O", "forward", "-L"])
+            .arg(format!("{}:{remote}", socket.display()))
+            .args(destination(&self.target))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let out = forward.output().await.map_err(|e| SshError::Other {
+            machine: self.machine(),
+            detail: format!("cannot run `ssh -O forward`: {e}"),
+        })?;
+        if !out.status.success() {
+            return Err(SshError::Other {
+                machine: self.machine(),
+                detail: format!(
+                    "cannot forward a local socket to {remote} there (sshd's AllowStreamLocalForwarding?): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        Ok(socket)
+    }
+
     /// `ssh ... host REMOTE` over the master: no new handshake. `remote` is one shell
     /// command line, run by the remote user's shell.
     pub fn command(&self, remote: &str) -> tokio::process::Command {
@@ -320,28 +348,9 @@ impl DockerOverSsh {
                 return Err(SshError::NoDocker { machine, detail });
             }
         }
-        let socket = session.dir().join("docker.sock");
-        let mut forward = session.control_command();
-        forward
-            .args(["-O", "forward", "-L"])
-            .arg(format!("{}:{REMOTE_DOCKER_SOCKET}", socket.display()))
-            .args(destination(&session.target))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let out = forward.output().await.map_err(|e| SshError::Other {
-            machine: machine.clone(),
-            detail: format!("cannot run `ssh -O forward`: {e}"),
-        })?;
-        if !out.status.success() {
-            return Err(SshError::Other {
-                machine,
-                detail: format!(
-                    "cannot forward a local socket to {REMOTE_DOCKER_SOCKET} there (sshd's AllowStreamLocalForwarding?): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
+        let socket = session
+            .forward_unix("docker.sock", REMOTE_DOCKER_SOCKET)
+            .await?;
         Ok(DockerOverSsh {
             socket,
             _session: session,

@@ -498,6 +498,10 @@ pub enum LbSpec {
     Haproxy {
         socket: String,
         backend: String,
+        /// The machine (`ssh://...`) whose `socket` gantry reaches through SSH; empty: this
+        /// machine (or `socket = "tcp://..."`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        at: Vec<String>,
     },
     Command {
         join: Vec<String>,

@@ -407,3 +407,81 @@ reload = {reload}
     let r = crate::support::http::get(&nginx.addr(), "/version").unwrap();
     assert_eq!(r.text().trim(), v1);
 }
+
+/// An HAProxy on another machine (`at = ["ssh://..."]`, `socket` its path there): the
+/// runtime API is reached through a socket forwarded over the ssh connection. A rollout
+/// moves the backend from v1 to v2; a machine that cannot be reached stops the next apply
+/// in pre-flight.
+#[test]
+fn haproxy_runtime_api_through_ssh() {
+    use crate::support::haproxy::{HaproxyUnderTest, require_haproxy};
+    use std::time::Duration;
+    if !docker::require_docker("haproxy_over_ssh")
+        || !require_haproxy("haproxy_over_ssh")
+        || !require_sshd("haproxy_over_ssh")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshhp", &guard);
+    let haproxy = HaproxyUnderTest::start(&p.join("haproxy"), "app");
+    let write = |tag: &str, machine: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "200ms" }}
+
+[lb.front]
+kind = "haproxy"
+at = ["ssh://{machine}"]
+socket = "{socket}"
+backend = "app"
+"#,
+            name = p.name,
+            labels = p.labels,
+            socket = haproxy.socket.display(),
+        ))
+    };
+    let version = || {
+        crate::support::http::wait_for_status(
+            &haproxy.addr(),
+            "/version",
+            200,
+            Duration::from_secs(5),
+        )
+        .map(|r| r.text().trim().to_string())
+        .unwrap_or_else(|e| e)
+    };
+    write(&v1, &sshd.alias);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(version(), v1);
+    write(&v2, &sshd.alias);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(version(), v2);
+
+    write(&v1, &format!("{}-stranger", sshd.alias));
+    let o = gantry(&p, &sshd, &["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("pre-flight: lb.front: ssh authentication to"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(version(), v2, "nothing changed");
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}

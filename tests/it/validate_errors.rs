@@ -1209,14 +1209,14 @@ command = ["migrate"]
 }
 
 #[test]
-fn nginx_machines_in_at_are_checked_where_they_are_written() {
+fn load_balancer_machines_in_at_are_checked_where_they_are_written() {
     let source = r#"[project]
 name = "shop"
 
 [service.web]
 image = "shop/web:1"
 port = 8080
-lb = ["front", "back"]
+lb = ["front", "back", "side"]
 
 [lb.front]
 kind = "nginx"
@@ -1226,12 +1226,18 @@ upstream_file = "conf.d/web.conf"
 
 [lb.back]
 kind = "haproxy"
-at = ["ssh://deploy@lb-1"]
+at = ["ssh://deploy@lb-1", "ssh://deploy@lb-2"]
 socket = "/run/haproxy.sock"
 backend = "web"
+
+[lb.side]
+kind = "command"
+at = ["ssh://deploy@lb-3"]
+join = ["true"]
+leave = ["true"]
 "#;
     let out = validate_source("gantry.toml", source);
-    out.assert_rejected(3);
+    out.assert_rejected(4);
     out.diagnostic(
         "gantry.toml",
         11,
@@ -1246,8 +1252,14 @@ backend = "web"
     );
     out.diagnostic(
         "gantry.toml",
-        16,
+        17,
+        28,
+        "an HAProxy load balancer is one machine: `at` lists at most one",
+    );
+    out.diagnostic(
+        "gantry.toml",
+        22,
         8,
-        "`at` is a setting of `kind = \"nginx\"`, not of `kind = \"haproxy\"`",
+        "`at` is a setting of `kind = \"nginx\"`, not of `kind = \"command\"`",
     );
 }
