@@ -375,6 +375,12 @@ pub trait LoadBalancer: Send + Sync {
         members: &'a [Member],
     ) -> BoxFuture<'a, Result<(), String>>;
 
+    /// Pre-flight: reaches what the load balancer runs on (its machines over SSH), before
+    /// anything changes. Most load balancers have nothing to check here.
+    fn preflight(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Waits, at most `bound`, until `leaving` have no sessions left, then removes them.
     /// Returns what it saw, for the progress output.
     fn finish_drain<'a>(

@@ -516,6 +516,11 @@ pub struct TomlLb {
     /// nginx: reload command (default `["nginx", "-s", "reload"]`).
     #[serde(default)]
     pub reload: Option<Vec<String>>,
+    /// nginx: the machines of this load balancer, `ssh://[user@]host[:port]` each (default:
+    /// this machine): the file is written, and `check` and `reload` run, on every one.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub at: Vec<SpStr>,
     /// haproxy: runtime API socket (`stats socket ... level admin`).
     #[serde(default)]
     #[schemars(with = "Option<String>")]

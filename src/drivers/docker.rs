@@ -1,5 +1,6 @@
 //! The Docker engine through bollard: the real [`ContainerRuntime`], over a unix socket, plain
-//! HTTP on loopback, or HTTPS with client certificates (a remote engine's `--tlsverify`).
+//! HTTP on loopback, HTTPS with client certificates (a remote engine's `--tlsverify`), or SSH
+//! (the system `ssh` client, see `drivers::ssh`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -39,6 +40,8 @@ pub struct DockerRuntime {
     /// The engine runs on this machine (a unix socket): a port it is to publish can also be
     /// tried with a bind here before it is chosen.
     local: bool,
+    /// An `ssh://` engine: the connection bollard's socket goes through, closed on drop.
+    _ssh: Option<crate::drivers::ssh::DockerOverSsh>,
 }
 
 impl DockerRuntime {
@@ -53,8 +56,17 @@ impl DockerRuntime {
         let version = bollard::API_DEFAULT_VERSION;
         let transport = Transport::choose(endpoint, tls).map_err(unreachable)?;
         let local = matches!(transport, Transport::Unix(_));
+        let mut ssh = None;
         let docker = match transport {
             Transport::Unix(path) => Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, version),
+            Transport::Ssh(target) => {
+                let tunnel = crate::drivers::ssh::DockerOverSsh::open(&target)
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                let socket = tunnel.socket().to_string_lossy().into_owned();
+                ssh = Some(tunnel);
+                Docker::connect_with_unix(&socket, REQUEST_TIMEOUT_SECS, version)
+            }
             Transport::Http => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, version),
             Transport::Https(tls) => {
                 // bollard reads the client key lazily, at each handshake, and a key it cannot
@@ -86,6 +98,7 @@ impl DockerRuntime {
             endpoint: endpoint.to_string(),
             pull_backoff: PULL_BACKOFF,
             local,
+            _ssh: ssh,
         })
     }
 
@@ -252,6 +265,9 @@ enum Transport<'a> {
     /// `tls.ca` and name the endpoint's host, and gantry presents `tls.cert` and `tls.key`
     /// (what an engine started with `--tlsverify` demands).
     Https(&'a Tls),
+    /// `ssh://[user@]host[:port]`: the system `ssh` client, one connection forwarding a
+    /// local socket to the far engine's (`drivers::ssh`).
+    Ssh(crate::drivers::ssh::SshTarget),
 }
 
 impl<'a> Transport<'a> {
@@ -272,11 +288,11 @@ impl<'a> Transport<'a> {
                 "`https://` needs `tls` (ca, cert, key): the engine checks gantry's client certificate"
                     .into(),
             ),
-            ("ssh", _) => Err(
-                "`ssh://` endpoints are not supported yet: on the host, use `unix:///var/run/docker.sock`; from elsewhere, `tcp://HOST:2376` with `tls`"
-                    .into(),
+            ("ssh", None) => crate::drivers::ssh::SshTarget::parse(endpoint).map(Transport::Ssh),
+            ("ssh", Some(_)) => Err(
+                "`tls` is set, but an `ssh://` endpoint is secured by SSH: remove `tls`".into(),
             ),
-            _ => Err("unsupported endpoint scheme (use `unix://` or `tcp://`)".into()),
+            _ => Err("unsupported endpoint scheme (use `unix://`, `tcp://` or `ssh://`)".into()),
         }
     }
 }
@@ -1792,6 +1808,13 @@ mod tests {
             choose("https://10.0.0.5:2376", Some(&t)),
             Ok(Transport::Https(&t))
         );
+        assert!(matches!(
+            choose("ssh://deploy@node-b:2222", None),
+            Ok(Transport::Ssh(crate::drivers::ssh::SshTarget {
+                port: Some(2222),
+                ..
+            }))
+        ));
     }
 
     #[test]
@@ -1803,23 +1826,24 @@ mod tests {
         );
         assert!(refused("http://10.0.0.5:2375", Some(&t)).contains("`http://` is plain HTTP"));
         assert!(refused("https://10.0.0.5:2376", None).contains("needs `tls`"));
-        let ssh = refused("ssh://deploy@node-b", None);
-        assert!(
-            ssh.contains("`ssh://` endpoints are not supported yet"),
-            "{ssh}"
-        );
+        assert!(refused("ssh://deploy@node-b", Some(&t)).contains("secured by SSH"));
+        assert!(refused("ssh://deploy@node-b/var/run/docker.sock", None).contains("no path"));
         assert!(
             refused("npipe:////./pipe/docker_engine", None).contains("unsupported endpoint scheme")
         );
     }
 
     #[tokio::test]
-    async fn connect_refuses_ssh_before_trying_anything() {
-        let Err(e) = DockerRuntime::connect("ssh://deploy@node-b", None).await else {
+    async fn connect_over_ssh_names_the_endpoint_when_ssh_cannot_connect() {
+        // Port 9 (discard) on loopback: nothing listens, ssh says "Connection refused".
+        let Err(e) = DockerRuntime::connect("ssh://deploy@127.0.0.1:9", None).await else {
             panic!("ssh:// connected");
         };
         let text = e.to_string();
-        assert!(text.starts_with("cannot reach the Docker engine at ssh://deploy@node-b: `ssh://` endpoints are not supported yet"), "{text}");
+        assert!(
+            text.starts_with("cannot reach the Docker engine at ssh://deploy@127.0.0.1:9: ssh cannot connect to deploy@127.0.0.1:9: "),
+            "{text}"
+        );
     }
 
     #[tokio::test]

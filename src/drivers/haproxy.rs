@@ -34,12 +34,22 @@ struct Server {
 
 impl Haproxy {
     async fn command(&self, cmd: &str) -> Result<String, String> {
-        let io = async {
-            let mut s = tokio::net::UnixStream::connect(&self.socket).await?;
+        async fn talk<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+            mut s: S,
+            cmd: &str,
+        ) -> std::io::Result<String> {
             s.write_all(format!("{cmd}\n").as_bytes()).await?;
             let mut out = String::new();
             s.read_to_string(&mut out).await?;
-            Ok::<String, std::io::Error>(out)
+            Ok(out)
+        }
+        let socket = self.socket.to_string_lossy();
+        let io = async {
+            // `tcp://host:port`: a `stats socket ipv4@...` on another machine.
+            match socket.strip_prefix("tcp://") {
+                Some(addr) => talk(tokio::net::TcpStream::connect(addr).await?, cmd).await,
+                None => talk(tokio::net::UnixStream::connect(&self.socket).await?, cmd).await,
+            }
         };
         match tokio::time::timeout(Duration::from_secs(10), io).await {
             Ok(Ok(out)) => Ok(out),
@@ -246,6 +256,82 @@ impl LoadBalancer for Haproxy {
         bound: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(self.drain(leaving, bound))
+    }
+}
+
+/// An HAProxy on another machine (`at = ["ssh://..."]`): its unix stats socket forwarded to
+/// a local one through one ssh master, opened in pre-flight; then the runtime API as above.
+pub struct RemoteHaproxy {
+    target: crate::drivers::ssh::SshTarget,
+    remote_socket: String,
+    backend: String,
+    /// The session (kept open for the forward) and the driver on the local end.
+    connected: tokio::sync::OnceCell<(crate::drivers::ssh::SshSession, Haproxy)>,
+}
+
+impl RemoteHaproxy {
+    pub fn new(
+        target: crate::drivers::ssh::SshTarget,
+        remote_socket: String,
+        backend: String,
+    ) -> RemoteHaproxy {
+        RemoteHaproxy {
+            target,
+            remote_socket,
+            backend,
+            connected: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn local(&self) -> Result<&Haproxy, String> {
+        let (_, h) = self
+            .connected
+            .get_or_try_init(|| async {
+                let session = crate::drivers::ssh::SshSession::open(&self.target)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let socket = session
+                    .forward_unix("haproxy.sock", &self.remote_socket)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let h = Haproxy {
+                    socket,
+                    backend: self.backend.clone(),
+                };
+                // The forward opens the far socket only on use: one command says it answers.
+                h.command("show info").await.map_err(|e| {
+                    format!(
+                        "{e} (through ssh to {}, socket {})",
+                        session.machine(),
+                        self.remote_socket
+                    )
+                })?;
+                Ok::<_, String>((session, h))
+            })
+            .await?;
+        Ok(h)
+    }
+}
+
+impl LoadBalancer for RemoteHaproxy {
+    fn preflight(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.local().await.map(|_| ()) })
+    }
+
+    fn set_members<'a>(
+        &'a self,
+        previous: &'a [Member],
+        members: &'a [Member],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.local().await?.set_members(previous, members).await })
+    }
+
+    fn finish_drain<'a>(
+        &'a self,
+        leaving: &'a [Member],
+        bound: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move { self.local().await?.finish_drain(leaving, bound).await })
     }
 }
 

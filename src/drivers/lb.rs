@@ -31,6 +31,7 @@ pub fn drivers(
             upstream_file,
             check,
             reload,
+            at,
             max_fails,
             fail_timeout,
             keepalive,
@@ -42,7 +43,11 @@ pub fn drivers(
                 name: name.clone(),
                 project: model.project.clone(),
                 upstream,
-                upstream_file: config_dir.join(upstream_file),
+                upstream_file: if at.is_empty() {
+                    config_dir.join(upstream_file)
+                } else {
+                    upstream_file.into()
+                },
                 check,
                 reload,
                 max_fails,
@@ -51,7 +56,16 @@ pub fn drivers(
                 backup,
                 weights,
             };
-            out.insert(name, Box::new(driver));
+            let machines: Vec<_> = at
+                .iter()
+                .filter_map(|a| super::ssh::SshTarget::parse(a).ok())
+                .collect();
+            if machines.is_empty() {
+                out.insert(name, Box::new(driver));
+            } else {
+                let remote = super::nginx_remote::RemoteNginx::new(driver, machines);
+                out.insert(name, Box::new(remote));
+            }
         } else if let LbSpec::Command {
             join,
             leave,
@@ -66,9 +80,26 @@ pub fn drivers(
                 timeout: timeout.0,
             };
             out.insert(name, Box::new(driver));
-        } else if let LbSpec::Haproxy { socket, backend } = spec {
+        } else if let LbSpec::Haproxy {
+            socket,
+            backend,
+            at,
+        } = spec
+        {
+            if let Some(target) = at
+                .first()
+                .and_then(|a| super::ssh::SshTarget::parse(a).ok())
+            {
+                let remote = super::haproxy::RemoteHaproxy::new(target, socket, backend);
+                out.insert(name, Box::new(remote));
+                continue;
+            }
             let driver = super::haproxy::Haproxy {
-                socket: config_dir.join(socket),
+                socket: if socket.starts_with("tcp://") {
+                    socket.into()
+                } else {
+                    config_dir.join(socket)
+                },
                 backend,
             };
             out.insert(name, Box::new(driver));

@@ -23,6 +23,10 @@ impl HostScoped {
 }
 
 impl LoadBalancer for HostScoped {
+    fn preflight(&self) -> BoxFuture<'_, Result<(), String>> {
+        self.inner.preflight()
+    }
+
     fn set_members<'a>(
         &'a self,
         previous: &'a [Member],

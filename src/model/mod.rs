@@ -7,6 +7,7 @@
 pub mod container;
 pub mod hooks;
 pub mod registry;
+pub mod ssh_target;
 pub mod swarm;
 pub mod units;
 mod validate;
@@ -481,6 +482,10 @@ pub enum LbSpec {
         upstream_file: String,
         check: Vec<String>,
         reload: Vec<String>,
+        /// The machines (`ssh://...`) the file is written and the commands run on; empty:
+        /// this machine.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        at: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_fails: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -496,6 +501,10 @@ pub enum LbSpec {
     Haproxy {
         socket: String,
         backend: String,
+        /// The machine (`ssh://...`) whose `socket` gantry reaches through SSH; empty: this
+        /// machine (or `socket = "tcp://..."`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        at: Vec<String>,
     },
     Command {
         join: Vec<String>,

@@ -58,6 +58,11 @@ pub fn execute(
         return Ok(Outcome::NoChanges);
     }
     let lbs = crate::drivers::lb::drivers(run.model, state.as_ref(), &config_dir);
+    for (name, lb) in &lbs {
+        session.block_on(lb.preflight())?.map_err(|e| {
+            Error::Message(format!("pre-flight: lb.{name}: {e}; nothing was changed"))
+        })?;
+    }
     let driven: Vec<String> = lbs.keys().cloned().collect();
     if let Some((resource, why)) = engine::unsupported_step(plan, &driven) {
         return Err(Error::Message(format!(

@@ -212,3 +212,35 @@ fn server_template_slots_when_the_backend_takes_no_dynamic_servers() {
     assert_eq!(during.failed(), 0, "{:?}", during.failures);
     assert_eq!(s.version(), tags[1]);
 }
+
+/// `socket = "tcp://host:port"` (issue 14): the runtime API on a TCP stats socket, as an
+/// HAProxy on another machine exposes it. A rollout moves the backend from v1 to v2 through
+/// it, and the servers gantry set are the ones HAProxy lists on the unix socket too.
+#[test]
+fn the_runtime_api_is_reached_over_tcp() {
+    if !docker::require_docker("haproxy_tcp") || !require_haproxy("haproxy_tcp") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::new(&guard);
+    let over_tcp = |tag: &str| {
+        s.write(tag, 2, "200ms");
+        s.p.edit_toml(|t| {
+            t.replace(
+                &format!("socket = \"{}\"", s.haproxy.socket.display()),
+                &format!("socket = \"{}\"", s.haproxy.socket_tcp),
+            )
+        });
+        assert!(s.p.toml().contains("socket = \"tcp://127.0.0.1:"));
+    };
+    over_tcp(&tags[0]);
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(s.version(), tags[0]);
+    over_tcp(&tags[1]);
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(s.version(), tags[1]);
+}

@@ -27,6 +27,7 @@ mod ops_commands;
 mod plan_scenarios;
 mod registry;
 mod schemas;
+mod ssh;
 mod stack;
 mod stack_images;
 mod swarm;

@@ -54,6 +54,9 @@ struct TwoHosts {
     /// `gantry-testapp:<run>-<test>-v1`, `...-v2`.
     v1: String,
     v2: String,
+    /// Host `a` over SSH (`ssh://` through this sshd, in front of the main engine) instead
+    /// of its unix socket.
+    ssh: Option<crate::support::sshd::Sshd>,
     /// Last: its directory, where nginx runs, goes after nginx stops.
     p: Project,
 }
@@ -85,8 +88,28 @@ impl TwoHosts {
             b,
             v1,
             v2,
+            ssh: None,
             p,
         }
+    }
+
+    /// Host `a` reached over SSH from now on.
+    fn over_ssh(mut self) -> TwoHosts {
+        self.ssh = Some(crate::support::sshd::Sshd::start(&[]));
+        self
+    }
+
+    /// `gantry ARGS` here, with the sshd's client side when host `a` is over SSH.
+    fn gantry(&self, args: &[&str]) -> Output {
+        support::project::run(self.command(args))
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = self.p.command(args);
+        if let Some(sshd) = &self.ssh {
+            c.env("PATH", sshd.path_env());
+        }
+        c
     }
 
     /// Two replicas on each host, start-first one at a time, all in one nginx upstream.
@@ -142,7 +165,10 @@ rollout = {rollout}
 
 {lbs}"#,
             name = self.name,
-            main = main_endpoint(),
+            main = self
+                .ssh
+                .as_ref()
+                .map_or_else(main_endpoint, |s| format!("ssh://{}", s.alias)),
             host_b = host_b.map_or_else(|| self.b.host_toml("b"), str::to_string),
             labels = self.labels,
         ));
@@ -336,7 +362,22 @@ fn a_rollout_covers_both_engines_host_after_host_behind_one_nginx() {
     let Some((guard, b)) = setup("a_rollout_covers_both_engines") else {
         return;
     };
-    let p = TwoHosts::new("both", &guard, b, true);
+    covers_both(TwoHosts::new("both", &guard, b, true));
+}
+
+/// The same with host `a` over SSH (issue 14: the multi-host tests with one host over SSH).
+#[test]
+fn a_rollout_covers_both_engines_with_host_a_over_ssh() {
+    if !crate::support::sshd::require_sshd("covers_both_over_ssh") {
+        return;
+    }
+    let Some((guard, b)) = setup("covers_both_over_ssh") else {
+        return;
+    };
+    covers_both(TwoHosts::new("bothssh", &guard, b, true).over_ssh());
+}
+
+fn covers_both(p: TwoHosts) {
     p.write(&p.v1, "rollback", "0s", None);
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
@@ -394,7 +435,22 @@ fn a_failure_on_host_b_restores_host_a_too() {
     let Some((guard, b)) = setup("a_failure_on_host_b_restores_host_a_too") else {
         return;
     };
-    let p = TwoHosts::new("rollback", &guard, b, true);
+    restores_both(TwoHosts::new("rollback", &guard, b, true));
+}
+
+/// The same with host `a` over SSH: the restore of `a` goes through ssh too.
+#[test]
+fn a_failure_on_host_b_restores_host_a_over_ssh_too() {
+    if !crate::support::sshd::require_sshd("restores_over_ssh") {
+        return;
+    }
+    let Some((guard, b)) = setup("restores_over_ssh") else {
+        return;
+    };
+    restores_both(TwoHosts::new("rbssh", &guard, b, true).over_ssh());
+}
+
+fn restores_both(p: TwoHosts) {
     p.write(&p.v1, "rollback", "0s", None);
     let o = p.apply();
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));

@@ -723,32 +723,6 @@ rollout = { batch = 2, order = "start-first", soak = "10s" }
     validate_source("gantry.toml", source).assert_valid();
 }
 
-#[test]
-fn ssh_endpoints_and_tls_on_a_unix_socket_are_refused_where_they_are_written() {
-    let source = r#"[project]
-name = "shop"
-
-[[host]]
-name = "edge-1"
-docker = "ssh://deploy@10.0.0.5"
-
-[[host]]
-name = "edge-2"
-docker = "unix:///var/run/docker.sock"
-tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
-"#;
-    let out = validate_source("gantry.toml", source);
-    out.assert_rejected(2);
-    let d = out.diagnostic(
-        "gantry.toml",
-        6,
-        10,
-        "`ssh://` Docker endpoints are not supported yet",
-    );
-    assert_has(&d, "tcp://HOST:2376");
-    out.diagnostic("gantry.toml", 10, 10, "`tls` applies to `tcp://` endpoints");
-}
-
 // ---------------------------------------------------------------------------------------
 // Container options (issue 12)
 
@@ -1260,4 +1234,96 @@ username = "ci"
 password_env = "GANTRY_TEST_UNSET_REGISTRY_PASSWORD"
 "#;
     validate_source("gantry.toml", source).assert_valid();
+}
+
+#[test]
+fn malformed_ssh_endpoints_and_misplaced_tls_are_refused_where_they_are_written() {
+    let source = r#"[project]
+name = "shop"
+
+[[host]]
+name = "edge-1"
+docker = "ssh://deploy@10.0.0.5:22x"
+
+[[host]]
+name = "edge-2"
+docker = "unix:///var/run/docker.sock"
+tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
+
+[[host]]
+name = "edge-3"
+docker = "ssh://deploy@10.0.0.7"
+tls = { ca = "ca.pem", cert = "cert.pem", key = "key.pem" }
+
+[[host]]
+name = "edge-4"
+docker = "ssh://deploy@10.0.0.8:2222"
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(3);
+    let d = out.diagnostic(
+        "gantry.toml",
+        6,
+        10,
+        "invalid SSH endpoint `ssh://deploy@10.0.0.5:22x`: `22x` is not a port",
+    );
+    assert_has(&d, "ssh://user@host:2222");
+    out.diagnostic("gantry.toml", 10, 10, "`tls` applies to `tcp://` endpoints");
+    out.diagnostic("gantry.toml", 15, 10, "SSH secures an `ssh://` one");
+}
+
+#[test]
+fn load_balancer_machines_in_at_are_checked_where_they_are_written() {
+    let source = r#"[project]
+name = "shop"
+
+[service.web]
+image = "shop/web:1"
+port = 8080
+lb = ["front", "back", "side"]
+
+[lb.front]
+kind = "nginx"
+at = ["ssh://deploy@nginx-1", "ssh://deploy@nginx-2:x"]
+upstream = "web"
+upstream_file = "conf.d/web.conf"
+
+[lb.back]
+kind = "haproxy"
+at = ["ssh://deploy@lb-1", "ssh://deploy@lb-2"]
+socket = "/run/haproxy.sock"
+backend = "web"
+
+[lb.side]
+kind = "command"
+at = ["ssh://deploy@lb-3"]
+join = ["true"]
+leave = ["true"]
+"#;
+    let out = validate_source("gantry.toml", source);
+    out.assert_rejected(4);
+    out.diagnostic(
+        "gantry.toml",
+        11,
+        31,
+        "invalid machine `ssh://deploy@nginx-2:x` in `at`: `x` is not a port",
+    );
+    out.diagnostic(
+        "gantry.toml",
+        13,
+        17,
+        "`upstream_file` `conf.d/web.conf` must be an absolute path on the machines of `at`",
+    );
+    out.diagnostic(
+        "gantry.toml",
+        17,
+        28,
+        "an HAProxy load balancer is one machine: `at` lists at most one",
+    );
+    out.diagnostic(
+        "gantry.toml",
+        22,
+        8,
+        "`at` is a setting of `kind = \"nginx\"`, not of `kind = \"command\"`",
+    );
 }

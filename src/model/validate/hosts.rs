@@ -44,10 +44,24 @@ impl Validator<'_> {
                     .iter()
                     .any(|p| d.get_ref().starts_with(p) && d.get_ref().len() > p.len());
                 if d.get_ref().starts_with("ssh://") {
-                    self.err(
-                        Diagnostic::at(format!("`ssh://` Docker endpoints are not supported yet: `{}`", d.get_ref()), d.span())
-                            .help("expose the engine on `tcp://HOST:2376` with `tls` (ca, cert, key), or run gantry on that host with `unix:///var/run/docker.sock`"),
-                    );
+                    if let Err(e) = crate::model::ssh_target::SshTarget::parse(d.get_ref()) {
+                        self.err(
+                            Diagnostic::at(
+                                format!("invalid SSH endpoint `{}`: {e}", d.get_ref()),
+                                d.span(),
+                            )
+                            .help("`ssh://user@host` or `ssh://user@host:2222`"),
+                        );
+                    }
+                    if h.tls.is_some() {
+                        self.err(
+                            Diagnostic::at(
+                                "`tls` applies to `tcp://` endpoints; SSH secures an `ssh://` one",
+                                d.span(),
+                            )
+                            .help("remove `tls`"),
+                        );
+                    }
                 } else if !ok {
                     self.err(
                         Diagnostic::at(
@@ -55,7 +69,7 @@ impl Validator<'_> {
                             d.span(),
                         )
                         .help(
-                            "use `unix:///var/run/docker.sock` or `tcp://HOST:2376` (with `tls`)",
+                            "use `unix:///var/run/docker.sock`, `tcp://HOST:2376` (with `tls`) or `ssh://user@host`",
                         ),
                     );
                 }

@@ -22,7 +22,12 @@ impl Validator<'_> {
             return None;
         }
         let here = format!("load balancer `{}`", named.name);
-        let used: [(&str, bool, LbKind); 14] = [
+        let used: [(&str, bool, LbKind); 15] = [
+            (
+                "at",
+                !t.at.is_empty() && kind != LbKind::Haproxy,
+                LbKind::Nginx,
+            ),
             ("weights", !t.weights.is_empty(), LbKind::Nginx),
             ("max_fails", t.max_fails.is_some(), LbKind::Nginx),
             ("fail_timeout", t.fail_timeout.is_some(), LbKind::Nginx),
@@ -51,6 +56,34 @@ impl Validator<'_> {
                 t.kind.span(),
             ));
         }
+        let haproxy_at: Vec<String> = if kind == LbKind::Haproxy {
+            for a in &t.at {
+                if let Err(e) = crate::model::ssh_target::SshTarget::parse(a.get_ref()) {
+                    self.err(Diagnostic::at(
+                        format!("invalid machine `{}` in `at`: {e}", a.get_ref()),
+                        a.span(),
+                    ));
+                }
+            }
+            if t.at.len() > 1 {
+                self.err(Diagnostic::at(
+                    "an HAProxy load balancer is one machine: `at` lists at most one",
+                    t.at[1].span(),
+                ));
+            }
+            if !t.at.is_empty()
+                && let Some(s) = &t.socket
+                && !s.get_ref().starts_with('/')
+            {
+                self.err(Diagnostic::at(
+                    "with `at`, `socket` is the absolute path of the stats socket on that machine",
+                    s.span(),
+                ));
+            }
+            t.at.iter().map(|a| a.get_ref().clone()).collect()
+        } else {
+            Vec::new()
+        };
         let mut required = |key: &str, v: Option<&SpStr>| -> String {
             match v {
                 Some(s) if !s.get_ref().trim().is_empty() => s.get_ref().clone(),
@@ -81,7 +114,31 @@ impl Validator<'_> {
                         .help("use letters, digits, `_`, `-` and `.`"),
                     );
                 }
+                for a in &t.at {
+                    if let Err(e) = crate::model::ssh_target::SshTarget::parse(a.get_ref()) {
+                        self.err(
+                            Diagnostic::at(
+                                format!("invalid machine `{}` in `at`: {e}", a.get_ref()),
+                                a.span(),
+                            )
+                            .help("`ssh://user@host` or `ssh://user@host:2222`"),
+                        );
+                    }
+                }
+                if !t.at.is_empty()
+                    && let Some(f) = &t.upstream_file
+                    && !f.get_ref().starts_with('/')
+                {
+                    self.err(
+                        Diagnostic::at(
+                            format!("`upstream_file` `{}` must be an absolute path on the machines of `at`", f.get_ref()),
+                            f.span(),
+                        )
+                        .help("e.g. `/etc/nginx/conf.d/app-upstream.conf`"),
+                    );
+                }
                 LbSpec::Nginx {
+                    at: t.at.iter().map(|a| a.get_ref().clone()).collect(),
                     upstream,
                     upstream_file,
                     check: self
@@ -126,6 +183,7 @@ impl Validator<'_> {
             }
             LbKind::Haproxy => LbSpec::Haproxy {
                 socket: required("socket", t.socket.as_ref()),
+                at: haproxy_at,
                 backend: required("backend", t.backend.as_ref()),
             },
             LbKind::Command => {

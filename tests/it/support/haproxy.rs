@@ -14,6 +14,8 @@ pub struct HaproxyUnderTest {
     pub dir: PathBuf,
     pub port: u16,
     pub socket: PathBuf,
+    /// `tcp://127.0.0.1:PORT`: the same runtime API on a TCP stats socket.
+    pub socket_tcp: String,
     process: Child,
 }
 
@@ -43,9 +45,11 @@ impl HaproxyUnderTest {
         std::fs::create_dir_all(dir).unwrap();
         let port = super::docker::free_port();
         let socket = dir.join("admin.sock");
+        let admin_port = super::docker::free_port();
         let d = dir.display();
         let cfg = format!(
-            "global\n    stats socket {d}/admin.sock mode 600 level admin\n    pidfile {d}/haproxy.pid\n\
+            "global\n    stats socket {d}/admin.sock mode 600 level admin\n    \
+             stats socket ipv4@127.0.0.1:{admin_port} level admin\n    pidfile {d}/haproxy.pid\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
              frontend web\n    bind 127.0.0.1:{port}\n    default_backend {backend}\n\
              backend {backend}\n{body}"
@@ -76,6 +80,7 @@ impl HaproxyUnderTest {
             dir: dir.to_path_buf(),
             port,
             socket,
+            socket_tcp: format!("tcp://127.0.0.1:{admin_port}"),
             process,
         }
     }

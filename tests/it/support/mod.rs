@@ -13,7 +13,8 @@
 //! `swarm_engine` (swarm mode; Docker Swarm tests) and `private_engine` (one test's own,
 //! which it may restart) are made of. `nginx`, `haproxy`: real load balancers on loopback,
 //! stopped on drop. `http`: a small HTTP/1.1 client (keep-alive, Content-Length and
-//! chunked); `load`: a steady load through it. `serial`: which tests run alone.
+//! chunked); `load`: a steady load through it. `sshd`: a real OpenSSH server on loopback and
+//! the client side gantry's `ssh` uses. `serial`: which tests run alone.
 #![allow(dead_code)]
 
 pub mod debian;
@@ -29,5 +30,6 @@ pub mod process;
 pub mod project;
 pub mod second_engine;
 pub mod serial;
+pub mod sshd;
 pub mod stack;
 pub mod swarm_engine;

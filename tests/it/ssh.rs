@@ -1,0 +1,487 @@
+//! `ssh://` Docker hosts (issue 14, item 1) against a real sshd on loopback
+//! (`support::sshd`) in front of this machine's own Docker engine. gantry runs the system
+//! `ssh`; the tests give it a client config (aliases, keys, known_hosts) through an `ssh` on
+//! PATH, as a user's `~/.ssh/config` would.
+//!
+//! What is pinned down: a project is applied, rolled and rolled back on an SSH host exactly
+//! as on the unix socket (`status`, `exec` and `logs` too), and gantry leaves no ssh process
+//! behind; an unknown host key, a
+//! changed host key, a key the server does not accept, and a far side without docker each end
+//! in pre-flight (exit 1) naming the host and the cause, with nothing changed.
+
+use std::process::Output;
+
+use crate::support::docker::{self, DockerTestGuard};
+use crate::support::project::{self, Project, code, explain, stderr};
+use crate::support::sshd::{Sshd, require_sshd};
+
+fn images() -> (String, String) {
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    (tags[0].clone(), tags[1].clone())
+}
+
+/// Three replicas of the test app on host `far`, reached at `endpoint`.
+fn write(p: &Project, endpoint: &str, tag: &str) {
+    p.write_toml(&format!(
+        r#"[project]
+name = "{name}"
+
+[[host]]
+name = "far"
+docker = "{endpoint}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 3
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+health = {{ http = "/healthz", interval = "200ms", timeout = "1s", retries = 5 }}
+rollout = {{ batch = 1, order = "start-first", soak = "300ms" }}
+"#,
+        name = p.name,
+        labels = p.labels
+    ));
+}
+
+/// `gantry ARGS` in `p` with `sshd`'s client side.
+fn gantry(p: &Project, sshd: &Sshd, args: &[&str]) -> Output {
+    let mut c = p.command(args);
+    c.env("PATH", sshd.path_env());
+    project::run(c)
+}
+
+fn running_versions(p: &Project) -> Vec<String> {
+    p.containers(&["status=running"], "{{.Names}}")
+        .iter()
+        .map(|c| {
+            let r = crate::support::http::get(&docker::published_addr(c, 8080), "/version")
+                .unwrap_or_else(|e| panic!("{c}: {e}"));
+            r.text().trim().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_project_is_applied_rolled_and_rolled_back_on_an_ssh_host() {
+    if !docker::require_docker("ssh_host_apply") || !require_sshd("ssh_host_apply") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("ssh", &guard);
+    // The alias of the client config: user, port, key and known_hosts come from there.
+    let endpoint = format!("ssh://{}", sshd.alias);
+    write(&p, &endpoint, &v1);
+
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}\nsshd: {}", explain(&o), sshd.log());
+    assert_eq!(running_versions(&p), vec![v1.clone(); 3]);
+    let o = gantry(&p, &sshd, &["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+
+    // Rolled, replica by replica, over SSH; `ssh://user@host:port` written out this time.
+    let endpoint = format!("ssh://root@127.0.0.1:{}", sshd.port);
+    write(&p, &endpoint, &v2);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(running_versions(&p), vec![v2.clone(); 3]);
+
+    let o = gantry(&p, &sshd, &["rollback", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("(kept from revision 1)"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(running_versions(&p), vec![v1.clone(); 3]);
+
+    let o = gantry(&p, &sshd, &["status"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    // exec and logs attach to the engine through the same forwarded socket.
+    let o = gantry(
+        &p,
+        &sshd,
+        &[
+            "exec",
+            "web",
+            "--",
+            "/testapp",
+            "--healthcheck",
+            "http://127.0.0.1:8080/healthz",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let o = gantry(&p, &sshd, &["logs", "web", "--tail", "5"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
+
+/// Runs `apply` against `endpoint` and checks that it stopped in pre-flight, naming host
+/// `far` and saying `cause`, with no container and no state.
+fn refused_in_pre_flight(p: &Project, sshd: &Sshd, endpoint: &str, cause: &str) {
+    let (v1, _) = images();
+    write(p, endpoint, &v1);
+    let o = gantry(p, sshd, &["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{endpoint}: {}", explain(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("pre-flight: host `far`: cannot reach the Docker engine at ")
+            && err.contains(cause)
+            && err.contains("nothing was changed"),
+        "{endpoint}: {}",
+        explain(&o)
+    );
+    assert!(
+        p.containers(&[], "{{.Names}}").is_empty(),
+        "{endpoint}: containers were created"
+    );
+    assert!(!p.join(".gantry/state.json").exists(), "{endpoint}: state");
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
+
+#[test]
+fn unknown_or_changed_host_keys_and_a_refused_key_stop_in_pre_flight() {
+    if !docker::require_docker("ssh_refusals") || !require_sshd("ssh_refusals") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshno", &guard);
+    let a = &sshd.alias;
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{a}-unknown"),
+        "ssh does not know the host key of",
+    );
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{a}-changed"),
+        "has CHANGED since it was recorded in known_hosts",
+    );
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{a}-stranger"),
+        "ssh authentication to",
+    );
+    // Nothing listens: the machine is named, with ssh's words.
+    let closed = docker::free_port();
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://root@127.0.0.1:{closed}"),
+        "Connection refused",
+    );
+}
+
+#[test]
+fn a_far_side_without_docker_stops_in_pre_flight() {
+    if !docker::require_docker("ssh_no_docker") || !require_sshd("ssh_no_docker") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    // The remote user's PATH has no docker in it: `docker` is "not found" there.
+    let sshd = Sshd::start(&["SetEnv PATH=/nonexistent"]);
+    let p = Project::new("sshnd", &guard);
+    refused_in_pre_flight(
+        &p,
+        &sshd,
+        &format!("ssh://{}", sshd.alias),
+        &format!(
+            "no Docker on the far side of {}: the `docker` command is not there",
+            sshd.alias
+        ),
+    );
+}
+
+/// An nginx managed over SSH (`[lb.front] at = ["ssh://..."]`, issue 14 item 3): the
+/// upstream file is written, and `nginx -t` and the reload run, on the far side (this
+/// machine behind the sshd); a rollout and a roll back under load lose no request.
+#[test]
+fn a_rollout_behind_an_nginx_managed_over_ssh_loses_no_request() {
+    use crate::support::nginx::{NginxUnderTest, require_nginx};
+    use std::time::Duration;
+    if !docker::require_docker("nginx_over_ssh")
+        || !require_nginx("nginx_over_ssh")
+        || !require_sshd("nginx_over_ssh")
+    {
+        return;
+    }
+    let _alone = crate::support::serial::alone();
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshlb", &guard);
+    let nginx = NginxUnderTest::start(&p.join("nginx"), "app");
+    let (check, reload) = nginx.toml_commands();
+    let write = |tag: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 4
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "10s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "1s" }}
+
+[lb.front]
+kind = "nginx"
+at = ["ssh://{alias}"]
+upstream = "app"
+upstream_file = "{file}"
+check = {check}
+reload = {reload}
+"#,
+            name = p.name,
+            labels = p.labels,
+            alias = sshd.alias,
+            file = nginx.upstream_file.display(),
+        ))
+    };
+    let version = || {
+        crate::support::http::wait_for_status(
+            &nginx.addr(),
+            "/version",
+            200,
+            Duration::from_secs(5),
+        )
+        .map(|r| r.text().trim().to_string())
+        .unwrap_or_else(|e| e)
+    };
+    write(&v1);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let upstream = std::fs::read_to_string(&nginx.upstream_file).unwrap();
+    assert!(
+        upstream.starts_with("# Managed by gantry")
+            && upstream.matches("server 127.0.0.1:").count() == 4,
+        "{upstream}"
+    );
+    assert_eq!(version(), v1);
+    assert!(
+        !nginx
+            .upstream_file
+            .with_file_name("upstream.conf.gantry-tmp")
+            .exists(),
+        "the temporary file was renamed"
+    );
+
+    let tags = [v1.clone(), v2.clone()];
+    crate::support::load::rounds_lose_no_request(
+        "nginx over ssh",
+        &nginx.addr(),
+        &tags,
+        crate::support::load::KeepAlive::Reported,
+        Duration::from_millis(500),
+        |rollout, tag| {
+            write(tag);
+            if rollout {
+                gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"])
+            } else {
+                gantry(&p, &sshd, &["rollback", "--yes", "--progress", "plain"])
+            }
+        },
+        version,
+        |_| {},
+    );
+
+    // A machine that cannot be reached stops the next apply in pre-flight.
+    let unreachable = format!("ssh://{}-unknown", sshd.alias);
+    p.edit_toml(|t| {
+        t.replace(
+            &format!("ssh://{}\"", sshd.alias),
+            &format!("{unreachable}\""),
+        )
+    });
+    write_version_bump(&p, &v2);
+    let o = gantry(&p, &sshd, &["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("pre-flight: lb.front: ssh does not know the host key of"),
+        "{}",
+        explain(&o)
+    );
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
+
+/// A change of the service (its image) so that the next apply has work to do.
+fn write_version_bump(p: &Project, tag: &str) {
+    p.edit_toml(|t| {
+        let image = t
+            .lines()
+            .find(|l| l.starts_with("image = "))
+            .unwrap()
+            .to_string();
+        t.replace(&image, &format!("image = \"gantry-testapp:{tag}\""))
+    });
+}
+
+/// A failing `check` on a machine of `at` (here: the same machine twice, as two entries):
+/// no machine is reloaded, every file is the previous one again, and the rollout restores
+/// itself (exit 3), nginx serving v1 throughout.
+#[test]
+fn a_failing_check_over_ssh_restores_the_file_on_every_machine() {
+    use crate::support::nginx::{NginxUnderTest, require_nginx};
+    if !docker::require_docker("nginx_check_over_ssh")
+        || !require_nginx("nginx_check_over_ssh")
+        || !require_sshd("nginx_check_over_ssh")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshck", &guard);
+    let nginx = NginxUnderTest::start(&p.join("nginx"), "app");
+    let (check, reload) = nginx.toml_commands();
+    let write = |tag: &str, check: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "200ms" }}
+
+[lb.front]
+kind = "nginx"
+at = ["ssh://{alias}", "ssh://root@127.0.0.1:{port}"]
+upstream = "app"
+upstream_file = "{file}"
+check = {check}
+reload = {reload}
+"#,
+            name = p.name,
+            labels = p.labels,
+            alias = sshd.alias,
+            port = sshd.port,
+            file = nginx.upstream_file.display(),
+        ))
+    };
+    write(&v1, &check);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let before = std::fs::read_to_string(&nginx.upstream_file).unwrap();
+
+    write(
+        &v2,
+        r#"["sh", "-c", "echo refused by the test >&2; exit 1"]"#,
+    );
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 3, "{}", explain(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("nginx configuration check `sh -c echo refused by the test >&2; exit 1` on ")
+            && err.contains("refused by the test")
+            && err.contains("the previous file was restored on every machine"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&nginx.upstream_file).unwrap(),
+        before,
+        "the previous file is back"
+    );
+    let r = crate::support::http::get(&nginx.addr(), "/version").unwrap();
+    assert_eq!(r.text().trim(), v1);
+}
+
+/// An HAProxy on another machine (`at = ["ssh://..."]`, `socket` its path there): the
+/// runtime API is reached through a socket forwarded over the ssh connection. A rollout
+/// moves the backend from v1 to v2; a machine that cannot be reached stops the next apply
+/// in pre-flight.
+#[test]
+fn haproxy_runtime_api_through_ssh() {
+    use crate::support::haproxy::{HaproxyUnderTest, require_haproxy};
+    use std::time::Duration;
+    if !docker::require_docker("haproxy_over_ssh")
+        || !require_haproxy("haproxy_over_ssh")
+        || !require_sshd("haproxy_over_ssh")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshhp", &guard);
+    let haproxy = HaproxyUnderTest::start(&p.join("haproxy"), "app");
+    let write = |tag: &str, machine: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "start-first", drain = "200ms" }}
+
+[lb.front]
+kind = "haproxy"
+at = ["ssh://{machine}"]
+socket = "{socket}"
+backend = "app"
+"#,
+            name = p.name,
+            labels = p.labels,
+            socket = haproxy.socket.display(),
+        ))
+    };
+    let version = || {
+        crate::support::http::wait_for_status(
+            &haproxy.addr(),
+            "/version",
+            200,
+            Duration::from_secs(5),
+        )
+        .map(|r| r.text().trim().to_string())
+        .unwrap_or_else(|e| e)
+    };
+    write(&v1, &sshd.alias);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(version(), v1);
+    write(&v2, &sshd.alias);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(version(), v2);
+
+    write(&v1, &format!("{}-stranger", sshd.alias));
+    let o = gantry(&p, &sshd, &["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("pre-flight: lb.front: ssh authentication to"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(version(), v2, "nothing changed");
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
