@@ -712,8 +712,6 @@ fn fixed_port(labels: &BTreeMap<String, String>) -> Option<u16> {
     labels.get(labels::HOST_PORT)?.parse().ok()
 }
 
-/// A port of [`FIXED_HOST_PORTS`] not in `taken`, starting the search at a random point;
-/// `usable` may refuse more (a local bind test).
 impl DockerRuntime {
     /// After a pull of `fetch`: tags it `repo:tag` when it was fetched by digest, and reads
     /// its ID and its digest on `repo`'s registry.
@@ -793,6 +791,8 @@ fn scrub(message: &str, auth: Option<&RegistryAuth>) -> String {
     out
 }
 
+/// A port of [`FIXED_HOST_PORTS`] not in `taken`, starting the search at a random point;
+/// `usable` may refuse more (a local bind test).
 fn pick_port(taken: &HashSet<u16>, mut usable: impl FnMut(u16) -> bool) -> Option<u16> {
     let (low, high) = (*FIXED_HOST_PORTS.start(), *FIXED_HOST_PORTS.end());
     let span = u32::from(high - low) + 1;
