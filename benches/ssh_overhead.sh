@@ -31,6 +31,10 @@ cleanup() {
     [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
     docker ps -aq --filter "label=gantry.test-run=$run" | xargs -r docker rm -f >/dev/null
     docker images -q --filter "label=gantry.test-run=$run" | xargs -r docker rmi -f >/dev/null
+    # The project networks gantry made for the two projects (named after them).
+    for kind in ssh unix; do
+        docker network rm "bench-ssh-$kind-$$" >/dev/null 2>&1 || true
+    done
     rm -rf "$dir"
 }
 trap cleanup EXIT
