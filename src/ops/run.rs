@@ -38,8 +38,10 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
+    let loaded = load(common)?;
     one_off(
         common,
+        &loaded.model,
         &opts.service,
         opts.host.as_deref(),
         OneOff {
@@ -74,6 +76,7 @@ pub fn run_task(
     };
     one_off(
         common,
+        &loaded.model,
         &task.service,
         None,
         OneOff {
@@ -98,14 +101,13 @@ struct OneOff<'a> {
 
 fn one_off(
     common: &Common,
+    model: &crate::model::Model,
     service: &str,
     host: Option<&str>,
     what: OneOff<'_>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
-    let loaded = load(common)?;
-    let model = &loaded.model;
     let session = Session::new(common);
     let state = session.state_dir().read()?.ok_or_else(|| {
         Error::Message(format!(
