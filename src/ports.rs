@@ -381,6 +381,16 @@ pub trait LoadBalancer: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// Who the load balancer sends to now, as it says (`gantry adopt` records them before
+    /// gantry has ever set them). A load balancer that cannot be asked says so.
+    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
+        Box::pin(async {
+            crate::state::adopt::LbMembers::Unreadable(
+                "a command load balancer cannot be asked who it sends to".into(),
+            )
+        })
+    }
+
     /// Waits, at most `bound`, until `leaving` have no sessions left, then removes them.
     /// Returns what it saw, for the progress output.
     fn finish_drain<'a>(

@@ -117,6 +117,36 @@ revision was restored, 4 failed and NOT restored, 5 locked by another run, 6 sta
         hold_at_preview: bool,
     },
 
+    /// Take over running containers gantry did not create (a Compose project's, a stack's
+    /// Swarm services, or named containers) without restarting them: they become the
+    /// current revision, with the load-balancer members that point at them.
+    #[command(after_help = "Examples:
+  gantry adopt                                  # the Compose project named as [project] name
+  gantry adopt --compose-project shop --yes     # another Compose project name
+  gantry adopt --container web=api-1,api-2,api-3 --container worker=worker-1
+  gantry adopt --stack shop                     # a stack's services (runtime = \"swarm\")
+
+Nothing is changed on any engine or load balancer; only the state is written (under the lock).
+Containers the configuration does not describe (service, host, image, port) are refused, each
+mismatch named, with nothing recorded: exit 1. The next `gantry apply` rolls the adopted
+containers like any revision; `gantry rollback` can return to them while they are kept.")]
+    Adopt {
+        /// The Compose project whose containers to take over (label
+        /// com.docker.compose.project; default: the configuration's project name).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["stack", "container"])]
+        compose_project: Option<String>,
+        /// The stack whose Swarm services to take over (label com.docker.stack.namespace);
+        /// each must be a service with runtime = "swarm" of the same name.
+        #[arg(long, value_name = "NAME", conflicts_with = "container")]
+        stack: Option<String>,
+        /// Containers by name or ID for a service: SERVICE=NAME[,NAME...] (repeatable).
+        #[arg(long, value_name = "SERVICE=NAMES", value_parser = ops::adopt::parse_container_arg)]
+        container: Vec<(String, Vec<String>)>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
     /// Continue a blue-green release held at its preview: switch the load balancers to the
     /// new colour, one change each.
     #[command(after_help = "Examples:
@@ -508,6 +538,24 @@ pub fn run(
             out,
             err,
         ),
+        Command::Adopt {
+            compose_project,
+            stack,
+            container,
+            yes,
+        } => {
+            let selection = match (stack, container.is_empty()) {
+                (Some(stack), _) => ops::adopt::Selection::Stack(stack),
+                (None, false) => ops::adopt::Selection::Containers(container),
+                (None, true) => ops::adopt::Selection::Compose(compose_project),
+            };
+            ops::adopt::adopt(
+                &common,
+                &ops::adopt::AdoptOptions { selection, yes },
+                out,
+                err,
+            )
+        }
         Command::Promote { yes, progress } => {
             ops::promote::promote(&common, yes, progress, out, err)
         }

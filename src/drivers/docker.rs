@@ -113,6 +113,39 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// The published TCP ports of a container, `(container port, host port)` sorted: what
+    /// `gantry adopt` matches a service's `port` against (a container gantry did not create
+    /// has no label saying which port is probed).
+    pub async fn published_tcp_ports(&self, id: &str) -> Result<Vec<(u16, u16)>, RuntimeError> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.engine_error(&format!("inspect container {id}"), e))?;
+        let mut out: Vec<(u16, u16)> = c
+            .network_settings
+            .and_then(|n| n.ports)
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, bindings)| {
+                let (port, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
+                let port = port.parse::<u16>().ok().filter(|_| proto == "tcp")?;
+                Some(
+                    bindings
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|b| b.host_port?.parse().ok())
+                        .map(|h| (port, h))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect();
+        out.sort_unstable();
+        out.dedup_by_key(|(p, _)| *p);
+        Ok(out)
+    }
+
     /// A host port for a container's probed port, fixed at create so that it is the same
     /// after every restart (an engine-chosen port changes at each start): one of
     /// [`FIXED_HOST_PORTS`] that no container on this engine publishes, none of gantry's stopped

@@ -3,7 +3,8 @@
 //! configured backend (`add server`, then `state ready`); a leaving member is set to `drain`
 //! (no new sessions), and `finish_drain` waits until HAProxy reports no current session on it
 //! (bounded by the rollout's `drain`) before `maint` and `del server`. Servers not named by
-//! gantry are left alone.
+//! gantry are left alone, unless they are recorded members (adopted by `gantry adopt`): those
+//! leave as gantry's do, by drain and then maintenance (they are not deleted).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +31,10 @@ struct Server {
     address: String,
     /// srv_admin_state: bit 0x01 forced maintenance, 0x08 forced drain.
     admin: u32,
+    /// srv_op_state: 0 stopped, 1 starting, 2 running, 3 stopping.
+    op: u32,
+    /// Named by gantry (`gantry-...`).
+    ours: bool,
 }
 
 impl Haproxy {
@@ -75,7 +80,7 @@ impl Haproxy {
         }
     }
 
-    /// gantry's servers in the backend.
+    /// The servers of the backend, gantry's (`ours`) and the others.
     async fn servers(&self) -> Result<Vec<Server>, String> {
         let out = self
             .command(&format!("show servers state {}", self.backend))
@@ -94,11 +99,13 @@ impl Haproxy {
         {
             let f: Vec<&str> = line.split_whitespace().collect();
             // be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ... srv_port (19th)
-            if f.len() > 18 && f[3].starts_with(PREFIX) {
+            if f.len() > 18 {
                 servers.push(Server {
                     name: f[3].to_string(),
                     address: format!("{}:{}", f[4], f[18]),
                     admin: f[6].parse().unwrap_or(0),
+                    op: f[5].parse().unwrap_or(0),
+                    ours: f[3].starts_with(PREFIX),
                 });
             }
         }
@@ -128,8 +135,25 @@ impl Haproxy {
         Ok(0)
     }
 
-    async fn set(&self, members: &[Member]) -> Result<(), String> {
+    /// What the backend sends to now, for `gantry adopt`: every server, in rotation or not;
+    /// those gantry did not add are left alone by later changes unless adopted.
+    pub async fn read_servers(&self) -> Result<Vec<crate::state::adopt::Server>, String> {
+        Ok(self
+            .servers()
+            .await?
+            .into_iter()
+            .map(|s| crate::state::adopt::Server {
+                address: s.address,
+                active: s.admin == 0 && s.op != 0,
+                left_alone: !s.ours,
+            })
+            .collect())
+    }
+
+    async fn set(&self, previous: &[Member], members: &[Member]) -> Result<(), String> {
         let members: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
+        // Servers gantry did not add are its own only when recorded (adopted members).
+        let managed = |s: &Server| s.ours || previous.iter().any(|m| m.address == s.address);
         let mut current = self.servers().await?;
         for m in &members {
             match current.iter().find(|s| s.address == *m) {
@@ -155,7 +179,9 @@ impl Haproxy {
                     // pre-declared `server-template gantry- N ... disabled`.
                     let slot = current
                         .iter_mut()
-                        .find(|s| s.admin & 1 != 0 && !members.contains(&s.address.as_str()))
+                        .find(|s| {
+                            s.ours && s.admin & 1 != 0 && !members.contains(&s.address.as_str())
+                        })
                         .ok_or_else(|| {
                             format!(
                                 "backend `{}` does not take dynamic servers ({}) and has no free `server-template gantry- N ...` slot left",
@@ -180,7 +206,7 @@ impl Haproxy {
         }
         for s in current
             .iter()
-            .filter(|s| s.admin == 0 && !members.contains(&s.address.as_str()))
+            .filter(|s| s.admin == 0 && managed(s) && !members.contains(&s.address.as_str()))
         {
             // Out of rotation now; removed by finish_drain once idle.
             self.expect(
@@ -205,7 +231,12 @@ impl Haproxy {
         let servers = self.servers().await?;
         let mut seen = Vec::new();
         for address in leaving.iter().map(|m| m.address.as_str()) {
-            let Some(server) = servers.iter().find(|s| s.address == address) else {
+            // gantry's server for the address first (an adopted one may share it).
+            let Some(server) = servers
+                .iter()
+                .filter(|s| s.address == address)
+                .max_by_key(|s| s.ours)
+            else {
                 continue;
             };
             let name = &server.name;
@@ -244,10 +275,10 @@ impl Haproxy {
 impl LoadBalancer for Haproxy {
     fn set_members<'a>(
         &'a self,
-        _previous: &'a [Member],
+        previous: &'a [Member],
         members: &'a [Member],
     ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.set(members))
+        Box::pin(self.set(previous, members))
     }
 
     fn finish_drain<'a>(
@@ -256,6 +287,21 @@ impl LoadBalancer for Haproxy {
         bound: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(self.drain(leaving, bound))
+    }
+
+    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
+        Box::pin(async move { haproxy_members(self.read_servers().await, &self.backend) })
+    }
+}
+
+fn haproxy_members(
+    read: Result<Vec<crate::state::adopt::Server>, String>,
+    backend: &str,
+) -> crate::state::adopt::LbMembers {
+    use crate::state::adopt::LbMembers;
+    match read {
+        Ok(servers) => LbMembers::Read(servers),
+        Err(e) => LbMembers::Failed(format!("reading backend `{backend}`: {e}")),
     }
 }
 
@@ -316,6 +362,16 @@ impl RemoteHaproxy {
 impl LoadBalancer for RemoteHaproxy {
     fn preflight(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.local().await.map(|_| ()) })
+    }
+
+    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
+        Box::pin(async move {
+            let read = match self.local().await {
+                Ok(h) => h.read_servers().await,
+                Err(e) => Err(e),
+            };
+            haproxy_members(read, &self.backend)
+        })
     }
 
     fn set_members<'a>(

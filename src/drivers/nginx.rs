@@ -108,6 +108,22 @@ impl LoadBalancer for Nginx {
         Box::pin(self.set(members))
     }
 
+    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
+        use crate::state::adopt::LbMembers;
+        Box::pin(async move {
+            let read = std::fs::read_to_string(&self.upstream_file)
+                .map_err(|e| e.to_string())
+                .and_then(|text| read_upstream(&text, &self.upstream));
+            match read {
+                Ok(servers) => LbMembers::Read(servers),
+                Err(e) => LbMembers::Failed(format!(
+                    "reading its upstream file {}: {e}",
+                    self.upstream_file.display()
+                )),
+            }
+        })
+    }
+
     /// nginx cannot say how many requests a server still has: the drain is the full wait.
     fn finish_drain<'a>(
         &'a self,
@@ -124,6 +140,53 @@ impl LoadBalancer for Nginx {
     }
 }
 
+/// The `server` lines of `upstream NAME { ... }` in an nginx file (`gantry adopt` reads who
+/// nginx sends to before gantry manages the file): each address, and whether it takes
+/// requests (`down` and `backup` servers do not).
+pub fn read_upstream(
+    text: &str,
+    upstream: &str,
+) -> Result<Vec<crate::state::adopt::Server>, String> {
+    let mut code = String::new();
+    for line in text.lines() {
+        code.push_str(line.split('#').next().unwrap_or_default());
+        code.push('\n');
+    }
+    let code = code
+        .replace('{', " { ")
+        .replace('}', " } ")
+        .replace(';', " ; ");
+    let tokens: Vec<&str> = code.split_whitespace().collect();
+    let start = tokens
+        .windows(3)
+        .position(|w| w[0] == "upstream" && w[1] == upstream && w[2] == "{")
+        .ok_or_else(|| format!("it has no `upstream {upstream} {{ ... }}` block"))?;
+    let mut servers = Vec::new();
+    let mut statement: Vec<&str> = Vec::new();
+    for &t in &tokens[start + 3..] {
+        match t {
+            "}" => return Ok(servers),
+            ";" => {
+                if let ["server", address, params @ ..] = statement.as_slice() {
+                    let address = if address.contains(':') && !address.ends_with(']') {
+                        address.to_string()
+                    } else {
+                        format!("{address}:80")
+                    };
+                    servers.push(crate::state::adopt::Server {
+                        address,
+                        active: !params.iter().any(|p| *p == "down" || *p == "backup"),
+                        left_alone: false,
+                    });
+                }
+                statement.clear();
+            }
+            t => statement.push(t),
+        }
+    }
+    Err(format!("its `upstream {upstream}` block does not end"))
+}
+
 async fn run(argv: &[String]) -> Result<(), String> {
     crate::drivers::command::run(argv, COMMAND_TIMEOUT).await
 }
@@ -131,6 +194,32 @@ async fn run(argv: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_servers_of_one_upstream_block() {
+        let text = "# hand-written\nupstream other { server 10.0.0.1:80; }\nupstream app {\n    server 127.0.0.1:32768 max_fails=3;  # api-1\n    server localhost:32769;\n    server 127.0.0.1:9 down;\n    server 10.0.0.2:8080 backup;\n    server example.internal;\n    keepalive 8;\n}\n";
+        let servers = read_upstream(text, "app").unwrap();
+        let seen: Vec<(&str, bool)> = servers
+            .iter()
+            .map(|s| (s.address.as_str(), s.active))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("127.0.0.1:32768", true),
+                ("localhost:32769", true),
+                ("127.0.0.1:9", false),
+                ("10.0.0.2:8080", false),
+                ("example.internal:80", true),
+            ]
+        );
+        assert!(
+            read_upstream(text, "missing")
+                .unwrap_err()
+                .contains("upstream missing")
+        );
+        assert!(read_upstream("upstream app { server a:1;", "app").is_err());
+    }
 
     #[test]
     fn renders_sorted_deterministic_upstream_with_a_header() {

@@ -184,6 +184,26 @@ impl LoadBalancer for RemoteNginx {
         Box::pin(async move { self.sessions().await.map(|_| ()) })
     }
 
+    /// The file on the first machine of `at` (gantry writes them all alike).
+    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
+        use crate::state::adopt::LbMembers;
+        Box::pin(async move {
+            let read = async {
+                let sessions = self.sessions().await?;
+                let first = sessions.first().ok_or("no machine in `at`")?;
+                let text = self
+                    .read(first)
+                    .await?
+                    .ok_or_else(|| format!("{} does not exist", self.file()))?;
+                super::nginx::read_upstream(&text, &self.nginx.upstream)
+            };
+            match read.await {
+                Ok(servers) => LbMembers::Read(servers),
+                Err(e) => LbMembers::Failed(format!("reading its upstream file: {e}")),
+            }
+        })
+    }
+
     fn set_members<'a>(
         &'a self,
         _previous: &'a [Member],

@@ -27,6 +27,10 @@ impl LoadBalancer for HostScoped {
         self.inner.preflight()
     }
 
+    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
+        self.inner.current_members()
+    }
+
     fn set_members<'a>(
         &'a self,
         previous: &'a [Member],

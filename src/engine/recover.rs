@@ -149,13 +149,27 @@ impl<R: ContainerRuntime> Run<'_, R> {
     pub(super) async fn reconcile(&self, interrupted: Option<u64>) -> Result<Vec<String>, String> {
         let mut notes = Vec::new();
         for (host, target) in self.env.hosts {
+            // Adopted containers (`gantry adopt`) carry no label of gantry's: those the state
+            // records on this host are looked for among all.
+            let adopted: Vec<String> = self
+                .st()
+                .services
+                .values()
+                .flat_map(|s| s.replicas.iter())
+                .filter(|r| r.host == *host)
+                .map(|r| r.container_id.clone())
+                .collect();
             let found: Vec<_> = target
                 .runtime
-                .list(&[(labels::PROJECT, self.env.project)])
+                .list(&[])
                 .await
                 .map_err(|e| format!("host `{host}`: {e}"))?
                 .into_iter()
-                .filter(|c| c.labels.get(labels::HOST).is_none_or(|h| h == host))
+                .filter(|c| {
+                    (c.labels.get(labels::PROJECT).map(String::as_str) == Some(self.env.project)
+                        && c.labels.get(labels::HOST).is_none_or(|h| h == host))
+                        || adopted.contains(&c.id)
+                })
                 .collect();
             for (name, s) in self.st().services.iter_mut() {
                 s.replicas.retain(|r| {

@@ -1,6 +1,7 @@
 //! One module per command. Each takes an options struct, does the I/O through `drivers`,
 //! calls the pure core, and writes through the writers it is given.
 
+pub mod adopt;
 pub mod apply;
 pub mod exec;
 pub mod execute;

@@ -77,7 +77,14 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<Outcome, Error> {
                 h.name.clone(),
                 found
                     .iter()
-                    .filter(|c| c.labels.get(labels::PROJECT) == Some(&state.project))
+                    .filter(|c| {
+                        c.labels.get(labels::PROJECT) == Some(&state.project)
+                            // Adopted containers carry no label of gantry's.
+                            || state
+                                .services
+                                .values()
+                                .any(|s| s.replicas.iter().any(|r| r.container_id == c.id))
+                    })
                     .map(|c| (c.id.clone(), c.clone()))
                     .collect(),
             );

@@ -188,7 +188,9 @@ pub fn detect(state: &State, engines: &BTreeMap<String, Vec<ContainerInfo>>) -> 
                 });
                 continue;
             }
-            if ours || c.state != ContainerState::Running {
+            // An adopted container (`gantry adopt`) carries no label of gantry's, but it is
+            // recorded: it is the service's own, not a foreign one on its port.
+            if ours || c.state != ContainerState::Running || recorded.contains(&c.id.as_str()) {
                 continue;
             }
             let Some(port) = c.host_port else { continue };

@@ -6,6 +6,7 @@
 //! first apply creates it); `serial` increases with every write, so that a saved plan can
 //! tell whether the state moved under it.
 
+pub mod adopt;
 pub mod journal;
 
 use std::collections::BTreeMap;
@@ -82,6 +83,8 @@ pub struct TaskRunRecord {
 #[serde(into = "String", from = "String")]
 pub enum Origin {
     Apply,
+    /// `gantry adopt`: running containers gantry did not create, recorded as they run.
+    Adopt,
     /// `gantry rollback`: back to revision `to`, from revision `from` (the one running then).
     Rollback {
         to: u64,
@@ -95,6 +98,7 @@ impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Origin::Apply => f.write_str("apply"),
+            Origin::Adopt => f.write_str("adopt"),
             Origin::Rollback { to, from } => write!(f, "rollback to revision {to} (from {from})"),
             Origin::Other(s) => f.write_str(s),
         }
@@ -115,6 +119,7 @@ impl std::str::FromStr for Origin {
         };
         let parsed = match s {
             "apply" => Origin::Apply,
+            "adopt" => Origin::Adopt,
             _ => rollback().unwrap_or_else(|| Origin::Other(s.to_string())),
         };
         // Only text that comes back byte for byte is recognised (`revision 03` is not).
@@ -149,7 +154,7 @@ pub struct RevisionRecord {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// What started this revision: `apply`, or `rollback to revision N (from M)`. A promote
+    /// What started this revision: `apply`, `adopt`, or `rollback to revision N (from M)`. A promote
     /// keeps the origin of the release it continues.
     #[schemars(with = "String")]
     pub origin: Origin,
@@ -466,6 +471,7 @@ mod tests {
     fn origin_parses_and_displays_every_form() {
         let cases = [
             ("apply", Origin::Apply),
+            ("adopt", Origin::Adopt),
             (
                 "rollback to revision 3 (from 5)",
                 Origin::Rollback { to: 3, from: 5 },

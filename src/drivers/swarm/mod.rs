@@ -77,6 +77,22 @@ impl SwarmManager {
         ))
     }
 
+    /// The services of the stack `namespace` (`docker stack deploy`'s label
+    /// `com.docker.stack.namespace`), for `gantry adopt --stack`.
+    pub async fn stack_services(&self, namespace: &str) -> Result<Vec<Service>, String> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("com.docker.stack.namespace={namespace}")],
+        )]);
+        self.docker
+            .list_services(Some(bollard::query_parameters::ListServicesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| format!("list the Swarm services of stack {namespace}: {e}"))
+    }
+
     pub async fn inspect(&self, name: &str) -> Result<Option<Service>, String> {
         match self
             .docker
