@@ -10,6 +10,7 @@
 
 mod support;
 
+mod adopt;
 mod apply_docker;
 mod blue_green;
 mod cli;

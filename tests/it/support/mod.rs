@@ -17,6 +17,7 @@
 //! the client side gantry's `ssh` uses. `serial`: which tests run alone.
 #![allow(dead_code)]
 
+pub mod compose;
 pub mod debian;
 pub mod docker;
 pub mod extra_engine;
