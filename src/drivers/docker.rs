@@ -130,19 +130,21 @@ impl DockerRuntime {
             .filter_map(|(key, bindings)| {
                 let (port, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
                 let port = port.parse::<u16>().ok().filter(|_| proto == "tcp")?;
-                Some(
-                    bindings
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|b| b.host_port?.parse().ok())
-                        .map(|h| (port, h))
-                        .collect::<Vec<_>>(),
-                )
+                // The IPv4 binding first: with an engine-chosen port, IPv4 and IPv6 may get
+                // different ones, and load balancers send to the IPv4 address.
+                let mut bindings: Vec<(bool, u16)> = bindings
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| {
+                        let v6 = b.host_ip.as_deref().is_some_and(|ip| ip.contains(':'));
+                        Some((v6, b.host_port?.parse().ok()?))
+                    })
+                    .collect();
+                bindings.sort_by_key(|(v6, _)| *v6);
+                bindings.first().map(|(_, h)| (port, *h))
             })
-            .flatten()
             .collect();
         out.sort_unstable();
-        out.dedup_by_key(|(p, _)| *p);
         Ok(out)
     }
 
@@ -1036,7 +1038,12 @@ impl ContainerRuntime for DockerRuntime {
             .flat_map(|(key, bindings)| {
                 let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
                 let port = port.parse::<u16>().ok();
-                bindings.iter().flatten().filter_map(move |b| {
+                // IPv4 first: an engine-chosen port may differ between IPv4 and IPv6 (a
+                // container gantry did not create, `gantry adopt`), and load balancers send
+                // to the IPv4 address.
+                let mut bindings: Vec<_> = bindings.iter().flatten().collect();
+                bindings.sort_by_key(|b| b.host_ip.as_deref().is_some_and(|ip| ip.contains(':')));
+                bindings.into_iter().filter_map(move |b| {
                     Some((port?, proto == "tcp", b.host_port.as_ref()?.parse().ok()?))
                 })
             })
@@ -1105,10 +1112,11 @@ impl ContainerRuntime for DockerRuntime {
                     .as_ref()
                     .and_then(|h| h.network_mode.as_deref())
                     == Some("host");
-                let published = s
-                    .ports
-                    .iter()
-                    .flatten()
+                // IPv4 bindings first, as in `inspect`.
+                let mut ports: Vec<_> = s.ports.iter().flatten().collect();
+                ports.sort_by_key(|p| p.ip.as_deref().is_some_and(|ip| ip.contains(':')));
+                let published = ports
+                    .into_iter()
                     .filter_map(|p| {
                         let tcp = p.typ != Some(bollard::models::PortTypeEnum::UDP)
                             && p.typ != Some(bollard::models::PortTypeEnum::SCTP);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::support;
 use crate::support::compose::{ComposeProject, labels_yaml, require_compose};
 use crate::support::docker::{self, DockerTestGuard};
+use crate::support::haproxy::{HaproxyUnderTest, require_haproxy};
 use crate::support::nginx::{NginxUnderTest, require_nginx};
 use crate::support::project::{Project, code, explain, stderr, stdout};
 use crate::support::serial;
@@ -53,6 +54,23 @@ services:
 /// The gantry configuration describing what Compose runs (hand-written), with `tag`.
 fn config(p: &Project, nginx: &NginxUnderTest, tag: &str) -> String {
     let (check, reload) = nginx.toml_commands();
+    config_with(
+        p,
+        tag,
+        &format!(
+            r#"kind = "nginx"
+upstream = "app"
+upstream_file = "{file}"
+check = {check}
+reload = {reload}
+"#,
+            file = nginx.upstream_file.display(),
+        ),
+    )
+}
+
+/// The same, with `[lb.front]` given.
+fn config_with(p: &Project, tag: &str, lb: &str) -> String {
     format!(
         r#"[project]
 name = "{name}"
@@ -69,15 +87,9 @@ health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 
 rollout = {{ batch = 1, order = "start-first", drain = "1s" }}
 
 [lb.front]
-kind = "nginx"
-upstream = "app"
-upstream_file = "{file}"
-check = {check}
-reload = {reload}
-"#,
+{lb}"#,
         name = p.name,
         labels = p.labels,
-        file = nginx.upstream_file.display(),
     )
 }
 
@@ -329,4 +341,82 @@ labels = {labels}
         "{:?}",
         compose.containers()
     );
+}
+
+/// HAProxy: the backend lists the Compose containers as static servers (as a team writes
+/// `haproxy.cfg` by hand). gantry reads them through the runtime API (`show servers state`),
+/// records them, and on the rollout drains them and puts them in maintenance (static servers
+/// cannot be deleted) while its own dynamic servers take over: no request fails, keep-alive
+/// included (no reload).
+#[test]
+fn adopted_compose_replicas_roll_and_roll_back_behind_haproxy_losing_no_request() {
+    let test = "adopt_compose_behind_haproxy";
+    if !docker::require_docker(test) || !require_haproxy(test) || !require_compose(test) {
+        return;
+    }
+    let _alone = serial::alone();
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let p = Project::new("adopthp", &guard);
+    let file = p.join("docker-compose.yaml");
+    std::fs::write(&file, compose_file(&guard, &tags[0], false)).unwrap();
+    let compose = ComposeProject::up(&p.name, &file);
+    let before = web_containers(&compose);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let mut backend = String::from("    balance roundrobin\n");
+    for (i, (name, _)) in before.iter().enumerate() {
+        let a = docker::published_addr(name, 8080);
+        backend.push_str(&format!("    server web{} {a}\n", i + 1));
+    }
+    let haproxy = HaproxyUnderTest::start_with(&p.join("haproxy"), "app", &backend);
+    let version = || {
+        support::http::wait_for_status(&haproxy.addr(), "/version", 200, Duration::from_secs(5))
+            .map(|r| r.text().trim().to_string())
+            .unwrap_or_else(|e| e)
+    };
+    assert_eq!(version(), tags[0]);
+    let lb = format!(
+        "kind = \"haproxy\"\nsocket = \"{}\"\nbackend = \"app\"\n",
+        haproxy.socket.display()
+    );
+    p.write_toml(&config_with(&p, &tags[0], &lb));
+    let o = p.gantry(&["adopt", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(
+        stdout(&o).contains("lb.front: 3 members"),
+        "{}",
+        explain(&o)
+    );
+
+    support::load::rounds_lose_no_request(
+        "HAProxy (adopted)",
+        &haproxy.addr(),
+        &tags,
+        support::load::KeepAlive::MustNotFail,
+        Duration::from_millis(300),
+        |rollout, tag| {
+            if rollout {
+                p.write_toml(&config_with(&p, tag, &lb));
+                p.gantry(&["apply", "--yes", "--progress", "plain"])
+            } else {
+                p.gantry(&["rollback", "--yes", "--progress", "plain"])
+            }
+        },
+        version,
+        |o| {
+            let compose_now = web_containers(&compose);
+            let want = if p.state_json()["revision"] == 2 {
+                "exited"
+            } else {
+                "running"
+            };
+            assert!(
+                compose_now.iter().all(|(_, s)| s == want),
+                "{compose_now:?}\n{}",
+                explain(o)
+            );
+        },
+    );
+    drop(compose);
 }
