@@ -38,6 +38,7 @@
 
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O lives here: see clippy.toml
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod diag;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O lives here: see clippy.toml

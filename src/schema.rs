@@ -1,4 +1,5 @@
-//! JSON Schemas of the three files other tools read: the config, the plan, the state.
+//! JSON Schemas of the files other tools read: the config, the plan, the state, and the
+//! report of `gantry import --format json`.
 //! Generated from the Rust types; `tests/schemas.rs` fails when `schemas/` drifts.
 
 use schemars::generate::SchemaSettings;
@@ -25,6 +26,10 @@ pub fn all() -> Vec<(&'static str, String)> {
         (
             "plan.schema.json",
             render::<crate::plan::Plan>("plan.schema.json"),
+        ),
+        (
+            "import.schema.json",
+            render::<crate::compose::Report>("import.schema.json"),
         ),
         (
             "state.schema.json",

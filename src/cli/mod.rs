@@ -50,6 +50,45 @@ pub enum Command {
 Exits 0 when the configuration is valid, 1 otherwise.")]
     Validate,
 
+    /// Write a gantry configuration from a Compose file (version 2, 3 or the Compose
+    /// specification, `deploy:` included), and list what could not be mapped.
+    #[command(after_help = "Examples:
+  gantry import docker-compose.yaml                       # writes gantry.toml
+  gantry import docker-compose.yaml -o deploy/prod.toml
+  gantry import docker-compose.yaml -o - > gantry.toml    # the configuration on stdout
+  gantry import docker-compose.yaml --format json | jq '.unmapped'
+
+Every key that has no counterpart in gantry is listed (stderr) with its line and why, and
+written as a `# not mapped:` comment. Variables (${VAR}) are resolved from the environment,
+then from the .env file beside the Compose file. Values of variables that look secret
+(PASSWORD, SECRET, TOKEN, KEY) become `secret_env` and are never written.
+
+Exits 0 when the configuration is written (unmapped keys or not), 1 when the Compose file
+cannot be read (its file:line:col is named) or the output exists (without --force).")]
+    Import {
+        /// The Compose file (docker-compose.yaml, compose.yaml, a stack file).
+        #[arg(value_name = "FILE")]
+        compose_file: PathBuf,
+        /// Where to write the configuration; `-` writes it to stdout.
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "PATH",
+            default_value = "gantry.toml"
+        )]
+        output: PathBuf,
+        /// Replace the output file when it exists.
+        #[arg(long)]
+        force: bool,
+        /// The report: text lines on stderr, or one JSON object on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ops::import::ReportFormat,
+        /// The project name (default: COMPOSE_PROJECT_NAME, the file's `name:`, or its
+        /// directory's name, as Compose chooses it).
+        #[arg(long, value_name = "NAME")]
+        project_name: Option<String>,
+    },
+
     /// Show what apply would change, offline (no Docker engine, no network).
     #[command(after_help = "Examples:
   gantry plan
@@ -426,6 +465,24 @@ pub fn run(
     };
     let result = match cli.command {
         Command::Validate => ops::validate::validate(&common, out).map(|_| Outcome::Done),
+        Command::Import {
+            compose_file,
+            output,
+            force,
+            format,
+            project_name,
+        } => ops::import::import(
+            &ops::import::ImportOptions {
+                file: compose_file,
+                output,
+                force,
+                format,
+                project_name,
+            },
+            out,
+            err,
+        )
+        .map(|_| Outcome::Done),
         Command::Plan {
             format,
             detailed_exitcode,

@@ -8,6 +8,7 @@ pub mod execute;
 pub mod graph;
 pub mod history;
 pub mod hooks;
+pub mod import;
 pub mod logs;
 pub mod outcome;
 pub mod plan;
