@@ -161,10 +161,12 @@ pub fn adopt(
                 }
             }
             Selection::Stack(namespace) => {
+                let mut not_managers = Vec::new();
                 for (host, target) in &hosts {
                     let manager =
                         crate::drivers::swarm::SwarmManager::new(target.runtime.client().clone());
-                    if manager.check_manager().await.is_err() {
+                    if let Err(e) = manager.check_manager().await {
+                        not_managers.push(format!("host `{host}`: {e}"));
                         continue;
                     }
                     for svc in manager.stack_services(namespace).await.map_err(Error::Message)? {
@@ -173,8 +175,13 @@ pub fn adopt(
                 }
                 if swarm.is_empty() {
                     problems.push(format!(
-                        "no Swarm service of the stack `{namespace}` (label com.docker.stack.namespace) through {}; is one of them a Swarm manager?",
-                        hosts_list(&hosts)
+                        "no Swarm service of the stack `{namespace}` (label com.docker.stack.namespace) through {}{}",
+                        hosts_list(&hosts),
+                        if not_managers.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", not_managers.join("; "))
+                        }
                     ));
                 }
             }

@@ -13,6 +13,8 @@
 //!   root with tmpfs, capabilities, sysctls, ulimits, ...) reach the Swarm spec and the task
 //!   containers, on the project's overlay network that gantry creates with its labels; a
 //!   service on the host's network beside it.
+//! - a stack deployed by `docker stack deploy` is adopted (`gantry adopt --stack`) with no task
+//!   restarted, then updated and rolled back through the same Swarm service.
 //!
 //! Skipped (with a `SKIPPED:` line) where a second dockerd cannot run; fails under CI=true.
 
@@ -854,4 +856,132 @@ fn dns_query(name: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
         i += len;
     }
     Ok(out)
+}
+
+/// `gantry adopt --stack` (issue 16, seed 000's single-node Swarm): a stack deployed with
+/// `docker stack deploy -c docker-compose.yaml NAME` is taken over as gantry's Swarm service
+/// of the same name (`<project>_<service>` with the project named like the stack), with no
+/// task restarted; the next apply updates that very service, and `gantry rollback` returns
+/// it to the adopted image.
+#[test]
+fn a_stack_deployed_by_docker_stack_deploy_is_adopted_updated_and_rolled_back() {
+    let Some(swarm) = swarm_engine::require_swarm_engine("adopt_stack") else {
+        return;
+    };
+    let guard = DockerTestGuard::new();
+    let [(v1, v1_id), (v2, v2_id)] = images(&swarm);
+    let p = OnSwarm::new(&guard);
+    let published = docker::free_port();
+    let compose = p.dir.path().join("docker-compose.yaml");
+    std::fs::write(
+        &compose,
+        format!(
+            r#"version: "3.8"
+services:
+  web:
+    image: gantry-testapp:{v1}
+    environment:
+      VERSION: "{v1}"
+    ports:
+      - "{published}:8080"
+    deploy:
+      replicas: 3
+    healthcheck:
+      test: ["CMD", "/testapp", "--healthcheck", "/healthz"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+"#
+        ),
+    )
+    .unwrap();
+    swarm.docker_ok(&[
+        "stack",
+        "deploy",
+        "--resolve-image",
+        "never",
+        "-c",
+        compose.to_str().unwrap(),
+        &p.name,
+    ]);
+    let service = p.service();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running_images(&swarm, &service).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the stack's 3 tasks did not start"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let id = swarm.docker_ok(&["service", "inspect", "--format", "{{.ID}}", &service]);
+    let tasks_before = swarm.docker_ok(&["service", "ps", "-q", &service]);
+
+    let members = p.dir.path().join("members.log");
+    let lb = format!(
+        r#"port = 8080
+host_ports = {published}
+lb = ["front"]
+
+[lb.front]
+kind = "command"
+join = ["sh", "-c", "echo join {{address}}:{{port}} >> {log}"]
+leave = ["sh", "-c", "echo leave {{address}}:{{port}} >> {log}"]
+"#,
+        log = members.display()
+    );
+    // First, a configuration whose service is not a Swarm service is refused, naming why.
+    let q = OnSwarm::new(&guard);
+    q.write_toml(&format!(
+        "[project]\nname = \"{}\"\n\n[[host]]\nname = \"manager\"\ndocker = \"{}\"\n\n[service.web]\nimage = \"gantry-testapp:{v1}\"\nport = 8080\n",
+        p.name, swarm.socket
+    ));
+    let o = q.gantry(&["adopt", "--stack", &p.name, "--yes"]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("service.web is not a Swarm service"),
+        "{}",
+        explain(&o)
+    );
+
+    p.write(&swarm, &v1, "", &lb);
+    let o = p.gantry(&["adopt", "--stack", &p.name, "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("Swarm service {service} as revision 1")),
+        "{out}"
+    );
+    let state = p.state();
+    assert_eq!(state["swarm"]["web"]["id"], id.as_str());
+    assert_eq!(state["swarm"]["web"]["image_id"], v1_id.as_str());
+    assert_eq!(state["swarm"]["web"]["published_port"], published);
+    assert_eq!(state["history"][0]["origin"], "adopt");
+    assert_eq!(
+        state["lbs"]["front"]["members"][0]["address"],
+        format!("127.0.0.1:{published}")
+    );
+    // Nothing restarted; the configuration describes what runs.
+    assert_eq!(
+        swarm.docker_ok(&["service", "ps", "-q", &service]),
+        tasks_before
+    );
+    let o = p.gantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+
+    // The next release updates the stack's own service (same ID), then rollback returns.
+    p.write(&swarm, &v2, "", &lb);
+    let o = p.gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "update: {}", explain(&o));
+    assert_eq!(
+        swarm.docker_ok(&["service", "inspect", "--format", "{{.ID}}", &service]),
+        id
+    );
+    assert_eq!(running_images(&swarm, &service), vec![v2_id.clone(); 3]);
+    let o = p.gantry(&["rollback", "--yes"]);
+    assert_eq!(code(&o), 0, "rollback: {}", explain(&o));
+    assert_eq!(running_images(&swarm, &service), vec![v1_id.clone(); 3]);
+    assert_eq!(
+        p.state()["history"][2]["origin"],
+        "rollback to revision 1 (from 2)"
+    );
 }

@@ -80,17 +80,21 @@ impl SwarmManager {
     /// The services of the stack `namespace` (`docker stack deploy`'s label
     /// `com.docker.stack.namespace`), for `gantry adopt --stack`.
     pub async fn stack_services(&self, namespace: &str) -> Result<Vec<Service>, String> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("com.docker.stack.namespace={namespace}")],
-        )]);
-        self.docker
-            .list_services(Some(bollard::query_parameters::ListServicesOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }))
+        let all = self
+            .docker
+            .list_services(None::<bollard::query_parameters::ListServicesOptions>)
             .await
-            .map_err(|e| format!("list the Swarm services of stack {namespace}: {e}"))
+            .map_err(|e| format!("list the Swarm services of stack {namespace}: {e}"))?;
+        Ok(all
+            .into_iter()
+            .filter(|s| {
+                s.spec
+                    .as_ref()
+                    .and_then(|spec| spec.labels.as_ref())
+                    .and_then(|l| l.get("com.docker.stack.namespace"))
+                    .is_some_and(|n| n == namespace)
+            })
+            .collect())
     }
 
     pub async fn inspect(&self, name: &str) -> Result<Option<Service>, String> {
