@@ -113,15 +113,20 @@ impl DockerRuntime {
         &self.docker
     }
 
-    /// The published TCP ports of a container, `(container port, host port)` sorted: what
-    /// `gantry adopt` matches a service's `port` against (a container gantry did not create
-    /// has no label saying which port is probed).
-    pub async fn published_tcp_ports(&self, id: &str) -> Result<Vec<(u16, u16)>, RuntimeError> {
+    /// What `gantry adopt` needs of a container gantry did not create: the image as it was
+    /// named when the container was created, and its published TCP ports, `(container port,
+    /// host port)` sorted, that a service's `port` is matched against (such a container has no
+    /// label saying which port is probed).
+    pub async fn adoption_facts(
+        &self,
+        id: &str,
+    ) -> Result<(Option<String>, Vec<(u16, u16)>), RuntimeError> {
         let c = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
             .map_err(|e| self.engine_error(&format!("inspect container {id}"), e))?;
+        let image = c.config.as_ref().and_then(|cfg| cfg.image.clone());
         let mut out: Vec<(u16, u16)> = c
             .network_settings
             .and_then(|n| n.ports)
@@ -145,7 +150,7 @@ impl DockerRuntime {
             })
             .collect();
         out.sort_unstable();
-        Ok(out)
+        Ok((image, out))
     }
 
     /// A host port for a container's probed port, fixed at create so that it is the same

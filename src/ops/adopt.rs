@@ -170,7 +170,7 @@ pub fn adopt(
                         continue;
                     }
                     for svc in manager.stack_services(namespace).await.map_err(Error::Message)? {
-                        swarm.push(swarm_candidate(&target.runtime, host, namespace, &svc).await?);
+                        swarm.push(swarm_candidate(&target.runtime, host, namespace, svc).await?);
                     }
                 }
                 if swarm.is_empty() {
@@ -316,23 +316,11 @@ async fn candidate(
     number: Option<u32>,
 ) -> Result<Candidate, Error> {
     let running = c.state == ContainerState::Running;
-    let ports = if running {
-        rt.published_tcp_ports(&c.id)
-            .await
-            .map_err(|e| Error::Message(format!("host `{host}`: {e}")))?
-    } else {
-        Vec::new()
-    };
-    let image = rt
-        .client()
-        .inspect_container(
-            &c.id,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
+    let (image, ports) = rt
+        .adoption_facts(&c.id)
         .await
-        .ok()
-        .and_then(|i| i.config.and_then(|cfg| cfg.image))
-        .unwrap_or_else(|| c.image_id.clone());
+        .map_err(|e| Error::Message(format!("host `{host}`: {e}")))?;
+    let image = image.unwrap_or_else(|| c.image_id.clone());
     Ok(Candidate {
         host: host.to_string(),
         id: c.id,
@@ -351,55 +339,28 @@ async fn swarm_candidate(
     rt: &crate::drivers::docker::DockerRuntime,
     host: &str,
     namespace: &str,
-    svc: &bollard::models::Service,
+    svc: crate::drivers::swarm::StackService,
 ) -> Result<SwarmCandidate, Error> {
-    let spec = svc.spec.clone().unwrap_or_default();
-    let name = spec.name.clone().unwrap_or_default();
-    let image = spec
-        .task_template
-        .as_ref()
-        .and_then(|t| t.container_spec.as_ref())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
     // `repo:tag@sha256:...` as `docker stack deploy` pins it; a local image has no digest.
-    let mut image_id = rt.image_id(&image).await.ok().flatten();
+    let mut image_id = rt.image_id(&svc.image).await.ok().flatten();
     if image_id.is_none()
-        && let Some((tagged, _)) = image.split_once('@')
+        && let Some((tagged, _)) = svc.image.split_once('@')
     {
         image_id = rt.image_id(tagged).await.ok().flatten();
     }
-    let ports = svc
-        .endpoint
-        .as_ref()
-        .and_then(|e| e.ports.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|p| p.protocol != Some(bollard::models::EndpointPortConfigProtocolEnum::UDP))
-        .filter_map(|p| {
-            Some((
-                u16::try_from(p.target_port?).ok()?,
-                u16::try_from(p.published_port?).ok()?,
-            ))
-        })
-        .collect();
-    let replicas = spec
-        .mode
-        .as_ref()
-        .and_then(|m| m.replicated.as_ref())
-        .and_then(|r| r.replicas)
-        .and_then(|r| u64::try_from(r).ok());
-    let service = name
+    let service = svc
+        .name
         .strip_prefix(&format!("{namespace}_"))
-        .unwrap_or(&name)
+        .unwrap_or(&svc.name)
         .to_string();
     Ok(SwarmCandidate {
         host: host.to_string(),
-        id: svc.id.clone().unwrap_or_default(),
-        name,
+        id: svc.id,
+        name: svc.name,
         service,
         image_id,
-        image,
-        ports,
-        replicas,
+        image: svc.image,
+        ports: svc.ports,
+        replicas: svc.replicas,
     })
 }

@@ -777,6 +777,40 @@ reload = ["true"]
     }
 
     #[test]
+    fn adopted_containers_without_labels_are_no_drift() {
+        let model = crate::testing::model(CONFIG);
+        let adopted = adopt(inputs(
+            &model,
+            vec![
+                container("shop-web-1", "web", "sha256:aaaa", &[(8080, 32001)]),
+                container("shop-web-2", "web", "sha256:aaaa", &[(8080, 32002)]),
+            ],
+            vec![server("127.0.0.1:32001"), server("127.0.0.1:32002")],
+        ))
+        .unwrap();
+        let engine = |name: &str, port: u16| crate::ports::ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: BTreeMap::from([("com.docker.compose.service".into(), "web".into())]),
+            state: crate::ports::ContainerState::Running,
+            host_port: Some(port),
+            image_id: "sha256:aaaa".into(),
+            health: None,
+            settings: None,
+        };
+        let engines = BTreeMap::from([(
+            "local".to_string(),
+            vec![engine("shop-web-1", 32001), engine("shop-web-2", 32002)],
+        )]);
+        assert_eq!(crate::plan::drift::detect(&adopted.state, &engines), []);
+        // Gone is drift as for any replica.
+        let engines = BTreeMap::from([("local".to_string(), vec![engine("shop-web-1", 32001)])]);
+        let drift = crate::plan::drift::detect(&adopted.state, &engines);
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert_eq!(drift[0].kind, crate::plan::drift::DriftKind::Gone);
+    }
+
+    #[test]
     fn every_mismatch_is_named_and_nothing_is_recorded() {
         let model = crate::testing::model(CONFIG);
         let mut stopped = container("shop-web-3", "web", "sha256:aaaa", &[]);

@@ -29,6 +29,59 @@ use bollard::query_parameters::{
 
 use crate::ports::{BoxFuture, RegistryAuth, SwarmApi};
 
+/// A service of a stack, as `gantry adopt --stack` matches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackService {
+    pub id: String,
+    /// `<stack>_<service>`.
+    pub name: String,
+    /// As its spec names it (`repo:tag@sha256:...` when the stack pinned a digest).
+    pub image: String,
+    /// Published TCP ports: `(container port, published port)`.
+    pub ports: Vec<(u16, u16)>,
+    /// Replicated mode's replica count.
+    pub replicas: Option<u64>,
+}
+
+impl StackService {
+    fn of(svc: &Service) -> StackService {
+        let spec = svc.spec.clone().unwrap_or_default();
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let ports = svc
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|p| p.protocol != Some(bollard::models::EndpointPortConfigProtocolEnum::UDP))
+            .filter_map(|p| {
+                Some((
+                    u16::try_from(p.target_port?).ok()?,
+                    u16::try_from(p.published_port?).ok()?,
+                ))
+            })
+            .collect();
+        let replicas = spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas)
+            .and_then(|r| u64::try_from(r).ok());
+        StackService {
+            id: svc.id.clone().unwrap_or_default(),
+            name: spec.name.clone().unwrap_or_default(),
+            image,
+            ports,
+            replicas,
+        }
+    }
+}
+
 /// The manager's engine, through bollard.
 pub struct SwarmManager {
     docker: Docker,
@@ -79,7 +132,7 @@ impl SwarmManager {
 
     /// The services of the stack `namespace` (`docker stack deploy`'s label
     /// `com.docker.stack.namespace`), for `gantry adopt --stack`.
-    pub async fn stack_services(&self, namespace: &str) -> Result<Vec<Service>, String> {
+    pub async fn stack_services(&self, namespace: &str) -> Result<Vec<StackService>, String> {
         let all = self
             .docker
             .list_services(None::<bollard::query_parameters::ListServicesOptions>)
@@ -94,6 +147,7 @@ impl SwarmManager {
                     .and_then(|l| l.get("com.docker.stack.namespace"))
                     .is_some_and(|n| n == namespace)
             })
+            .map(|s| StackService::of(&s))
             .collect())
     }
 

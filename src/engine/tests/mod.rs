@@ -2,6 +2,7 @@
 //! tokio's clock paused (health checks, drains and soaks take no time), the journal and
 //! every state save recorded. Each test says what it pins down.
 
+mod adopted;
 mod blue_green;
 mod interrupt;
 mod journal;

@@ -424,7 +424,12 @@ rollout = {{ batch = 2 }}
 
 /// What `gantry rollback --to` runs: the plan of `toml` (the revision's config) made a
 /// rollback to `to` (kept replicas started again), journalled as a session would.
-async fn rollback(w: &World, toml: &str, state: State, to: u64) -> (ApplyOutcome, State) {
+pub(super) async fn rollback(
+    w: &World,
+    toml: &str,
+    state: State,
+    to: u64,
+) -> (ApplyOutcome, State) {
     let (mut plan, image_ids) = w.plan(toml, &state);
     crate::plan::for_rollback(&mut plan, &state, to, true);
     w.sink.begin(Entry::Begin {

@@ -1,0 +1,155 @@
+//! Replicas `gantry adopt` recorded (`crate::state::adopt`): containers gantry did not create,
+//! without any of its labels, known only by their IDs in the state. They are rolled, kept
+//! and started again like gantry's own, and a recovery does not forget them.
+
+use super::*;
+use crate::ports::{ContainerRuntime, ContainerSpec};
+use crate::state::adopt::{Candidate, Inputs, LbMembers};
+
+/// Two running containers of `app:v1` as Compose made them (no gantry label), adopted as
+/// revision 1 of `web("v1", 2, ...)`.
+async fn adopted(w: &World, rollout: &str) -> State {
+    let image = w.rt.add_image("app:v1");
+    let mut candidates = Vec::new();
+    for i in 1..=2u32 {
+        let spec = ContainerSpec {
+            name: format!("shop_web_{i}"),
+            image: image.clone(),
+            command: None,
+            env: Vec::new(),
+            labels: BTreeMap::from([("com.docker.compose.service".to_string(), "web".to_string())]),
+            port: Some(8080),
+            host_port: None,
+            host_ip: "0.0.0.0".into(),
+            memory_bytes: None,
+            cpus: None,
+            log_max_size: None,
+            log_max_files: None,
+            stop_grace: std::time::Duration::from_secs(1),
+            image_ref: None,
+            options: Default::default(),
+        };
+        let id = w.rt.create(&spec).await.unwrap();
+        w.rt.start(&id).await.unwrap();
+        let info = w.rt.inspect(&id).await.unwrap().unwrap();
+        candidates.push(Candidate {
+            host: "local".into(),
+            id,
+            name: info.name.clone(),
+            service: "web".into(),
+            via: "Compose service web".into(),
+            image_id: info.image_id.clone(),
+            image: "app:v1".into(),
+            running: true,
+            ports: vec![(8080, info.host_port.unwrap())],
+            number: Some(i),
+        });
+    }
+    let mut model = crate::testing::model(&web("v1", 2, rollout));
+    // The address the fake engine publishes on, as a `[[host]]` would say it.
+    model.hosts[0].address = HOST_IP.into();
+    let adopted = crate::state::adopt::adopt(Inputs {
+        model: &model,
+        candidates,
+        swarm: Vec::new(),
+        image_ids: BTreeMap::from([(("local".into(), "app:v1".into()), Some(image))]),
+        lbs: BTreeMap::from([(
+            "front".into(),
+            LbMembers::Unreadable("a command load balancer".into()),
+        )]),
+        prior: None,
+        lineage: "lineage".into(),
+        now: "2026-12-03T18:00:00Z".into(),
+    })
+    .unwrap();
+    adopted.state
+}
+
+/// Pins the first rollout after an adoption and the rollback to it: the adopted containers
+/// leave the load balancer as the new ones join, are kept stopped, and are started again
+/// (not re-created) by the rollback.
+#[tokio::test(start_paused = true)]
+async fn adopted_containers_are_rolled_kept_and_started_again() {
+    let w = World::new();
+    let state = adopted(&w, "batch = 1").await;
+    assert_eq!(state.lbs["front"].members.len(), 2);
+    let state = w.applied(&web("v2", 2, "batch = 1"), state).await;
+    assert_eq!(w.rt.running(), ["p-web-2-1", "p-web-2-2"]);
+    assert_eq!(
+        World::replicas(&state, "web")
+            .into_iter()
+            .map(|(n, s, _)| (n, s))
+            .collect::<Vec<_>>(),
+        [
+            ("p-web-2-1".to_string(), ReplicaStatus::Running),
+            ("p-web-2-2".to_string(), ReplicaStatus::Running),
+            ("shop_web_1".to_string(), ReplicaStatus::Stopped),
+            ("shop_web_2".to_string(), ReplicaStatus::Stopped),
+        ]
+    );
+    let in_lb = w.front.in_rotation();
+    let news = [w.address_of("p-web-2-1"), w.address_of("p-web-2-2")];
+    assert_eq!(in_lb.len(), 2);
+    assert!(in_lb.iter().all(|a| news.contains(a)), "{in_lb:?}");
+
+    let (outcome, state) = super::options::rollback(&w, &web("v1", 2, "batch = 1"), state, 1).await;
+    assert!(
+        matches!(outcome, ApplyOutcome::Succeeded { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(w.rt.running(), ["shop_web_1", "shop_web_2"]);
+    let creates =
+        w.rt.calls()
+            .iter()
+            .filter(|c| c.starts_with("create shop"))
+            .count();
+    assert_eq!(creates, 2, "started again, not re-created");
+    let back = [w.address_of("shop_web_1"), w.address_of("shop_web_2")];
+    let mut in_lb = w.front.in_rotation();
+    in_lb.sort();
+    let mut back = back.to_vec();
+    back.sort();
+    assert_eq!(in_lb, back);
+    assert_eq!(state.revision, 3);
+}
+
+/// Pins recovery with adopted replicas: an undo after an interrupt finds them by ID (they
+/// carry no project label) and puts them back, instead of forgetting them as gone.
+#[tokio::test(start_paused = true)]
+async fn an_undo_after_an_interrupt_keeps_the_adopted_replicas() {
+    let w = World::new();
+    let state = adopted(&w, "batch = 1").await;
+    w.interrupt_after("#1 (new) replaces #1 (current) in lb.front");
+    let (outcome, state) = w.apply(&web("v2", 2, "batch = 1"), state, Hold::No).await;
+    assert!(
+        matches!(outcome, ApplyOutcome::Interrupted { .. }),
+        "{outcome:?}"
+    );
+    w.interrupt.store(false, Ordering::SeqCst);
+    let journal = w.sink.journal_so_far();
+    let (recovered, notes, state) = super::super::recover::recover(
+        &journal,
+        state,
+        super::super::recover::Mode::Undo,
+        &w.env(),
+    )
+    .await;
+    assert_eq!(
+        recovered,
+        super::super::recover::Recovered::Undone { revision: 1 },
+        "{notes:?}"
+    );
+    assert!(!notes.iter().any(|n| n.contains("forgotten")), "{notes:?}");
+    assert_eq!(w.rt.running(), ["shop_web_1", "shop_web_2"]);
+    assert_eq!(
+        World::replicas(&state, "web")
+            .into_iter()
+            .map(|(n, s, _)| (n, s))
+            .collect::<Vec<_>>(),
+        [
+            ("shop_web_1".to_string(), ReplicaStatus::Running),
+            ("shop_web_2".to_string(), ReplicaStatus::Running),
+        ]
+    );
+    assert_eq!(w.front.in_rotation().len(), 2);
+}
