@@ -489,6 +489,7 @@ impl<'a> Mapper<'a> {
                 message: format!("`services` must be a mapping, found {}", services.kind()),
             });
         };
+        self.project_name(root);
         let mut version = None;
         for (k, v) in top {
             let key = k.str().unwrap_or("?");
@@ -524,7 +525,6 @@ impl<'a> Mapper<'a> {
                 _ => self.skip(k, key, "not a key of the Compose file format"),
             }
         }
-        self.project_name(root);
 
         // Names first, so that references (`depends_on`) can follow renames.
         let mut taken = BTreeSet::new();
@@ -633,6 +633,15 @@ impl<'a> Mapper<'a> {
     pub fn finish(mut self, toml: String) -> Imported {
         self.unmapped
             .sort_by(|a, b| (a.line, a.column, &a.key).cmp(&(b.line, b.column, &b.key)));
+        // A secret's value is not written at all: "kept as written" would mislead.
+        let secret: BTreeSet<String> = self
+            .notes
+            .iter()
+            .filter(|n| n.message.contains("secret_env"))
+            .map(|n| n.key.clone())
+            .collect();
+        self.notes
+            .retain(|n| !(secret.contains(&n.key) && n.message.contains("kept as written")));
         self.notes
             .sort_by(|a, b| (a.line, &a.key, &a.message).cmp(&(b.line, &b.key, &b.message)));
         self.notes.dedup();
