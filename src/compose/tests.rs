@@ -509,11 +509,11 @@ fn bad_input_is_an_error_with_line_and_column_never_a_panic() {
 
 #[test]
 fn the_same_file_gives_the_same_bytes() {
-    let src = std::fs::read_to_string(concat!(
+    let src = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/import/shop/compose.yaml"
     ))
-    .unwrap();
+    .to_string();
     let a = import_ok(&src);
     let b = import_ok(&src);
     assert_eq!(a.toml, b.toml);
@@ -522,11 +522,11 @@ fn the_same_file_gives_the_same_bytes() {
 /// Seed 000's stack file (the masked values quoted, see the fixture's README).
 #[test]
 fn seed_000_snapshot() {
-    let src = std::fs::read_to_string(concat!(
+    let src = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/import/seed-000/docker-compose.yaml"
     ))
-    .unwrap();
+    .to_string();
     let run = Run {
         files: vec!["/home/deploy/env/.env", "/home/deploy/env/.env.datadog"],
         ..Run::default()
@@ -538,11 +538,11 @@ fn seed_000_snapshot() {
 /// A Compose specification file with most of what the mapping knows.
 #[test]
 fn shop_snapshot() {
-    let src = std::fs::read_to_string(concat!(
+    let src = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/import/shop/compose.yaml"
     ))
-    .unwrap();
+    .to_string();
     let run = Run {
         files: vec!["web.env"],
         ..Run::default()
