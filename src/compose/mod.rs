@@ -11,7 +11,7 @@
 //! - [`interpolate`]: `${VAR}` the way Compose resolves it;
 //! - [`map`]: Compose keys to gantry keys, and an [`Unmapped`] entry with a reason for
 //!   everything else, so that nothing is dropped silently;
-//! - [`write`]: the TOML text, each line commented with the Compose line it came from.
+//! - [`write`](mod@write): the TOML text, each line commented with the Compose line it came from.
 //!
 //! The written configuration is checked with gantry's own parser and validator before it
 //! is returned: a value that gantry refuses (a capability it does not know, a duration it
