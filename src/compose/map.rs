@@ -170,6 +170,12 @@ pub struct Mapper<'a> {
     /// Top-level `volumes:` and `networks:` entries.
     top_volumes: BTreeMap<String, Node>,
     top_networks: BTreeMap<String, Node>,
+    /// Services run to completion before another starts (`service_completed_successfully`)
+    /// that become `[task.NAME]`: Compose name -> (gantry name, the Compose name of the
+    /// service whose spec the task runs from).
+    tasks: BTreeMap<String, (String, String)>,
+    /// The Compose name of the service being mapped.
+    current: String,
 }
 
 /// One service's mapped keys, collected before they are ordered and written.
@@ -379,6 +385,8 @@ impl<'a> Mapper<'a> {
             names: BTreeMap::new(),
             top_volumes: BTreeMap::new(),
             top_networks: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            current: String::new(),
         }
     }
 
@@ -561,6 +569,8 @@ impl<'a> Mapper<'a> {
             self.names.insert(name, gname);
         }
 
+        self.find_tasks(services);
+
         let mut doc = Doc::default();
         let mut head = vec![format!(
             "Imported by `gantry import` from {}{}.",
@@ -590,6 +600,11 @@ impl<'a> Mapper<'a> {
         });
         for (k, v) in services {
             let name = k.str().unwrap_or("?").to_string();
+            if let Some((tname, host)) = self.tasks.get(&name).cloned() {
+                let table = self.task(&name, &tname, &host, k, v);
+                doc.tables.push(table);
+                continue;
+            }
             let Some(gname) = self.names.get(&name).cloned() else {
                 continue;
             };
@@ -757,6 +772,7 @@ impl<'a> Mapper<'a> {
 
     fn service(&mut self, name: &str, node: &Node) -> Svc {
         let mut s = Svc::default();
+        self.current = name.to_string();
         let base = format!("services.{name}");
         let Some(entries) = node.map() else {
             self.skip(
@@ -788,6 +804,120 @@ impl<'a> Mapper<'a> {
         }
         self.trailer(&mut s, &base);
         s
+    }
+
+    /// Services others wait for with `service_completed_successfully` (a migration) run
+    /// once and exit: as a gantry service, the exit would fail the apply. When a service
+    /// that waits for it runs the same image, it becomes a `[task.NAME]` of that service:
+    /// run from its new spec before it rolls, which is what Compose's ordering was for.
+    fn find_tasks(&mut self, services: &[(Node, Node)]) {
+        let image = |n: &Node| n.get("image").and_then(text);
+        for (k, v) in services {
+            let Some(dependent) = k.str() else { continue };
+            if !self.names.contains_key(dependent) {
+                continue;
+            }
+            for (dep, opts) in v.get("depends_on").and_then(Node::map).unwrap_or_default() {
+                let Some(dep) = dep.str() else { continue };
+                let done = opts.get("condition").and_then(Node::str)
+                    == Some("service_completed_successfully");
+                if !done || self.tasks.contains_key(dep) || !self.names.contains_key(dep) {
+                    continue;
+                }
+                let Some((_, task)) = services.iter().find(|(n, _)| n.str() == Some(dep)) else {
+                    continue;
+                };
+                if image(task).is_none() || image(task) != image(v) || task.get("command").is_none()
+                {
+                    continue;
+                }
+                let Some(tname) = self.names.remove(dep) else {
+                    continue;
+                };
+                self.tasks
+                    .insert(dep.to_string(), (tname, dependent.to_string()));
+            }
+        }
+    }
+
+    fn task(&mut self, name: &str, tname: &str, host: &str, k: &Node, v: &Node) -> Table {
+        let base = format!("services.{name}");
+        self.current = name.to_string();
+        let host_g = self
+            .names
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| host.to_string());
+        let mut entries = vec![Entry {
+            key: "service".into(),
+            value: TVal::Str(host_g.clone()),
+            line: k.line,
+            source_key: base.clone(),
+            notes: vec![format!(
+                "`{host}` waits for `{name}` to complete (service_completed_successfully), and runs the same image: a task run from `{host_g}`'s new spec before it rolls"
+            )],
+        }];
+        self.note(
+            k.line,
+            &base,
+            format!("a one-off service: written as `[task.{tname}]`, run from `{host_g}`'s new spec (its image, environment, volumes) before `{host_g}` rolls, when the image changes"),
+        );
+        for (key_node, val) in v.map().unwrap_or_default() {
+            let key = key_node.str().unwrap_or("?");
+            let path = format!("{base}.{key}");
+            match key {
+                "image" => {}
+                "command" => {
+                    let words = match (&val.value, val.str()) {
+                        (Value::Seq(items), _) => items.iter().map(text).collect::<Option<Vec<_>>>(),
+                        (_, Some(t)) => shell_words(t).ok(),
+                        _ => None,
+                    };
+                    match words {
+                        Some(w) => entries.push(entry("command", strs(&w), val, &path)),
+                        None => self.skip(val, &path, "expected a string or a list of strings"),
+                    }
+                }
+                "depends_on" => {
+                    let deps: Vec<(String, &Node)> = match &val.value {
+                        Value::Seq(items) => items.iter().filter_map(|n| Some((text(n)?, n))).collect(),
+                        Value::Map(m) => m.iter().filter_map(|(d, _)| Some((text(d)?, d))).collect(),
+                        _ => Vec::new(),
+                    };
+                    let mut names: Vec<String> = Vec::new();
+                    for (dep, at) in deps {
+                        match self.names.get(&dep) {
+                            Some(g) if dep != host => names.push(g.clone()),
+                            Some(_) => {}
+                            None => self.skip(at, &format!("{path}.{dep}"), format!("`{dep}` is not a service of the imported configuration")),
+                        }
+                    }
+                    names.sort();
+                    names.dedup();
+                    if !names.is_empty() {
+                        entries.push(entry("depends_on", strs(&names), val, &path));
+                    }
+                }
+                "restart" | "deploy" | "scale" => self.skip(key_node, &path, "a task runs once, to completion"),
+                k2 if k2.starts_with("x-") => {}
+                _ => self.skip(
+                    key_node,
+                    &path,
+                    format!("a task runs with `{host_g}`'s spec (environment, volumes, network, options): its own `{key}` is not used"),
+                ),
+            }
+        }
+        let mut trailer = Vec::new();
+        let mut s = Svc::default();
+        self.trailer(&mut s, &base);
+        trailer.extend(s.trailer);
+        Table {
+            header: format!("task.{}", write_key(tname)),
+            line: k.line,
+            notes: vec![],
+            entries,
+            trailer,
+        }
     }
 
     /// The service's `not mapped` entries, as comments under its table.
@@ -1695,8 +1825,9 @@ impl<'a> Mapper<'a> {
             let key = format!("{path}.{dep}");
             if let Some(opts) = opts {
                 if let Some(c) = opts.get("condition") {
-                    if c.str() == Some("service_completed_successfully") {
-                        self.skip(c, &format!("{key}.condition"), "a service that must run to completion first is a one-off task in gantry: a `[task.NAME]` table (run from a service's image before it rolls)");
+                    let done = c.str() == Some("service_completed_successfully");
+                    if done && !self.tasks.contains_key(&dep) {
+                        self.skip(c, &format!("{key}.condition"), "a service that must run to completion first is a one-off task in gantry: a `[task.NAME]` table (run from a service's image before it rolls); it was not made one because no service that waits for it runs the same image");
                         continue;
                     }
                 }
@@ -1706,6 +1837,16 @@ impl<'a> Mapper<'a> {
                         self.skip(k, &format!("{key}.{opt}"), "gantry's `depends_on` has no options: the services it names must be healthy before this one changes");
                     }
                 }
+            }
+            if let Some((tname, host)) = self.tasks.get(&dep).cloned() {
+                if host != self.current {
+                    self.skip(
+                        at,
+                        &key,
+                        format!("`{dep}` is the task `[task.{tname}]`, which runs before `{}` rolls; gantry has no dependency on a task for other services", self.names.get(&host).cloned().unwrap_or(host)),
+                    );
+                }
+                continue;
             }
             match self.names.get(&dep) {
                 Some(g) => names.push(g.clone()),

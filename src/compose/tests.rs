@@ -393,12 +393,29 @@ fn labels_and_depends_on() {
     );
     assert_line(&i, r#""traefik.enable" = "true""#);
     assert_line(&i, r#"depends_on = ["db"]"#);
-    assert_eq!(
-        keys(&i),
-        ["services.web.depends_on.migrate.condition"],
-        "{:?}",
-        i.unmapped
-    );
+    assert!(i.unmapped.is_empty(), "{:?}", i.unmapped);
+    assert_eq!(i.services, ["web", "db"]);
+}
+
+/// A service others wait for with `service_completed_successfully` runs once: with the
+/// image of a service that waits for it, it is that service's `[task.NAME]`.
+#[test]
+fn a_run_to_completion_service_becomes_a_task() {
+    let src = "services:\n  web:\n    image: registry.example/web:1.0\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n  migrate:\n    image: registry.example/web:1.0\n    command: python3 manage.py migrate\n    environment:\n      A: b\n";
+    let i = import_ok(src);
+    assert!(i.toml.contains("[task.migrate]"), "{}", i.toml);
+    assert_line(&i, r#"service = "web""#);
+    assert_line(&i, r#"command = ["python3", "manage.py", "migrate"]"#);
+    assert_eq!(keys(&i), ["services.migrate.environment"]);
+    assert_eq!(i.services, ["web"]);
+
+    // Another image: it stays a service, and the wait is listed.
+    let i = import_ok(&src.replace(
+        "image: registry.example/web:1.0\n    command",
+        "image: registry.example/tools:2.0\n    command",
+    ));
+    assert!(!i.toml.contains("\n[task."), "{}", i.toml);
+    assert_eq!(keys(&i), ["services.web.depends_on.migrate.condition"]);
 }
 
 #[test]
