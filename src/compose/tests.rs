@@ -524,6 +524,35 @@ fn bad_input_is_an_error_with_line_and_column_never_a_panic() {
     }
 }
 
+/// Every file made by cutting one line out of the realistic ones, and every prefix of
+/// them: an import or an error with a place, never a panic, and what is written validates.
+#[test]
+fn damaged_files_never_panic() {
+    for src in [
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/import/shop/compose.yaml"
+        )),
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/import/seed-000/docker-compose.yaml"
+        )),
+    ] {
+        let lines: Vec<&str> = src.lines().collect();
+        for i in 0..lines.len() {
+            let mut cut = lines.clone();
+            cut.remove(i);
+            let _ = Run::default().import(&cut.join("\n"));
+            let _ = Run::default().import(&lines[..i].join("\n"));
+            // Indentation broken at one line.
+            let mut shifted = lines.clone();
+            let moved = format!(" {}", lines[i]);
+            shifted[i] = &moved;
+            let _ = Run::default().import(&shifted.join("\n"));
+        }
+    }
+}
+
 #[test]
 fn the_same_file_gives_the_same_bytes() {
     let src = include_str!(concat!(
