@@ -114,6 +114,7 @@ pub fn unsupported(key: &str) -> Option<&'static str> {
             "gantry runs services detached, without a terminal (`gantry exec` opens one)"
         }
         "volumes_from" => "gantry mounts named volumes or host paths only (`volumes`)",
+        "volume_driver" => "gantry creates named volumes with the engine's default driver",
         "annotations" | "cgroup" | "cgroup_parent" | "credential_spec" | "group_add" | "ipc"
         | "isolation" | "mac_address" | "runtime" | "userns_mode" | "uts" | "use_api_socket"
         | "label_file" | "develop" | "post_start" | "pre_stop" | "models" | "provider"
@@ -1635,7 +1636,16 @@ impl<'a> Mapper<'a> {
             s.main.push(entry("volumes", strs(&mounts), v, path));
         }
         if !tmpfs.is_empty() {
-            s.main.push(entry("tmpfs", strs(&tmpfs), v, path));
+            // `tmpfs:` may have written some already: one key, both lists.
+            if let Some(Entry {
+                value: TVal::List(have),
+                ..
+            }) = s.main.iter_mut().find(|e| e.key == "tmpfs")
+            {
+                have.extend(tmpfs.into_iter().map(TVal::Str));
+            } else {
+                s.main.push(entry("tmpfs", strs(&tmpfs), v, path));
+            }
         }
     }
 

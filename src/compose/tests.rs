@@ -224,12 +224,18 @@ fn volumes_named_bind_and_tmpfs() {
         r#"volumes = ["pgdata:/var/lib/postgresql/data", "/srv/shop/init:/docker-entrypoint-initdb.d:ro", "/home/deploy/certs:/certs:ro"]"#,
     );
     assert_line(&i, r#"tmpfs = ["/run:size=64m"]"#);
+
     assert_eq!(
         keys(&i),
         ["services.db.volumes[2]", "services.db.volumes[3]"],
         "{:?}",
         i.unmapped
     );
+    // `tmpfs:` and a tmpfs in `volumes:` make one list.
+    let j = import_ok(&svc(
+        "tmpfs: /tmp\nvolumes:\n  - type: tmpfs\n    target: /run",
+    ));
+    assert_line(&j, r#"tmpfs = ["/tmp", "/run"]"#);
 }
 
 #[test]
