@@ -448,6 +448,28 @@ impl<'a> Mapper<'a> {
                         ),
                     });
                 }
+                let in_env = path.starts_with("services.")
+                    && (path.contains(".environment.") || path.contains(".environment["));
+                let secrets: Vec<&String> = r
+                    .vars
+                    .iter()
+                    .filter(|v| looks_secret(v) && !r.unset.contains(v))
+                    .collect();
+                if !in_env && !secrets.is_empty() {
+                    // A secret outside the environment (a command line, a label) would be
+                    // written in clear: keep the reference instead.
+                    let names: Vec<String> = secrets.iter().map(|v| format!("`{v}`")).collect();
+                    self.notes.push(Note {
+                        line,
+                        key: path.to_string(),
+                        message: format!(
+                            "made from {} (looks secret): not resolved, left as written, so that no secret is written; give it to the service through `secret_env`",
+                            names.join(", ")
+                        ),
+                    });
+                    s.vars = r.vars;
+                    return Ok(());
+                }
                 s.text = r.text;
                 s.vars = r.vars;
             }

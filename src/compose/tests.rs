@@ -149,6 +149,26 @@ fn secret_looking_values_become_secret_env_and_are_never_written() {
 }
 
 #[test]
+fn secret_variables_outside_the_environment_are_not_resolved() {
+    let run = Run {
+        vars: [("DB_PASSWORD", "hunter2"), ("LEVEL", "debug")].into(),
+        ..Run::default()
+    };
+    let i = run
+        .import(&svc(
+            "command: [\"app\", \"--db-password=${DB_PASSWORD}\", \"--level=${LEVEL}\"]\nlabels:\n  pw: ${DB_PASSWORD}",
+        ))
+        .unwrap();
+    assert!(!i.toml.contains("hunter2"), "{}", i.toml);
+    assert_line(
+        &i,
+        r#"command = ["app", "--db-password=${DB_PASSWORD}", "--level=debug"]"#,
+    );
+    assert_line(&i, r#"pw = "${DB_PASSWORD}""#);
+    assert!(i.notes.iter().any(|n| n.key == "services.web.labels.pw"));
+}
+
+#[test]
 fn env_file_is_kept_when_it_exists_and_listed_when_not() {
     let run = Run {
         files: vec!["env/web.env"],

@@ -36,6 +36,16 @@ fn explain(o: &Output) -> String {
 fn gantry_in(dir: &Path, home: &Path, args: &[&str]) -> Output {
     let mut c: Command = gantry_command(dir, args);
     c.env("HOME", home).env_remove("COMPOSE_PROJECT_NAME");
+    // The variables the tests' Compose files use come from their `.env` files only.
+    for var in [
+        "TAG",
+        "DB_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "WEB_TAG",
+        "SECRET_KEY",
+    ] {
+        c.env_remove(var);
+    }
     run(c)
 }
 
