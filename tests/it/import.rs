@@ -253,6 +253,17 @@ fn an_existing_output_is_kept_unless_force() {
         std::fs::read_to_string(dir.path().join("other.toml")).unwrap(),
         written
     );
+    // Without `-o`, the configuration file of `-f` (as every command reads it).
+    let o = gantry_in(
+        dir.path(),
+        &home,
+        &["-f", "prod.toml", "import", "docker-compose.yaml"],
+    );
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("prod.toml")).unwrap(),
+        written
+    );
 }
 
 #[test]
