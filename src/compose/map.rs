@@ -60,6 +60,72 @@ pub fn looks_secret(name: &str) -> bool {
     SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
 
+/// The service keys [`unsupported`] has a reason for (docs/import.md lists each).
+pub const UNSUPPORTED: &[&str] = &[
+    "build",
+    "container_name",
+    "hostname",
+    "domainname",
+    "expose",
+    "links",
+    "external_links",
+    "secrets",
+    "configs",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "profiles",
+    "extends",
+    "stop_signal",
+    "security_opt",
+    "mem_reservation",
+    "cpu_shares",
+    "cpu_quota",
+    "cpu_period",
+    "cpuset",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "mem_swappiness",
+    "memswap_limit",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pids_limit",
+    "blkio_config",
+    "storage_opt",
+    "device_cgroup_rules",
+    "gpus",
+    "pull_policy",
+    "platform",
+    "stdin_open",
+    "tty",
+    "attach",
+    "volumes_from",
+    "volume_driver",
+    "annotations",
+    "cgroup",
+    "cgroup_parent",
+    "credential_spec",
+    "group_add",
+    "ipc",
+    "isolation",
+    "mac_address",
+    "runtime",
+    "userns_mode",
+    "uts",
+    "use_api_socket",
+    "label_file",
+    "develop",
+    "post_start",
+    "pre_stop",
+    "models",
+    "provider",
+    "driver_opts",
+    "log_driver",
+    "log_opt",
+];
+
 /// Why a Compose service key that gantry has no counterpart for is left out.
 pub fn unsupported(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -124,7 +190,7 @@ pub fn unsupported(key: &str) -> Option<&'static str> {
 }
 
 /// The keys of the Compose specification's service that the mapper reads itself.
-const MAPPED: &[&str] = &[
+pub const MAPPED: &[&str] = &[
     "image",
     "command",
     "entrypoint",

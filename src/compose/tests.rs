@@ -471,6 +471,14 @@ fn container_options() {
 }
 
 #[test]
+fn every_unsupported_key_has_a_reason_and_is_not_also_mapped() {
+    for key in map::UNSUPPORTED {
+        assert!(map::unsupported(key).is_some(), "{key}");
+        assert!(!map::MAPPED.contains(key), "{key}");
+    }
+}
+
+#[test]
 fn what_gantry_refuses_is_taken_out_with_its_reason() {
     let i = import_ok(&svc("cap_add: [NOT_A_CAPABILITY]"));
     assert!(!i.toml.contains("cap_add ="), "{}", i.toml);

@@ -339,3 +339,16 @@ fn the_shop_stack_imports_validates_and_plans() {
         explain(&o)
     );
 }
+
+/// docs/import.md's table names every service key the import reads or has a reason for.
+#[test]
+fn the_mapping_table_names_every_key() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/import.md"))
+        .unwrap();
+    let missing: Vec<&&str> = gantry::compose::map::MAPPED
+        .iter()
+        .chain(gantry::compose::map::UNSUPPORTED)
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/import.md: {missing:?}");
+}
