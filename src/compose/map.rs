@@ -1822,6 +1822,19 @@ impl<'a> Mapper<'a> {
             e.notes
                 .push("CMD-SHELL: run by /bin/sh in the container, as Docker does".into());
         }
+        // `curl http://localhost:PORT/path`: gantry's own probe does that from the host.
+        let url = command.iter().find_map(|w| {
+            let rest = w
+                .strip_prefix("http://localhost:")
+                .or_else(|| w.strip_prefix("http://127.0.0.1:"))?;
+            let (port, path) = rest.split_once('/').unwrap_or((rest, ""));
+            port.parse::<u16>().ok().map(|p| (p, format!("/{path}")))
+        });
+        if let Some((port, path)) = url {
+            e.notes.push(format!(
+                "or `http = \"{path}\"` with `port = {port}`: gantry probes it from the host, no curl needed in the image"
+            ));
+        }
         s.health.push(e);
         for (k, val) in v.map().unwrap_or_default() {
             let key = k.str().unwrap_or("?");
