@@ -69,14 +69,10 @@ cannot be read (its file:line:col is named) or the output exists (without --forc
         /// The Compose file (docker-compose.yaml, compose.yaml, a stack file).
         #[arg(value_name = "FILE")]
         compose_file: PathBuf,
-        /// Where to write the configuration; `-` writes it to stdout.
-        #[arg(
-            short = 'o',
-            long = "output",
-            value_name = "PATH",
-            default_value = "gantry.toml"
-        )]
-        output: PathBuf,
+        /// Where to write the configuration (default: the `-f/--file` path, `gantry.toml`);
+        /// `-` writes it to stdout.
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: Option<PathBuf>,
         /// Replace the output file when it exists.
         #[arg(long)]
         force: bool,
@@ -474,7 +470,7 @@ pub fn run(
         } => ops::import::import(
             &ops::import::ImportOptions {
                 file: compose_file,
-                output,
+                output: output.unwrap_or_else(|| common.config.clone()),
                 force,
                 format,
                 project_name,

@@ -60,6 +60,72 @@ pub fn looks_secret(name: &str) -> bool {
     SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
 
+/// The service keys [`unsupported`] has a reason for (docs/import.md lists each).
+pub const UNSUPPORTED: &[&str] = &[
+    "build",
+    "container_name",
+    "hostname",
+    "domainname",
+    "expose",
+    "links",
+    "external_links",
+    "secrets",
+    "configs",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "profiles",
+    "extends",
+    "stop_signal",
+    "security_opt",
+    "mem_reservation",
+    "cpu_shares",
+    "cpu_quota",
+    "cpu_period",
+    "cpuset",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "mem_swappiness",
+    "memswap_limit",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pids_limit",
+    "blkio_config",
+    "storage_opt",
+    "device_cgroup_rules",
+    "gpus",
+    "pull_policy",
+    "platform",
+    "stdin_open",
+    "tty",
+    "attach",
+    "volumes_from",
+    "volume_driver",
+    "annotations",
+    "cgroup",
+    "cgroup_parent",
+    "credential_spec",
+    "group_add",
+    "ipc",
+    "isolation",
+    "mac_address",
+    "runtime",
+    "userns_mode",
+    "uts",
+    "use_api_socket",
+    "label_file",
+    "develop",
+    "post_start",
+    "pre_stop",
+    "models",
+    "provider",
+    "driver_opts",
+    "log_driver",
+    "log_opt",
+];
+
 /// Why a Compose service key that gantry has no counterpart for is left out.
 pub fn unsupported(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -114,6 +180,7 @@ pub fn unsupported(key: &str) -> Option<&'static str> {
             "gantry runs services detached, without a terminal (`gantry exec` opens one)"
         }
         "volumes_from" => "gantry mounts named volumes or host paths only (`volumes`)",
+        "volume_driver" => "gantry creates named volumes with the engine's default driver",
         "annotations" | "cgroup" | "cgroup_parent" | "credential_spec" | "group_add" | "ipc"
         | "isolation" | "mac_address" | "runtime" | "userns_mode" | "uts" | "use_api_socket"
         | "label_file" | "develop" | "post_start" | "pre_stop" | "models" | "provider"
@@ -123,7 +190,7 @@ pub fn unsupported(key: &str) -> Option<&'static str> {
 }
 
 /// The keys of the Compose specification's service that the mapper reads itself.
-const MAPPED: &[&str] = &[
+pub const MAPPED: &[&str] = &[
     "image",
     "command",
     "entrypoint",
@@ -170,6 +237,12 @@ pub struct Mapper<'a> {
     /// Top-level `volumes:` and `networks:` entries.
     top_volumes: BTreeMap<String, Node>,
     top_networks: BTreeMap<String, Node>,
+    /// Services run to completion before another starts (`service_completed_successfully`)
+    /// that become `[task.NAME]`: Compose name -> (gantry name, the Compose name of the
+    /// service whose spec the task runs from).
+    tasks: BTreeMap<String, (String, String)>,
+    /// The Compose name of the service being mapped.
+    current: String,
 }
 
 /// One service's mapped keys, collected before they are ordered and written.
@@ -379,6 +452,8 @@ impl<'a> Mapper<'a> {
             names: BTreeMap::new(),
             top_volumes: BTreeMap::new(),
             top_networks: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            current: String::new(),
         }
     }
 
@@ -439,6 +514,28 @@ impl<'a> Mapper<'a> {
                         ),
                     });
                 }
+                let in_env = path.starts_with("services.")
+                    && (path.contains(".environment.") || path.contains(".environment["));
+                let secrets: Vec<&String> = r
+                    .vars
+                    .iter()
+                    .filter(|v| looks_secret(v) && !r.unset.contains(v))
+                    .collect();
+                if !in_env && !secrets.is_empty() {
+                    // A secret outside the environment (a command line, a label) would be
+                    // written in clear: keep the reference instead.
+                    let names: Vec<String> = secrets.iter().map(|v| format!("`{v}`")).collect();
+                    self.notes.push(Note {
+                        line,
+                        key: path.to_string(),
+                        message: format!(
+                            "made from {} (looks secret): not resolved, left as written, so that no secret is written; give it to the service through `secret_env`",
+                            names.join(", ")
+                        ),
+                    });
+                    s.vars = r.vars;
+                    return Ok(());
+                }
                 s.text = r.text;
                 s.vars = r.vars;
             }
@@ -489,6 +586,7 @@ impl<'a> Mapper<'a> {
                 message: format!("`services` must be a mapping, found {}", services.kind()),
             });
         };
+        self.project_name(root);
         let mut version = None;
         for (k, v) in top {
             let key = k.str().unwrap_or("?");
@@ -524,7 +622,6 @@ impl<'a> Mapper<'a> {
                 _ => self.skip(k, key, "not a key of the Compose file format"),
             }
         }
-        self.project_name(root);
 
         // Names first, so that references (`depends_on`) can follow renames.
         let mut taken = BTreeSet::new();
@@ -561,6 +658,8 @@ impl<'a> Mapper<'a> {
             self.names.insert(name, gname);
         }
 
+        self.find_tasks(services);
+
         let mut doc = Doc::default();
         let mut head = vec![format!(
             "Imported by `gantry import` from {}{}.",
@@ -590,6 +689,11 @@ impl<'a> Mapper<'a> {
         });
         for (k, v) in services {
             let name = k.str().unwrap_or("?").to_string();
+            if let Some((tname, host)) = self.tasks.get(&name).cloned() {
+                let table = self.task(&name, &tname, &host, k, v);
+                doc.tables.push(table);
+                continue;
+            }
             let Some(gname) = self.names.get(&name).cloned() else {
                 continue;
             };
@@ -633,6 +737,15 @@ impl<'a> Mapper<'a> {
     pub fn finish(mut self, toml: String) -> Imported {
         self.unmapped
             .sort_by(|a, b| (a.line, a.column, &a.key).cmp(&(b.line, b.column, &b.key)));
+        // A secret's value is not written at all: "kept as written" would mislead.
+        let secret: BTreeSet<String> = self
+            .notes
+            .iter()
+            .filter(|n| n.message.contains("secret_env"))
+            .map(|n| n.key.clone())
+            .collect();
+        self.notes
+            .retain(|n| !(secret.contains(&n.key) && n.message.contains("kept as written")));
         self.notes
             .sort_by(|a, b| (a.line, &a.key, &a.message).cmp(&(b.line, &b.key, &b.message)));
         self.notes.dedup();
@@ -748,6 +861,7 @@ impl<'a> Mapper<'a> {
 
     fn service(&mut self, name: &str, node: &Node) -> Svc {
         let mut s = Svc::default();
+        self.current = name.to_string();
         let base = format!("services.{name}");
         let Some(entries) = node.map() else {
             self.skip(
@@ -779,6 +893,120 @@ impl<'a> Mapper<'a> {
         }
         self.trailer(&mut s, &base);
         s
+    }
+
+    /// Services others wait for with `service_completed_successfully` (a migration) run
+    /// once and exit: as a gantry service, the exit would fail the apply. When a service
+    /// that waits for it runs the same image, it becomes a `[task.NAME]` of that service:
+    /// run from its new spec before it rolls, which is what Compose's ordering was for.
+    fn find_tasks(&mut self, services: &[(Node, Node)]) {
+        let image = |n: &Node| n.get("image").and_then(text);
+        for (k, v) in services {
+            let Some(dependent) = k.str() else { continue };
+            if !self.names.contains_key(dependent) {
+                continue;
+            }
+            for (dep, opts) in v.get("depends_on").and_then(Node::map).unwrap_or_default() {
+                let Some(dep) = dep.str() else { continue };
+                let done = opts.get("condition").and_then(Node::str)
+                    == Some("service_completed_successfully");
+                if !done || self.tasks.contains_key(dep) || !self.names.contains_key(dep) {
+                    continue;
+                }
+                let Some((_, task)) = services.iter().find(|(n, _)| n.str() == Some(dep)) else {
+                    continue;
+                };
+                if image(task).is_none() || image(task) != image(v) || task.get("command").is_none()
+                {
+                    continue;
+                }
+                let Some(tname) = self.names.remove(dep) else {
+                    continue;
+                };
+                self.tasks
+                    .insert(dep.to_string(), (tname, dependent.to_string()));
+            }
+        }
+    }
+
+    fn task(&mut self, name: &str, tname: &str, host: &str, k: &Node, v: &Node) -> Table {
+        let base = format!("services.{name}");
+        self.current = name.to_string();
+        let host_g = self
+            .names
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| host.to_string());
+        let mut entries = vec![Entry {
+            key: "service".into(),
+            value: TVal::Str(host_g.clone()),
+            line: k.line,
+            source_key: base.clone(),
+            notes: vec![format!(
+                "`{host}` waits for `{name}` to complete (service_completed_successfully), and runs the same image: a task run from `{host_g}`'s new spec before it rolls"
+            )],
+        }];
+        self.note(
+            k.line,
+            &base,
+            format!("a one-off service: written as `[task.{tname}]`, run from `{host_g}`'s new spec (its image, environment, volumes) before `{host_g}` rolls, when the image changes"),
+        );
+        for (key_node, val) in v.map().unwrap_or_default() {
+            let key = key_node.str().unwrap_or("?");
+            let path = format!("{base}.{key}");
+            match key {
+                "image" => {}
+                "command" => {
+                    let words = match (&val.value, val.str()) {
+                        (Value::Seq(items), _) => items.iter().map(text).collect::<Option<Vec<_>>>(),
+                        (_, Some(t)) => shell_words(t).ok(),
+                        _ => None,
+                    };
+                    match words {
+                        Some(w) => entries.push(entry("command", strs(&w), val, &path)),
+                        None => self.skip(val, &path, "expected a string or a list of strings"),
+                    }
+                }
+                "depends_on" => {
+                    let deps: Vec<(String, &Node)> = match &val.value {
+                        Value::Seq(items) => items.iter().filter_map(|n| Some((text(n)?, n))).collect(),
+                        Value::Map(m) => m.iter().filter_map(|(d, _)| Some((text(d)?, d))).collect(),
+                        _ => Vec::new(),
+                    };
+                    let mut names: Vec<String> = Vec::new();
+                    for (dep, at) in deps {
+                        match self.names.get(&dep) {
+                            Some(g) if dep != host => names.push(g.clone()),
+                            Some(_) => {}
+                            None => self.skip(at, &format!("{path}.{dep}"), format!("`{dep}` is not a service of the imported configuration")),
+                        }
+                    }
+                    names.sort();
+                    names.dedup();
+                    if !names.is_empty() {
+                        entries.push(entry("depends_on", strs(&names), val, &path));
+                    }
+                }
+                "restart" | "deploy" | "scale" => self.skip(key_node, &path, "a task runs once, to completion"),
+                k2 if k2.starts_with("x-") => {}
+                _ => self.skip(
+                    key_node,
+                    &path,
+                    format!("a task runs with `{host_g}`'s spec (environment, volumes, network, options): its own `{key}` is not used"),
+                ),
+            }
+        }
+        let mut trailer = Vec::new();
+        let mut s = Svc::default();
+        self.trailer(&mut s, &base);
+        trailer.extend(s.trailer);
+        Table {
+            header: format!("task.{}", write_key(tname)),
+            line: k.line,
+            notes: vec![],
+            entries,
+            trailer,
+        }
     }
 
     /// The service's `not mapped` entries, as comments under its table.
@@ -1496,7 +1724,16 @@ impl<'a> Mapper<'a> {
             s.main.push(entry("volumes", strs(&mounts), v, path));
         }
         if !tmpfs.is_empty() {
-            s.main.push(entry("tmpfs", strs(&tmpfs), v, path));
+            // `tmpfs:` may have written some already: one key, both lists.
+            if let Some(Entry {
+                value: TVal::List(have),
+                ..
+            }) = s.main.iter_mut().find(|e| e.key == "tmpfs")
+            {
+                have.extend(tmpfs.into_iter().map(TVal::Str));
+            } else {
+                s.main.push(entry("tmpfs", strs(&tmpfs), v, path));
+            }
         }
     }
 
@@ -1584,6 +1821,19 @@ impl<'a> Mapper<'a> {
         if command.first().map(String::as_str) == Some("/bin/sh") && command.len() == 3 {
             e.notes
                 .push("CMD-SHELL: run by /bin/sh in the container, as Docker does".into());
+        }
+        // `curl http://localhost:PORT/path`: gantry's own probe does that from the host.
+        let url = command.iter().find_map(|w| {
+            let rest = w
+                .strip_prefix("http://localhost:")
+                .or_else(|| w.strip_prefix("http://127.0.0.1:"))?;
+            let (port, path) = rest.split_once('/').unwrap_or((rest, ""));
+            port.parse::<u16>().ok().map(|p| (p, format!("/{path}")))
+        });
+        if let Some((port, path)) = url {
+            e.notes.push(format!(
+                "or `http = \"{path}\"` with `port = {port}`: gantry probes it from the host, no curl needed in the image"
+            ));
         }
         s.health.push(e);
         for (k, val) in v.map().unwrap_or_default() {
@@ -1686,8 +1936,9 @@ impl<'a> Mapper<'a> {
             let key = format!("{path}.{dep}");
             if let Some(opts) = opts {
                 if let Some(c) = opts.get("condition") {
-                    if c.str() == Some("service_completed_successfully") {
-                        self.skip(c, &format!("{key}.condition"), "a service that must run to completion first is a one-off task in gantry: a `[task.NAME]` table (run from a service's image before it rolls)");
+                    let done = c.str() == Some("service_completed_successfully");
+                    if done && !self.tasks.contains_key(&dep) {
+                        self.skip(c, &format!("{key}.condition"), "a service that must run to completion first is a one-off task in gantry: a `[task.NAME]` table (run from a service's image before it rolls); it was not made one because no service that waits for it runs the same image");
                         continue;
                     }
                 }
@@ -1697,6 +1948,16 @@ impl<'a> Mapper<'a> {
                         self.skip(k, &format!("{key}.{opt}"), "gantry's `depends_on` has no options: the services it names must be healthy before this one changes");
                     }
                 }
+            }
+            if let Some((tname, host)) = self.tasks.get(&dep).cloned() {
+                if host != self.current {
+                    self.skip(
+                        at,
+                        &key,
+                        format!("`{dep}` is the task `[task.{tname}]`, which runs before `{}` rolls; gantry has no dependency on a task for other services", self.names.get(&host).cloned().unwrap_or(host)),
+                    );
+                }
+                continue;
             }
             match self.names.get(&dep) {
                 Some(g) => names.push(g.clone()),

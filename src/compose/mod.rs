@@ -165,3 +165,6 @@ pub fn import(input: &Input<'_>) -> Result<Imported, ImportError> {
     }
     Ok(mapper.finish(text))
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,9 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
 /// Nesting deeper than this is refused rather than risking the stack.
 const MAX_DEPTH: usize = 200;
+/// Nodes a document may expand to, aliases counted at each use: a "billion laughs" file
+/// is refused instead of filling the memory.
+const MAX_NODES: usize = 1_000_000;
 
 /// A node and where it starts (1-based line and column).
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +117,7 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
     let mut b = Builder {
         events: Parser::new_from_str(source),
         anchors: BTreeMap::new(),
+        nodes: 0,
     };
     loop {
         match b.next()? {
@@ -139,7 +143,10 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
 
 struct Builder<'a> {
     events: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: BTreeMap<usize, Node>,
+    /// Anchored nodes and how many nodes each holds.
+    anchors: BTreeMap<usize, (Node, usize)>,
+    /// Nodes made so far, aliases expanded.
+    nodes: usize,
 }
 
 fn err(span: &Span, message: impl Into<String>) -> YamlError {
@@ -173,14 +180,33 @@ impl<'a> Builder<'a> {
             return Err(err(&span, format!("nested deeper than {MAX_DEPTH} levels")));
         }
         let (line, col) = (span.start.line(), span.start.col() + 1);
+        let first = self.nodes;
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(err(
+                &span,
+                format!(
+                    "the document expands to more than {MAX_NODES} values (aliases counted at each use)"
+                ),
+            ));
+        }
         let at = |value| Node { value, line, col };
         let (node, anchor) = match event {
             Event::Alias(id) => {
-                let node = self
+                let (node, size) = self
                     .anchors
                     .get(&id)
                     .cloned()
                     .ok_or_else(|| err(&span, "alias to an unknown anchor"))?;
+                self.nodes += size;
+                if self.nodes > MAX_NODES {
+                    return Err(err(
+                        &span,
+                        format!(
+                            "the document expands to more than {MAX_NODES} values (aliases counted at each use)"
+                        ),
+                    ));
+                }
                 return Ok(node);
             }
             Event::Scalar(text, style, anchor, _tag) => {
@@ -277,7 +303,8 @@ impl<'a> Builder<'a> {
             other => return Err(err(&span, format!("unexpected YAML event {other:?}"))),
         };
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors
+                .insert(anchor, (node.clone(), self.nodes - first));
         }
         Ok(node)
     }
@@ -351,6 +378,19 @@ mod tests {
         let src = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
         // saphyr refuses it itself, or the builder does: an error either way.
         assert!(parse(&src).is_err());
+    }
+
+    #[test]
+    fn aliases_that_expand_without_end_are_refused() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            src.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+                p = i - 1
+            ));
+        }
+        let e = parse(&src).unwrap_err();
+        assert!(e.message.contains("expands to more than"), "{e:?}");
     }
 
     #[test]

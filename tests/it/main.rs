@@ -20,6 +20,7 @@ mod docs;
 mod engine_restart;
 mod examples;
 mod hooks;
+mod import;
 mod lb_haproxy;
 mod lb_nginx;
 mod markdown_limit;
