@@ -48,14 +48,13 @@ pub fn exec(
     }
     let session = Session::new(common);
     // Read only, without the lock: which revision is live.
-    let live = session
-        .state_dir()
-        .read()
-        .ok()
-        .flatten()
+    let state = session.state_dir().read().ok().flatten();
+    let live = state
+        .as_ref()
         .and_then(|s| s.services.get(&opts.service).map(|s| s.revision));
     session.block_on(async {
-        let engines = connect_all(model, err).await?;
+        let mut engines = connect_all(model, err).await?;
+        super::logs::note_adopted(&mut engines, state.as_ref());
         let found = discover(&model.project, &engines, &services).await?;
         let chosen = choose(&found, opts, live).map_err(Error::Message)?;
         let docker = engines

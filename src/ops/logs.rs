@@ -11,7 +11,7 @@
 //! `gantry exec` finds its replica the same way ([`discover`]).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,6 +79,25 @@ pub struct Engine {
     pub host: String,
     pub pos: usize,
     pub runtime: DockerRuntime,
+    /// Replicas the state records on this host that may carry no gantry label (adopted by
+    /// `gantry adopt`): container ID -> (service, index, revision).
+    pub adopted: BTreeMap<String, (String, u32, u64)>,
+}
+
+/// Notes on each engine the replicas `state` records there, so that [`discover`] finds the
+/// adopted ones (no gantry label) by their ID.
+pub fn note_adopted(engines: &mut [Engine], state: Option<&crate::state::State>) {
+    let Some(state) = state else { return };
+    for (service, s) in &state.services {
+        for r in &s.replicas {
+            if let Some(e) = engines.iter_mut().find(|e| e.host == r.host) {
+                e.adopted.insert(
+                    r.container_id.clone(),
+                    (service.clone(), r.index, r.revision),
+                );
+            }
+        }
+    }
 }
 
 /// Connects every host of the configuration. A host that cannot be reached is named on
@@ -93,6 +112,7 @@ pub async fn connect_all(model: &Model, err: &mut dyn Write) -> Result<Vec<Engin
                     host: h.name.clone(),
                     pos,
                     runtime,
+                    adopted: BTreeMap::new(),
                 }),
                 Err(e) => failures.push(format!("host `{}`: {e}", h.name)),
             },
@@ -155,34 +175,49 @@ pub async fn discover(
 ) -> Result<Vec<Found>, Error> {
     let mut found = Vec::new();
     for e in engines {
+        // Adopted replicas carry no label of gantry's: then every container is listed.
+        let filter: &[(&str, &str)] = if e.adopted.is_empty() {
+            &[(labels::PROJECT, project)]
+        } else {
+            &[]
+        };
         let listed = e
             .runtime
-            .list(&[(labels::PROJECT, project)])
+            .list(filter)
             .await
             .map_err(|err| Error::Message(format!("host `{}`: {err}", e.host)))?;
         for c in listed {
             let label = |key: &str| c.labels.get(key);
-            // Two hosts of the configuration may be one engine: each sees its own.
-            if label(labels::HOST).is_some_and(|h| *h != e.host) {
-                continue;
-            }
-            let (Some(service), Some(index)) = (
-                label(labels::SERVICE),
-                label(labels::REPLICA).and_then(|i| i.parse().ok()),
-            ) else {
+            let (service, index, revision) = if label(labels::PROJECT).is_some_and(|p| p == project)
+            {
+                // Two hosts of the configuration may be one engine: each sees its own.
+                if label(labels::HOST).is_some_and(|h| *h != e.host) {
+                    continue;
+                }
+                let (Some(service), Some(index)) = (
+                    label(labels::SERVICE),
+                    label(labels::REPLICA).and_then(|i| i.parse().ok()),
+                ) else {
+                    continue;
+                };
+                let revision = label(labels::REVISION)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                (service.clone(), index, revision)
+            } else if let Some(known) = e.adopted.get(&c.id) {
+                known.clone()
+            } else {
                 continue;
             };
-            if !services.contains(service) {
+            if !services.contains(&service) {
                 continue;
             }
             found.push(Found {
-                service: service.clone(),
+                service,
                 index,
                 host: e.host.clone(),
                 host_pos: e.pos,
-                revision: label(labels::REVISION)
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(0),
+                revision,
                 id: c.id.clone(),
                 state: c.state,
                 health: c.health.as_ref().map(|h| h.status),
@@ -208,8 +243,11 @@ pub fn logs(
         None => None,
     };
     let session = Session::new(common);
+    // Read only, without the lock: the replicas adopted containers are (no gantry label).
+    let state = session.state_dir().read().ok().flatten();
     session.block_on(async {
-        let engines = connect_all(model, err).await?;
+        let mut engines = connect_all(model, err).await?;
+        note_adopted(&mut engines, state.as_ref());
         let found = discover(&model.project, &engines, &services).await?;
         let shown: Vec<Found> = found
             .iter()

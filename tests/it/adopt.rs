@@ -221,6 +221,21 @@ fn adopted_compose_replicas_roll_and_roll_back_behind_nginx_losing_no_request() 
     let o = p.gantry(&["status"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(!stdout(&o).contains("MISSING"), "{}", stdout(&o));
+    // `exec` and `logs` find adopted replicas by their recorded IDs (no gantry label).
+    let o = p.gantry(&[
+        "exec",
+        "web",
+        "--replica",
+        "2",
+        "--",
+        "/testapp",
+        "--healthcheck",
+        "/healthz",
+    ]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let o = p.gantry(&["logs", "web", "--tail", "1"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(!stderr(&o).contains("No replica"), "{}", explain(&o));
     // A second adopt is refused: gantry runs them now.
     let o = p.gantry(&["adopt", "--yes"]);
     assert_eq!(code(&o), 1, "{}", explain(&o));
