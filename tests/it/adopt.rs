@@ -453,3 +453,77 @@ fn adopted_compose_replicas_roll_and_roll_back_behind_haproxy_losing_no_request(
     );
     drop(compose);
 }
+
+/// Plain Docker (seeds 001 and 004): containers started with `docker run -p`, named with
+/// `--container`, by name and by ID; the next apply rolls them, and they are kept stopped.
+#[test]
+fn named_docker_run_containers_are_adopted_and_rolled() {
+    let test = "adopt_named_containers";
+    if !docker::require_docker(test) {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let p = Project::new("adoptrun", &guard);
+    let names = [format!("{}-api-a", p.name), format!("{}-api-b", p.name)];
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| {
+            guard.run(
+                &[
+                    "--name",
+                    n,
+                    "-p",
+                    "127.0.0.1::8080",
+                    "-e",
+                    &format!("VERSION={}", tags[0]),
+                ],
+                &format!("gantry-testapp:{}", tags[0]),
+            )
+        })
+        .collect();
+    let config = |tag: &str| {
+        format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+"#,
+            name = p.name,
+            labels = p.labels,
+        )
+    };
+    p.write_toml(&config(&tags[0]));
+    let selection = format!("web={},{}", names[0], &ids[1][..12]);
+    let o = p.gantry(&["adopt", "--container", &selection, "--yes"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let state = p.state_json();
+    let recorded: Vec<&str> = state["services"]["web"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["container_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(recorded, [ids[0].as_str(), ids[1].as_str()]);
+    let o = p.gantry(&["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+
+    p.write_toml(&config(&tags[1]));
+    let o = p.gantry(&["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    for n in &names {
+        assert_eq!(
+            docker::inspect(n, "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}"),
+            "exited no",
+            "{n} kept stopped for rollback"
+        );
+    }
+    assert_eq!(p.containers(&["status=running"], "{{.Names}}").len(), 2);
+}
