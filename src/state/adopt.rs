@@ -177,9 +177,18 @@ pub fn adopt(inputs: Inputs<'_>) -> Result<Adopted, Refused> {
 
     // Containers, by service and host, in replica order.
     let mut by_service: BTreeMap<String, BTreeMap<String, Vec<Candidate>>> = BTreeMap::new();
+    // Two hosts of the configuration may be one engine: a container found through both is
+    // taken once, through a host its service runs on when there is one.
+    let mut candidates = inputs.candidates;
+    candidates.sort_by_key(|c| {
+        !model
+            .services
+            .get(&c.service)
+            .is_some_and(|s| s.hosts.contains(&c.host))
+    });
     let mut seen = std::collections::BTreeSet::new();
-    for c in inputs.candidates {
-        if !seen.insert((c.host.clone(), c.id.clone())) {
+    for c in candidates {
+        if !seen.insert(c.id.clone()) {
             continue;
         }
         let who = format!("container {} ({}, host `{}`)", c.name, c.via, c.host);
@@ -774,6 +783,33 @@ reload = ["true"]
             .find(|c| c.address.name == "web")
             .unwrap();
         assert_eq!(web_change.action, crate::plan::Action::NoOp);
+    }
+
+    #[test]
+    fn a_container_seen_through_two_hosts_of_one_engine_is_taken_once() {
+        let model = crate::testing::model(&format!(
+            "[[host]]\nname = \"a\"\n\n[[host]]\nname = \"b\"\n{}",
+            CONFIG.replace("replicas = 2\n", "replicas = 1\nhosts = [\"b\"]\n")
+        ));
+        let mut on_a = container("shop-web-1", "web", "sha256:aaaa", &[(8080, 32001)]);
+        on_a.host = "a".into();
+        let mut on_b = on_a.clone();
+        on_b.host = "b".into();
+        let mut i = inputs(&model, vec![on_a, on_b], vec![server("127.0.0.1:32001")]);
+        i.image_ids = BTreeMap::from([
+            (
+                ("a".into(), "shop/web:2".into()),
+                Some("sha256:aaaa".into()),
+            ),
+            (
+                ("b".into(), "shop/web:2".into()),
+                Some("sha256:aaaa".into()),
+            ),
+        ]);
+        let adopted = adopt(i).unwrap();
+        let replicas = &adopted.state.services["web"].replicas;
+        assert_eq!(replicas.len(), 1);
+        assert_eq!(replicas[0].host, "b");
     }
 
     #[test]
