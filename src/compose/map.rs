@@ -1325,6 +1325,16 @@ impl<'a> Mapper<'a> {
             self.skip(v, path, "expected a mapping or a list of `KEY=value`");
             return;
         }
+        for (k, val) in v.map().unwrap_or_default() {
+            if matches!(val.value, Value::Seq(_) | Value::Map(_)) {
+                let key = format!("{path}.{}", k.str().unwrap_or("?"));
+                self.skip(
+                    val,
+                    &key,
+                    format!("a variable's value is a string, found {}", val.kind()),
+                );
+            }
+        }
         let mut secrets: Vec<(String, usize)> = Vec::new();
         for (name, value, at) in key_values(v) {
             let key = format!("{path}.{name}");
