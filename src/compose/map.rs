@@ -474,6 +474,42 @@ impl<'a> Mapper<'a> {
         });
     }
 
+    /// [`key_values`], listing the entries it cannot read (a list or a mapping as a
+    /// value, a list item that is not a string) instead of dropping them.
+    fn key_values<'n>(
+        &mut self,
+        v: &'n Node,
+        path: &str,
+    ) -> Vec<(String, Option<String>, &'n Node)> {
+        match &v.value {
+            Value::Map(entries) => {
+                for (k, val) in entries {
+                    if matches!(val.value, Value::Seq(_) | Value::Map(_)) {
+                        let key = format!("{path}.{}", k.str().unwrap_or("?"));
+                        self.skip(
+                            val,
+                            &key,
+                            format!("expected a string, found {}", val.kind()),
+                        );
+                    }
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if item.str().is_none() {
+                        self.skip(
+                            item,
+                            &format!("{path}[{i}]"),
+                            format!("expected `KEY=value`, found {}", item.kind()),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        key_values(v)
+    }
+
     /// An entry gantry's validation refused: out of the output, into the list.
     pub fn unmapped_entry(&mut self, entry: &Entry, reason: String, table: &mut Table) {
         table.trailer.push(format!(
@@ -1175,7 +1211,7 @@ impl<'a> Mapper<'a> {
             "healthcheck" => self.healthcheck(v, path, s),
             "logging" => self.logging(v, path, s),
             "labels" => {
-                for (name, value, at) in key_values(v) {
+                for (name, value, at) in self.key_values(v, path) {
                     s.labels.push(entry(&name, TVal::Str(value.unwrap_or_default()), at, &format!("{path}.{name}")));
                 }
                 s.labels.sort_by(|a, b| a.key.cmp(&b.key));
@@ -1220,7 +1256,7 @@ impl<'a> Mapper<'a> {
             "shm_size" => self.size_entry("shm_size", v, path, &mut s.main),
             "sysctls" => {
                 let mut table = Vec::new();
-                for (name, value, _) in key_values(v) {
+                for (name, value, _) in self.key_values(v, path) {
                     let value = value.unwrap_or_default();
                     let val = match value.parse::<i64>() {
                         Ok(n) => TVal::Int(n),
@@ -1325,18 +1361,8 @@ impl<'a> Mapper<'a> {
             self.skip(v, path, "expected a mapping or a list of `KEY=value`");
             return;
         }
-        for (k, val) in v.map().unwrap_or_default() {
-            if matches!(val.value, Value::Seq(_) | Value::Map(_)) {
-                let key = format!("{path}.{}", k.str().unwrap_or("?"));
-                self.skip(
-                    val,
-                    &key,
-                    format!("a variable's value is a string, found {}", val.kind()),
-                );
-            }
-        }
         let mut secrets: Vec<(String, usize)> = Vec::new();
-        for (name, value, at) in key_values(v) {
+        for (name, value, at) in self.key_values(v, path) {
             let key = format!("{path}.{name}");
             if !valid_env_name(&name) {
                 self.skip(at, &key, "gantry's variable names are letters, digits and `_`, not starting with a digit");

@@ -129,6 +129,22 @@ fn environment_lists_and_maps() {
 }
 
 #[test]
+fn values_that_are_not_strings_are_listed_not_dropped() {
+    let i = import_ok(&svc(
+        "environment:\n  A: [1, 2]\n  B: ok\nlabels:\n  - {x: y}\nsysctls:\n  net.x: {a: b}",
+    ));
+    assert_eq!(
+        keys(&i),
+        [
+            "services.web.environment.A",
+            "services.web.labels[0]",
+            "services.web.sysctls.net.x"
+        ]
+    );
+    assert_line(&i, r#"B = "ok""#);
+}
+
+#[test]
 fn secret_looking_values_become_secret_env_and_are_never_written() {
     let i = import_ok(&svc(
         "environment:\n  DB_PASSWORD: hunter2\n  api_token: tok-123\n  DD_API_KEY: k-456\n  DATABASE_URL: postgres://u:${DB_PASSWORD:-pw-789}@db/x\n  PLAIN: ok\n  FROM_SHELL:",
