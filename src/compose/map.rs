@@ -789,6 +789,7 @@ impl<'a> Mapper<'a> {
             toml,
             project: self.project,
             services: self.services,
+            tasks: self.tasks.values().map(|(t, _)| t.clone()).collect(),
             unmapped: self.unmapped,
             notes: self.notes,
         }
