@@ -1562,18 +1562,24 @@ impl<'a> Mapper<'a> {
             port_taken = true;
             s.main
                 .push(entry("port", TVal::Int(i64::from(c)), item, &key));
-            if p.ip
-                .as_deref()
-                .is_some_and(|ip| ip != "0.0.0.0" && ip != "::")
-            {
-                self.skip(
+            // gantry publishes `port` on its host's `address` (127.0.0.1 for the local
+            // engine), where Compose publishes on every address unless told otherwise.
+            match p.ip.as_deref() {
+                Some("127.0.0.1") => {}
+                None | Some("0.0.0.0" | "::") => self.note(
+                    item.line,
+                    &key,
+                    format!(
+                        "Compose publishes {c} on every address; gantry publishes `port` on its host's `address` (127.0.0.1 for the local engine): set `[[host]] address` for load balancers on other machines"
+                    ),
+                ),
+                Some(ip) => self.skip(
                     item,
                     &key,
                     format!(
-                        "host address `{}`: gantry publishes `port` on every address of the host",
-                        p.ip.as_deref().unwrap_or_default()
+                        "host address `{ip}`: gantry publishes `port` on its host's `address` (127.0.0.1 for the local engine): declare a `[[host]]` with `address = \"{ip}\"`"
                     ),
-                );
+                ),
             }
             match p.host {
                 None => {}

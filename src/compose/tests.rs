@@ -242,6 +242,18 @@ fn ports_of_several_replicas_become_the_probed_port() {
     assert_line(&i, "port = 3000");
     assert!(i.unmapped.is_empty(), "{:?}", i.unmapped);
 
+    // gantry publishes `port` on its host's address, 127.0.0.1 for the local engine.
+    let i = import_ok(&svc("scale: 2\nports:\n  - \"127.0.0.1::3000\""));
+    assert!(i.unmapped.is_empty() && i.notes.is_empty(), "{:?}", i.notes);
+    let i = import_ok(&svc("scale: 2\nports:\n  - \"10.0.0.5::3000\""));
+    assert!(i.unmapped[0].reason.contains("address = \"10.0.0.5\""));
+    let i = import_ok(&svc("scale: 2\nports:\n  - \"3000\""));
+    assert!(
+        i.notes[0].message.contains("every address"),
+        "{:?}",
+        i.notes
+    );
+
     // A range large enough for the replicas and the surge: host_ports.
     let i = import_ok(&svc(
         "deploy:\n  replicas: 2\nports:\n  - target: 80\n    published: 18080-18083\n    protocol: tcp",
