@@ -1566,13 +1566,13 @@ impl<'a> Mapper<'a> {
             // engine), where Compose publishes on every address unless told otherwise.
             match p.ip.as_deref() {
                 Some("127.0.0.1") => {}
-                None | Some("0.0.0.0" | "::") => self.note(
+                None | Some("0.0.0.0" | "::") if fixed.is_none() => self.note(
                     item.line,
                     &key,
-                    format!(
-                        "Compose publishes {c} on every address; gantry publishes `port` on its host's `address` (127.0.0.1 for the local engine): set `[[host]] address` for load balancers on other machines"
-                    ),
+                    "Compose publishes this port on every address of the host; gantry publishes `port` on its host's `address` (127.0.0.1 for the local engine): set `[[host]] address` for load balancers on other machines",
                 ),
+                // A fixed host port shared by the replicas: listed below.
+                None | Some("0.0.0.0" | "::") => {}
                 Some(ip) => self.skip(
                     item,
                     &key,
