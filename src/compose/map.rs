@@ -634,7 +634,7 @@ impl<'a> Mapper<'a> {
                     for (name, def) in v.map().unwrap_or_default() {
                         let name_s = name.str().unwrap_or("?").to_string();
                         self.top_volumes.insert(name_s.clone(), def.clone());
-                        self.top_level_volume(&name_s, name, def);
+                        self.top_level_volume(&name_s, def);
                     }
                 }
                 "networks" => {
@@ -832,7 +832,7 @@ impl<'a> Mapper<'a> {
         self.project = gname;
     }
 
-    fn top_level_volume(&mut self, name: &str, key: &Node, def: &Node) {
+    fn top_level_volume(&mut self, name: &str, def: &Node) {
         let path = format!("volumes.{name}");
         let Some(entries) = def.map() else { return };
         for (k, v) in entries {
@@ -858,7 +858,6 @@ impl<'a> Mapper<'a> {
             };
             self.skip(k, &format!("{path}.{opt}"), reason);
         }
-        let _ = key;
     }
 
     fn project_placeholder(&self) -> String {
@@ -923,7 +922,7 @@ impl<'a> Mapper<'a> {
                 self.skip(k, &path, reason);
                 continue;
             }
-            self.service_key(key, k, v, &path, replicas, node, &mut s);
+            self.service_key(key, v, &path, replicas, node, &mut s);
         }
         if let Some(deploy) = node.get("deploy") {
             self.deploy(deploy, &format!("{base}.deploy"), replicas, node, &mut s);
@@ -1135,7 +1134,6 @@ impl<'a> Mapper<'a> {
     fn service_key(
         &mut self,
         key: &str,
-        k: &Node,
         v: &Node,
         path: &str,
         replicas: i64,
@@ -1307,9 +1305,8 @@ impl<'a> Mapper<'a> {
                 }
                 self.resource(field, v, path, s);
             }
-            _ => {
-                let _ = k;
-            }
+            // MAPPED lists exactly the keys above.
+            _ => {}
         }
     }
 
