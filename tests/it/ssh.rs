@@ -485,3 +485,120 @@ backend = "app"
     let leftover = sshd.leftover_ssh();
     assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
 }
+
+/// A `reload` that fails on one machine of `at` after the check passed on all of them
+/// (issue 14: "If any reload fails, every machine's previous file is restored and the step
+/// fails"). Two machines are two ports of one sshd; `Match LocalPort` gives the second one
+/// `GANTRY_IT_MACHINE=b`, and the reload command refuses there while a marker file exists.
+/// Machine a has already loaded the new file when b refuses: it gets the previous file back
+/// and is reloaded again; the step fails and the rollout restores revision 1 (exit 3), nginx
+/// serving v1.
+#[test]
+fn a_failing_reload_over_ssh_restores_the_file_on_every_machine() {
+    use crate::support::nginx::{NginxUnderTest, require_nginx};
+    if !docker::require_docker("nginx_reload_over_ssh")
+        || !require_nginx("nginx_reload_over_ssh")
+        || !require_sshd("nginx_reload_over_ssh")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let sshd = Sshd::start_with(2, |ports| {
+        vec![
+            "SetEnv GANTRY_IT_MACHINE=a".into(),
+            format!("Match LocalPort {}", ports[1]),
+            "  SetEnv GANTRY_IT_MACHINE=b".into(),
+        ]
+    });
+    let p = Project::new("sshrl", &guard);
+    let nginx = NginxUnderTest::start(&p.join("nginx"), "app");
+    let marker = p.join("refuse-reload-on-b");
+    let calls = p.join("reloads.log");
+    // Logs `MACHINE ok|refused` per call; refuses on b while the marker exists.
+    let script = format!(
+        "echo \"$GANTRY_IT_MACHINE $( [ \"$GANTRY_IT_MACHINE\" = b ] && [ -e {m} ] && echo refused || echo ok)\" >> {c}; \
+         if [ \"$GANTRY_IT_MACHINE\" = b ] && [ -e {m} ]; then echo reload refused by the test on b >&2; exit 1; fi; \
+         exec nginx {args} -s reload",
+        m = marker.display(),
+        c = calls.display(),
+        args = nginx.args().join(" "),
+    );
+    let (check, _) = nginx.toml_commands();
+    let write = |tag: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 2, order = "start-first", drain = "200ms" }}
+
+[lb.front]
+kind = "nginx"
+at = ["ssh://root@127.0.0.1:{a}", "ssh://root@127.0.0.1:{b}"]
+upstream = "app"
+upstream_file = "{file}"
+check = {check}
+reload = ["sh", "-c", {script:?}]
+"#,
+            name = p.name,
+            labels = p.labels,
+            a = sshd.ports[0],
+            b = sshd.ports[1],
+            file = nginx.upstream_file.display(),
+        ))
+    };
+    write(&v1);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}\nsshd: {}", explain(&o), sshd.log());
+    let before = std::fs::read_to_string(&nginx.upstream_file).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "a ok\nb ok\n",
+        "one reload per machine"
+    );
+    std::fs::write(&calls, "").unwrap();
+
+    std::fs::write(&marker, "").unwrap();
+    write(&v2);
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 3, "{}", explain(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("nginx reload `sh -c ")
+            && err.contains(&format!(
+                "on root@127.0.0.1:{} failed (exit 1)",
+                sshd.ports[1]
+            ))
+            && err.contains("reload refused by the test on b")
+            && err.contains("the previous file was restored on every machine"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&nginx.upstream_file).unwrap(),
+        before,
+        "the previous file is back"
+    );
+    // a loaded the new file, b refused, a was reloaded with the previous file; restoring
+    // revision 1 then finds the file as it should be and reloads nothing.
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "a ok\nb refused\na ok\n",
+        "{}",
+        explain(&o)
+    );
+    let r = crate::support::http::get(&nginx.addr(), "/version").unwrap();
+    assert_eq!(r.text().trim(), v1);
+    assert_eq!(running_versions(&p), vec![v1.clone(); 2]);
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
