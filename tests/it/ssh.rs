@@ -602,3 +602,164 @@ reload = ["sh", "-c", {script:?}]
     let leftover = sshd.leftover_ssh();
     assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
 }
+
+/// A directory under `/run` for `ChrootDirectory` (sshd wants every component owned by root
+/// and writable by no one else, which `/tmp` is not), removed on drop.
+struct ChrootRoot(std::path::PathBuf);
+
+impl ChrootRoot {
+    fn new(dirs: &[&str]) -> ChrootRoot {
+        use std::os::unix::fs::PermissionsExt;
+        let id = uuid_like();
+        let root = std::path::PathBuf::from(format!("/run/gantry-it-{id}"));
+        for d in std::iter::once("").chain(dirs.iter().copied()) {
+            let path = root.join(d);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ChrootRoot(root)
+    }
+}
+
+impl Drop for ChrootRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// One HAProxy load balancer on two machines (`at` with two entries, issue 14 item 3): two
+/// real HAProxy processes, each behind its own port of one sshd, whose `Match LocalPort`
+/// chroots each session into that machine's directory, so that the same `socket` path
+/// names each machine's own stats socket. (sshd chroots only the sessions of a user it
+/// drops privileges to, and forwards from there: the login is `nobody`, the sockets are
+/// opened to it.) A rollout changes both. Then machine b cannot
+/// take the new replica (a backend with a hash `balance` and two `server-template` slots,
+/// both taken, while a start-first batch needs a third): a was already changed, and gets
+/// its servers back as they were; the apply restores itself (exit 3), both serving v1.
+#[test]
+fn one_haproxy_load_balancer_on_two_machines_changes_both_or_neither() {
+    use crate::support::haproxy::{HaproxyUnderTest, require_haproxy};
+    use std::time::Duration;
+    if !docker::require_docker("haproxy_two_machines")
+        || !require_haproxy("haproxy_two_machines")
+        || !require_sshd("haproxy_two_machines")
+    {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, v2) = images();
+    let root = ChrootRoot::new(&["a", "b"]);
+    let sshd = Sshd::start_with(2, |ports| {
+        vec![
+            format!("Match LocalPort {}", ports[0]),
+            format!("  ChrootDirectory {}/a", root.0.display()),
+            format!("Match LocalPort {}", ports[1]),
+            format!("  ChrootDirectory {}/b", root.0.display()),
+        ]
+    });
+    let a = HaproxyUnderTest::start(&root.0.join("a/haproxy"), "app");
+    let b = HaproxyUnderTest::start_with(
+        &root.0.join("b/haproxy"),
+        "app",
+        "    balance source\n    server-template gantry- 2 127.0.0.1:1 disabled\n",
+    );
+    for h in [&a, &b] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&h.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let p = Project::new("sshh2", &guard);
+    let write = |tag: &str, order: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[service.web]
+image = "gantry-testapp:{tag}"
+replicas = 2
+port = 8080
+env = {{ VERSION = "{tag}" }}
+labels = {labels}
+stop_grace_period = "5s"
+lb = ["front"]
+health = {{ http = "/healthz", interval = "100ms", timeout = "1s", retries = 10 }}
+rollout = {{ batch = 1, order = "{order}", drain = "200ms" }}
+
+[lb.front]
+kind = "haproxy"
+at = ["ssh://nobody@127.0.0.1:{pa}", "ssh://nobody@127.0.0.1:{pb}"]
+socket = "/haproxy/admin.sock"
+backend = "app"
+"#,
+            name = p.name,
+            labels = p.labels,
+            pa = sshd.ports[0],
+            pb = sshd.ports[1],
+        ))
+    };
+    let version = |h: &HaproxyUnderTest| {
+        crate::support::http::wait_for_status(&h.addr(), "/version", 200, Duration::from_secs(5))
+            .map(|r| r.text().trim().to_string())
+            .unwrap_or_else(|e| e)
+    };
+    // `show servers state` of gantry's servers: `name address:port admin-state`.
+    let servers = |h: &HaproxyUnderTest| -> Vec<String> {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(format!(
+            "echo 'show servers state app' | socat - UNIX-CONNECT:{}",
+            h.socket.display()
+        ));
+        let out = String::from_utf8_lossy(&c.output().unwrap().stdout).to_string();
+        let mut v: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() > 18 && f[3].starts_with("gantry-"))
+            .map(|f| format!("{} {}:{} {}", f[3], f[4], f[18], f[6]))
+            .collect();
+        v.sort();
+        v
+    };
+    // Stop-first first: b's two slots suffice for every change of a stop-first rollout.
+    write(&v1, "stop-first");
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}\nsshd: {}", explain(&o), sshd.log());
+    assert_eq!((version(&a), version(&b)), (v1.clone(), v1.clone()));
+    write(&v2, "stop-first");
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!((version(&a), version(&b)), (v2.clone(), v2.clone()));
+
+    // Start-first: b has no slot for the new replica; a gets its servers back.
+    let a_before = servers(&a);
+    let b_before = servers(&b);
+    assert_eq!(a_before.len(), 2, "{a_before:?}");
+    write(&v1, "start-first");
+    let o = gantry(&p, &sshd, &["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 3, "{}", explain(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "nobody@127.0.0.1:{}: backend `app` does not take dynamic servers",
+            sshd.ports[1]
+        )) && err.contains(&format!(
+            "the servers were put back as they were on nobody@127.0.0.1:{}, nobody@127.0.0.1:{}",
+            sshd.ports[0], sshd.ports[1]
+        )),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(servers(&a), a_before, "a is back as it was");
+    assert_eq!(servers(&b), b_before, "b is as it was");
+    assert_eq!((version(&a), version(&b)), (v2.clone(), v2.clone()));
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}
