@@ -310,8 +310,26 @@ impl Drop for SshSession {
     }
 }
 
-/// Where the engine listens on the far side (Docker's default socket).
+/// Where the engine listens on the far side unless `DOCKER_HOST` there says otherwise
+/// (Docker's default socket).
 pub const REMOTE_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The engine's socket on the far side, from the far side's `DOCKER_HOST` (`""`: unset).
+fn remote_socket(machine: &str, docker_host: &str) -> Result<String, SshError> {
+    let host = docker_host.trim();
+    if host.is_empty() {
+        return Ok(REMOTE_DOCKER_SOCKET.to_string());
+    }
+    match host.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(path.to_string()),
+        _ => Err(SshError::NoDocker {
+            machine: machine.to_string(),
+            detail: format!(
+                "DOCKER_HOST there is `{host}`, and gantry forwards to a unix socket only (`unix:///PATH`, or unset for {REMOTE_DOCKER_SOCKET})"
+            ),
+        }),
+    }
+}
 
 /// A Docker engine on the far side of an [`SshSession`], forwarded to a local unix socket.
 pub struct DockerOverSsh {
@@ -326,8 +344,13 @@ impl DockerOverSsh {
     pub async fn open(target: &SshTarget) -> Result<DockerOverSsh, SshError> {
         let session = SshSession::open(target).await?;
         let machine = session.machine();
-        let (status, _, stderr) = session
-            .run("docker version --format '{{.Server.APIVersion}}'", None)
+        // The far side's DOCKER_HOST first (as `docker -H ssh://` honours it there: its
+        // `docker system dial-stdio` connects where that says), then whether docker answers.
+        let (status, stdout, stderr) = session
+            .run(
+                "printf '%s\\n' \"${DOCKER_HOST:-}\"; docker version --format '{{.Server.APIVersion}}'",
+                None,
+            )
             .await?;
         let said = stderr
             .lines()
@@ -348,9 +371,8 @@ impl DockerOverSsh {
                 return Err(SshError::NoDocker { machine, detail });
             }
         }
-        let socket = session
-            .forward_unix("docker.sock", REMOTE_DOCKER_SOCKET)
-            .await?;
+        let remote = remote_socket(&machine, stdout.lines().next().unwrap_or(""))?;
+        let socket = session.forward_unix("docker.sock", &remote).await?;
         Ok(DockerOverSsh {
             socket,
             _session: session,
@@ -396,6 +418,24 @@ mod tests {
             "tcp://h",
         ] {
             assert!(SshTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_far_sides_docker_host_names_the_socket_forwarded_to() {
+        assert_eq!(remote_socket("m", "").unwrap(), "/var/run/docker.sock");
+        assert_eq!(
+            remote_socket("m", "unix:///run/user/1000/docker.sock\n").unwrap(),
+            "/run/user/1000/docker.sock"
+        );
+        for other in ["tcp://10.0.0.5:2376", "unix://relative.sock", "ssh://x"] {
+            let e = remote_socket("m", other).unwrap_err();
+            assert!(
+                matches!(e, SshError::NoDocker { .. })
+                    && e.to_string()
+                        .contains(&format!("DOCKER_HOST there is `{other}`")),
+                "{e}"
+            );
         }
     }
 
