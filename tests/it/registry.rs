@@ -829,7 +829,7 @@ password_env = "GTEST_REGISTRY_PASSWORD"
         "ls",
         "-q",
         "--no-trunc",
-        &image.rsplit_once(':').unwrap().0,
+        image.rsplit_once(':').unwrap().0,
     ]);
     for id in ids.split_whitespace() {
         let _ = on_swarm(&["rmi", "-f", id]);
@@ -849,7 +849,7 @@ password_env = "GTEST_REGISTRY_PASSWORD"
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let held = swarm.docker_ok(&["image", "ls", "-q", &image.rsplit_once(':').unwrap().0]);
+    let held = swarm.docker_ok(&["image", "ls", "-q", image.rsplit_once(':').unwrap().0]);
     assert!(
         !held.trim().is_empty(),
         "the node pulled the image again for {replaced:?}"
