@@ -855,3 +855,121 @@ password_env = "GTEST_REGISTRY_PASSWORD"
         "the node pulled the image again for {replaced:?}"
     );
 }
+
+/// Per-layer pull progress on a terminal (issue 14 item 2: "per-layer progress on a
+/// terminal"): `gantry apply` runs under a pseudo-terminal (`script` from util-linux), its
+/// stderr a terminal, and pulls from the test registry: a line per layer of the pull, with
+/// the host, ends with the layer's last status. The same apply with stderr a pipe shows
+/// none of them. The password is in neither.
+#[test]
+fn pull_progress_shows_a_line_per_layer_on_a_terminal_only() {
+    let test = "registry::pull_progress_shows_a_line_per_layer";
+    if !require_tools(test) {
+        return;
+    }
+    if !Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: `script` (util-linux) is missing, and CI=true"
+        );
+        println!("SKIPPED: {test}: `script` (util-linux) is missing");
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let local = docker::build_testapp_image_once(&docker::run_tag("reg"));
+    let registry = Registry::start();
+    // The test app with one more layer of its own (random bytes), so that the engine has
+    // a layer to download: it has every layer of the test app itself already.
+    let with_layer = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("noise");
+        let mut bytes = vec![0u8; 512 * 1024];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        let container =
+            docker::docker_ok(&["create", "--label", &docker::run_label(), &local, "true"]);
+        let copied = docker::docker(&[
+            "cp",
+            &file.display().to_string(),
+            &format!("{container}:/noise"),
+        ]);
+        let committed = format!("gantry-testapp:{}", docker::run_tag(name));
+        let o = docker::docker(&["commit", &container, &committed]);
+        let _ = docker::docker(&["rm", "-f", &container]);
+        assert!(
+            copied.status.success() && o.status.success(),
+            "{copied:?} {o:?}"
+        );
+        let pushed = registry.push(&committed, &docker::run_tag(name));
+        docker::docker_ok(&["rmi", &committed]);
+        pushed
+    };
+    let tty_image = with_layer("tty");
+    let pipe_image = with_layer("pipe");
+    let _pulled = Pulled(vec![tty_image.clone(), pipe_image.clone()]);
+    let section = format!(
+        "[registry.\"{}\"]\nusername = \"{USER}\"\npassword_env = \"GTEST_REGISTRY_PASSWORD\"\n",
+        registry.host
+    );
+    let empty = registry.docker_config("empty");
+
+    let p = project(&guard, &tty_image, &section);
+    let gantry = crate::support::project::gantry_command(p.path(), &[]);
+    let line = format!(
+        "'{}' apply --yes 2>&1",
+        gantry.get_program().to_string_lossy()
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &line, "/dev/null"])
+        .current_dir(p.path())
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .env("DOCKER_CONFIG", &empty)
+        .env("GTEST_REGISTRY_PASSWORD", PASSWORD)
+        .stdin(Stdio::null());
+    let o = run(c);
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(code(&o), 0, "{shown}");
+    assert_eq!(running(&p), 2, "{shown}");
+    // The terminal's output: lines redrawn in place; the last state of each is there.
+    // `pull on HOST: LAYER STATUS ... (IMAGE)`, cut at the terminal's width (80 here).
+    let layers: Vec<&str> = shown
+        .split(['\r', '\n'])
+        .filter_map(|l| l.split_once("pull on local: ").map(|(_, rest)| rest))
+        .filter(|rest| rest.contains("Pull complete"))
+        .collect();
+    assert!(!layers.is_empty(), "no per-layer line in: {shown:?}");
+    for rest in &layers {
+        let layer = rest.split_whitespace().next().unwrap();
+        assert!(
+            layer.len() == 12 && layer.chars().all(|c| c.is_ascii_hexdigit()),
+            "{rest}"
+        );
+    }
+    assert!(!shown.contains(PASSWORD));
+
+    // Not a terminal: nothing of it.
+    let p = project(&guard, &pipe_image, &section);
+    let o = apply(&p, &empty, &[("GTEST_REGISTRY_PASSWORD", PASSWORD)], None);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !all.contains(" on host ") || !all.contains("pull "),
+        "{all}"
+    );
+    assert!(
+        !all.contains(&format!("pull {pipe_image} on host")),
+        "{all}"
+    );
+    assert!(!all.contains(PASSWORD));
+}
