@@ -18,6 +18,7 @@
 //! than over the unix socket (a `docker` process started per connection); forwarding does
 //! not.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -136,10 +137,33 @@ impl Drop for PrivateDir {
     }
 }
 
+/// A watcher of the master `pid` (the leader of its own process group): a shell that reads
+/// a pipe gantry holds the only write end of (std opens pipes close-on-exec, so no other
+/// child inherits it) and never writes to. When gantry ends in any way, SIGKILL included,
+/// the kernel closes that end, `read` returns, and the shell stops the master's group and
+/// removes the session's directory. On an orderly end the session kills the watcher first.
+/// (Tying the master to gantry's life with `PR_SET_PDEATHSIG` needs `pre_exec`, which is
+/// unsafe; `ControlPersist` with a timeout would end a master that a long soak left idle.)
+fn watch(pid: u32, dir: &Path) -> std::io::Result<Child> {
+    let script = format!(
+        "read -r _; kill -TERM -{pid} 2>/dev/null; rm -rf -- '{}'",
+        dir.display().to_string().replace('\'', r"'\''")
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
 /// One authenticated connection to a machine: the `ssh` master every command shares.
 pub struct SshSession {
     target: SshTarget,
     master: std::sync::Mutex<Child>,
+    /// Stops the master should gantry die without dropping the session (see [`watch`]).
+    watcher: std::sync::Mutex<Option<Child>>,
     control: PathBuf,
     // Last: removed after the master stopped.
     dir: PrivateDir,
@@ -159,6 +183,9 @@ impl SshSession {
         let stderr =
             std::fs::File::create(&log).map_err(|e| other(format!("{}: {e}", log.display())))?;
         let mut cmd = std::process::Command::new("ssh");
+        // A process group of its own: a Ctrl-C at the terminal goes to gantry (which then
+        // finishes its step, over this connection), not to the master.
+        cmd.process_group(0);
         cmd.args(["-o", "BatchMode=yes", "-o", "ControlMaster=yes"])
             .arg("-o")
             .arg(format!("ControlPath={}", control.display()))
@@ -180,6 +207,16 @@ impl SshSession {
                 "cannot run the `ssh` client ({e}): install OpenSSH's client"
             ))
         })?;
+        let watcher = match watch(child.id(), &dir.0) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(other(format!(
+                    "cannot start the watcher of the ssh master: {e}"
+                )));
+            }
+        };
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -202,6 +239,7 @@ impl SshSession {
         Ok(SshSession {
             target: target.clone(),
             master: std::sync::Mutex::new(child),
+            watcher: std::sync::Mutex::new(Some(watcher)),
             control,
             dir,
         })
@@ -304,6 +342,16 @@ impl SshSession {
 
 impl Drop for SshSession {
     fn drop(&mut self) {
+        // The watcher first, so that it never signals a group whose leader was reaped.
+        if let Some(mut watcher) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = watcher.kill();
+            let _ = watcher.wait();
+        }
         let mut master = self.master.lock().unwrap_or_else(|e| e.into_inner());
         let _ = master.kill();
         let _ = master.wait();

@@ -763,3 +763,60 @@ backend = "app"
     let leftover = sshd.leftover_ssh();
     assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
 }
+
+/// gantry SIGKILLed in the middle of an apply on an SSH host: its ssh master (a child of
+/// gantry's, which nothing else reaps) must not outlive it. A watcher the session starts
+/// beside the master stops it when gantry's end of a pipe closes, whatever killed gantry.
+#[test]
+fn a_killed_gantry_leaves_no_ssh_master_behind() {
+    use std::time::{Duration, Instant};
+    if !docker::require_docker("ssh_killed") || !require_sshd("ssh_killed") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let (v1, _) = images();
+    let sshd = Sshd::start(&[]);
+    let p = Project::new("sshkill", &guard);
+    write(&p, &format!("ssh://{}", sshd.alias), &v1);
+    // A long soak: the apply is still running when it is killed.
+    p.edit_toml(|t| t.replace("soak = \"300ms\"", "soak = \"60s\""));
+    let mut c = p.command(&["apply", "--yes", "--progress", "plain"]);
+    c.env("PATH", sshd.path_env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let gantry = crate::support::process::Background::spawn(c, "gantry apply");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.containers(&["status=running"], "{{.Names}}").is_empty() {
+        assert!(Instant::now() < deadline, "the apply started no replica");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let running = sshd.leftover_ssh();
+    assert!(!running.is_empty(), "the ssh master runs");
+    // Its private directory (`ControlPath=DIR/ctl`): removed with it.
+    let dir = running
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|a| a.strip_prefix("ControlPath="))
+        .map(|c| std::path::PathBuf::from(c.trim_end_matches("/ctl")))
+        .expect("the master's ControlPath");
+    assert!(dir.exists(), "{}", dir.display());
+    gantry.kill();
+    let killed = Instant::now();
+    while !sshd.leftover_ssh().is_empty() && killed.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let leftover = sshd.leftover_ssh();
+    assert!(
+        leftover.is_empty(),
+        "ssh still running {:.1}s after gantry was killed: {leftover:?}",
+        killed.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "the ssh master was gone {:.2}s after gantry was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    while dir.exists() && killed.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.exists(), "{} is left", dir.display());
+}
