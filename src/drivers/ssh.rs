@@ -396,7 +396,7 @@ impl DockerOverSsh {
         // `docker system dial-stdio` connects where that says), then whether docker answers.
         let (status, stdout, stderr) = session
             .run(
-                "printf '%s\\n' \"${DOCKER_HOST:-}\"; docker version --format '{{.Server.APIVersion}}'",
+                "printf 'DOCKER_HOST=%s\\n' \"${DOCKER_HOST:-}\"; docker version --format '{{.Server.APIVersion}}'",
                 None,
             )
             .await?;
@@ -419,7 +419,12 @@ impl DockerOverSsh {
                 return Err(SshError::NoDocker { machine, detail });
             }
         }
-        let remote = remote_socket(&machine, stdout.lines().next().unwrap_or(""))?;
+        // A login script may print before it: the marked line.
+        let docker_host = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("DOCKER_HOST="))
+            .unwrap_or("");
+        let remote = remote_socket(&machine, docker_host)?;
         let socket = session.forward_unix("docker.sock", &remote).await?;
         Ok(DockerOverSsh {
             socket,
