@@ -207,7 +207,7 @@ impl SshSession {
                 "cannot run the `ssh` client ({e}): install OpenSSH's client"
             ))
         })?;
-        let watcher = match watch(child.id(), &dir.0) {
+        let mut watcher = match watch(child.id(), &dir.0) {
             Ok(w) => w,
             Err(e) => {
                 let _ = child.kill();
@@ -219,7 +219,10 @@ impl SshSession {
         };
         let started = Instant::now();
         loop {
+            // The watcher goes first on a failure: it must never signal a reaped master.
             if let Ok(Some(status)) = child.try_wait() {
+                let _ = watcher.kill();
+                let _ = watcher.wait();
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(classify(&machine, &text, status.code()));
             }
@@ -227,6 +230,8 @@ impl SshSession {
                 break;
             }
             if started.elapsed() > OPEN_TIMEOUT {
+                let _ = watcher.kill();
+                let _ = watcher.wait();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(SshError::Connect {
