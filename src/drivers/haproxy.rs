@@ -28,8 +28,16 @@ pub fn server_name(address: &str) -> String {
 struct Server {
     name: String,
     address: String,
-    /// srv_admin_state: bit 0x01 forced maintenance, 0x08 forced drain.
+    /// srv_admin_state: bit 0x01 forced maintenance, 0x08 forced drain (0x04, maintenance
+    /// from the configuration, stays set on a `server-template ... disabled` slot made ready).
     admin: u32,
+}
+
+impl Server {
+    /// Taking new sessions: neither forced into maintenance nor draining.
+    fn in_rotation(&self) -> bool {
+        self.admin & 0x09 == 0
+    }
 }
 
 impl Haproxy {
@@ -133,7 +141,7 @@ impl Haproxy {
         let mut current = self.servers().await?;
         for m in &members {
             match current.iter().find(|s| s.address == *m) {
-                Some(s) if s.admin == 0 => {}
+                Some(s) if s.in_rotation() => {}
                 Some(s) => self.ready(&s.name).await?,
                 None => {
                     let name = server_name(m);
@@ -180,7 +188,7 @@ impl Haproxy {
         }
         for s in current
             .iter()
-            .filter(|s| s.admin == 0 && !members.contains(&s.address.as_str()))
+            .filter(|s| s.in_rotation() && !members.contains(&s.address.as_str()))
         {
             // Out of rotation now; removed by finish_drain once idle.
             self.expect(
@@ -290,12 +298,23 @@ impl Haproxy {
 }
 
 impl LoadBalancer for Haproxy {
+    /// A change that fails half-way puts the servers back as they were read before it (the
+    /// trait's contract: the load balancer serves as before).
     fn set_members<'a>(
         &'a self,
         _previous: &'a [Member],
         members: &'a [Member],
     ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.set(members))
+        Box::pin(async move {
+            let before = self.servers().await?;
+            match self.set(members).await {
+                Ok(()) => Ok(()),
+                Err(e) => match self.restore(&before).await {
+                    Ok(()) => Err(format!("{e}; the servers were put back as they were")),
+                    Err(r) => Err(format!("{e}; and putting the servers back failed: {r}")),
+                },
+            }
+        })
     }
 
     fn finish_drain<'a>(
