@@ -248,6 +248,27 @@ pub struct Pulled {
     pub repo_digest: Option<String>,
 }
 
+/// One event of a pull's progress, as the engine streams it: a layer (`id`, the first 12
+/// hex digits of its digest; other events carry the tag or nothing), its status
+/// (`Downloading`, `Extracting`, `Pull complete`, ...) and, while bytes move, how many of
+/// how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerProgress {
+    pub id: String,
+    pub status: String,
+    pub current: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// Who watches the pulls of an engine (the per-layer lines on a terminal). Told nothing
+/// secret: an event carries a layer, a status and byte counts.
+pub trait PullObserver: Send + Sync {
+    /// An event of the pull of `image` on `host`.
+    fn event(&self, host: &str, image: &str, e: &LayerProgress);
+    /// The pull of `image` on `host` ended (its attempt; a retried pull starts again).
+    fn finished(&self, host: &str, image: &str);
+}
+
 /// A container engine (Docker, through bollard).
 pub trait ContainerRuntime: Send + Sync {
     /// Is the engine there? (Pre-flight.)

@@ -247,6 +247,22 @@ mod tests {
         assert_eq!(interpolate("${TAG:?x}", &env).unwrap().text, "3074f46");
     }
 
+    /// Every string of up to 5 characters from the syntax's own alphabet: an answer or a
+    /// `Required`, never a panic.
+    #[test]
+    fn no_input_panics() {
+        let alphabet = ['$', '{', '}', ':', '-', '?', '+', 'T', 'A', 'G', '_', 'é'];
+        let mut stack = vec![String::new()];
+        while let Some(s) = stack.pop() {
+            let _ = interpolate(&s, &env);
+            if s.chars().count() < 5 {
+                for c in alphabet {
+                    stack.push(format!("{s}{c}"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn odd_input_is_kept() {
         assert_eq!(text("${"), "${");

@@ -474,6 +474,42 @@ impl<'a> Mapper<'a> {
         });
     }
 
+    /// [`key_values`], listing the entries it cannot read (a list or a mapping as a
+    /// value, a list item that is not a string) instead of dropping them.
+    fn key_values<'n>(
+        &mut self,
+        v: &'n Node,
+        path: &str,
+    ) -> Vec<(String, Option<String>, &'n Node)> {
+        match &v.value {
+            Value::Map(entries) => {
+                for (k, val) in entries {
+                    if matches!(val.value, Value::Seq(_) | Value::Map(_)) {
+                        let key = format!("{path}.{}", k.str().unwrap_or("?"));
+                        self.skip(
+                            val,
+                            &key,
+                            format!("expected a string, found {}", val.kind()),
+                        );
+                    }
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if item.str().is_none() {
+                        self.skip(
+                            item,
+                            &format!("{path}[{i}]"),
+                            format!("expected `KEY=value`, found {}", item.kind()),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        key_values(v)
+    }
+
     /// An entry gantry's validation refused: out of the output, into the list.
     pub fn unmapped_entry(&mut self, entry: &Entry, reason: String, table: &mut Table) {
         table.trailer.push(format!(
@@ -598,7 +634,7 @@ impl<'a> Mapper<'a> {
                     for (name, def) in v.map().unwrap_or_default() {
                         let name_s = name.str().unwrap_or("?").to_string();
                         self.top_volumes.insert(name_s.clone(), def.clone());
-                        self.top_level_volume(&name_s, name, def);
+                        self.top_level_volume(&name_s, def);
                     }
                 }
                 "networks" => {
@@ -753,6 +789,7 @@ impl<'a> Mapper<'a> {
             toml,
             project: self.project,
             services: self.services,
+            tasks: self.tasks.values().map(|(t, _)| t.clone()).collect(),
             unmapped: self.unmapped,
             notes: self.notes,
         }
@@ -795,7 +832,7 @@ impl<'a> Mapper<'a> {
         self.project = gname;
     }
 
-    fn top_level_volume(&mut self, name: &str, key: &Node, def: &Node) {
+    fn top_level_volume(&mut self, name: &str, def: &Node) {
         let path = format!("volumes.{name}");
         let Some(entries) = def.map() else { return };
         for (k, v) in entries {
@@ -821,7 +858,6 @@ impl<'a> Mapper<'a> {
             };
             self.skip(k, &format!("{path}.{opt}"), reason);
         }
-        let _ = key;
     }
 
     fn project_placeholder(&self) -> String {
@@ -886,7 +922,7 @@ impl<'a> Mapper<'a> {
                 self.skip(k, &path, reason);
                 continue;
             }
-            self.service_key(key, k, v, &path, replicas, node, &mut s);
+            self.service_key(key, v, &path, replicas, node, &mut s);
         }
         if let Some(deploy) = node.get("deploy") {
             self.deploy(deploy, &format!("{base}.deploy"), replicas, node, &mut s);
@@ -1098,7 +1134,6 @@ impl<'a> Mapper<'a> {
     fn service_key(
         &mut self,
         key: &str,
-        k: &Node,
         v: &Node,
         path: &str,
         replicas: i64,
@@ -1175,7 +1210,7 @@ impl<'a> Mapper<'a> {
             "healthcheck" => self.healthcheck(v, path, s),
             "logging" => self.logging(v, path, s),
             "labels" => {
-                for (name, value, at) in key_values(v) {
+                for (name, value, at) in self.key_values(v, path) {
                     s.labels.push(entry(&name, TVal::Str(value.unwrap_or_default()), at, &format!("{path}.{name}")));
                 }
                 s.labels.sort_by(|a, b| a.key.cmp(&b.key));
@@ -1220,7 +1255,7 @@ impl<'a> Mapper<'a> {
             "shm_size" => self.size_entry("shm_size", v, path, &mut s.main),
             "sysctls" => {
                 let mut table = Vec::new();
-                for (name, value, _) in key_values(v) {
+                for (name, value, _) in self.key_values(v, path) {
                     let value = value.unwrap_or_default();
                     let val = match value.parse::<i64>() {
                         Ok(n) => TVal::Int(n),
@@ -1270,9 +1305,8 @@ impl<'a> Mapper<'a> {
                 }
                 self.resource(field, v, path, s);
             }
-            _ => {
-                let _ = k;
-            }
+            // MAPPED lists exactly the keys above.
+            _ => {}
         }
     }
 
@@ -1326,7 +1360,7 @@ impl<'a> Mapper<'a> {
             return;
         }
         let mut secrets: Vec<(String, usize)> = Vec::new();
-        for (name, value, at) in key_values(v) {
+        for (name, value, at) in self.key_values(v, path) {
             let key = format!("{path}.{name}");
             if !valid_env_name(&name) {
                 self.skip(at, &key, "gantry's variable names are letters, digits and `_`, not starting with a digit");
@@ -1525,18 +1559,24 @@ impl<'a> Mapper<'a> {
             port_taken = true;
             s.main
                 .push(entry("port", TVal::Int(i64::from(c)), item, &key));
-            if p.ip
-                .as_deref()
-                .is_some_and(|ip| ip != "0.0.0.0" && ip != "::")
-            {
-                self.skip(
+            // gantry publishes `port` on its host's `address` (127.0.0.1 for the local
+            // engine), where Compose publishes on every address unless told otherwise.
+            match p.ip.as_deref() {
+                Some("127.0.0.1") => {}
+                None | Some("0.0.0.0" | "::") if fixed.is_none() => self.note(
+                    item.line,
+                    &key,
+                    "Compose publishes this port on every address of the host; gantry publishes `port` on its host's `address` (127.0.0.1 for the local engine): set `[[host]] address` for load balancers on other machines",
+                ),
+                // A fixed host port shared by the replicas: listed below.
+                None | Some("0.0.0.0" | "::") => {}
+                Some(ip) => self.skip(
                     item,
                     &key,
                     format!(
-                        "host address `{}`: gantry publishes `port` on every address of the host",
-                        p.ip.as_deref().unwrap_or_default()
+                        "host address `{ip}`: gantry publishes `port` on its host's `address` (127.0.0.1 for the local engine): declare a `[[host]]` with `address = \"{ip}\"`"
                     ),
-                );
+                ),
             }
             match p.host {
                 None => {}

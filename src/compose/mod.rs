@@ -57,6 +57,8 @@ pub struct Imported {
     pub project: String,
     /// The services written, by gantry name.
     pub services: Vec<String>,
+    /// The tasks written, by gantry name.
+    pub tasks: Vec<String>,
     /// What is not in the output, each with its line and why.
     pub unmapped: Vec<Unmapped>,
     /// What is in the output but needs a look (secrets to provide, names changed, ...).
@@ -79,6 +81,8 @@ pub struct Report {
     pub project: String,
     /// The services written, by gantry name.
     pub services: Vec<String>,
+    /// The `[task.NAME]`s written (services that ran to completion before another).
+    pub tasks: Vec<String>,
     /// What is not in the written configuration, each with its line and why.
     pub unmapped: Vec<Unmapped>,
     /// What is in it but needs a look: secrets to export, names changed, moving tags.

@@ -129,6 +129,22 @@ fn environment_lists_and_maps() {
 }
 
 #[test]
+fn values_that_are_not_strings_are_listed_not_dropped() {
+    let i = import_ok(&svc(
+        "environment:\n  A: [1, 2]\n  B: ok\nlabels:\n  - {x: y}\nsysctls:\n  net.x: {a: b}",
+    ));
+    assert_eq!(
+        keys(&i),
+        [
+            "services.web.environment.A",
+            "services.web.labels[0]",
+            "services.web.sysctls.net.x"
+        ]
+    );
+    assert_line(&i, r#"B = "ok""#);
+}
+
+#[test]
 fn secret_looking_values_become_secret_env_and_are_never_written() {
     let i = import_ok(&svc(
         "environment:\n  DB_PASSWORD: hunter2\n  api_token: tok-123\n  DD_API_KEY: k-456\n  DATABASE_URL: postgres://u:${DB_PASSWORD:-pw-789}@db/x\n  PLAIN: ok\n  FROM_SHELL:",
@@ -225,6 +241,18 @@ fn ports_of_several_replicas_become_the_probed_port() {
     let i = import_ok(&svc("scale: 2\nports:\n  - \"3000\""));
     assert_line(&i, "port = 3000");
     assert!(i.unmapped.is_empty(), "{:?}", i.unmapped);
+
+    // gantry publishes `port` on its host's address, 127.0.0.1 for the local engine.
+    let i = import_ok(&svc("scale: 2\nports:\n  - \"127.0.0.1::3000\""));
+    assert!(i.unmapped.is_empty() && i.notes.is_empty(), "{:?}", i.notes);
+    let i = import_ok(&svc("scale: 2\nports:\n  - \"10.0.0.5::3000\""));
+    assert!(i.unmapped[0].reason.contains("address = \"10.0.0.5\""));
+    let i = import_ok(&svc("scale: 2\nports:\n  - \"3000\""));
+    assert!(
+        i.notes[0].message.contains("every address"),
+        "{:?}",
+        i.notes
+    );
 
     // A range large enough for the replicas and the surge: host_ports.
     let i = import_ok(&svc(

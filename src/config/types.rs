@@ -516,8 +516,10 @@ pub struct TomlLb {
     /// nginx: reload command (default `["nginx", "-s", "reload"]`).
     #[serde(default)]
     pub reload: Option<Vec<String>>,
-    /// nginx: the machines of this load balancer, `ssh://[user@]host[:port]` each (default:
-    /// this machine): the file is written, and `check` and `reload` run, on every one.
+    /// nginx and haproxy: the machines of this load balancer, `ssh://[user@]host[:port]` each
+    /// (default: this machine). nginx: the file is written, and `check` and `reload` run, on
+    /// every one; haproxy: each machine's `socket` is reached through SSH. A change is checked
+    /// on all of them, then made on all of them, or undone on all of them.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub at: Vec<SpStr>,

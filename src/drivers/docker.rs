@@ -42,6 +42,8 @@ pub struct DockerRuntime {
     local: bool,
     /// An `ssh://` engine: the connection bollard's socket goes through, closed on drop.
     _ssh: Option<crate::drivers::ssh::DockerOverSsh>,
+    /// Who is shown the progress of its pulls, and the host's name for them.
+    pull_observer: Option<(String, std::sync::Arc<dyn crate::ports::PullObserver>)>,
 }
 
 impl DockerRuntime {
@@ -99,7 +101,17 @@ impl DockerRuntime {
             pull_backoff: PULL_BACKOFF,
             local,
             _ssh: ssh,
+            pull_observer: None,
         })
+    }
+
+    /// Shows the progress of this engine's pulls to an observer, as host `HOST`
+    /// (`Some((HOST, observer))`), or to no one (`None`).
+    pub fn set_pull_observer(
+        &mut self,
+        observer: Option<(&str, std::sync::Arc<dyn crate::ports::PullObserver>)>,
+    ) {
+        self.pull_observer = observer.map(|(host, o)| (host.to_string(), o));
     }
 
     /// Shorter back-off, for tests of the retry path.
@@ -881,6 +893,19 @@ impl ContainerRuntime for DockerRuntime {
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(info) => {
+                        if let (Some((host, observer)), Some(status)) =
+                            (&self.pull_observer, &info.status)
+                        {
+                            let detail = info.progress_detail.as_ref();
+                            let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+                            let e = crate::ports::LayerProgress {
+                                id: info.id.clone().unwrap_or_default(),
+                                status: scrub(status, auth),
+                                current: count(detail.and_then(|d| d.current)),
+                                total: count(detail.and_then(|d| d.total)),
+                            };
+                            observer.event(host, image, &e);
+                        }
                         if let Some(err) = info.error_detail.and_then(|d| d.message) {
                             failed = Some(err);
                         }
@@ -890,6 +915,9 @@ impl ContainerRuntime for DockerRuntime {
                         break;
                     }
                 }
+            }
+            if let Some((host, observer)) = &self.pull_observer {
+                observer.finished(host, image);
             }
             match failed {
                 None => return self.pulled(image, &fetch, repo, tag, digest).await,

@@ -29,12 +29,20 @@ pub fn server_name(address: &str) -> String {
 struct Server {
     name: String,
     address: String,
-    /// srv_admin_state: bit 0x01 forced maintenance, 0x08 forced drain.
+    /// srv_admin_state: bit 0x01 forced maintenance, 0x08 forced drain (0x04, maintenance
+    /// from the configuration, stays set on a `server-template ... disabled` slot made ready).
     admin: u32,
     /// srv_op_state: 0 stopped, 1 starting, 2 running, 3 stopping.
     op: u32,
     /// Named by gantry (`gantry-...`).
     ours: bool,
+}
+
+impl Server {
+    /// Taking new sessions: neither forced into maintenance nor draining.
+    fn in_rotation(&self) -> bool {
+        self.admin & 0x09 == 0
+    }
 }
 
 impl Haproxy {
@@ -143,9 +151,9 @@ impl Haproxy {
             .await?
             .into_iter()
             .map(|s| crate::state::adopt::Server {
-                address: s.address,
-                active: s.admin == 0 && s.op != 0,
+                active: s.in_rotation() && s.op != 0,
                 left_alone: !s.ours,
+                address: s.address,
             })
             .collect())
     }
@@ -157,7 +165,7 @@ impl Haproxy {
         let mut current = self.servers().await?;
         for m in &members {
             match current.iter().find(|s| s.address == *m) {
-                Some(s) if s.admin == 0 => {}
+                Some(s) if s.in_rotation() => {}
                 Some(s) => self.ready(&s.name).await?,
                 None => {
                     let name = server_name(m);
@@ -206,7 +214,7 @@ impl Haproxy {
         }
         for s in current
             .iter()
-            .filter(|s| s.admin == 0 && managed(s) && !members.contains(&s.address.as_str()))
+            .filter(|s| s.in_rotation() && managed(s) && !members.contains(&s.address.as_str()))
         {
             // Out of rotation now; removed by finish_drain once idle.
             self.expect(
@@ -214,6 +222,54 @@ impl Haproxy {
                 &[],
             )
             .await?;
+        }
+        Ok(())
+    }
+
+    /// Puts gantry's servers back as `before` listed them, after a change that failed here
+    /// or on another machine of the same load balancer: each server in the state it had
+    /// (ready, drain, maintenance), a server added since in maintenance again (a template
+    /// slot, free again) or deleted (a dynamic server).
+    async fn restore(&self, before: &[Server]) -> Result<(), String> {
+        for s in self.servers().await? {
+            let state = |admin: u32| {
+                if admin & 1 != 0 {
+                    "maint"
+                } else if admin & 8 != 0 {
+                    "drain"
+                } else {
+                    "ready"
+                }
+            };
+            match before.iter().find(|b| b.address == s.address) {
+                Some(b) if state(b.admin) == state(s.admin) => {}
+                Some(b) => {
+                    self.expect(
+                        &format!(
+                            "set server {}/{} state {}",
+                            self.backend,
+                            s.name,
+                            state(b.admin)
+                        ),
+                        &[],
+                    )
+                    .await?
+                }
+                None => {
+                    self.expect(
+                        &format!("set server {}/{} state maint", self.backend, s.name),
+                        &[],
+                    )
+                    .await?;
+                    if s.name == server_name(&s.address) {
+                        self.expect(
+                            &format!("del server {}/{}", self.backend, s.name),
+                            &["Server deleted"],
+                        )
+                        .await?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -273,6 +329,170 @@ impl Haproxy {
 }
 
 impl LoadBalancer for Haproxy {
+    /// A change that fails half-way puts the servers back as they were read before it (the
+    /// trait's contract: the load balancer serves as before).
+    fn set_members<'a>(
+        &'a self,
+        previous: &'a [Member],
+        members: &'a [Member],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let before = self.servers().await?;
+            match self.set(previous, members).await {
+                Ok(()) => Ok(()),
+                Err(e) => match self.restore(&before).await {
+                    Ok(()) => Err(format!("{e}; the servers were put back as they were")),
+                    Err(r) => Err(format!("{e}; and putting the servers back failed: {r}")),
+                },
+            }
+        })
+    }
+
+    fn finish_drain<'a>(
+        &'a self,
+        leaving: &'a [Member],
+        bound: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(self.drain(leaving, bound))
+    }
+
+    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
+        Box::pin(async move { haproxy_members(self.read_servers().await, &self.backend) })
+    }
+}
+
+/// An HAProxy on other machines (`at = ["ssh://...", ...]`): one load balancer that is one
+/// or several HAProxy processes (each machine's own, the same backend), changed together or
+/// not at all. Each machine's unix stats socket is forwarded to a local one through one ssh
+/// master of its own, opened (and the API asked `show info`) in pre-flight. A membership
+/// change first reads the backend's servers on every machine (each reached, the backend
+/// there), then changes every machine in `at` order; when one fails, the machines already
+/// changed, and the one that failed, get their servers back as they were read.
+pub struct RemoteHaproxy {
+    at: Vec<crate::drivers::ssh::SshTarget>,
+    remote_socket: String,
+    backend: String,
+    /// Per machine: the session (kept open for the forward) and the driver on the local end.
+    connected: tokio::sync::OnceCell<Vec<(crate::drivers::ssh::SshSession, Haproxy)>>,
+}
+
+impl RemoteHaproxy {
+    pub fn new(
+        at: Vec<crate::drivers::ssh::SshTarget>,
+        remote_socket: String,
+        backend: String,
+    ) -> RemoteHaproxy {
+        RemoteHaproxy {
+            at,
+            remote_socket,
+            backend,
+            connected: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn connect(
+        &self,
+        target: &crate::drivers::ssh::SshTarget,
+    ) -> Result<(crate::drivers::ssh::SshSession, Haproxy), String> {
+        let session = crate::drivers::ssh::SshSession::open(target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let socket = session
+            .forward_unix("haproxy.sock", &self.remote_socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        let h = Haproxy {
+            socket,
+            backend: self.backend.clone(),
+        };
+        // The forward opens the far socket only on use: one command says it answers.
+        h.command("show info").await.map_err(|e| {
+            format!(
+                "{e} (through ssh to {}, socket {})",
+                session.machine(),
+                self.remote_socket
+            )
+        })?;
+        Ok((session, h))
+    }
+
+    async fn machines(&self) -> Result<&Vec<(crate::drivers::ssh::SshSession, Haproxy)>, String> {
+        self.connected
+            .get_or_try_init(|| async {
+                let all =
+                    futures_util::future::join_all(self.at.iter().map(|t| self.connect(t))).await;
+                all.into_iter().collect::<Result<Vec<_>, String>>()
+            })
+            .await
+    }
+
+    async fn set(&self, previous: &[Member], members: &[Member]) -> Result<(), String> {
+        let machines = self.machines().await?;
+        // Check all: every machine answers and has the backend; what each had is kept for
+        // the undo.
+        let mut before = Vec::new();
+        for (s, h) in machines {
+            before.push(
+                h.servers()
+                    .await
+                    .map_err(|e| format!("{}: {e}; nothing was changed", s.machine()))?,
+            );
+        }
+        for (i, (s, h)) in machines.iter().enumerate() {
+            if let Err(e) = h.set(previous, members).await {
+                let failure = format!("{}: {e}", s.machine());
+                let mut problems = Vec::new();
+                for ((s, h), b) in machines[..=i].iter().zip(&before) {
+                    if let Err(e) = h.restore(b).await {
+                        problems.push(format!("{}: {e}", s.machine()));
+                    }
+                }
+                let undone: Vec<String> = machines[..=i].iter().map(|(s, _)| s.machine()).collect();
+                return Err(if problems.is_empty() {
+                    format!(
+                        "{failure}; the servers were put back as they were on {}",
+                        undone.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{failure}; and putting the servers back failed: {}",
+                        problems.join("; ")
+                    )
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, leaving: &[Member], bound: Duration) -> Result<String, String> {
+        let machines = self.machines().await?;
+        // At the same time: the bound is the rollout's, not per machine.
+        let seen = futures_util::future::join_all(machines.iter().map(|(s, h)| async move {
+            h.drain(leaving, bound)
+                .await
+                .map(|seen| (s.machine(), seen))
+                .map_err(|e| format!("{}: {e}", s.machine()))
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>()?;
+        if let [(_, only)] = seen.as_slice() {
+            return Ok(only.clone());
+        }
+        Ok(seen
+            .into_iter()
+            .filter(|(_, text)| !text.is_empty())
+            .map(|(machine, text)| format!("{machine}: {text}"))
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}
+
+impl LoadBalancer for RemoteHaproxy {
+    fn preflight(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.machines().await.map(|_| ()) })
+    }
+
     fn set_members<'a>(
         &'a self,
         previous: &'a [Member],
@@ -289,8 +509,18 @@ impl LoadBalancer for Haproxy {
         Box::pin(self.drain(leaving, bound))
     }
 
+    /// The backend on the first machine of `at` (gantry changes them all alike).
     fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
-        Box::pin(async move { haproxy_members(self.read_servers().await, &self.backend) })
+        Box::pin(async move {
+            let read = match self.machines().await {
+                Ok(machines) => match machines.first() {
+                    Some((_, h)) => h.read_servers().await,
+                    None => Err("no machine in `at`".to_string()),
+                },
+                Err(e) => Err(e),
+            };
+            haproxy_members(read, &self.backend)
+        })
     }
 }
 
@@ -302,92 +532,6 @@ fn haproxy_members(
     match read {
         Ok(servers) => LbMembers::Read(servers),
         Err(e) => LbMembers::Failed(format!("reading backend `{backend}`: {e}")),
-    }
-}
-
-/// An HAProxy on another machine (`at = ["ssh://..."]`): its unix stats socket forwarded to
-/// a local one through one ssh master, opened in pre-flight; then the runtime API as above.
-pub struct RemoteHaproxy {
-    target: crate::drivers::ssh::SshTarget,
-    remote_socket: String,
-    backend: String,
-    /// The session (kept open for the forward) and the driver on the local end.
-    connected: tokio::sync::OnceCell<(crate::drivers::ssh::SshSession, Haproxy)>,
-}
-
-impl RemoteHaproxy {
-    pub fn new(
-        target: crate::drivers::ssh::SshTarget,
-        remote_socket: String,
-        backend: String,
-    ) -> RemoteHaproxy {
-        RemoteHaproxy {
-            target,
-            remote_socket,
-            backend,
-            connected: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn local(&self) -> Result<&Haproxy, String> {
-        let (_, h) = self
-            .connected
-            .get_or_try_init(|| async {
-                let session = crate::drivers::ssh::SshSession::open(&self.target)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let socket = session
-                    .forward_unix("haproxy.sock", &self.remote_socket)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let h = Haproxy {
-                    socket,
-                    backend: self.backend.clone(),
-                };
-                // The forward opens the far socket only on use: one command says it answers.
-                h.command("show info").await.map_err(|e| {
-                    format!(
-                        "{e} (through ssh to {}, socket {})",
-                        session.machine(),
-                        self.remote_socket
-                    )
-                })?;
-                Ok::<_, String>((session, h))
-            })
-            .await?;
-        Ok(h)
-    }
-}
-
-impl LoadBalancer for RemoteHaproxy {
-    fn preflight(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.local().await.map(|_| ()) })
-    }
-
-    fn current_members(&self) -> BoxFuture<'_, crate::state::adopt::LbMembers> {
-        Box::pin(async move {
-            let read = match self.local().await {
-                Ok(h) => h.read_servers().await,
-                Err(e) => Err(e),
-            };
-            haproxy_members(read, &self.backend)
-        })
-    }
-
-    fn set_members<'a>(
-        &'a self,
-        previous: &'a [Member],
-        members: &'a [Member],
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.local().await?.set_members(previous, members).await })
-    }
-
-    fn finish_drain<'a>(
-        &'a self,
-        leaving: &'a [Member],
-        bound: Duration,
-    ) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async move { self.local().await?.finish_drain(leaving, bound).await })
     }
 }
 

@@ -86,11 +86,12 @@ pub fn drivers(
             at,
         } = spec
         {
-            if let Some(target) = at
-                .first()
-                .and_then(|a| super::ssh::SshTarget::parse(a).ok())
-            {
-                let remote = super::haproxy::RemoteHaproxy::new(target, socket, backend);
+            let machines: Vec<_> = at
+                .iter()
+                .filter_map(|a| super::ssh::SshTarget::parse(a).ok())
+                .collect();
+            if !machines.is_empty() {
+                let remote = super::haproxy::RemoteHaproxy::new(machines, socket, backend);
                 out.insert(name, Box::new(remote));
                 continue;
             }

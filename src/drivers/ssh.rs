@@ -18,6 +18,7 @@
 //! than over the unix socket (a `docker` process started per connection); forwarding does
 //! not.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -136,10 +137,33 @@ impl Drop for PrivateDir {
     }
 }
 
+/// A watcher of the master `pid` (the leader of its own process group): a shell that reads
+/// a pipe gantry holds the only write end of (std opens pipes close-on-exec, so no other
+/// child inherits it) and never writes to. When gantry ends in any way, SIGKILL included,
+/// the kernel closes that end, `read` returns, and the shell stops the master's group and
+/// removes the session's directory. On an orderly end the session kills the watcher first.
+/// (Tying the master to gantry's life with `PR_SET_PDEATHSIG` needs `pre_exec`, which is
+/// unsafe; `ControlPersist` with a timeout would end a master that a long soak left idle.)
+fn watch(pid: u32, dir: &Path) -> std::io::Result<Child> {
+    let script = format!(
+        "read -r _; kill -TERM -{pid} 2>/dev/null; rm -rf -- '{}'",
+        dir.display().to_string().replace('\'', r"'\''")
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
 /// One authenticated connection to a machine: the `ssh` master every command shares.
 pub struct SshSession {
     target: SshTarget,
     master: std::sync::Mutex<Child>,
+    /// Stops the master should gantry die without dropping the session (see [`watch`]).
+    watcher: std::sync::Mutex<Option<Child>>,
     control: PathBuf,
     // Last: removed after the master stopped.
     dir: PrivateDir,
@@ -159,6 +183,9 @@ impl SshSession {
         let stderr =
             std::fs::File::create(&log).map_err(|e| other(format!("{}: {e}", log.display())))?;
         let mut cmd = std::process::Command::new("ssh");
+        // A process group of its own: a Ctrl-C at the terminal goes to gantry (which then
+        // finishes its step, over this connection), not to the master.
+        cmd.process_group(0);
         cmd.args(["-o", "BatchMode=yes", "-o", "ControlMaster=yes"])
             .arg("-o")
             .arg(format!("ControlPath={}", control.display()))
@@ -180,9 +207,22 @@ impl SshSession {
                 "cannot run the `ssh` client ({e}): install OpenSSH's client"
             ))
         })?;
+        let mut watcher = match watch(child.id(), &dir.0) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(other(format!(
+                    "cannot start the watcher of the ssh master: {e}"
+                )));
+            }
+        };
         let started = Instant::now();
         loop {
+            // The watcher goes first on a failure: it must never signal a reaped master.
             if let Ok(Some(status)) = child.try_wait() {
+                let _ = watcher.kill();
+                let _ = watcher.wait();
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(classify(&machine, &text, status.code()));
             }
@@ -190,6 +230,8 @@ impl SshSession {
                 break;
             }
             if started.elapsed() > OPEN_TIMEOUT {
+                let _ = watcher.kill();
+                let _ = watcher.wait();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(SshError::Connect {
@@ -202,6 +244,7 @@ impl SshSession {
         Ok(SshSession {
             target: target.clone(),
             master: std::sync::Mutex::new(child),
+            watcher: std::sync::Mutex::new(Some(watcher)),
             control,
             dir,
         })
@@ -304,14 +347,42 @@ impl SshSession {
 
 impl Drop for SshSession {
     fn drop(&mut self) {
+        // The watcher first, so that it never signals a group whose leader was reaped.
+        if let Some(mut watcher) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = watcher.kill();
+            let _ = watcher.wait();
+        }
         let mut master = self.master.lock().unwrap_or_else(|e| e.into_inner());
         let _ = master.kill();
         let _ = master.wait();
     }
 }
 
-/// Where the engine listens on the far side (Docker's default socket).
+/// Where the engine listens on the far side unless `DOCKER_HOST` there says otherwise
+/// (Docker's default socket).
 pub const REMOTE_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The engine's socket on the far side, from the far side's `DOCKER_HOST` (`""`: unset).
+fn remote_socket(machine: &str, docker_host: &str) -> Result<String, SshError> {
+    let host = docker_host.trim();
+    if host.is_empty() {
+        return Ok(REMOTE_DOCKER_SOCKET.to_string());
+    }
+    match host.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(path.to_string()),
+        _ => Err(SshError::NoDocker {
+            machine: machine.to_string(),
+            detail: format!(
+                "DOCKER_HOST there is `{host}`, and gantry forwards to a unix socket only (`unix:///PATH`, or unset for {REMOTE_DOCKER_SOCKET})"
+            ),
+        }),
+    }
+}
 
 /// A Docker engine on the far side of an [`SshSession`], forwarded to a local unix socket.
 pub struct DockerOverSsh {
@@ -326,8 +397,13 @@ impl DockerOverSsh {
     pub async fn open(target: &SshTarget) -> Result<DockerOverSsh, SshError> {
         let session = SshSession::open(target).await?;
         let machine = session.machine();
-        let (status, _, stderr) = session
-            .run("docker version --format '{{.Server.APIVersion}}'", None)
+        // The far side's DOCKER_HOST first (as `docker -H ssh://` honours it there: its
+        // `docker system dial-stdio` connects where that says), then whether docker answers.
+        let (status, stdout, stderr) = session
+            .run(
+                "printf 'DOCKER_HOST=%s\\n' \"${DOCKER_HOST:-}\"; docker version --format '{{.Server.APIVersion}}'",
+                None,
+            )
             .await?;
         let said = stderr
             .lines()
@@ -348,9 +424,13 @@ impl DockerOverSsh {
                 return Err(SshError::NoDocker { machine, detail });
             }
         }
-        let socket = session
-            .forward_unix("docker.sock", REMOTE_DOCKER_SOCKET)
-            .await?;
+        // A login script may print before it: the marked line.
+        let docker_host = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("DOCKER_HOST="))
+            .unwrap_or("");
+        let remote = remote_socket(&machine, docker_host)?;
+        let socket = session.forward_unix("docker.sock", &remote).await?;
         Ok(DockerOverSsh {
             socket,
             _session: session,
@@ -396,6 +476,24 @@ mod tests {
             "tcp://h",
         ] {
             assert!(SshTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_far_sides_docker_host_names_the_socket_forwarded_to() {
+        assert_eq!(remote_socket("m", "").unwrap(), "/var/run/docker.sock");
+        assert_eq!(
+            remote_socket("m", "unix:///run/user/1000/docker.sock\n").unwrap(),
+            "/run/user/1000/docker.sock"
+        );
+        for other in ["tcp://10.0.0.5:2376", "unix://relative.sock", "ssh://x"] {
+            let e = remote_socket("m", other).unwrap_err();
+            assert!(
+                matches!(e, SshError::NoDocker { .. })
+                    && e.to_string()
+                        .contains(&format!("DOCKER_HOST there is `{other}`")),
+                "{e}"
+            );
         }
     }
 

@@ -106,8 +106,15 @@ pub fn execute(
     let kept = kept_volumes(plan, run.model);
     let result = session.block_on(async {
         // Pre-flight: nothing is touched until every check passes.
-        let hosts = connect(run.model).await?;
-        let (env, image_ids, image_digests) = preflight(
+        let mut hosts = connect(run.model).await?;
+        // Per-layer progress of pre-flight's pulls on a terminal; the reporter's afterwards.
+        if let Some(bars) = super::pull_bars::PullBars::for_terminal(progress) {
+            for (name, t) in hosts.iter_mut() {
+                t.runtime
+                    .set_pull_observer(Some((name.as_str(), bars.clone())));
+            }
+        }
+        let pulled = preflight(
             plan,
             &state,
             &hosts,
@@ -115,7 +122,11 @@ pub fn execute(
             &run.pinned,
             &run.model.registries,
         )
-        .await?;
+        .await;
+        for t in hosts.values_mut() {
+            t.runtime.set_pull_observer(None);
+        }
+        let (env, image_ids, image_digests) = pulled?;
         // The user's last word before anything changes.
         hooks.before(err)?;
 

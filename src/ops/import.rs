@@ -109,6 +109,7 @@ pub fn import(opts: &ImportOptions, out: &mut dyn Write, err: &mut dyn Write) ->
                 output: output_shown.clone(),
                 project: imported.project.clone(),
                 services: imported.services.clone(),
+                tasks: imported.tasks.clone(),
                 unmapped: imported.unmapped.clone(),
                 notes: imported.notes.clone(),
             };
@@ -156,6 +157,9 @@ fn text_report(imported: &compose::Imported, file: &str, output: &str, to_stdout
             imported.project,
             imported.services.len()
         ));
+    }
+    if !imported.tasks.is_empty() {
+        s.push_str(&format!("tasks: {}\n", imported.tasks.join(", ")));
     }
     if imported.unmapped.is_empty() {
         s.push_str("everything was mapped.\n");

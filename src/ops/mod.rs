@@ -15,6 +15,7 @@ pub mod plan;
 pub mod preflight;
 pub mod promote;
 pub mod prune;
+pub mod pull_bars;
 pub mod recover;
 pub mod rollback;
 pub mod run;

@@ -2,6 +2,7 @@
 //! machines. All three are rendered from the same Plan value; none of them decides anything.
 
 mod markdown;
+pub mod pull;
 mod text;
 
 use std::io::{self, Write};

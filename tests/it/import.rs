@@ -150,6 +150,7 @@ fn seed_000_imports_validates_plans_and_lists_exactly_what_gantry_lacks() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["format_version"], 1);
     assert_eq!(v["services"], serde_json::json!(["app", "datadog"]));
+    assert_eq!(v["tasks"], serde_json::json!([]));
     let keys: Vec<(u64, &str)> = v["unmapped"]
         .as_array()
         .unwrap()

@@ -244,3 +244,74 @@ fn the_runtime_api_is_reached_over_tcp() {
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
     assert_eq!(s.version(), tags[1]);
 }
+
+/// A change that fails half-way puts HAProxy's servers back (the load balancer's contract):
+/// a backend without dynamic servers and three `server-template` slots, two of them taken by
+/// v1, and a start-first batch of two new replicas: the first takes the free slot, the second
+/// finds none. The slot is freed again (maintenance), v1's servers stay in rotation, and the
+/// apply restores itself (exit 3).
+#[test]
+fn a_change_that_fails_half_way_puts_the_servers_back() {
+    if !docker::require_docker("haproxy_half_way") || !require_haproxy("haproxy_half_way") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("v1"), docker::run_tag("v2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let s = Setup::with_backend(
+        &guard,
+        "    balance source\n    server-template gantry- 3 127.0.0.1:1 disabled\n",
+    );
+    // `name address:port admin-state` of gantry's servers.
+    let servers = || -> Vec<String> {
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo 'show servers state app' | socat - UNIX-CONNECT:{}",
+                s.haproxy.socket.display()
+            ))
+            .output()
+            .unwrap();
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() > 18 && f[3].starts_with("gantry-"))
+            .map(|f| format!("{} {}:{} {}", f[3], f[4], f[18], f[6]))
+            .collect();
+        v.sort();
+        v
+    };
+    s.write(&tags[0], 2, "200ms");
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    // In rotation: neither forced maintenance (0x01) nor drain (0x08); a template slot keeps
+    // its configured maintenance bit (0x04) once ready.
+    let in_rotation = |l: &&String| {
+        let admin: u32 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        admin & 0x09 == 0
+    };
+    let before = servers();
+    let ready: Vec<&String> = before.iter().filter(in_rotation).collect();
+    assert_eq!(ready.len(), 2, "{before:?}");
+
+    s.write(&tags[1], 2, "200ms");
+    s.p.edit_toml(|t| t.replace("batch = 1", "batch = 2"));
+    let o = s.apply();
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("has no free `server-template gantry- N ...` slot left")
+            && err.contains("the servers were put back as they were"),
+        "{}",
+        explain(&o)
+    );
+    let after = servers();
+    let ready_after: Vec<&String> = after.iter().filter(in_rotation).collect();
+    assert_eq!(
+        ready_after, ready,
+        "v1's servers in rotation, nothing else: {after:?}"
+    );
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(s.version(), tags[0]);
+}

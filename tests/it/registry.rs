@@ -714,3 +714,262 @@ password_env = "GTEST_REGISTRY_PASSWORD"
     assert_eq!(running(&p), 1);
     assert_eq!(running_b.lines().count(), 1);
 }
+
+/// A Swarm service of a private image (issue 14 item 2: "Swarm services receive the
+/// credentials as `--with-registry-auth` passes them"), end to end on the test swarm (its
+/// own dockerd, which has never held the image; it reaches the loopback registry with TLS
+/// without trusting the test CA, as the main engine does: dockerd treats 127.0.0.0/8 as
+/// insecure by default). Credentials from `[registry."HOST"]`. Pre-flight pulls on the
+/// manager to pin the digest, so the first task finds the image there; to prove the
+/// credentials reached Swarm itself, the test then removes the task's container and the
+/// image from the node: the task Swarm starts in its place pulls again, with the
+/// credentials stored with the service, and runs.
+#[test]
+fn a_swarm_service_of_a_private_image_runs_with_the_registry_credentials() {
+    use support::swarm_engine;
+    let test = "registry::a_swarm_service_of_a_private_image";
+    if !require_tools(test) {
+        return;
+    }
+    let Some(swarm) = swarm_engine::require_swarm_engine(test) else {
+        return;
+    };
+    let guard = DockerTestGuard::new();
+    let local = docker::build_testapp_image_once(&docker::run_tag("reg"));
+    let registry = Registry::start();
+    let image = registry.push(&local, &docker::run_tag("swarm"));
+    let on_swarm = |args: &[&str]| swarm.docker(args);
+    assert!(
+        !on_swarm(&["image", "inspect", &image]).status.success(),
+        "the swarm engine must not hold {image} before the apply"
+    );
+    let p = Project::new("regsw", &guard);
+    let service = format!("{}_web", p.name);
+    p.write_toml(&format!(
+        r#"[project]
+name = "{name}"
+
+[[host]]
+name = "manager"
+docker = "{socket}"
+
+[service.web]
+runtime = "swarm"
+image = "{image}"
+replicas = 1
+env = {{ VERSION = "private" }}
+stop_grace_period = "2s"
+health = {{ command = ["/testapp", "--healthcheck", "/healthz"], interval = "1s", timeout = "2s", retries = 2 }}
+
+[registry."{host}"]
+username = "{USER}"
+password_env = "GTEST_REGISTRY_PASSWORD"
+"#,
+        name = p.name,
+        socket = swarm.socket,
+        host = registry.host,
+    ));
+    let empty = registry.docker_config("empty");
+    let o = apply(&p, &empty, &[("GTEST_REGISTRY_PASSWORD", PASSWORD)], None);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!all.contains(PASSWORD), "{all}");
+    for entry in std::fs::read_dir(p.join(".gantry")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert!(
+                !String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(PASSWORD),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+    let pinned = swarm.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &service,
+    ]);
+    assert!(
+        pinned
+            .trim()
+            .starts_with(&format!("{}@sha256:", image.rsplit_once(':').unwrap().0))
+            || pinned.trim().starts_with(&format!("{image}@sha256:")),
+        "the service runs the pinned digest: {pinned}"
+    );
+    let running = || {
+        swarm
+            .docker_ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={service}"),
+                "--filter",
+                "status=running",
+            ])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let first = running();
+    assert_eq!(first.len(), 1, "one task runs");
+
+    // The node loses the image and the task: the replacement task must pull again, with
+    // what gantry gave the manager.
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(first.iter().map(String::as_str));
+    swarm.docker_ok(&rm);
+    let ids = swarm.docker_ok(&[
+        "image",
+        "ls",
+        "-q",
+        "--no-trunc",
+        image.rsplit_once(':').unwrap().0,
+    ]);
+    for id in ids.split_whitespace() {
+        let _ = on_swarm(&["rmi", "-f", id]);
+    }
+    assert!(!on_swarm(&["image", "inspect", &image]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replaced = loop {
+        let now = running();
+        if now.len() == 1 && now != first {
+            break now;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no replacement task runs: {}",
+                swarm.docker_ok(&["service", "ps", "--no-trunc", &service])
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let held = swarm.docker_ok(&["image", "ls", "-q", image.rsplit_once(':').unwrap().0]);
+    assert!(
+        !held.trim().is_empty(),
+        "the node pulled the image again for {replaced:?}"
+    );
+}
+
+/// Per-layer pull progress on a terminal (issue 14 item 2: "per-layer progress on a
+/// terminal"): `gantry apply` runs under a pseudo-terminal (`script` from util-linux), its
+/// stderr a terminal, and pulls from the test registry: a line per layer of the pull, with
+/// the host, ends with the layer's last status. The same apply with stderr a pipe shows
+/// none of them. The password is in neither.
+#[test]
+fn pull_progress_shows_a_line_per_layer_on_a_terminal_only() {
+    let test = "registry::pull_progress_shows_a_line_per_layer";
+    if !require_tools(test) {
+        return;
+    }
+    if !Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: `script` (util-linux) is missing, and CI=true"
+        );
+        println!("SKIPPED: {test}: `script` (util-linux) is missing");
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let local = docker::build_testapp_image_once(&docker::run_tag("reg"));
+    let registry = Registry::start();
+    // The test app with one more layer of its own (random bytes), so that the engine has
+    // a layer to download: it has every layer of the test app itself already.
+    let with_layer = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("noise");
+        let mut bytes = vec![0u8; 512 * 1024];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        let container =
+            docker::docker_ok(&["create", "--label", &docker::run_label(), &local, "true"]);
+        let copied = docker::docker(&[
+            "cp",
+            &file.display().to_string(),
+            &format!("{container}:/noise"),
+        ]);
+        let committed = format!("gantry-testapp:{}", docker::run_tag(name));
+        let o = docker::docker(&["commit", &container, &committed]);
+        let _ = docker::docker(&["rm", "-f", &container]);
+        assert!(
+            copied.status.success() && o.status.success(),
+            "{copied:?} {o:?}"
+        );
+        let pushed = registry.push(&committed, &docker::run_tag(name));
+        docker::docker_ok(&["rmi", &committed]);
+        pushed
+    };
+    let tty_image = with_layer("tty");
+    let pipe_image = with_layer("pipe");
+    let _pulled = Pulled(vec![tty_image.clone(), pipe_image.clone()]);
+    let section = format!(
+        "[registry.\"{}\"]\nusername = \"{USER}\"\npassword_env = \"GTEST_REGISTRY_PASSWORD\"\n",
+        registry.host
+    );
+    let empty = registry.docker_config("empty");
+
+    let p = project(&guard, &tty_image, &section);
+    let gantry = crate::support::project::gantry_command(p.path(), &[]);
+    let line = format!(
+        "'{}' apply --yes 2>&1",
+        gantry.get_program().to_string_lossy()
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &line, "/dev/null"])
+        .current_dir(p.path())
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .env("DOCKER_CONFIG", &empty)
+        .env("GTEST_REGISTRY_PASSWORD", PASSWORD)
+        .stdin(Stdio::null());
+    let o = run(c);
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(code(&o), 0, "{shown}");
+    assert_eq!(running(&p), 2, "{shown}");
+    // The terminal's output: lines redrawn in place; the last state of each is there.
+    // `pull on HOST: LAYER STATUS ... (IMAGE)`, cut at the terminal's width (80 here).
+    let layers: Vec<&str> = shown
+        .split(['\r', '\n'])
+        .filter_map(|l| l.split_once("pull on local: ").map(|(_, rest)| rest))
+        .filter(|rest| rest.contains("Pull complete"))
+        .collect();
+    assert!(!layers.is_empty(), "no per-layer line in: {shown:?}");
+    for rest in &layers {
+        let layer = rest.split_whitespace().next().unwrap();
+        assert!(
+            layer.len() == 12 && layer.chars().all(|c| c.is_ascii_hexdigit()),
+            "{rest}"
+        );
+    }
+    assert!(!shown.contains(PASSWORD));
+
+    // Not a terminal: nothing of it.
+    let p = project(&guard, &pipe_image, &section);
+    let o = apply(&p, &empty, &[("GTEST_REGISTRY_PASSWORD", PASSWORD)], None);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !all.contains(" on host ") || !all.contains("pull "),
+        "{all}"
+    );
+    assert!(
+        !all.contains(&format!("pull {pipe_image} on host")),
+        "{all}"
+    );
+    assert!(!all.contains(PASSWORD));
+}

@@ -985,3 +985,76 @@ leave = ["sh", "-c", "echo leave {{address}}:{{port}} >> {log}"]
         "rollback to revision 1 (from 2)"
     );
 }
+
+/// A Swarm manager reached over SSH (`docker = "ssh://..."`, issue 14 item 1: "Swarm
+/// included"): a real sshd in front of the swarm engine, whose socket the far side names in
+/// its `DOCKER_HOST` (sshd's `SetEnv`), which gantry honours as `docker -H ssh://` does. A
+/// service is created and updated through the forwarded socket; the manager reports every
+/// task on the new image, and no ssh process is left.
+#[test]
+fn a_swarm_service_is_deployed_and_updated_through_an_ssh_manager() {
+    use crate::support::sshd::{Sshd, require_sshd};
+    let Some(swarm) = swarm_engine::require_swarm_engine("swarm_over_ssh") else {
+        return;
+    };
+    if !require_sshd("swarm_over_ssh") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let [(v1, v1_id), (v2, v2_id)] = images(&swarm);
+    let sshd = Sshd::start(&[&format!("SetEnv DOCKER_HOST={}", swarm.socket)]);
+    let p = OnSwarm::new(&guard);
+    let write = |tag: &str| {
+        p.write_toml(&format!(
+            r#"[project]
+name = "{name}"
+
+[[host]]
+name = "manager"
+docker = "ssh://{alias}"
+
+[service.web]
+runtime = "swarm"
+image = "gantry-testapp:{tag}"
+replicas = 2
+env = {{ VERSION = "{tag}" }}
+stop_grace_period = "2s"
+health = {{ command = ["/testapp", "--healthcheck", "/healthz"], interval = "1s", timeout = "2s", retries = 2 }}
+rollout = {{ batch = 2, order = "start-first" }}
+"#,
+            name = p.name,
+            alias = sshd.alias,
+        ))
+    };
+    let gantry = |args: &[&str]| {
+        let mut c = p.command(args);
+        c.env("PATH", sshd.path_env());
+        crate::support::project::run(c)
+    };
+    let service = p.service();
+    write(&v1);
+    let started = Instant::now();
+    let o = gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "create: {}\nsshd: {}", explain(&o), sshd.log());
+    eprintln!(
+        "create over ssh (2 replicas): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(running_images(&swarm, &service), vec![v1_id.clone(); 2]);
+
+    write(&v2);
+    let started = Instant::now();
+    let o = gantry(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "update: {}", explain(&o));
+    eprintln!(
+        "update over ssh (2 replicas, one batch): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(update_state(&swarm, &service), "completed");
+    assert_eq!(running_images(&swarm, &service), vec![v2_id.clone(); 2]);
+    assert_eq!(p.state()["swarm"]["web"]["image_id"], v2_id.as_str());
+    let o = gantry(&["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let leftover = sshd.leftover_ssh();
+    assert!(leftover.is_empty(), "ssh left running: {leftover:?}");
+}

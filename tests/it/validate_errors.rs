@@ -1291,7 +1291,7 @@ upstream_file = "conf.d/web.conf"
 [lb.back]
 kind = "haproxy"
 at = ["ssh://deploy@lb-1", "ssh://deploy@lb-2"]
-socket = "/run/haproxy.sock"
+socket = "run/haproxy.sock"
 backend = "web"
 
 [lb.side]
@@ -1316,9 +1316,9 @@ leave = ["true"]
     );
     out.diagnostic(
         "gantry.toml",
-        17,
-        28,
-        "an HAProxy load balancer is one machine: `at` lists at most one",
+        18,
+        10,
+        "with `at`, `socket` is the absolute path of the stats socket on that machine",
     );
     out.diagnostic(
         "gantry.toml",

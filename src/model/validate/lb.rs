@@ -65,12 +65,6 @@ impl Validator<'_> {
                     ));
                 }
             }
-            if t.at.len() > 1 {
-                self.err(Diagnostic::at(
-                    "an HAProxy load balancer is one machine: `at` lists at most one",
-                    t.at[1].span(),
-                ));
-            }
             if !t.at.is_empty()
                 && let Some(s) = &t.socket
                 && !s.get_ref().starts_with('/')

@@ -628,7 +628,7 @@ fn wait_gone(pid: u32, timeout: Duration) -> bool {
     true
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()

@@ -37,6 +37,10 @@ pub fn require_sshd(test: &str) -> bool {
 /// One sshd and its client side.
 pub struct Sshd {
     pub port: u16,
+    /// Every port it listens on (`port` first): one machine per port in tests that need
+    /// several (`Match LocalPort` blocks tell them apart), reached as
+    /// `ssh://root@127.0.0.1:PORT`.
+    pub ports: Vec<u16>,
     /// `gantry-it-<port>`: the alias of this server in the client config, with the
     /// authorized key and the right known_hosts.
     pub alias: String,
@@ -60,6 +64,15 @@ impl Sshd {
     /// Starts sshd on a free loopback port; `extra` are more `sshd_config` lines (e.g.
     /// `SetEnv PATH=/nonexistent`: a far side without docker).
     pub fn start(extra: &[&str]) -> Sshd {
+        let extra: Vec<String> = extra.iter().map(|l| l.to_string()).collect();
+        Sshd::start_with(1, |_| extra.clone())
+    }
+
+    /// Starts sshd listening on `count` free loopback ports, each known to the client side;
+    /// `extra` gives more `sshd_config` lines from the ports (at the end of the file, so
+    /// `Match LocalPort P` blocks may make each port a machine of its own: `SetEnv`,
+    /// `ChrootDirectory`).
+    pub fn start_with(count: usize, extra: impl Fn(&[u16]) -> Vec<String>) -> Sshd {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let d = dir.display();
@@ -71,15 +84,22 @@ impl Sshd {
         // Another server's key, as known_hosts would hold it after a reinstall.
         let other_pub = keygen(&dir.join("other_host_key"));
         std::fs::write(dir.join("authorized_keys"), &client_pub).unwrap();
-        let port = super::docker::free_port();
-        let mut config = format!(
-            "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+        let ports: Vec<u16> = (0..count.max(1))
+            .map(|_| super::docker::free_port())
+            .collect();
+        let port = ports[0];
+        let mut config: String = ports
+            .iter()
+            .map(|p| format!("ListenAddress 127.0.0.1:{p}\n"))
+            .collect();
+        config += &format!(
+            "HostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowTcpForwarding yes\n\
              AllowStreamLocalForwarding yes\nMaxSessions 100\nMaxStartups 100\nLogLevel ERROR\n"
         );
-        for line in extra {
-            config.push_str(line);
+        for line in extra(&ports) {
+            config.push_str(&line);
             config.push('\n');
         }
         std::fs::write(dir.join("sshd_config"), config).unwrap();
@@ -91,11 +111,11 @@ impl Sshd {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        std::fs::write(
-            dir.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {}\n", key(&host_pub)),
-        )
-        .unwrap();
+        let known: String = ports
+            .iter()
+            .map(|p| format!("[127.0.0.1]:{p} {}\n", key(&host_pub)))
+            .collect();
+        std::fs::write(dir.join("known_hosts"), known).unwrap();
         std::fs::write(
             dir.join("changed_known_hosts"),
             format!("[127.0.0.1]:{port} {}\n", key(&other_pub)),
@@ -141,7 +161,10 @@ impl Sshd {
             .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap());
         let sshd = Background::spawn(cmd, "sshd");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while ports
+            .iter()
+            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+        {
             if Instant::now() >= deadline {
                 sshd.kill();
                 panic!(
@@ -153,6 +176,7 @@ impl Sshd {
         }
         Sshd {
             port,
+            ports,
             alias,
             dir,
             sshd,
@@ -183,7 +207,7 @@ impl Sshd {
     /// port): gantry must leave none behind.
     pub fn leftover_ssh(&self) -> Vec<String> {
         let mut found = Vec::new();
-        let port = self.port.to_string();
+        let ports: Vec<String> = self.ports.iter().map(|p| p.to_string()).collect();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             if !entry
                 .file_name()
@@ -203,7 +227,7 @@ impl Sshd {
             let is_ssh = args.first().is_some_and(|a| a.ends_with("ssh"));
             let names_us = args
                 .iter()
-                .any(|a| a.starts_with(&self.alias) || *a == port);
+                .any(|a| a.starts_with(&self.alias) || ports.contains(a));
             if is_ssh && names_us {
                 found.push(args.join(" "));
             }
