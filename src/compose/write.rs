@@ -2,12 +2,16 @@
 //! Compose line it came from.
 //!
 //! The layout is gantry's own (fixed key order, sorted maps), so the same Compose file
-//! always gives the same bytes. The writer is small and by hand rather than through a TOML
-//! editing crate: every value is a string, a number, a boolean, a list or an inline table
-//! of those, and the comments go exactly where the import wants them.
+//! always gives the same bytes. The layout (headers, comments naming the Compose line) is
+//! written here, since the comments go exactly where the import wants them; the quoting of
+//! keys and values is `toml_writer`'s (the formatting half of the `toml` crate).
 
 use std::fmt::Write as _;
 use std::ops::Range;
+
+use toml_writer::{
+    ToTomlKey as _, ToTomlValue as _, TomlKeyBuilder, TomlStringBuilder, TomlWrite, WriteTomlValue,
+};
 
 /// A TOML value the import writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,61 +108,55 @@ fn comment(out: &mut String, text: &str) {
     }
 }
 
-/// A key, bare when TOML allows it.
+/// A key, bare when TOML allows it, else a basic string.
 pub fn key(k: &str) -> String {
-    let bare = !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare { k.to_string() } else { string(k) }
+    let builder = TomlKeyBuilder::new(k);
+    builder
+        .as_unquoted()
+        .unwrap_or_else(|| builder.as_basic())
+        .to_toml_key()
 }
 
-/// A TOML basic string.
+/// A TOML basic string (`"..."`, one line, escapes where TOML needs them).
 pub fn string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    TomlStringBuilder::new(s).as_basic().to_toml_value()
 }
 
 pub fn value(v: &TVal) -> String {
-    match v {
-        TVal::Str(s) => string(s),
-        TVal::Int(n) => n.to_string(),
-        TVal::Float(f) => {
-            let s = f.to_string();
-            if s.contains(['.', 'e', 'E']) || !f.is_finite() {
-                s
-            } else {
-                format!("{s}.0")
+    v.to_toml_value()
+}
+
+/// The quoting is `toml_writer`'s; only the choice of form (basic strings, bare keys where
+/// allowed, `{ k = v }` inline tables) is ours, so the output stays one line per entry.
+impl WriteTomlValue for TVal {
+    fn write_toml_value<W: TomlWrite + ?Sized>(&self, w: &mut W) -> std::fmt::Result {
+        match self {
+            TVal::Str(s) => w.value(TomlStringBuilder::new(s).as_basic()),
+            TVal::Int(n) => w.value(*n),
+            // A NaN's sign bit is indeterminate; write it as plain `nan`.
+            TVal::Float(f) if f.is_nan() => w.value(f64::NAN.copysign(1.0)),
+            TVal::Float(f) => w.value(*f),
+            TVal::Bool(b) => w.value(*b),
+            TVal::List(items) => w.value(items.as_slice()),
+            TVal::Inline(entries) => {
+                w.open_inline_table()?;
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        w.val_sep()?;
+                    }
+                    w.space()?;
+                    let builder = TomlKeyBuilder::new(k);
+                    w.key(builder.as_unquoted().unwrap_or_else(|| builder.as_basic()))?;
+                    w.space()?;
+                    w.keyval_sep()?;
+                    w.space()?;
+                    w.value(v)?;
+                }
+                if !entries.is_empty() {
+                    w.space()?;
+                }
+                w.close_inline_table()
             }
-        }
-        TVal::Bool(b) => b.to_string(),
-        TVal::List(items) => {
-            let items: Vec<String> = items.iter().map(value).collect();
-            format!("[{}]", items.join(", "))
-        }
-        TVal::Inline(entries) => {
-            if entries.is_empty() {
-                return "{}".to_string();
-            }
-            let items: Vec<String> = entries
-                .iter()
-                .map(|(k, v)| format!("{} = {}", key(k), value(v)))
-                .collect();
-            format!("{{ {} }}", items.join(", "))
         }
     }
 }
@@ -179,6 +177,46 @@ mod tests {
             ("memory".into(), TVal::Str("1000M".into())),
         ]);
         assert_eq!(value(&inline), r#"{ cpus = 1.5, memory = "1000M" }"#);
+    }
+
+    /// Whatever the Compose file holds, the written line parses back to the same value:
+    /// quotes, backslashes, control characters, odd keys, and floats TOML spells its own way
+    /// (`NaN` from `f64`'s `Display` is not TOML; `nan` is).
+    #[test]
+    fn written_values_parse_back_to_what_was_written() {
+        let odd = "q\"b\\ \u{7}\u{8}\u{c}\u{1b}\u{7f}\u{85} é\n\ttab 'x' \"\"\"";
+        let inline = TVal::Inline(vec![
+            (odd.into(), TVal::Str(odd.into())),
+            (
+                "".into(),
+                TVal::List(vec![TVal::Float(f64::INFINITY), TVal::Int(-3)]),
+            ),
+        ]);
+        for (k, v) in [
+            ("plain", TVal::Str(odd.into())),
+            (odd, TVal::Bool(true)),
+            ("nan", TVal::Float(f64::NAN)),
+            ("neg", TVal::Float(-f64::NAN)),
+            ("inf", TVal::Float(f64::NEG_INFINITY)),
+            ("big", TVal::Float(1e300)),
+            ("t", inline),
+        ] {
+            let line = format!("{} = {}", key(k), value(&v));
+            assert!(!line.contains('\n'), "one line: {line}");
+            let parsed: toml::Table =
+                toml::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let got = &parsed[k];
+            match &v {
+                TVal::Str(s) => assert_eq!(got.as_str(), Some(s.as_str())),
+                TVal::Float(f) if f.is_nan() => assert!(got.as_float().unwrap().is_nan()),
+                TVal::Float(f) => assert_eq!(got.as_float(), Some(*f)),
+                TVal::Inline(_) => {
+                    assert_eq!(got[odd].as_str(), Some(odd));
+                    assert_eq!(got[""][1].as_integer(), Some(-3));
+                }
+                _ => {}
+            }
+        }
     }
 
     #[test]
