@@ -16,7 +16,16 @@ use crate::model::container::{Mount, Publish, Restart};
 use crate::model::{ByteSize, Duration, ImageRef};
 
 /// Environment variable names that look secret: their values become `secret_env`.
-const SECRET_WORDS: [&str; 4] = ["PASSWORD", "SECRET", "TOKEN", "KEY"];
+/// (`PASS` covers `PASSWORD`, `PASSWD`, `DB_PASS`, `PASSPHRASE`.)
+const SECRET_WORDS: [&str; 7] = [
+    "PASS",
+    "SECRET",
+    "TOKEN",
+    "KEY",
+    "CREDENTIAL",
+    "AUTH",
+    "PRIVATE",
+];
 
 /// The keys of a gantry service in the order they are written.
 const ORDER: &[&str] = &[
@@ -58,6 +67,19 @@ const ORDER: &[&str] = &[
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     SECRET_WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// Does this value hold a URL with a password (`scheme://user:password@host`)? Such a value
+/// is a secret whatever its name (`DATABASE_URL`, `REDIS_URL`).
+pub fn has_url_password(value: &str) -> bool {
+    value.match_indices("://").any(|(at, sep)| {
+        let rest = &value[at + sep.len()..];
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .is_some_and(|(_, password)| !password.is_empty())
+    })
 }
 
 /// The service keys [`unsupported`] has a reason for (docs/import.md lists each).
@@ -552,11 +574,15 @@ impl<'a> Mapper<'a> {
                 }
                 let in_env = path.starts_with("services.")
                     && (path.contains(".environment.") || path.contains(".environment["));
-                let secrets: Vec<&String> = r
+                let mut secrets: Vec<&String> = r
                     .vars
                     .iter()
                     .filter(|v| looks_secret(v) && !r.unset.contains(v))
                     .collect();
+                if secrets.is_empty() && has_url_password(&r.text) && !has_url_password(&s.text) {
+                    // A password a variable brought in, inside a URL.
+                    secrets.extend(r.vars.iter().filter(|v| !r.unset.contains(v)));
+                }
                 if !in_env && !secrets.is_empty() {
                     // A secret outside the environment (a command line, a label) would be
                     // written in clear: keep the reference instead.
@@ -1378,7 +1404,7 @@ impl<'a> Mapper<'a> {
                         format!("no value: Compose passes `{name}` from its environment; gantry takes it from its own at apply (`secret_env`): export it there"),
                     );
                 }
-                Some(_) if looks_secret(&name) || from_secret_var => {
+                Some(val) if looks_secret(&name) || from_secret_var || has_url_password(&val) => {
                     secrets.push((name.clone(), at.line));
                     self.note(
                         at.line,
@@ -1778,19 +1804,9 @@ impl<'a> Mapper<'a> {
     }
 
     fn networks(&mut self, v: &Node, path: &str, s: &mut Svc) {
-        let names: Vec<(String, &Node, Option<&Node>)> = match &v.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|n| Some((text(n)?, n, None)))
-                .collect(),
-            Value::Map(entries) => entries
-                .iter()
-                .filter_map(|(k, opts)| Some((text(k)?, k, Some(opts))))
-                .collect(),
-            _ => {
-                self.skip(v, path, "expected a list or a mapping");
-                return;
-            }
+        let Some(names) = names_and_options(v) else {
+            self.skip(v, path, "expected a list or a mapping");
+            return;
         };
         let mut joined = Vec::new();
         for (name, at, opts) in names {
@@ -1957,19 +1973,9 @@ impl<'a> Mapper<'a> {
     }
 
     fn depends_on(&mut self, v: &Node, path: &str, s: &mut Svc) {
-        let deps: Vec<(String, &Node, Option<&Node>)> = match &v.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|n| Some((text(n)?, n, None)))
-                .collect(),
-            Value::Map(entries) => entries
-                .iter()
-                .filter_map(|(k, o)| Some((text(k)?, k, Some(o))))
-                .collect(),
-            _ => {
-                self.skip(v, path, "expected a list or a mapping");
-                return;
-            }
+        let Some(deps) = names_and_options(v) else {
+            self.skip(v, path, "expected a list or a mapping");
+            return;
         };
         let mut names = Vec::new();
         for (dep, at, opts) in deps {
@@ -2237,6 +2243,26 @@ fn stop_first_reason(svc: &Node, replicas: i64) -> Option<String> {
         }
     }
     None
+}
+
+/// `[a, b]` or `{a: {...}, b:}` (Compose's two spellings of `networks` and `depends_on`):
+/// each name, the node to point at, and its options in the mapping form. `None`: neither.
+fn names_and_options(v: &Node) -> Option<Vec<(String, &Node, Option<&Node>)>> {
+    match &v.value {
+        Value::Seq(items) => Some(
+            items
+                .iter()
+                .filter_map(|n| Some((text(n)?, n, None)))
+                .collect(),
+        ),
+        Value::Map(entries) => Some(
+            entries
+                .iter()
+                .filter_map(|(k, opts)| Some((text(k)?, k, Some(opts))))
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 /// The batch the rollout will use: from `update_config.parallelism`, else 1.

@@ -184,6 +184,49 @@ fn secret_variables_outside_the_environment_are_not_resolved() {
     assert!(i.notes.iter().any(|n| n.key == "services.web.labels.pw"));
 }
 
+/// Secrets under names the first words miss: `DB_PASS`, `PASSWD`, credentials, and a URL
+/// with a password in it, whether `.env` gave it (`DATABASE_URL=${DATABASE_URL}`, the usual
+/// way) or the file holds it. None is written, in the environment or on a command line.
+#[test]
+fn passwords_in_urls_and_other_secret_names_are_never_written() {
+    let run = Run {
+        vars: [
+            ("DATABASE_URL", "postgres://app:pw-db-1@db:5432/app"),
+            ("DB_PASS", "pw-db-2"),
+            ("LEVEL", "debug"),
+        ]
+        .into(),
+        ..Run::default()
+    };
+    let i = run
+        .import(&svc(
+            "command: [\"app\", \"--db=${DATABASE_URL}\", \"--level=${LEVEL}\"]\nenvironment:\n  DATABASE_URL: ${DATABASE_URL}\n  REDIS: redis://:pw-redis-3@cache:6379\n  DB_PASS: ${DB_PASS}\n  SMTP_PASSWD: pw-smtp-4\n  GCP_CREDENTIALS: cred-5\n  BASIC_AUTH: u:pw-auth-6\n  HOME_URL: https://example.com:8443/x@y\n  LEVEL: ${LEVEL}",
+        ))
+        .unwrap();
+    for secret in [
+        "pw-db-1",
+        "pw-db-2",
+        "pw-redis-3",
+        "pw-smtp-4",
+        "cred-5",
+        "pw-auth-6",
+    ] {
+        assert!(!i.toml.contains(secret), "{secret} written:\n{}", i.toml);
+        let report = format!("{:?} {:?}", i.notes, i.unmapped);
+        assert!(!report.contains(secret), "{secret} in the report: {report}");
+    }
+    assert_line(
+        &i,
+        r#"secret_env = ["BASIC_AUTH", "DATABASE_URL", "DB_PASS", "GCP_CREDENTIALS", "REDIS", "SMTP_PASSWD"]"#,
+    );
+    assert_line(&i, r#"HOME_URL = "https://example.com:8443/x@y""#);
+    assert_line(&i, r#"LEVEL = "debug""#);
+    assert_line(
+        &i,
+        r#"command = ["app", "--db=${DATABASE_URL}", "--level=debug"]"#,
+    );
+}
+
 #[test]
 fn env_file_is_kept_when_it_exists_and_listed_when_not() {
     let run = Run {
