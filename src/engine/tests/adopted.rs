@@ -153,3 +153,72 @@ async fn an_undo_after_an_interrupt_keeps_the_adopted_replicas() {
     );
     assert_eq!(w.front.in_rotation().len(), 2);
 }
+
+/// Pins retention of adopted replicas (`keep_previous = 1`): kept stopped after the first
+/// rollout, removed from the engine and from the state by the second, like gantry's own.
+#[tokio::test(start_paused = true)]
+async fn adopted_replicas_are_removed_by_retention_after_keep_previous() {
+    let w = World::new();
+    let state = adopted(&w, "batch = 2").await;
+    let state = w.applied(&web("v2", 2, "batch = 2"), state).await;
+    assert!(w.rt.by_name("shop_web_1").is_some(), "kept for rollback");
+    let state = w.applied(&web("v3", 2, "batch = 2"), state).await;
+    let names: Vec<String> = w.rt.containers().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["p-web-2-1", "p-web-2-2", "p-web-3-1", "p-web-3-2"]);
+    let recorded: Vec<String> = World::replicas(&state, "web")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(recorded, names);
+}
+
+/// Pins an adopted container the user removed by hand: a rollout goes on without it (no
+/// panic, no failure on the missing ID), and an undo after an interrupt forgets it (named
+/// in the notes) while keeping the other.
+#[tokio::test(start_paused = true)]
+async fn an_adopted_container_removed_by_hand_is_forgotten_not_fatal() {
+    let w = World::new();
+    let state = adopted(&w, "batch = 1").await;
+    let gone = w.rt.by_name("shop_web_2").unwrap().id;
+    w.rt.stop(&gone, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    w.rt.remove(&gone).await.unwrap();
+
+    w.interrupt_after("#1 (new) replaces #1 (current) in lb.front");
+    let (outcome, state) = w.apply(&web("v2", 2, "batch = 1"), state, Hold::No).await;
+    assert!(
+        matches!(outcome, ApplyOutcome::Interrupted { .. }),
+        "{outcome:?}"
+    );
+    w.interrupt.store(false, Ordering::SeqCst);
+    let journal = w.sink.journal_so_far();
+    let (recovered, notes, state) = super::super::recover::recover(
+        &journal,
+        state,
+        super::super::recover::Mode::Undo,
+        &w.env(),
+    )
+    .await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("shop_web_2") && n.contains("forgotten")),
+        "{recovered:?} {notes:?}"
+    );
+    let names: Vec<String> = World::replicas(&state, "web")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(names, ["shop_web_1"]);
+
+    *lock(&w.reporter.interrupt_after) = None;
+    let state = w.applied(&web("v2", 2, "batch = 1"), state).await;
+    // Revision 2 was the interrupted one.
+    assert_eq!(w.rt.running(), ["p-web-3-1", "p-web-3-2"]);
+    assert!(
+        World::replicas(&state, "web")
+            .iter()
+            .all(|r| r.0 != "shop_web_2")
+    );
+}
