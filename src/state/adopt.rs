@@ -140,6 +140,26 @@ fn same_ip(a: &str, b: &str) -> bool {
     a == b || (local(a) && local(b))
 }
 
+/// Two hosts of the configuration may be one engine (or two managers of one swarm): what is
+/// found through both is taken once, through a host its service runs on when there is one.
+/// `key` gives an item's (ID, service, host).
+fn once_each<T>(
+    model: &Model,
+    mut found: Vec<T>,
+    key: impl Fn(&T) -> (&str, &str, &str),
+) -> Vec<T> {
+    found.sort_by_key(|c| {
+        let (_, service, host) = key(c);
+        !model
+            .services
+            .get(service)
+            .is_some_and(|s| s.hosts.iter().any(|h| h == host))
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|c| seen.insert(key(c).0.to_string()));
+    found
+}
+
 /// Decides what adopt records. `Err` lists every mismatch; nothing is to be recorded then.
 pub fn adopt(inputs: Inputs<'_>) -> Result<Adopted, Refused> {
     let model = inputs.model;
@@ -177,20 +197,7 @@ pub fn adopt(inputs: Inputs<'_>) -> Result<Adopted, Refused> {
 
     // Containers, by service and host, in replica order.
     let mut by_service: BTreeMap<String, BTreeMap<String, Vec<Candidate>>> = BTreeMap::new();
-    // Two hosts of the configuration may be one engine: a container found through both is
-    // taken once, through a host its service runs on when there is one.
-    let mut candidates = inputs.candidates;
-    candidates.sort_by_key(|c| {
-        !model
-            .services
-            .get(&c.service)
-            .is_some_and(|s| s.hosts.contains(&c.host))
-    });
-    let mut seen = std::collections::BTreeSet::new();
-    for c in candidates {
-        if !seen.insert(c.id.clone()) {
-            continue;
-        }
+    for c in once_each(model, inputs.candidates, |c| (&c.id, &c.service, &c.host)) {
         let who = format!("container {} ({}, host `{}`)", c.name, c.via, c.host);
         let Some(spec) = model.services.get(&c.service) else {
             mismatches.push(format!(
@@ -375,7 +382,7 @@ pub fn adopt(inputs: Inputs<'_>) -> Result<Adopted, Refused> {
         );
     }
 
-    for c in inputs.swarm {
+    for c in once_each(model, inputs.swarm, |c| (&c.id, &c.service, &c.host)) {
         let who = format!("Swarm service {} (host `{}`)", c.name, c.host);
         let Some(spec) = model.services.get(&c.service) else {
             mismatches.push(format!(
@@ -810,6 +817,41 @@ reload = ["true"]
         let replicas = &adopted.state.services["web"].replicas;
         assert_eq!(replicas.len(), 1);
         assert_eq!(replicas[0].host, "b");
+    }
+
+    /// Two configured hosts that are managers of one swarm list the same stack service:
+    /// it is taken once, through the host its service is set through, not refused for the
+    /// other one.
+    #[test]
+    fn a_swarm_service_seen_through_two_managers_is_taken_once() {
+        let model = crate::testing::model(
+            "[project]\nname = \"shop\"\n\n[[host]]\nname = \"a\"\n\n[[host]]\nname = \"b\"\n\n[service.web]\nimage = \"shop/web:2\"\nruntime = \"swarm\"\nhosts = [\"b\"]\nport = 8080\n",
+        );
+        let on = |host: &str| SwarmCandidate {
+            host: host.into(),
+            id: "svc-1".into(),
+            name: "shop_web".into(),
+            service: "web".into(),
+            image_id: Some("sha256:aaaa".into()),
+            image: "shop/web:2".into(),
+            ports: vec![(8080, 30080)],
+            replicas: Some(1),
+        };
+        let mut i = inputs(&model, Vec::new(), Vec::new());
+        i.swarm = vec![on("a"), on("b")];
+        i.lbs = BTreeMap::new();
+        i.image_ids = ["a", "b"]
+            .into_iter()
+            .map(|h| {
+                (
+                    (h.to_string(), "shop/web:2".to_string()),
+                    Some("sha256:aaaa".to_string()),
+                )
+            })
+            .collect();
+        let adopted = adopt(i).unwrap_or_else(|r| panic!("{:?}", r.mismatches));
+        assert_eq!(adopted.state.swarm.len(), 1);
+        assert_eq!(adopted.state.swarm["web"].host, "b");
     }
 
     #[test]
