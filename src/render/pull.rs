@@ -42,7 +42,9 @@ pub fn line(host: &str, image: &str, e: &LayerProgress) -> String {
     let amount = match (e.current, e.total) {
         (Some(c), Some(t)) if t > 0 => {
             let c = c.min(t);
-            format!(" {} / {} ({}%)", bytes(c), bytes(t), c * 100 / t)
+            // In u128: an engine's byte counts are data, and `c * 100` must not overflow.
+            let percent = u128::from(c) * 100 / u128::from(t);
+            format!(" {} / {} ({percent}%)", bytes(c), bytes(t))
         }
         (Some(c), _) if c > 0 => format!(" {}", bytes(c)),
         _ => String::new(),
@@ -107,6 +109,17 @@ mod tests {
             current,
             total,
         }
+    }
+
+    #[test]
+    fn byte_counts_near_the_top_of_u64_do_not_overflow() {
+        let e = ev(
+            "0123456789ab",
+            "Downloading",
+            Some(u64::MAX),
+            Some(u64::MAX),
+        );
+        assert!(line("h", "app:1", &e).contains("(100%)"));
     }
 
     #[test]
