@@ -149,6 +149,15 @@ struct Builder<'a> {
     nodes: usize,
 }
 
+fn too_large(span: &Span) -> YamlError {
+    err(
+        span,
+        format!(
+            "the document expands to more than {MAX_NODES} values (aliases counted at each use)"
+        ),
+    )
+}
+
 fn err(span: &Span, message: impl Into<String>) -> YamlError {
     YamlError {
         line: span.start.line(),
@@ -183,12 +192,7 @@ impl<'a> Builder<'a> {
         let first = self.nodes;
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(err(
-                &span,
-                format!(
-                    "the document expands to more than {MAX_NODES} values (aliases counted at each use)"
-                ),
-            ));
+            return Err(too_large(&span));
         }
         let at = |value| Node { value, line, col };
         let (node, anchor) = match event {
@@ -200,12 +204,7 @@ impl<'a> Builder<'a> {
                     .ok_or_else(|| err(&span, "alias to an unknown anchor"))?;
                 self.nodes += size;
                 if self.nodes > MAX_NODES {
-                    return Err(err(
-                        &span,
-                        format!(
-                            "the document expands to more than {MAX_NODES} values (aliases counted at each use)"
-                        ),
-                    ));
+                    return Err(too_large(&span));
                 }
                 return Ok(node);
             }
