@@ -12,7 +12,7 @@ use std::io::Write;
 use super::outcome::{Choices, Outcome};
 use super::session::{Session, confirm_with, connect, now};
 use super::{Common, Error, emit, load};
-use crate::ports::{ContainerRuntime, ContainerState};
+use crate::ports::{ContainerInfo, ContainerRuntime, ContainerState};
 use crate::state::adopt::{Candidate, Inputs, LbMembers, SwarmCandidate};
 
 /// Compose's labels on the containers of a project.
@@ -126,25 +126,15 @@ pub fn adopt(
                         .map(|s| s.hosts.clone())
                         .unwrap_or_default();
                     for name in names {
-                        let matches = |c: &crate::ports::ContainerInfo| {
-                            c.name == *name
-                                || (name.len() >= 12
-                                    && c.id.starts_with(name.trim_start_matches("sha256:")))
-                        };
-                        // The hosts of the service first: two hosts may be one engine.
-                        let mut found: Vec<(&String, &crate::ports::ContainerInfo)> = listed
-                            .iter()
-                            .flat_map(|(h, all)| all.iter().filter(|c| matches(c)).map(move |c| (h, c)))
-                            .collect();
-                        found.sort_by_key(|(h, _)| !service_hosts.contains(h));
-                        match found.first() {
-                            Some((host, c)) => {
-                                let rt = &hosts[*host].runtime;
+                        match find_named(&listed, name, &service_hosts) {
+                            Err(e) => problems.push(format!("--container {service}={name}: {e}")),
+                            Ok(Some((host, c))) => {
+                                let rt = &hosts[host].runtime;
                                 candidates.push(
                                     candidate(
                                         rt,
                                         host,
-                                        (*c).clone(),
+                                        c.clone(),
                                         service.clone(),
                                         "--container".into(),
                                         None,
@@ -152,7 +142,7 @@ pub fn adopt(
                                     .await?,
                                 );
                             }
-                            None => problems.push(format!(
+                            Ok(None) => problems.push(format!(
                                 "--container {service}={name}: no container named `{name}` on {}",
                                 hosts_list(&hosts)
                             )),
@@ -299,6 +289,46 @@ pub fn adopt(
     Ok(Outcome::Done)
 }
 
+/// The container `--container` names, by name or by an ID prefix of 12 or more hex digits
+/// (`sha256:` allowed), on any listed host, through a host of its service first (two hosts
+/// may be one engine). An ID prefix that fits two containers is an error, as for `docker`.
+fn find_named<'a>(
+    listed: &'a BTreeMap<String, Vec<ContainerInfo>>,
+    name: &str,
+    service_hosts: &[String],
+) -> Result<Option<(&'a String, &'a ContainerInfo)>, String> {
+    let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+    let matches = |c: &ContainerInfo| {
+        c.name == name
+            || (prefix.len() >= 12
+                && prefix.chars().all(|ch| ch.is_ascii_hexdigit())
+                && c.id.starts_with(prefix))
+    };
+    let mut found: Vec<(&String, &ContainerInfo)> = listed
+        .iter()
+        .flat_map(|(h, all)| all.iter().filter(|c| matches(c)).map(move |c| (h, c)))
+        .collect();
+    // A name is exact: it wins over an ID prefix that happens to fit another container.
+    if found.iter().any(|(_, c)| c.name == name) {
+        found.retain(|(_, c)| c.name == name);
+    }
+    let mut ids: Vec<&str> = found.iter().map(|(_, c)| c.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() > 1 {
+        return Err(format!(
+            "`{name}` fits {} containers ({}): give more of the ID, or the name",
+            ids.len(),
+            ids.iter()
+                .map(|id| id.chars().take(12).collect::<String>())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    found.sort_by_key(|(h, _)| !service_hosts.contains(h));
+    Ok(found.first().copied())
+}
+
 fn hosts_list(hosts: &super::session::Hosts) -> String {
     let names: Vec<String> = hosts.keys().map(|h| format!("`{h}`")).collect();
     match names.len() {
@@ -363,4 +393,50 @@ async fn swarm_candidate(
         ports: svc.ports,
         replicas: svc.replicas,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, name: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            state: ContainerState::Running,
+            host_port: None,
+            image_id: "sha256:aaaa".into(),
+            health: None,
+            settings: None,
+        }
+    }
+
+    #[test]
+    fn containers_are_named_by_name_or_an_unambiguous_id_prefix() {
+        let listed = BTreeMap::from([
+            (
+                "a".to_string(),
+                vec![
+                    info("0123456789abcdef01", "api-1"),
+                    info("0123456789abffff02", "api-2"),
+                ],
+            ),
+            // The same engine behind a second host.
+            ("b".to_string(), vec![info("0123456789abcdef01", "api-1")]),
+        ]);
+        let b = vec!["b".to_string()];
+        let (host, c) = find_named(&listed, "api-1", &b).unwrap().unwrap();
+        assert_eq!((host.as_str(), c.name.as_str()), ("b", "api-1"));
+        let (_, c) = find_named(&listed, "sha256:0123456789abcd", &b)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.name, "api-1");
+        // 12 digits that fit both: refused, not the first one taken.
+        let e = find_named(&listed, "0123456789ab", &b).unwrap_err();
+        assert!(e.contains("fits 2 containers"), "{e}");
+        // `sha256:` and a few digits is no ID prefix.
+        assert!(find_named(&listed, "sha256:01234", &b).unwrap().is_none());
+        assert!(find_named(&listed, "api-3", &b).unwrap().is_none());
+    }
 }
