@@ -62,6 +62,7 @@ pub type Positions = Vec<(Range<usize>, (usize, usize))>;
 
 /// Renders `doc`; comments name `file:line`.
 pub fn render(doc: &Doc, file: &str) -> (String, Positions) {
+    let file = &comment_text(file);
     let mut out = String::new();
     let mut positions = Vec::new();
     for line in &doc.head {
@@ -103,9 +104,24 @@ fn comment(out: &mut String, text: &str) {
         if line.is_empty() {
             out.push_str("#\n");
         } else {
-            let _ = writeln!(out, "# {line}");
+            let _ = writeln!(out, "# {}", comment_text(line));
         }
     }
+}
+
+/// Text as a TOML comment may hold it: TOML refuses control characters (but tab) in
+/// comments, and a Compose value in a note (`placeholder: "a\rb" is not an image`) or a
+/// file name may carry some. They are written escaped, as Rust writes them.
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A key, bare when TOML allows it, else a basic string.
@@ -217,6 +233,32 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    /// Comments carry Compose text (notes, the file name); TOML refuses control characters
+    /// in comments, so the written file must still parse.
+    #[test]
+    fn control_characters_in_notes_and_file_names_keep_the_file_parseable() {
+        let doc = Doc {
+            head: vec!["from \u{7}bell".into()],
+            tables: vec![Table {
+                header: "service.web".into(),
+                line: 1,
+                notes: vec!["a\rb".into()],
+                entries: vec![Entry {
+                    key: "image".into(),
+                    value: TVal::Str("x".into()),
+                    line: 2,
+                    source_key: "services.web.image".into(),
+                    notes: vec!["placeholder: `a\u{1b}[31m` is not an image reference".into()],
+                }],
+                trailer: vec!["not mapped: \u{7f}".into()],
+            }],
+        };
+        let (text, _) = render(&doc, "odd\rname.yaml");
+        let parsed: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text:?}"));
+        assert_eq!(parsed["service"]["web"]["image"].as_str(), Some("x"));
+        assert!(text.contains("# a\\rb\n"), "{text:?}");
     }
 
     #[test]
