@@ -65,6 +65,24 @@ async fn adopted(w: &World, rollout: &str) -> State {
     adopted.state
 }
 
+/// A rollout to `app:v2` interrupted after its first replacement, then undone.
+async fn interrupted_and_undone(
+    w: &World,
+    state: State,
+) -> (super::super::recover::Recovered, Vec<String>, State) {
+    w.interrupt_after("#1 (new) replaces #1 (current) in lb.front");
+    let (outcome, state) = w.apply(&web("v2", 2, "batch = 1"), state, Hold::No).await;
+    assert!(
+        matches!(outcome, ApplyOutcome::Interrupted { .. }),
+        "{outcome:?}"
+    );
+    w.interrupt.store(false, Ordering::SeqCst);
+    *lock(&w.reporter.interrupt_after) = None;
+    let journal = w.sink.journal_so_far();
+    super::super::recover::recover(&journal, state, super::super::recover::Mode::Undo, &w.env())
+        .await
+}
+
 /// Pins the first rollout after an adoption and the rollback to it: the adopted containers
 /// leave the load balancer as the new ones join, are kept stopped, and are started again
 /// (not re-created) by the rollback.
@@ -119,21 +137,7 @@ async fn adopted_containers_are_rolled_kept_and_started_again() {
 async fn an_undo_after_an_interrupt_keeps_the_adopted_replicas() {
     let w = World::new();
     let state = adopted(&w, "batch = 1").await;
-    w.interrupt_after("#1 (new) replaces #1 (current) in lb.front");
-    let (outcome, state) = w.apply(&web("v2", 2, "batch = 1"), state, Hold::No).await;
-    assert!(
-        matches!(outcome, ApplyOutcome::Interrupted { .. }),
-        "{outcome:?}"
-    );
-    w.interrupt.store(false, Ordering::SeqCst);
-    let journal = w.sink.journal_so_far();
-    let (recovered, notes, state) = super::super::recover::recover(
-        &journal,
-        state,
-        super::super::recover::Mode::Undo,
-        &w.env(),
-    )
-    .await;
+    let (recovered, notes, state) = interrupted_and_undone(&w, state).await;
     assert_eq!(
         recovered,
         super::super::recover::Recovered::Undone { revision: 1 },
@@ -185,21 +189,7 @@ async fn an_adopted_container_removed_by_hand_is_forgotten_not_fatal() {
         .unwrap();
     w.rt.remove(&gone).await.unwrap();
 
-    w.interrupt_after("#1 (new) replaces #1 (current) in lb.front");
-    let (outcome, state) = w.apply(&web("v2", 2, "batch = 1"), state, Hold::No).await;
-    assert!(
-        matches!(outcome, ApplyOutcome::Interrupted { .. }),
-        "{outcome:?}"
-    );
-    w.interrupt.store(false, Ordering::SeqCst);
-    let journal = w.sink.journal_so_far();
-    let (recovered, notes, state) = super::super::recover::recover(
-        &journal,
-        state,
-        super::super::recover::Mode::Undo,
-        &w.env(),
-    )
-    .await;
+    let (recovered, notes, state) = interrupted_and_undone(&w, state).await;
     assert!(
         notes
             .iter()
@@ -212,7 +202,6 @@ async fn an_adopted_container_removed_by_hand_is_forgotten_not_fatal() {
         .collect();
     assert_eq!(names, ["shop_web_1"]);
 
-    *lock(&w.reporter.interrupt_after) = None;
     let state = w.applied(&web("v2", 2, "batch = 1"), state).await;
     // Revision 2 was the interrupted one.
     assert_eq!(w.rt.running(), ["p-web-3-1", "p-web-3-2"]);
