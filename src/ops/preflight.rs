@@ -369,9 +369,17 @@ async fn container_options_hold<R: ContainerRuntime>(
             continue;
         }
         let containers = t.runtime.list(&[]).await.map_err(fail)?;
+        // The service's own: gantry's labels, or a replica the state records by ID (one
+        // `gantry adopt` took over carries no label of gantry's).
+        let recorded = state.services.get(&c.address.name);
         let own = |info: &crate::ports::ContainerInfo| {
-            info.labels.get(labels::PROJECT) == Some(&state.project)
-                && info.labels.get(labels::SERVICE) == Some(&c.address.name)
+            (info.labels.get(labels::PROJECT) == Some(&state.project)
+                && info.labels.get(labels::SERVICE) == Some(&c.address.name))
+                || recorded.is_some_and(|s| {
+                    s.replicas
+                        .iter()
+                        .any(|r| r.host == *host && r.container_id == info.id)
+                })
         };
         let own_running = containers
             .iter()
@@ -635,6 +643,42 @@ rollout = { order = "stop-first" }
         )
         .await;
         check(&rt, &plan, &state).await.unwrap();
+    }
+
+    /// An adopted replica (`gantry adopt`: no gantry label, recorded by ID) holds the port
+    /// as the service's own: a stop-first roll stops it first, so pre-flight lets it be.
+    #[tokio::test]
+    async fn a_publish_port_held_by_an_adopted_replica_is_fine() {
+        let (rt, plan, mut state) = world().await;
+        squatter(&rt, "compose-agent-1", 8126, &[]).await;
+        let id = rt.by_name("compose-agent-1").unwrap().id;
+        let model = crate::testing::model(TOML);
+        state.services.insert(
+            "agent".into(),
+            crate::state::ServiceState {
+                spec: model.services["agent"].clone(),
+                revision: 1,
+                replicas: vec![crate::state::Replica {
+                    index: 1,
+                    host: "local".into(),
+                    name: "compose-agent-1".into(),
+                    container_id: id,
+                    image_id: None,
+                    revision: 1,
+                    host_port: None,
+                    status: crate::state::ReplicaStatus::Running,
+                }],
+                old_colour: None,
+            },
+        );
+        check(&rt, &plan, &state).await.unwrap();
+        // A container of the same name on no record is still a stranger.
+        state.services.clear();
+        let m = message(check(&rt, &plan, &state).await);
+        assert!(
+            m.contains("container `compose-agent-1` publishes it already"),
+            "{m}"
+        );
     }
 
     /// A world with `registry.example/app:1` in the fake registry, which wants a login, and
