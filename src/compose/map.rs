@@ -284,6 +284,7 @@ fn entry(key: &str, value: TVal, node: &Node, source_key: &str) -> Entry {
         key: key.to_string(),
         value,
         line: node.line,
+        column: node.col,
         source_key: source_key.to_string(),
         notes: Vec::new(),
     }
@@ -540,7 +541,7 @@ impl<'a> Mapper<'a> {
         ));
         self.unmapped.push(Unmapped {
             line: entry.line,
-            column: 0,
+            column: entry.column,
             key: entry.source_key.clone(),
             reason,
         });
@@ -744,6 +745,7 @@ impl<'a> Mapper<'a> {
                 key: "name".into(),
                 value: TVal::Str(self.project.clone()),
                 line: root.get("name").map_or(0, |n| n.line),
+                column: root.get("name").map_or(0, |n| n.col),
                 source_key: "name".into(),
                 notes: vec![],
             }],
@@ -1003,6 +1005,7 @@ impl<'a> Mapper<'a> {
             key: "service".into(),
             value: TVal::Str(host_g.clone()),
             line: k.line,
+            column: k.col,
             source_key: base.clone(),
             notes: vec![format!(
                 "`{host}` waits for `{name}` to complete (service_completed_successfully), and runs the same image: a task run from `{host_g}`'s new spec before it rolls"

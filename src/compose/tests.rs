@@ -555,6 +555,8 @@ fn what_gantry_refuses_is_taken_out_with_its_reason() {
     assert!(!i.toml.contains("cap_add ="), "{}", i.toml);
     assert_eq!(keys(&i), ["services.web.cap_add"]);
     assert!(i.unmapped[0].reason.starts_with("gantry refuses it: "));
+    // Where, to the column, as every other unmapped item says it.
+    assert_eq!((i.unmapped[0].line, i.unmapped[0].column), (4, 14));
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub struct Entry {
     pub value: TVal,
     /// The Compose line it comes from (0: none).
     pub line: usize,
+    /// Its column on that line (0: none), for the report.
+    pub column: usize,
     /// The Compose key it comes from (`services.web.deploy.replicas`), for reports.
     pub source_key: String,
     /// Comment lines written above the entry.
@@ -249,6 +251,7 @@ mod tests {
                     key: "image".into(),
                     value: TVal::Str("x".into()),
                     line: 2,
+                    column: 5,
                     source_key: "services.web.image".into(),
                     notes: vec!["placeholder: `a\u{1b}[31m` is not an image reference".into()],
                 }],
@@ -273,6 +276,7 @@ mod tests {
                     key: "replicas".into(),
                     value: TVal::Int(3),
                     line: 7,
+                    column: 5,
                     source_key: "services.web.deploy.replicas".into(),
                     notes: vec!["from deploy".into()],
                 }],
