@@ -113,8 +113,9 @@ fn comment(out: &mut String, text: &str) {
 
 /// Text as a TOML comment may hold it: TOML refuses control characters (but tab) in
 /// comments, and a Compose value in a note (`placeholder: "a\rb" is not an image`) or a
-/// file name may carry some. They are written escaped, as Rust writes them.
-fn comment_text(text: &str) -> String {
+/// file name may carry some. They are written escaped, as Rust writes them. The text report
+/// uses it too, so that no Compose value sends escape sequences to the terminal.
+pub fn comment_text(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_control() && c != '\t' {

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Error, emit};
+use crate::compose::write::comment_text as printable;
 use crate::compose::{self, REPORT_FORMAT_VERSION, Report};
 use crate::drivers::fs::{EnvFiles, read_to_string, write_atomic};
 
@@ -138,6 +139,7 @@ pub fn import(opts: &ImportOptions, out: &mut dyn Write, err: &mut dyn Write) ->
 }
 
 fn text_report(imported: &compose::Imported, file: &str, output: &str, to_stdout: bool) -> String {
+    let file = &printable(file);
     let mut s = String::new();
     let services = imported.services.join(", ");
     let plural = if imported.services.len() == 1 {
@@ -166,13 +168,23 @@ fn text_report(imported: &compose::Imported, file: &str, output: &str, to_stdout
     } else {
         s.push_str(&format!("not mapped ({}):\n", imported.unmapped.len()));
         for u in &imported.unmapped {
-            s.push_str(&format!("  {file}:{}  {}: {}\n", u.line, u.key, u.reason));
+            s.push_str(&format!(
+                "  {file}:{}  {}: {}\n",
+                u.line,
+                printable(&u.key),
+                printable(&u.reason)
+            ));
         }
     }
     if !imported.notes.is_empty() {
         s.push_str(&format!("to look at ({}):\n", imported.notes.len()));
         for n in &imported.notes {
-            s.push_str(&format!("  {file}:{}  {}: {}\n", n.line, n.key, n.message));
+            s.push_str(&format!(
+                "  {file}:{}  {}: {}\n",
+                n.line,
+                printable(&n.key),
+                printable(&n.message)
+            ));
         }
     }
     if !to_stdout {
@@ -221,5 +233,39 @@ fn absolute_dir(file: &Path) -> PathBuf {
     match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => absolute(p),
         _ => absolute(Path::new(".")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compose text quoted in the report (a key, a value in a note) reaches the terminal
+    /// with its control characters escaped: no escape sequence of the file's is sent.
+    #[test]
+    fn the_text_report_escapes_control_characters() {
+        let imported = compose::Imported {
+            toml: String::new(),
+            project: "p".into(),
+            services: vec!["web".into()],
+            tasks: Vec::new(),
+            unmapped: vec![compose::Unmapped {
+                line: 3,
+                column: 5,
+                key: "services.web.x\u{1b}[2J".into(),
+                reason: "`\u{1b}]0;title\u{7}`".into(),
+            }],
+            notes: vec![compose::Note {
+                line: 4,
+                key: "services.web.image".into(),
+                message: "a\rb".into(),
+            }],
+        };
+        let text = text_report(&imported, "compose.yaml", "gantry.toml", false);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("x\\u{1b}[2J"), "{text:?}");
     }
 }
