@@ -36,7 +36,7 @@ pub fn apply(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     let state_dir = session.state_dir();
     let mut resumed = false;
     if let Some(journal) = session.pending()? {

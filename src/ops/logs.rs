@@ -207,7 +207,7 @@ pub fn logs(
         Some(s) => Some(parse_since(s, started).map_err(Error::Message)?),
         None => None,
     };
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     session.block_on(async {
         let engines = connect_all(model, err).await?;
         let found = discover(&model.project, &engines, &services).await?;

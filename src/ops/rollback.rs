@@ -30,7 +30,7 @@ pub fn rollback(
     err: &mut dyn Write,
 ) -> Result<outcome::Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     let state_dir = session.state_dir();
     let pending = match session.pending()? {
         Some(j) => Some(j),
@@ -114,6 +114,7 @@ pub fn rollback(
     let model = Model {
         project: state.project.clone(),
         keep_previous: loaded.model.keep_previous,
+        state: loaded.model.state.clone(),
         labels: loaded.model.labels.clone(),
         hosts: loaded.model.hosts.clone(),
         services: record

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use super::outcome::Outcome;
 use super::{Common, Error, emit, load};
-use crate::drivers::fs::{Backup, FsError, LockError, StateDir};
+use crate::drivers::fs::{Backup, FsError, LockError};
+use crate::drivers::store::StateStore;
 use crate::state::StateError;
 
 #[derive(Debug, Clone)]
@@ -25,9 +26,10 @@ pub fn restore_backup(
     out: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
-    let backup = check(&state_dir, &loaded.model.project, opts.force)?;
-    let state_path = state_dir.state_path();
+    let store = common.store()?;
+    let state_dir = store.as_ref();
+    let backup = check(state_dir, &loaded.model.project, opts.force)?;
+    let state_path = state_dir.state_location();
 
     if !opts.yes {
         if !std::io::stdin().is_terminal() {
@@ -39,12 +41,12 @@ pub fn restore_backup(
             out,
             &format!(
                 "This replaces {} with {} (serial {}, revision {}, written {}); the current file is kept as {}.broken-<UTC time>.\nDo you want to restore the backup? Only `yes` is accepted: ",
-                state_path.display(),
+                state_path,
                 backup.path.display(),
                 backup.state.serial,
                 backup.state.revision,
                 backup.written,
-                state_path.display(),
+                state_path,
             ),
         )?;
         let mut answer = String::new();
@@ -64,7 +66,7 @@ pub fn restore_backup(
         Err(LockError::Fs(e)) => return Err(e.into()),
     };
     // Again under the lock: a run that held it may have written both files since.
-    let backup = check(&state_dir, &loaded.model.project, opts.force)?;
+    let backup = check(state_dir, &loaded.model.project, opts.force)?;
     // `20261123T200000Z`: sorts by time and needs no quoting in a shell.
     let stamp: String = humantime::format_rfc3339_seconds(now)
         .to_string()
@@ -75,7 +77,7 @@ pub fn restore_backup(
 
     let mut done = format!(
         "Restored {} from {}: serial {}, revision {} (backup written {}).\n",
-        state_path.display(),
+        state_path,
         backup.path.display(),
         backup.state.serial,
         backup.state.revision,
@@ -97,13 +99,13 @@ pub fn restore_backup(
 
 /// The backup, if restoring it is allowed: it exists, parses, belongs to the configured
 /// project, and the current state is unreadable, absent, or `force` is given.
-fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Error> {
+fn check(state_dir: &dyn StateStore, project: &str, force: bool) -> Result<Backup, Error> {
     let backup = match state_dir.read_backup() {
         Ok(Some(b)) => b,
         Ok(None) => {
             return Err(Error::Message(format!(
-                "there is no backup to restore: {} does not exist; nothing was changed",
-                state_dir.backup_path().display()
+                "there is no backup to restore: {}.backup does not exist; nothing was changed",
+                state_dir.state_location()
             )));
         }
         Err(e) => {
@@ -119,7 +121,7 @@ fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Err
             backup.state.project,
         )));
     }
-    let state_path = state_dir.state_path();
+    let state_path = state_dir.state_location();
     match state_dir.read() {
         Ok(None) => {}
         Err(FsError::State {
@@ -129,10 +131,7 @@ fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Err
         Ok(Some(current)) if !force => {
             return Err(Error::Message(format!(
                 "refusing to restore the backup: {} is readable (serial {}, revision {}); replacing it with the backup (serial {}) would lose its newest writes. Pass --force to replace it anyway (it is kept aside); nothing was changed",
-                state_path.display(),
-                current.serial,
-                current.revision,
-                backup.state.serial,
+                state_path, current.serial, current.revision, backup.state.serial,
             )));
         }
         Err(FsError::State {
@@ -141,7 +140,7 @@ fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Err
         }) if !force => {
             return Err(Error::Message(format!(
                 "refusing to restore the backup: {} was written by a newer gantry (state format {found}); upgrade gantry instead. Restoring the backup would discard what the newer gantry recorded; pass --force to do it anyway (the file is kept aside). Nothing was changed",
-                state_path.display(),
+                state_path,
             )));
         }
         Ok(Some(_)) | Err(FsError::State { .. }) => {}
