@@ -111,6 +111,16 @@ impl S3Store {
     /// Connects nothing yet: the first request does. `local_dir` is the local state
     /// directory, where the copies of the journal go.
     pub fn open(cfg: &S3Backend, local_dir: PathBuf) -> Result<S3Store, FsError> {
+        Self::open_with(cfg, local_dir, None)
+    }
+
+    /// [`S3Store::open`] with an access key given (tests and benchmarks), instead of the
+    /// standard chain.
+    pub fn open_with(
+        cfg: &S3Backend,
+        local_dir: PathBuf,
+        key: Option<(String, String)>,
+    ) -> Result<S3Store, FsError> {
         let location = cfg.url();
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&cfg.bucket)
@@ -147,7 +157,14 @@ impl S3Store {
         // The standard chain: the environment's keys (read by `from_env`), then the shared
         // profile files, then web identity, the container's role and the instance's role
         // (object_store's own chain, used when no key was given).
-        if env("AWS_ACCESS_KEY_ID").is_none()
+        if let Some((key_id, secret_key)) = key {
+            builder =
+                builder.with_credentials(Arc::new(StaticCredentialProvider::new(AwsCredential {
+                    key_id,
+                    secret_key,
+                    token: None,
+                })));
+        } else if env("AWS_ACCESS_KEY_ID").is_none()
             && let Some(credential) = profile.and_then(|p| p.credential)
         {
             builder =
