@@ -504,6 +504,30 @@ impl StateStore for S3Store {
         self.upload_copies()
     }
 
+    fn import(
+        &self,
+        state: &[u8],
+        backup: Option<&[u8]>,
+        journal: Option<&Journal>,
+    ) -> Result<(), FsError> {
+        if let Some(backup) = backup {
+            self.put(
+                &format!("{STATE_FILE_NAME}.backup"),
+                backup.to_vec(),
+                PutMode::Overwrite,
+            )?;
+        }
+        if self
+            .put(STATE_FILE_NAME, state.to_vec(), PutMode::Create)?
+            .is_none()
+        {
+            return Err(FsError::Conflict {
+                location: self.state_location(),
+            });
+        }
+        super::store::import_journal(self, journal)
+    }
+
     fn read_backup(&self) -> Result<Option<Backup>, UnusableBackup> {
         let name = format!("{STATE_FILE_NAME}.backup");
         let path = PathBuf::from(self.url(&name));

@@ -85,6 +85,16 @@ pub trait StateStore: Send + Sync {
     /// Opens the existing journal to append to it (a recovery adds to the run it recovers).
     fn reopen_journal(&self) -> Result<Arc<dyn JournalAppend>, FsError>;
 
+    /// Copies in another store's content (`gantry state migrate`): the backup's bytes, the
+    /// state's, then the journal's entries. The caller has checked that there is no state
+    /// here; a shared backend refuses to replace one that appeared since.
+    fn import(
+        &self,
+        state: &[u8],
+        backup: Option<&[u8]>,
+        journal: Option<&Journal>,
+    ) -> Result<(), FsError>;
+
     /// After an outage: under the lock, uploads what a run kept locally because the
     /// backend could not take it. Returns notes of what was done.
     fn upload_local_copies(&self) -> Result<Vec<String>, FsError> {
@@ -163,6 +173,30 @@ impl StateStore for StateDir {
     fn readable_by_others(&self) -> Vec<PathBuf> {
         StateDir::readable_by_others(self)
     }
+    fn import(
+        &self,
+        state: &[u8],
+        backup: Option<&[u8]>,
+        journal: Option<&Journal>,
+    ) -> Result<(), FsError> {
+        self.create_dir()?;
+        if let Some(backup) = backup {
+            super::fs::write_private(&self.backup_path(), backup)?;
+        }
+        super::fs::write_private(&self.state_path(), state)?;
+        import_journal(self, journal)
+    }
+}
+
+/// Writes `journal`'s entries as the store's journal.
+pub fn import_journal(store: &dyn StateStore, journal: Option<&Journal>) -> Result<(), FsError> {
+    if let Some((first, rest)) = journal.and_then(|j| j.entries.split_first()) {
+        let copy = store.begin_journal(first)?;
+        for e in rest {
+            copy.append(e)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the engine saves the state and appends the journal through: the command's store

@@ -37,6 +37,7 @@ pub fn apply(
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
     let session = Session::new(common)?;
+    session.warn_if_readable(err)?;
     let state_dir = session.state_dir();
     let mut resumed = false;
     if let Some(journal) = session.pending()? {

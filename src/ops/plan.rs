@@ -28,6 +28,7 @@ pub fn plan(
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
     let session = Session::new(common)?;
+    session.warn_if_readable(err)?;
     let state_dir = session.state_dir();
     let state = state_dir.read()?;
     if let Some(journal) = session.pending()? {

@@ -31,6 +31,7 @@ pub fn rollback(
 ) -> Result<outcome::Outcome, Error> {
     let loaded = load(common)?;
     let session = Session::new(common)?;
+    session.warn_if_readable(err)?;
     let state_dir = session.state_dir();
     let pending = match session.pending()? {
         Some(j) => Some(j),

@@ -214,4 +214,18 @@ impl StateStore for MemoryStore {
             shared: self.shared.clone(),
         }))
     }
+
+    fn import(
+        &self,
+        state: &[u8],
+        backup: Option<&[u8]>,
+        journal: Option<&Journal>,
+    ) -> Result<(), FsError> {
+        let mut s = guard(&self.shared);
+        s.version += 1;
+        s.state = Some((state.to_vec(), s.version));
+        s.backup = backup.map(<[u8]>::to_vec);
+        s.journal = journal.map(|j| j.entries.clone());
+        Ok(())
+    }
 }
