@@ -257,20 +257,6 @@ impl S3Store {
         }
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, FsError> {
-        use futures_util::TryStreamExt;
-        let (s3, path) = (self.s3.clone(), self.path(prefix));
-        let listed = self.run(async move {
-            s3.list(Some(&path))
-                .map_ok(|m| m.location.to_string())
-                .try_collect::<Vec<String>>()
-                .await
-        })?;
-        let mut names = listed.map_err(|e| remote(&self.url(prefix), e))?;
-        names.sort();
-        Ok(names)
-    }
-
     fn read_lock(&self) -> Result<Option<(LockInfo, Option<String>)>, FsError> {
         Ok(self.get("lock.json")?.map(|(bytes, e_tag, _)| {
             (
@@ -313,33 +299,47 @@ impl S3Store {
             .filter(|r| !r.is_empty()))
     }
 
-    /// The entries of run `run`, in order, with the number of the next one.
+    /// The entries of run `run`, in order, with the number of the next one. Read by number,
+    /// 32 at a time, up to the first that does not exist: GetObject is all a reader needs
+    /// (no ListBucket), and entries are numbered without gaps.
     fn journal_entries(&self, run: &str) -> Result<(Vec<Entry>, u64), FsError> {
-        let names = self.list(&format!("journal/{run}"))?;
-        let s3 = self.s3.clone();
-        let paths: Vec<ObjectPath> = names.iter().map(|n| ObjectPath::from(n.as_str())).collect();
-        let fetched = self.run(async move {
-            futures_util::future::try_join_all(paths.into_iter().map(|p| {
-                let s3 = s3.clone();
-                async move { s3.get(&p).await?.bytes().await }
-            }))
-            .await
-        })?;
-        let fetched = fetched.map_err(|e| remote(&self.url("journal"), e))?;
+        const BATCH: u64 = 32;
         let mut entries = Vec::new();
-        for (name, bytes) in names.iter().zip(fetched) {
-            let entry = serde_json::from_slice::<Entry>(&bytes).map_err(|e| FsError::Read {
-                path: PathBuf::from(format!("s3://{}/{name}", self.cfg.bucket)),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        loop {
+            let from = entries.len() as u64;
+            let paths: Vec<ObjectPath> = (from..from + BATCH)
+                .map(|seq| self.path(&format!("journal/{run}/{seq:08}.json")))
+                .collect();
+            let s3 = self.s3.clone();
+            let fetched = self.run(async move {
+                futures_util::future::try_join_all(paths.into_iter().map(|p| {
+                    let s3 = s3.clone();
+                    async move {
+                        match s3.get(&p).await {
+                            Ok(r) => r.bytes().await.map(Some),
+                            Err(object_store::Error::NotFound { .. }) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                    }
+                }))
+                .await
             })?;
-            entries.push(entry);
+            let fetched = fetched.map_err(|e| remote(&self.url("journal"), e))?;
+            for (i, bytes) in fetched.into_iter().enumerate() {
+                let Some(bytes) = bytes else {
+                    let next = entries.len() as u64;
+                    return Ok((entries, next));
+                };
+                let entry = serde_json::from_slice::<Entry>(&bytes).map_err(|e| FsError::Read {
+                    path: PathBuf::from(self.url(&format!(
+                        "journal/{run}/{:08}.json",
+                        from + i as u64
+                    ))),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
+                entries.push(entry);
+            }
         }
-        let next = names
-            .last()
-            .and_then(|n| n.rsplit('/').next())
-            .and_then(|f| f.trim_end_matches(".json").parse::<u64>().ok())
-            .map_or(0, |n| n + 1);
-        Ok((entries, next))
     }
 
     fn open_journal(&self, run: String, next: u64, local: JournalFile) -> Arc<S3Journal> {
