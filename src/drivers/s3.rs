@@ -331,10 +331,9 @@ impl S3Store {
                     return Ok((entries, next));
                 };
                 let entry = serde_json::from_slice::<Entry>(&bytes).map_err(|e| FsError::Read {
-                    path: PathBuf::from(self.url(&format!(
-                        "journal/{run}/{:08}.json",
-                        from + i as u64
-                    ))),
+                    path: PathBuf::from(
+                        self.url(&format!("journal/{run}/{:08}.json", from + i as u64)),
+                    ),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                 })?;
                 entries.push(entry);
@@ -350,11 +349,17 @@ impl S3Store {
             location: self.url(&format!("journal/{run}")),
             next: AtomicU64::new(next),
             local,
+            unsynced: self.unsynced_path(),
         })
     }
 
     fn pending_path(&self) -> PathBuf {
         self.local.dir.join("state.pending.json")
+    }
+
+    /// Present while the local copies hold something the backend missed.
+    fn unsynced_path(&self) -> PathBuf {
+        self.local.dir.join("unsynced")
     }
 
     /// After an outage: uploads what the backend missed of the last run (journal entries
@@ -400,6 +405,7 @@ impl S3Store {
             }
             let _ = std::fs::remove_file(&pending);
         }
+        let _ = std::fs::remove_file(self.unsynced_path());
         Ok(done)
     }
 }
@@ -490,6 +496,7 @@ impl StateStore for S3Store {
                 // (a conflict is not kept: someone else's state is newer).
                 if matches!(e, FsError::Remote { .. }) && self.local.create_dir().is_ok() {
                     let _ = super::fs::write_private(&self.pending_path(), &bytes);
+                    let _ = std::fs::write(self.unsynced_path(), b"");
                 }
                 Err(e)
             }
@@ -502,6 +509,10 @@ impl StateStore for S3Store {
 
     fn upload_local_copies(&self) -> Result<Vec<String>, FsError> {
         self.upload_copies()
+    }
+
+    fn has_unsynced_copies(&self) -> bool {
+        self.unsynced_path().exists()
     }
 
     fn import(
@@ -723,6 +734,8 @@ struct S3Journal {
     location: String,
     next: AtomicU64,
     local: JournalFile,
+    /// Marks that the backend missed something (see [`S3Store::unsynced_path`]).
+    unsynced: PathBuf,
 }
 
 impl S3Journal {
@@ -763,7 +776,11 @@ impl JournalAppend for S3Journal {
     fn append(&self, entry: &Entry) -> Result<(), FsError> {
         // The local copy first: whatever the backend missed is there for the next command.
         self.local.append(entry)?;
-        self.append_remote(entry)
+        let result = self.append_remote(entry);
+        if result.is_err() {
+            let _ = std::fs::write(&self.unsynced, b"");
+        }
+        result
     }
 }
 

@@ -101,6 +101,12 @@ pub trait StateStore: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Whether a run kept something locally that the backend missed (an outage): the next
+    /// command that may write takes the lock to upload it ([`StateStore::upload_local_copies`]).
+    fn has_unsynced_copies(&self) -> bool {
+        false
+    }
+
     /// Files or objects that others than their owner can read (local only).
     fn readable_by_others(&self) -> Vec<PathBuf> {
         Vec::new()

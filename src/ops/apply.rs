@@ -38,6 +38,7 @@ pub fn apply(
     let loaded = load(common)?;
     let session = Session::new(common)?;
     session.warn_if_readable(err)?;
+    session.upload_kept_copies("apply", err)?;
     let state_dir = session.state_dir();
     let mut resumed = false;
     if let Some(journal) = session.pending()? {

@@ -32,6 +32,7 @@ pub fn rollback(
     let loaded = load(common)?;
     let session = Session::new(common)?;
     session.warn_if_readable(err)?;
+    session.upload_kept_copies("rollback", err)?;
     let state_dir = session.state_dir();
     let pending = match session.pending()? {
         Some(j) => Some(j),

@@ -157,6 +157,16 @@ impl<'c> Session<'c> {
         Ok(lock)
     }
 
+    /// After an outage of a shared backend: when the last run here kept journal entries or
+    /// a state the backend missed, takes the lock (a stale one is taken over, with a note)
+    /// to upload them before anything else is decided. A live run elsewhere: exit 5.
+    pub fn upload_kept_copies(&self, operation: &str, err: &mut dyn Write) -> Result<(), Error> {
+        if self.state_dir.has_unsynced_copies() {
+            drop(self.lock(operation, err)?);
+        }
+        Ok(())
+    }
+
     /// Every container of every host (`--refresh`; see [`observe_engine`]).
     pub fn observe(&self, model: &Model) -> Result<BTreeMap<String, Vec<ContainerInfo>>, Error> {
         self.block_on(async {
