@@ -218,14 +218,15 @@ impl StateDir {
                 path: aside.clone(),
                 source,
             };
-            match {
+            let created = {
                 use std::os::unix::fs::OpenOptionsExt;
                 fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(&aside)
-            } {
+            };
+            match created {
                 Ok(mut f) => {
                     f.write_all(bytes)
                         .and_then(|_| f.sync_all())
@@ -411,7 +412,7 @@ pub enum LockError {
         .0.heartbeat.as_ref().map(|h| format!(", last heartbeat {h}")).unwrap_or_default(),
         if *.1 { "; that process is gone, so the lock is stale: remove it with `gantry force-unlock`" } else { "" }
     )]
-    Held(LockInfo, bool),
+    Held(Box<LockInfo>, bool),
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -512,7 +513,7 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let held = self.lock_holder()?.unwrap_or_else(LockInfo::unreadable);
                 let stale = held.holder_is_dead_here();
-                Err(LockError::Held(held, stale))
+                Err(LockError::Held(Box::new(held), stale))
             }
             Err(source) => Err(FsError::Write { path, source }.into()),
         }

@@ -82,6 +82,9 @@ where
         .map_err(|_| "the state backend's client stopped".to_string())
 }
 
+/// An object as read: its bytes, its ETag and when it was written.
+type Object = (Vec<u8>, Option<String>, SystemTime);
+
 /// The state last read or written: its ETag (what the next write is conditional on) and
 /// its bytes (what becomes the backup).
 #[derive(Clone)]
@@ -208,8 +211,8 @@ impl S3Store {
         block(&self.rt, f).map_err(|e| remote(&self.cfg.url(), e))
     }
 
-    /// An object's bytes and ETag, `None` when there is none.
-    fn get(&self, name: &str) -> Result<Option<(Vec<u8>, Option<String>, SystemTime)>, FsError> {
+    /// An object's bytes, ETag and modification time, `None` when there is none.
+    fn get(&self, name: &str) -> Result<Option<Object>, FsError> {
         let (s3, path) = (self.s3.clone(), self.path(name));
         let got = self.run(async move {
             match s3.get(&path).await {
@@ -607,7 +610,7 @@ impl StateStore for S3Store {
                     .map(|(i, _)| i)
                     .unwrap_or_else(LockInfo::unreadable);
                 let stale = self.is_stale(&held);
-                Err(LockError::Held(held, stale))
+                Err(LockError::Held(Box::new(held), stale))
             }
         }
     }
@@ -623,7 +626,7 @@ impl StateStore for S3Store {
         };
         if &current != stale {
             let stale = self.is_stale(&current);
-            return Err(LockError::Held(current, stale));
+            return Err(LockError::Held(Box::new(current), stale));
         }
         let mut info = LockInfo::mine(operation, now_rfc3339);
         info.heartbeat = Some(now());
@@ -640,7 +643,7 @@ impl StateStore for S3Store {
                     .map(|(i, _)| i)
                     .unwrap_or_else(LockInfo::unreadable);
                 let stale = self.is_stale(&held);
-                Err(LockError::Held(held, stale))
+                Err(LockError::Held(Box::new(held), stale))
             }
         }
     }

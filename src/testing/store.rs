@@ -155,7 +155,7 @@ impl StateStore for MemoryStore {
         let mut s = guard(&self.shared);
         if let Some(held) = &s.lock {
             let stale = self.is_stale(held);
-            return Err(LockError::Held(held.clone(), stale));
+            return Err(LockError::Held(Box::new(held.clone()), stale));
         }
         let info = LockInfo::mine(operation, now_rfc3339);
         let pid = info.pid;
@@ -177,7 +177,7 @@ impl StateStore for MemoryStore {
             match &s.lock {
                 Some(l) if l != stale => {
                     let stale = self.is_stale(l);
-                    return Err(LockError::Held(l.clone(), stale));
+                    return Err(LockError::Held(Box::new(l.clone()), stale));
                 }
                 _ => s.lock = None,
             }

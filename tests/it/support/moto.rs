@@ -25,12 +25,15 @@ pub struct MotoServer {
 }
 
 fn moto_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import moto.server, boto3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    works("python3", &["-c", "import moto.server, boto3"]) && works("moto_server", &["--help"])
 }
 
 /// `true` when moto's server can run. Otherwise prints `SKIPPED: ...` and returns `false`,
@@ -55,8 +58,10 @@ impl MotoServer {
     pub fn start(dir: &Path, auth_after: Option<u32>) -> MotoServer {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join("moto.log");
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
+        // `moto_server` (not `python3 -m moto.server`): the process is then named
+        // moto_server, which .ci/run's check for leftover servers recognises.
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
