@@ -648,6 +648,14 @@ mod tests {
             dir.path().join(".gantry/state.json"),
         )
         .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = |p: &std::path::Path, mode| {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+            };
+            private(&dir.path().join(".gantry"), 0o700);
+            private(&dir.path().join(".gantry/state.json"), 0o600);
+        }
         let plan = dir.path().join("release.plan");
         let (status, _, err) = gantry(dir.path(), &["plan", "--out", plan.to_str().unwrap()]);
         assert_eq!(status, ExitStatus::Success, "{err}");
