@@ -370,6 +370,9 @@ impl S3Store {
     /// under the lock. Returns what was done, for a note.
     fn upload_copies(&self) -> Result<Vec<String>, FsError> {
         let mut done = Vec::new();
+        if !self.unsynced_path().exists() {
+            return Ok(done);
+        }
         if let (Some(local), Some(run)) = (
             self.local.read_journal().ok().flatten(),
             self.journal_run()?,

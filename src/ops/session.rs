@@ -104,8 +104,11 @@ impl<'c> Session<'c> {
         if journal.unfinished().is_none_or(|u| u.held) {
             return Ok(None);
         }
+        // Still running: a lock that is not this process's, readable (an unreadable one
+        // says nothing of a live holder) and not stale.
         if let Some(lock) = self.state_dir.lock_holder()?
-            && (lock.pid != std::process::id() || lock.host != hostname())
+            && !(lock.pid == std::process::id() && lock.host == hostname())
+            && lock.pid != 0
             && !self.state_dir.is_stale(&lock)
         {
             return Ok(None);

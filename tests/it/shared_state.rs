@@ -672,3 +672,69 @@ fn migrate_pull_and_push() {
         explain(&o)
     );
 }
+
+/// A run whose lock is taken from it (here removed with `force-unlock` from another machine)
+/// learns it at its next heartbeat: it finishes the step in flight and stops (exit 4, as
+/// after a first interrupt) instead of going on; the other machine then resumes it.
+#[test]
+fn a_run_whose_lock_was_taken_stops_after_the_step_in_flight() {
+    if !ready("a_run_whose_lock_was_taken") {
+        return;
+    }
+    let guard = DockerTestGuard::new();
+    let tags = [docker::run_tag("h1"), docker::run_tag("h2")];
+    docker::build_testapp_images_once(&[&tags[0], &tags[1]]);
+    let p = Project::new("sh", &guard);
+    let moto = MotoServer::start(&p.join("moto"), None);
+    moto.create_bucket(BUCKET);
+    let creds = Credentials::any();
+    let a = Machine::new(&p.join("a"), &creds);
+    let b = Machine::new(&p.join("b"), &creds);
+    let write = |tag: &str, soak: &str| {
+        // A 2 s bound: the holder beats every 500 ms.
+        let toml = config(&p, &moto.endpoint(), tag, soak, "2s");
+        a.write_toml(&toml);
+        b.write_toml(&toml);
+    };
+    write(&tags[0], "0s");
+    let o = a.gantry(&["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+
+    write(&tags[1], "4s");
+    let child = a.spawn(&["apply", "--yes", "--progress", "plain"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a.journal_copy().contains("\"step\":\"soak") {
+        assert!(
+            Instant::now() < deadline,
+            "no soak began:\n{}",
+            a.journal_copy()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let taken = Instant::now();
+    let o = b.gantry(&["force-unlock"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let o = child.wait(Duration::from_secs(120));
+    assert_eq!(code(&o), 4, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("the state lock was taken over by another run or removed"),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        taken.elapsed() >= Duration::from_secs(2),
+        "the soak in flight finished first ({:?})",
+        taken.elapsed()
+    );
+    let journal = a.journal_copy();
+    assert!(journal.contains("\"event\":\"interrupted\""), "{journal}");
+
+    let o = b.gantry(&["apply", "--resume", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let state = b.state();
+    assert_converged(&p, &state, "resumed from B");
+    assert_eq!(
+        state["services"]["web"]["spec"]["image"],
+        format!("gantry-testapp:{}", tags[1])
+    );
+}
