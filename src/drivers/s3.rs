@@ -467,27 +467,53 @@ impl StateStore for S3Store {
         };
         let bytes = state.to_json().into_bytes();
         let result = (|| {
-            let mode = match &seen {
-                Some(s) => {
-                    // The previous state becomes the backup first: a crash in between leaves
-                    // the old state with its own copy as the backup.
-                    self.put(
-                        &format!("{STATE_FILE_NAME}.backup"),
-                        s.bytes.clone(),
-                        PutMode::Overwrite,
-                    )?;
-                    PutMode::Update(UpdateVersion {
-                        e_tag: s.e_tag.clone(),
-                        version: None,
-                    })
-                }
-                None => PutMode::Create,
+            let Some(previous) = &seen else {
+                return match self.put(STATE_FILE_NAME, bytes.clone(), PutMode::Create)? {
+                    Some(e_tag) => Ok(e_tag),
+                    None => Err(FsError::Conflict {
+                        location: self.state_location(),
+                    }),
+                };
             };
-            match self.put(STATE_FILE_NAME, bytes.clone(), mode)? {
-                Some(e_tag) => Ok(e_tag),
-                None => Err(FsError::Conflict {
+            // The previous state becomes the backup while the new one is written, in one
+            // round trip: a crash in between leaves the new state or the old one, and a
+            // backup that is the previous state or the one before it (as `.gantry/`'s).
+            let s3 = self.s3.clone();
+            let (backup, state) = (
+                self.path(&format!("{STATE_FILE_NAME}.backup")),
+                self.path(STATE_FILE_NAME),
+            );
+            let previous_bytes = PutPayload::from(previous.bytes.clone());
+            let new_bytes = PutPayload::from(bytes.clone());
+            let mode = PutMode::Update(UpdateVersion {
+                e_tag: previous.e_tag.clone(),
+                version: None,
+            });
+            let (backed_up, written) = self.run(async move {
+                tokio::join!(
+                    s3.put_opts(
+                        &backup,
+                        previous_bytes,
+                        PutOptions::from(PutMode::Overwrite)
+                    ),
+                    s3.put_opts(&state, new_bytes, PutOptions::from(mode)),
+                )
+            })?;
+            match written {
+                // A backup that could not be written stays one write older: the state
+                // itself is written, and that is what the next write is conditional on.
+                Ok(r) => {
+                    drop(backed_up);
+                    Ok(r.e_tag)
+                }
+                Err(
+                    object_store::Error::Precondition { .. }
+                    | object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::NotFound { .. },
+                ) => Err(FsError::Conflict {
                     location: self.state_location(),
                 }),
+                Err(e) => Err(remote(&self.state_location(), e)),
             }
         })();
         match result {
