@@ -101,6 +101,8 @@ pub struct S3Store {
     seen: Mutex<Option<Option<Seen>>>,
     /// The local copies (`.gantry/s3/`).
     local: StateDir,
+    /// The entries of a run read before (see [`S3Store::journal_entries`]).
+    journal_cache: Mutex<Option<(String, Vec<Entry>)>>,
 }
 
 fn remote(location: &str, e: impl std::fmt::Display) -> FsError {
@@ -192,6 +194,7 @@ impl S3Store {
             local: StateDir {
                 dir: local_dir.join("s3"),
             },
+            journal_cache: Mutex::new(None),
         })
     }
 
@@ -304,13 +307,23 @@ impl S3Store {
 
     /// The entries of run `run`, in order, with the number of the next one. Read by number,
     /// 32 at a time, up to the first that does not exist: GetObject is all a reader needs
-    /// (no ListBucket), and entries are numbered without gaps.
+    /// (no ListBucket), and entries are numbered without gaps. Entries are never rewritten,
+    /// so those read before by this store are not read again: a command that looks at the
+    /// journal several times (pending, held, again under the lock) reads each entry once.
     fn journal_entries(&self, run: &str) -> Result<(Vec<Entry>, u64), FsError> {
-        const BATCH: u64 = 32;
-        let mut entries = Vec::new();
-        loop {
+        let cached = self
+            .journal_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|(r, _)| r == run)
+            .map(|(_, entries)| entries);
+        // After what is known, a few probes first: usually nothing was added.
+        let mut batch: u64 = if cached.is_some() { 4 } else { 32 };
+        let mut entries = cached.unwrap_or_default();
+        let result = loop {
             let from = entries.len() as u64;
-            let paths: Vec<ObjectPath> = (from..from + BATCH)
+            let paths: Vec<ObjectPath> = (from..from + batch)
                 .map(|seq| self.path(&format!("journal/{run}/{seq:08}.json")))
                 .collect();
             let s3 = self.s3.clone();
@@ -328,10 +341,12 @@ impl S3Store {
                 .await
             })?;
             let fetched = fetched.map_err(|e| remote(&self.url("journal"), e))?;
+            batch = 32;
+            let mut ended = false;
             for (i, bytes) in fetched.into_iter().enumerate() {
                 let Some(bytes) = bytes else {
-                    let next = entries.len() as u64;
-                    return Ok((entries, next));
+                    ended = true;
+                    break;
                 };
                 let entry = serde_json::from_slice::<Entry>(&bytes).map_err(|e| FsError::Read {
                     path: PathBuf::from(
@@ -341,7 +356,14 @@ impl S3Store {
                 })?;
                 entries.push(entry);
             }
-        }
+            if ended {
+                break entries;
+            }
+        };
+        *self.journal_cache.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((run.to_string(), result.clone()));
+        let next = result.len() as u64;
+        Ok((result, next))
     }
 
     fn open_journal(&self, run: String, next: u64, local: JournalFile) -> Arc<S3Journal> {

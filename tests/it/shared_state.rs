@@ -691,8 +691,9 @@ fn a_run_whose_lock_was_taken_stops_after_the_step_in_flight() {
     let a = Machine::new(&p.join("a"), &creds);
     let b = Machine::new(&p.join("b"), &creds);
     let write = |tag: &str, soak: &str| {
-        // A 2 s bound: the holder beats every 500 ms.
-        let toml = config(&p, &moto.endpoint(), tag, soak, "2s");
+        // A 2 s bound: the holder beats every 500 ms. One replica per batch: a soak
+        // follows each.
+        let toml = config(&p, &moto.endpoint(), tag, soak, "2s").replace("batch = 2", "batch = 1");
         a.write_toml(&toml);
         b.write_toml(&toml);
     };
@@ -728,6 +729,10 @@ fn a_run_whose_lock_was_taken_stops_after_the_step_in_flight() {
     );
     let journal = a.journal_copy();
     assert!(journal.contains("\"event\":\"interrupted\""), "{journal}");
+    assert!(
+        !journal.contains("batch 2/2"),
+        "no further step started:\n{journal}"
+    );
 
     let o = b.gantry(&["apply", "--resume", "--yes", "--progress", "plain"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
