@@ -113,7 +113,9 @@ fn valid_bucket(name: &str) -> bool {
 }
 
 /// `[state]` alone, for the commands that open the state without the whole model
-/// (`history`, `force-unlock`): the other sections' problems are left to `validate`.
+/// (`history`, `force-unlock`, `state pull`). A file that cannot be read as TOML (or has
+/// keys gantry does not know, in `[state]` or elsewhere) is refused with its problems: a
+/// broken `[state]` must never fall back to the local directory unnoticed.
 pub fn state_backend(raw: &crate::config::RawConfig) -> Result<StateBackend, Vec<Diagnostic>> {
     struct NoFiles;
     impl crate::model::FileFacts for NoFiles {
@@ -122,7 +124,7 @@ pub fn state_backend(raw: &crate::config::RawConfig) -> Result<StateBackend, Vec
         }
     }
     let mut v = Validator {
-        diags: Vec::new(),
+        diags: raw.diagnostics.clone(),
         files: &NoFiles,
     };
     let project = raw
@@ -135,5 +137,50 @@ pub fn state_backend(raw: &crate::config::RawConfig) -> Result<StateBackend, Vec
         Ok(backend)
     } else {
         Err(v.diags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::state_backend::StateBackend;
+
+    fn backend(state: &str) -> Result<StateBackend, Vec<String>> {
+        let source = format!("[project]\nname = \"games-api\"\n\n{state}");
+        super::state_backend(&crate::config::parse(&source))
+            .map_err(|d| d.into_iter().map(|d| d.message).collect())
+    }
+
+    #[test]
+    fn s3_settings_are_read_and_the_key_defaults_to_the_project() {
+        assert_eq!(backend(""), Ok(StateBackend::Local));
+        assert_eq!(
+            backend("[state]\nbackend = \"local\"\n"),
+            Ok(StateBackend::Local)
+        );
+        let Ok(StateBackend::S3(s3)) = backend(
+            "[state]\nbackend = \"s3\"\nbucket = \"deploy-state\"\nregion = \"ap-northeast-1\"\nendpoint = \"https://s3.internal/\"\nstale_lock_after = \"30s\"\n",
+        ) else {
+            panic!("s3")
+        };
+        assert_eq!(s3.url(), "s3://deploy-state/games-api");
+        assert_eq!(s3.endpoint.as_deref(), Some("https://s3.internal"));
+        assert_eq!(s3.stale_lock_after.0, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_problem_of_the_section_is_reported() {
+        let e = backend("[state]\nbackend = \"s3\"\nstale_lock_after = \"soon\"\n").unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("needs a `bucket`")), "{e:?}");
+        let e = backend(
+            "[state]\nbackend = \"s3\"\nbucket = \"Bad_Bucket\"\nendpoint = \"s3.internal\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        let e = backend("[state]\nbackend = \"gcs\"\n").unwrap_err();
+        assert!(e[0].contains("unknown state backend `gcs`"), "{e:?}");
+        let e =
+            backend("[state]\nbackend = \"s3\"\nbucket = \"b-1\"\ntable = \"x\"\n").unwrap_err();
+        assert!(e[0].contains("table"), "{e:?}");
     }
 }
