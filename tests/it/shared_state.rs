@@ -369,6 +369,23 @@ fn pull_request_plan_with_read_only_credentials_and_no_engine() {
         "nothing changed"
     );
     assert_converged(&p, &a.state(), "after the refused apply");
+
+    // The pull request's saved plan, applied after the bucket's state moved: exit 6.
+    let saved = c.dir.join("pr.plan");
+    let o = run(c.command(&["plan", "--out", saved.to_str().unwrap()]));
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    a.write_toml(&std::fs::read_to_string(c.dir.join("gantry.toml")).unwrap());
+    let o = a.gantry(&["apply", "--yes", "--progress", "plain"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    let o = a.gantry(&["apply", saved.to_str().unwrap(), "--progress", "plain"]);
+    assert_eq!(code(&o), 6, "{}", explain(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "it was made against state serial {serial}, the state is now at serial"
+        )),
+        "{}",
+        explain(&o)
+    );
 }
 
 /// kill -9 of an apply on machine A at random moments, each recovered from machine B
