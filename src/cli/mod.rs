@@ -368,8 +368,11 @@ the configuration declares, and never one a container (running or kept) still us
     )]
     ForceUnlock,
 
-    /// Repair the state directory (see `gantry state restore-backup --help`).
+    /// Read, replace, move or repair the state (see `gantry state --help`).
     #[command(after_help = "Examples:
+  gantry state pull > state.json       # the current state, wherever [state] keeps it
+  gantry state push state.json         # replace it (lineage and serial checked)
+  gantry state migrate --to s3         # copy .gantry/ into the bucket [state] names
   gantry state restore-backup          # after a command said the state file cannot be read")]
     State {
         #[command(subcommand)]
@@ -395,6 +398,41 @@ the configuration declares, and never one a container (running or kept) still us
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
+    /// Print the current state (JSON, exactly as stored) to stdout. Reads only: no lock,
+    /// read-only credentials are enough.
+    #[command(after_help = "Examples:
+  gantry state pull > state.json
+  gantry state pull | jq .serial")]
+    Pull,
+    /// Replace the state with FILE. Refused (exit 1, nothing changed) when FILE is of
+    /// another lineage or project, or not newer (serial) than the current state, unless
+    /// --force; takes the lock (exit 5 when a run holds it).
+    #[command(after_help = "Examples:
+  gantry state pull > state.json && $EDITOR state.json && gantry state push state.json
+  gantry state push old-state.json --force     # a different lineage or an older serial")]
+    Push {
+        /// The state file to install.
+        #[arg(value_name = "FILE")]
+        state_file: PathBuf,
+        /// Skip the lineage and serial checks (the serial is still moved forward, so that
+        /// saved plans made against the replaced state are refused).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy the state, its backup (with the history it holds) and the journal between the
+    /// local directory and the S3 bucket `[state]` names (`backend = "s3"` in the
+    /// configuration). The source is kept as it is. Refused while a run is unfinished, and
+    /// when the destination already holds a state.
+    #[command(after_help = "Examples:
+  # from .gantry/ to the bucket: first set [state] backend = \"s3\", bucket, key, ...
+  gantry state migrate --to s3
+  # back: copy the bucket's state into .gantry/, then set backend = \"local\"
+  gantry state migrate --to local")]
+    Migrate {
+        /// Where to copy the state to.
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+    },
     /// Put `state.json.backup` back when `state.json` cannot be read (truncated, corrupt, or
     /// from a newer gantry). The current file is moved to `state.json.broken-<UTC time>`,
     /// never deleted; no engine is contacted.
@@ -419,6 +457,12 @@ the lock."
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MigrateTarget {
+    Local,
+    S3,
 }
 
 /// Parses `args` and runs the command, writing to `out` and `err`. Returns the exit status;
@@ -637,6 +681,15 @@ pub fn run(
             &ops::state_cmd::RestoreOptions { yes, force },
             out,
         ),
+        Command::State {
+            command: StateCommand::Pull,
+        } => ops::state_cmd::pull(&common, out),
+        Command::State {
+            command: StateCommand::Push { state_file, force },
+        } => ops::state_cmd::push(&common, &state_file, force, out, err),
+        Command::State {
+            command: StateCommand::Migrate { to },
+        } => ops::state_cmd::migrate(&common, matches!(to, MigrateTarget::S3), out),
         Command::ForceUnlock => ops::history::force_unlock(&common, out).map(|_| Outcome::Done),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
@@ -696,6 +749,14 @@ mod tests {
             dir.path().join(".gantry/state.json"),
         )
         .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = |p: &std::path::Path, mode| {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+            };
+            private(&dir.path().join(".gantry"), 0o700);
+            private(&dir.path().join(".gantry/state.json"), 0o600);
+        }
         let plan = dir.path().join("release.plan");
         let (status, _, err) = gantry(dir.path(), &["plan", "--out", plan.to_str().unwrap()]);
         assert_eq!(status, ExitStatus::Success, "{err}");

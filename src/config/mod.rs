@@ -45,10 +45,12 @@ pub struct RawConfig {
     pub hooks: Option<TomlHooks>,
     /// `[registry."HOST"]` entries, by registry host.
     pub registries: Vec<Named<TomlRegistry>>,
+    /// `[state]`, when present and readable.
+    pub state: Option<TomlState>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
-    "project", "host", "service", "lb", "task", "hooks", "registry",
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "project", "host", "service", "lb", "task", "hooks", "registry", "state",
 ];
 
 /// Parses the configuration source. Never panics; problems become diagnostics.
@@ -129,6 +131,7 @@ pub fn parse(source: &str) -> RawConfig {
                 }
             }
             "hooks" => raw.hooks = reader.read(value, &["hooks"], &mut raw.diagnostics),
+            "state" => raw.state = reader.read(value, &["state"], &mut raw.diagnostics),
             other => raw
                 .diagnostics
                 .push(unknown_key(other, key_span, &TOP_LEVEL_KEYS)),

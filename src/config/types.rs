@@ -38,6 +38,45 @@ pub struct TomlManifest {
     /// Credentials for pulls from a registry, by registry host (`[registry."HOST"]`).
     #[serde(default)]
     pub registry: BTreeMap<String, TomlRegistry>,
+    /// Where the state, the lock and the journal live: `.gantry/` beside this file (the
+    /// default) or a shared S3-compatible bucket.
+    #[serde(default)]
+    pub state: Option<TomlState>,
+}
+
+/// `[state]`: where the state, its backup, the lock and the journal of runs are kept.
+/// `backend = "s3"` shares them with the whole team: every write is conditional on what was
+/// read (If-Match), the lock is an object created only if absent (If-None-Match: *).
+/// Credentials come from the standard AWS chain (environment, profile, web identity,
+/// container or instance role); never from this file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TomlState {
+    /// `"local"` (default: `.gantry/` beside the configuration, or `--state-dir`) or `"s3"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backend: Option<SpStr>,
+    /// S3: the bucket (it must exist).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub bucket: Option<SpStr>,
+    /// S3: the prefix of every object of this project, e.g. `"games-api"`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub key: Option<SpStr>,
+    /// S3: the bucket's region (default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub region: Option<SpStr>,
+    /// S3: the URL of an S3-compatible store (`https://s3.internal`); optional for AWS.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub endpoint: Option<SpStr>,
+    /// How long a lock may go without a heartbeat before it is stale and taken over
+    /// (default `"2m"`; the holder beats every quarter of it).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub stale_lock_after: Option<SpStr>,
 }
 
 /// `[registry."HOST"]`: the account gantry pulls with from the registry `HOST` (as in an

@@ -18,6 +18,14 @@ pub enum FsError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    /// The shared state backend could not be reached or refused the request.
+    #[error("state backend {location}: {message}")]
+    Remote { location: String, message: String },
+    /// A conditional write found that someone else wrote first; nothing was overwritten.
+    #[error(
+        "{location} changed since gantry read it: another run or `gantry state push` wrote it first. Nothing was overwritten; run the command again to start from what is there now"
+    )]
+    Conflict { location: String },
     /// `state.json` cannot be used; `backup` is what `state.json.backup` offers instead
     /// (`None` for a file that has no backup of its own).
     #[error("state file {} {source}{}", path.display(), recovery_hint(source, backup.as_deref()))]
@@ -43,6 +51,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Writes `contents` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
+    write_atomic_mode(path, contents, 0o644)
+}
+
+/// [`write_atomic`] for the state directory's files: readable by their owner only (they
+/// name hosts, images and container IDs; the journal records the state before a run).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FsError> {
+    write_atomic_mode(path, contents, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| FsError::Write {
         path: path.to_path_buf(),
         source,
@@ -57,7 +76,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -179,7 +203,7 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => return Err(FsError::Read { path, source }),
         };
-        write_atomic(&path, &backup.bytes)?;
+        write_private(&path, &backup.bytes)?;
         Ok(moved)
     }
 
@@ -194,11 +218,15 @@ impl StateDir {
                 path: aside.clone(),
                 source,
             };
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&aside)
-            {
+            let created = {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&aside)
+            };
+            match created {
                 Ok(mut f) => {
                     f.write_all(bytes)
                         .and_then(|_| f.sync_all())
@@ -216,7 +244,7 @@ impl StateDir {
 
 /// A state file's bytes as a state; bytes that are not UTF-8 are reported like any other
 /// corruption, with the position where they start.
-fn parse_state(bytes: &[u8]) -> Result<State, StateError> {
+pub(crate) fn parse_state(bytes: &[u8]) -> Result<State, StateError> {
     match std::str::from_utf8(bytes) {
         Ok(text) => State::from_json(text),
         Err(e) => {
@@ -335,34 +363,105 @@ pub struct LockInfo {
     pub started_at: String,
     /// What the holder is doing (`apply`, `rollback`).
     pub operation: String,
+    /// RFC 3339, UTC: when the holder last said it is alive (a shared backend's lock; the
+    /// local lock is judged by its pid instead and has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
+}
+
+impl LockInfo {
+    /// This process's lock record.
+    pub fn mine(operation: &str, now_rfc3339: &str) -> LockInfo {
+        let host = hostname();
+        LockInfo {
+            holder: format!(
+                "{}@{host}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            ),
+            pid: std::process::id(),
+            host,
+            started_at: now_rfc3339.to_string(),
+            operation: operation.to_string(),
+            heartbeat: None,
+        }
+    }
+
+    /// What a lock that cannot be read says of its holder.
+    pub fn unreadable() -> LockInfo {
+        LockInfo {
+            holder: "unknown (unreadable lock)".into(),
+            pid: 0,
+            host: "unknown".into(),
+            started_at: "unknown".into(),
+            operation: "unknown".into(),
+            heartbeat: None,
+        }
+    }
+
+    /// Held by a process of this machine that is gone.
+    pub fn holder_is_dead_here(&self) -> bool {
+        self.host == hostname() && self.pid != 0 && !process_alive(self.pid)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "the state is locked by {} (pid {} on {}, {} since {}){}",
+        "the state is locked by {} (pid {} on {}, {} since {}{}){}",
         .0.holder, .0.pid, .0.host, .0.operation, .0.started_at,
+        .0.heartbeat.as_ref().map(|h| format!(", last heartbeat {h}")).unwrap_or_default(),
         if *.1 { "; that process is gone, so the lock is stale: remove it with `gantry force-unlock`" } else { "" }
     )]
-    Held(LockInfo, bool),
+    Held(Box<LockInfo>, bool),
     #[error(transparent)]
     Fs(#[from] FsError),
 }
 
+/// A lock as its backend holds it: released once, from the drop of [`StateLock`] or from
+/// the second interrupt (which exits at once).
+pub trait HeldLock: Send + Sync {
+    fn release(&self);
+    /// Where the run learns that its lock was taken over (a shared backend's heartbeat found
+    /// another holder): `flag` is set, and the run stops safely as after a first interrupt.
+    fn on_lost(&self, _flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {}
+}
+
 /// The state lock, held for the life of this value (released on drop).
-#[derive(Debug)]
 pub struct StateLock {
-    path: PathBuf,
+    held: std::sync::Arc<dyn HeldLock>,
+}
+
+impl std::fmt::Debug for StateLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateLock")
+    }
 }
 
 impl StateLock {
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn new(held: std::sync::Arc<dyn HeldLock>) -> StateLock {
+        StateLock { held }
+    }
+
+    /// The lock itself, for whoever must release it without this value (the interrupt
+    /// watcher's second interrupt exits the process: no drop runs).
+    pub fn handle(&self) -> std::sync::Arc<dyn HeldLock> {
+        self.held.clone()
     }
 }
 
 impl Drop for StateLock {
     fn drop(&mut self) {
+        self.held.release();
+    }
+}
+
+/// `lock.json` in the state directory.
+struct FileLock {
+    path: PathBuf,
+}
+
+impl HeldLock for FileLock {
+    fn release(&self) {
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -391,25 +490,14 @@ impl StateDir {
     /// Takes the lock or says who holds it. Creating the lock file is atomic
     /// (`O_CREAT|O_EXCL`), so two runs can never both succeed.
     pub fn lock(&self, operation: &str, now_rfc3339: &str) -> Result<StateLock, LockError> {
-        fs::create_dir_all(&self.dir).map_err(|source| FsError::Write {
-            path: self.dir.clone(),
-            source,
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        self.create_dir()?;
         let path = self.lock_path();
-        let host = hostname();
-        let info = LockInfo {
-            holder: format!(
-                "{}@{host}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-            ),
-            pid: std::process::id(),
-            host,
-            started_at: now_rfc3339.to_string(),
-            operation: operation.to_string(),
-        };
+        let info = LockInfo::mine(operation, now_rfc3339);
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
         {
             Ok(mut f) => {
@@ -420,18 +508,12 @@ impl StateDir {
                         path: path.clone(),
                         source,
                     })?;
-                Ok(StateLock { path })
+                Ok(StateLock::new(std::sync::Arc::new(FileLock { path })))
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let held = self.lock_holder()?.unwrap_or(LockInfo {
-                    holder: "unknown (unreadable lock file)".into(),
-                    pid: 0,
-                    host: "unknown".into(),
-                    started_at: "unknown".into(),
-                    operation: "unknown".into(),
-                });
-                let stale = held.host == hostname() && held.pid != 0 && !process_alive(held.pid);
-                Err(LockError::Held(held, stale))
+                let held = self.lock_holder()?.unwrap_or_else(LockInfo::unreadable);
+                let stale = held.holder_is_dead_here();
+                Err(LockError::Held(Box::new(held), stale))
             }
             Err(source) => Err(FsError::Write { path, source }.into()),
         }
@@ -468,17 +550,57 @@ impl StateDir {
     /// between leaves the new state or the old one, and a backup that is the previous state or
     /// the one before it. Where hard links are refused, the backup is a copy as before.
     pub fn write(&self, state: &State) -> Result<(), FsError> {
-        fs::create_dir_all(&self.dir).map_err(|source| FsError::Write {
-            path: self.dir.clone(),
-            source,
-        })?;
+        self.create_dir()?;
         let path = self.state_path();
         if !self.link_backup()?
             && let Ok(previous) = fs::read(&path)
         {
-            write_atomic(&self.backup_path(), &previous)?;
+            write_private(&self.backup_path(), &previous)?;
         }
-        write_atomic(&path, state.to_json().as_bytes())
+        write_private(&path, state.to_json().as_bytes())
+    }
+
+    /// Creates the directory, readable by its owner only (`0700`), when it is missing.
+    pub fn create_dir(&self) -> Result<(), FsError> {
+        use std::os::unix::fs::DirBuilderExt;
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|source| FsError::Write {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+
+    /// The directory and the files in it that others than their owner can read: gantry
+    /// warns about them (it never changes permissions it did not set).
+    pub fn readable_by_others(&self) -> Vec<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut found = Vec::new();
+        let Ok(meta) = fs::metadata(&self.dir) else {
+            return found;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            found.push(self.dir.clone());
+        }
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter(|e| {
+                    e.metadata()
+                        .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+                })
+                .map(|e| e.path())
+                .collect();
+            files.sort();
+            found.extend(files);
+        }
+        found
     }
 
     /// Makes the current state file the backup, by a hard link renamed over the backup.
@@ -542,6 +664,7 @@ mod tests {
             host: hostname(),
             started_at: "t".into(),
             operation: "apply".into(),
+            heartbeat: None,
         };
         fs::write(sd.lock_path(), serde_json::to_string(&info).unwrap()).unwrap();
         match sd.lock("apply", "now") {

@@ -40,7 +40,8 @@ impl StateDir {
         let path = self.journal_path();
         let mut line = serde_json::to_vec(begin).expect("journal entries serialise");
         line.push(b'\n');
-        super::fs::write_atomic(&path, &line)?;
+        self.create_dir()?;
+        super::fs::write_private(&path, &line)?;
         JournalFile::open(path)
     }
 

@@ -2,6 +2,7 @@
 //! balancers and the network) lives here, behind small functions and traits the core
 //! can be tested without.
 
+pub mod aws_profile;
 pub mod clock;
 pub mod command;
 pub mod credentials;
@@ -14,7 +15,9 @@ pub mod lb;
 pub mod nginx;
 pub mod nginx_remote;
 pub mod probe;
+pub mod s3;
 pub mod scoped;
 pub mod sink;
 pub mod ssh;
+pub mod store;
 pub mod swarm;

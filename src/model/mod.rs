@@ -8,6 +8,7 @@ pub mod container;
 pub mod hooks;
 pub mod registry;
 pub mod ssh_target;
+pub mod state_backend;
 pub mod swarm;
 pub mod units;
 mod validate;
@@ -22,7 +23,7 @@ pub use container::{
 };
 pub use hooks::{HookPoint, Hooks};
 pub use units::{ByteSize, Duration, ImageRef};
-pub use validate::{EnvFileFacts, FileFacts, validate};
+pub use validate::{EnvFileFacts, FileFacts, state_backend, validate};
 
 /// Name of the implicit host when the config declares none.
 pub const LOCAL_HOST: &str = "local";
@@ -47,6 +48,8 @@ pub struct Model {
     pub tasks: BTreeMap<String, TaskSpec>,
     /// `[registry."HOST"]`: accounts for pulls, by registry host.
     pub registries: BTreeMap<String, registry::Registry>,
+    /// `[state]`: where the state, lock and journal are kept.
+    pub state: state_backend::StateBackend,
 }
 
 /// `[task.NAME]`: a command run to completion in a container of its own, made from the new

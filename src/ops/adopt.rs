@@ -66,7 +66,7 @@ pub fn adopt(
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
     let model = &loaded.model;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     if let Some(journal) = session.pending()? {
         return Err(Choices::error(&journal));
     }

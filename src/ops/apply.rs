@@ -36,7 +36,9 @@ pub fn apply(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
+    session.warn_if_readable(err)?;
+    session.upload_kept_copies("apply", err)?;
     let state_dir = session.state_dir();
     let mut resumed = false;
     if let Some(journal) = session.pending()? {

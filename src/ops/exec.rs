@@ -46,7 +46,7 @@ pub fn exec(
             hosts.join(", ")
         )));
     }
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     // Read only, without the lock: which revision is live.
     let state = session.state_dir().read().ok().flatten();
     let live = state

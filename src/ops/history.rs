@@ -7,7 +7,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use super::{Common, Error, emit};
 
 pub fn history(common: &Common, out: &mut dyn Write) -> Result<(), Error> {
-    let state_dir = common.state_dir();
+    let state_dir = common.store()?;
     let Some(state) = state_dir.read()? else {
         return emit(
             out,
@@ -42,7 +42,7 @@ pub fn history(common: &Common, out: &mut dyn Write) -> Result<(), Error> {
 }
 
 pub fn force_unlock(common: &Common, out: &mut dyn Write) -> Result<(), Error> {
-    match super::session::Session::new(common)
+    match super::session::Session::new(common)?
         .state_dir()
         .force_unlock()?
     {

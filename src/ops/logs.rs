@@ -242,7 +242,7 @@ pub fn logs(
         Some(s) => Some(parse_since(s, started).map_err(Error::Message)?),
         None => None,
     };
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     // Read only, without the lock: the replicas adopted containers are (no gantry label).
     let state = session.state_dir().read().ok().flatten();
     session.block_on(async {

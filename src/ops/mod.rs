@@ -50,6 +50,36 @@ impl Common {
         }
     }
 
+    /// The state store `[state]` names: the local directory ([`Common::state_dir`]) or a
+    /// shared backend. Read from the configuration's `[state]` alone, so that commands
+    /// that do not load the whole model (`history`, `force-unlock`) find it too; without a
+    /// configuration file, the local directory.
+    pub fn store(&self) -> Result<std::sync::Arc<dyn crate::drivers::store::StateStore>, Error> {
+        let backend = match std::fs::read_to_string(&self.config) {
+            Err(_) => crate::model::state_backend::StateBackend::Local,
+            Ok(source) => {
+                let raw = crate::config::parse(&source);
+                crate::model::state_backend(&raw).map_err(|diags| Error::Invalid {
+                    rendered: render_diagnostics(
+                        &display_path(&self.config),
+                        &source,
+                        &diags,
+                        self.color,
+                    ),
+                    count: diags.len(),
+                })?
+            }
+        };
+        Ok(match backend {
+            crate::model::state_backend::StateBackend::Local => {
+                std::sync::Arc::new(self.state_dir())
+            }
+            crate::model::state_backend::StateBackend::S3(s3) => std::sync::Arc::new(
+                crate::drivers::s3::S3Store::open(&s3, self.state_dir().dir)?,
+            ),
+        })
+    }
+
     /// `.gantry/` beside the config unless `--state-dir` says otherwise.
     pub fn state_dir(&self) -> StateDir {
         StateDir {

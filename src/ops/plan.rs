@@ -27,7 +27,8 @@ pub fn plan(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
+    session.warn_if_readable(err)?;
     let state_dir = session.state_dir();
     let state = state_dir.read()?;
     if let Some(journal) = session.pending()? {
@@ -44,7 +45,7 @@ pub fn plan(
         && s.project != loaded.model.project
     {
         return Err(Error::WrongProject {
-            state: state_dir.state_path().display().to_string(),
+            state: state_dir.state_location(),
             config: super::display_path(&common.config),
             found: s.project.clone(),
             expected: loaded.model.project.clone(),

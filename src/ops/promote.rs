@@ -19,7 +19,7 @@ pub fn promote(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     let Some(journal) = session.held()? else {
         return Err(Error::Message(
             "nothing to promote: no release is held at its preview (`gantry apply --prepare` or `--hold-at-preview` holds one)".into(),

@@ -37,7 +37,7 @@ pub fn prune(
             "refusing to remove volumes without confirmation: no terminal to ask on. {NO_TERMINAL_HINT}"
         )));
     }
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     let state_dir = session.state_dir();
     let _lock = session.lock("prune", err)?;
     // An unfinished run's undo needs the containers it stopped: recover it first.

@@ -30,7 +30,9 @@ pub fn rollback(
     err: &mut dyn Write,
 ) -> Result<outcome::Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
+    session.warn_if_readable(err)?;
+    session.upload_kept_copies("rollback", err)?;
     let state_dir = session.state_dir();
     let pending = match session.pending()? {
         Some(j) => Some(j),
@@ -114,6 +116,7 @@ pub fn rollback(
     let model = Model {
         project: state.project.clone(),
         keep_previous: loaded.model.keep_previous,
+        state: loaded.model.state.clone(),
         labels: loaded.model.labels.clone(),
         hosts: loaded.model.hosts.clone(),
         services: record

@@ -108,7 +108,7 @@ fn one_off(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     let state = session.state_dir().read()?.ok_or_else(|| {
         Error::Message(format!(
             "nothing was applied with this state directory: `gantry {}` runs from what service `{service}` runs now; `gantry apply` first",

@@ -33,7 +33,7 @@ pub fn scale_down(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     let state_dir = session.state_dir();
     loop {
         let Some(state) = state_dir.read()? else {

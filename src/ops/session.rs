@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -18,10 +17,9 @@ use super::{Common, Error, emit};
 use crate::drivers::clock::SystemClock;
 use crate::drivers::command::LocalCommands;
 use crate::drivers::docker::DockerRuntime;
-use crate::drivers::fs::{LockError, StateDir, StateLock, hostname, process_alive};
-use crate::drivers::journal::JournalFile;
+use crate::drivers::fs::{HeldLock, LockError, StateLock, hostname};
 use crate::drivers::probe::HttpProber;
-use crate::drivers::sink::FileSink;
+use crate::drivers::store::{JournalAppend, StateStore, StoreSink};
 use crate::engine::report::{LineReporter, ProgressFormat, Reporter, TtyReporter};
 use crate::engine::{RunEnv, Target};
 use crate::exit::ExitStatus;
@@ -38,29 +36,47 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// A command's hold on the state directory and the engines.
+/// A command's hold on the state (its store: the local directory or a shared backend) and
+/// the engines.
 pub struct Session<'c> {
     common: &'c Common,
-    state_dir: StateDir,
+    state_dir: Arc<dyn StateStore>,
     /// Built on first use: offline commands never start one.
     runtime: OnceLock<tokio::runtime::Runtime>,
 }
 
 impl<'c> Session<'c> {
-    pub fn new(common: &'c Common) -> Self {
-        Session {
+    /// Opens the state store the configuration names (nothing is read yet).
+    pub fn new(common: &'c Common) -> Result<Self, Error> {
+        Ok(Session {
             common,
-            state_dir: common.state_dir(),
+            state_dir: common.store()?,
             runtime: OnceLock::new(),
-        }
+        })
     }
 
     pub fn common(&self) -> &'c Common {
         self.common
     }
 
-    pub fn state_dir(&self) -> &StateDir {
-        &self.state_dir
+    /// The state store (named after the local directory it was before there were others).
+    pub fn state_dir(&self) -> &dyn StateStore {
+        self.state_dir.as_ref()
+    }
+
+    /// Warns about state files that others than their owner can read.
+    pub fn warn_if_readable(&self, err: &mut dyn Write) -> Result<(), Error> {
+        for path in self.state_dir.readable_by_others() {
+            emit(
+                err,
+                &format!(
+                    "warning: {} can be read by other users; the state names hosts, images and containers: `chmod go-rwx {}`\n",
+                    path.display(),
+                    path.display()
+                ),
+            )?;
+        }
+        Ok(())
     }
 
     fn runtime(&self) -> Result<&tokio::runtime::Runtime, Error> {
@@ -88,9 +104,12 @@ impl<'c> Session<'c> {
         if journal.unfinished().is_none_or(|u| u.held) {
             return Ok(None);
         }
+        // Still running: a lock that is not this process's, readable (an unreadable one
+        // says nothing of a live holder) and not stale.
         if let Some(lock) = self.state_dir.lock_holder()?
-            && lock.pid != std::process::id()
-            && (lock.host != hostname() || process_alive(lock.pid))
+            && !(lock.pid == std::process::id() && lock.host == hostname())
+            && lock.pid != 0
+            && !self.state_dir.is_stale(&lock)
         {
             return Ok(None);
         }
@@ -105,29 +124,50 @@ impl<'c> Session<'c> {
             .filter(|j| j.unfinished().is_some_and(|u| u.held)))
     }
 
-    /// Takes the state lock. A lock left by a dead process on this host is stale: it is
-    /// taken over, with a note on `err`. [`Error::Locked`] when a live run holds it.
+    /// Takes the state lock. A stale lock (left by a dead process on this host, or, in a
+    /// shared backend, whose heartbeat stopped longer ago than `stale_lock_after`) is taken
+    /// over, with a note on `err`. [`Error::Locked`] when a live run holds it. Under the
+    /// lock, what a run kept locally while the backend was unreachable is uploaded.
     pub fn lock(&self, operation: &str, err: &mut dyn Write) -> Result<StateLock, Error> {
-        for _ in 0..2 {
-            match self.state_dir.lock(operation, &now()) {
-                Ok(lock) => return Ok(lock),
-                Err(LockError::Held(info, true)) => {
-                    emit(
-                        err,
-                        &format!(
-                            "note: taking over the lock left by pid {} on {} ({} since {}): that process is gone.\n",
-                            info.pid, info.host, info.operation, info.started_at
-                        ),
-                    )?;
-                    self.state_dir.force_unlock()?;
+        let lock = match self.state_dir.lock(operation, &now()) {
+            Ok(lock) => lock,
+            Err(LockError::Held(info, true)) => {
+                let why = match &info.heartbeat {
+                    Some(beat) if !info.holder_is_dead_here() => {
+                        format!("its last heartbeat was at {beat}")
+                    }
+                    _ => "that process is gone".to_string(),
+                };
+                emit(
+                    err,
+                    &format!(
+                        "note: taking over the lock left by {} (pid {} on {}, {} since {}): {why}.\n",
+                        info.holder, info.pid, info.host, info.operation, info.started_at
+                    ),
+                )?;
+                match self.state_dir.take_over(&info, operation, &now()) {
+                    Ok(lock) => lock,
+                    Err(held @ LockError::Held(..)) => return Err(Error::Locked(held)),
+                    Err(LockError::Fs(e)) => return Err(e.into()),
                 }
-                Err(held @ LockError::Held(..)) => return Err(Error::Locked(held)),
-                Err(LockError::Fs(e)) => return Err(e.into()),
             }
+            Err(held @ LockError::Held(..)) => return Err(Error::Locked(held)),
+            Err(LockError::Fs(e)) => return Err(e.into()),
+        };
+        for note in self.state_dir.upload_local_copies()? {
+            emit(err, &format!("note: {note}.\n"))?;
         }
-        Err(Error::Message(
-            "the state lock changed hands while it was being taken over; try again".into(),
-        ))
+        Ok(lock)
+    }
+
+    /// After an outage of a shared backend: when the last run here kept journal entries or
+    /// a state the backend missed, takes the lock (a stale one is taken over, with a note)
+    /// to upload them before anything else is decided. A live run elsewhere: exit 5.
+    pub fn upload_kept_copies(&self, operation: &str, err: &mut dyn Write) -> Result<(), Error> {
+        if self.state_dir.has_unsynced_copies() {
+            drop(self.lock(operation, err)?);
+        }
+        Ok(())
     }
 
     /// Every container of every host (`--refresh`; see [`observe_engine`]).
@@ -150,12 +190,12 @@ impl<'c> Session<'c> {
     }
 
     /// Starts a new journal for a run, announcing it before any change.
-    pub fn begin_journal(&self, begin: &Entry) -> Result<JournalFile, Error> {
+    pub fn begin_journal(&self, begin: &Entry) -> Result<Arc<dyn JournalAppend>, Error> {
         Ok(self.state_dir.begin_journal(begin)?)
     }
 
     /// Opens the last run's journal to append to it (a recovery or a promote continues it).
-    pub fn reopen_journal(&self) -> Result<JournalFile, Error> {
+    pub fn reopen_journal(&self) -> Result<Arc<dyn JournalAppend>, Error> {
         Ok(self.state_dir.reopen_journal()?)
     }
 
@@ -165,17 +205,18 @@ impl<'c> Session<'c> {
     pub fn start(
         &self,
         lock: StateLock,
-        journal: JournalFile,
+        journal: Arc<dyn JournalAppend>,
         model: &Model,
         (hosts, lbs): (Hosts, Lbs),
         progress: ProgressFormat,
     ) -> Result<Run, Error> {
-        let journal = Arc::new(journal);
         let interrupt = Arc::new(AtomicBool::new(false));
+        // A lock taken over by another run stops this one as a first interrupt does.
+        lock.handle().on_lost(interrupt.clone());
         let watcher = self.runtime()?.spawn(watch_interrupts(
             interrupt.clone(),
             journal.clone(),
-            lock.path().to_path_buf(),
+            lock.handle(),
         ));
         Ok(Run {
             project: model.project.clone(),
@@ -183,10 +224,8 @@ impl<'c> Session<'c> {
             labels: model.labels.clone(),
             hosts,
             lbs,
-            sink: FileSink {
-                dir: StateDir {
-                    dir: self.state_dir.dir.clone(),
-                },
+            sink: StoreSink {
+                store: self.state_dir.clone(),
                 journal,
             },
             reporter: reporter(progress),
@@ -206,7 +245,7 @@ pub struct Run {
     labels: BTreeMap<String, String>,
     hosts: Hosts,
     lbs: Lbs,
-    sink: FileSink,
+    sink: StoreSink,
     reporter: Box<dyn Reporter>,
     prober: HttpProber,
     interrupt: Arc<AtomicBool>,
@@ -272,7 +311,11 @@ pub fn confirm_with(verb: &str, yes: bool, hint: &str, out: &mut dyn Write) -> R
 /// The first SIGINT/SIGTERM sets `flag` (the engine finishes the steps in flight and stops
 /// safely); the second journals `Aborted` and exits at once with status 4: the process may
 /// be stuck, so this cannot wait for the command to return its outcome.
-async fn watch_interrupts(flag: Arc<AtomicBool>, journal: Arc<JournalFile>, lock: PathBuf) {
+async fn watch_interrupts(
+    flag: Arc<AtomicBool>,
+    journal: Arc<dyn JournalAppend>,
+    lock: Arc<dyn HeldLock>,
+) {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         return;
@@ -292,7 +335,7 @@ async fn watch_interrupts(flag: Arc<AtomicBool>, journal: Arc<JournalFile>, lock
             );
         } else {
             let _ = journal.append(&Entry::Aborted { at: now() });
-            let _ = std::fs::remove_file(&lock);
+            lock.release();
             let _ = writeln!(
                 std::io::stderr(),
                 "\nsecond interrupt: stopped at once; the journal is on disk. `gantry apply --resume` continues, `gantry apply --undo` undoes (`gantry rollback` undoes too)."
@@ -400,7 +443,7 @@ mod tests {
     fn a_lock_held_by_a_live_run_is_a_typed_error() {
         let dir = tempfile::tempdir().unwrap();
         let common = common(dir.path());
-        let session = Session::new(&common);
+        let session = Session::new(&common).unwrap();
         let mut err = Vec::new();
         let held = session.lock("apply", &mut err).unwrap();
         // This process is alive: its lock is not stale, so it is not taken over.
@@ -422,7 +465,7 @@ mod tests {
     fn nothing_pending_or_held_without_a_journal_and_no_runtime_until_asked() {
         let dir = tempfile::tempdir().unwrap();
         let common = common(dir.path());
-        let session = Session::new(&common);
+        let session = Session::new(&common).unwrap();
         assert!(session.pending().unwrap().is_none());
         assert!(session.held().unwrap().is_none());
         assert!(session.runtime.get().is_none());

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use super::outcome::Outcome;
 use super::{Common, Error, emit, load};
-use crate::drivers::fs::{Backup, FsError, LockError, StateDir};
+use crate::drivers::fs::{Backup, FsError, LockError};
+use crate::drivers::store::StateStore;
 use crate::state::StateError;
 
 #[derive(Debug, Clone)]
@@ -25,9 +26,10 @@ pub fn restore_backup(
     out: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let state_dir = common.state_dir();
-    let backup = check(&state_dir, &loaded.model.project, opts.force)?;
-    let state_path = state_dir.state_path();
+    let store = common.store()?;
+    let state_dir = store.as_ref();
+    let backup = check(state_dir, &loaded.model.project, opts.force)?;
+    let state_path = state_dir.state_location();
 
     if !opts.yes {
         if !std::io::stdin().is_terminal() {
@@ -39,12 +41,12 @@ pub fn restore_backup(
             out,
             &format!(
                 "This replaces {} with {} (serial {}, revision {}, written {}); the current file is kept as {}.broken-<UTC time>.\nDo you want to restore the backup? Only `yes` is accepted: ",
-                state_path.display(),
+                state_path,
                 backup.path.display(),
                 backup.state.serial,
                 backup.state.revision,
                 backup.written,
-                state_path.display(),
+                state_path,
             ),
         )?;
         let mut answer = String::new();
@@ -64,7 +66,7 @@ pub fn restore_backup(
         Err(LockError::Fs(e)) => return Err(e.into()),
     };
     // Again under the lock: a run that held it may have written both files since.
-    let backup = check(&state_dir, &loaded.model.project, opts.force)?;
+    let backup = check(state_dir, &loaded.model.project, opts.force)?;
     // `20261123T200000Z`: sorts by time and needs no quoting in a shell.
     let stamp: String = humantime::format_rfc3339_seconds(now)
         .to_string()
@@ -75,7 +77,7 @@ pub fn restore_backup(
 
     let mut done = format!(
         "Restored {} from {}: serial {}, revision {} (backup written {}).\n",
-        state_path.display(),
+        state_path,
         backup.path.display(),
         backup.state.serial,
         backup.state.revision,
@@ -97,13 +99,13 @@ pub fn restore_backup(
 
 /// The backup, if restoring it is allowed: it exists, parses, belongs to the configured
 /// project, and the current state is unreadable, absent, or `force` is given.
-fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Error> {
+fn check(state_dir: &dyn StateStore, project: &str, force: bool) -> Result<Backup, Error> {
     let backup = match state_dir.read_backup() {
         Ok(Some(b)) => b,
         Ok(None) => {
             return Err(Error::Message(format!(
-                "there is no backup to restore: {} does not exist; nothing was changed",
-                state_dir.backup_path().display()
+                "there is no backup to restore: {}.backup does not exist; nothing was changed",
+                state_dir.state_location()
             )));
         }
         Err(e) => {
@@ -119,7 +121,7 @@ fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Err
             backup.state.project,
         )));
     }
-    let state_path = state_dir.state_path();
+    let state_path = state_dir.state_location();
     match state_dir.read() {
         Ok(None) => {}
         Err(FsError::State {
@@ -129,10 +131,7 @@ fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Err
         Ok(Some(current)) if !force => {
             return Err(Error::Message(format!(
                 "refusing to restore the backup: {} is readable (serial {}, revision {}); replacing it with the backup (serial {}) would lose its newest writes. Pass --force to replace it anyway (it is kept aside); nothing was changed",
-                state_path.display(),
-                current.serial,
-                current.revision,
-                backup.state.serial,
+                state_path, current.serial, current.revision, backup.state.serial,
             )));
         }
         Err(FsError::State {
@@ -141,11 +140,176 @@ fn check(state_dir: &StateDir, project: &str, force: bool) -> Result<Backup, Err
         }) if !force => {
             return Err(Error::Message(format!(
                 "refusing to restore the backup: {} was written by a newer gantry (state format {found}); upgrade gantry instead. Restoring the backup would discard what the newer gantry recorded; pass --force to do it anyway (the file is kept aside). Nothing was changed",
-                state_path.display(),
+                state_path,
             )));
         }
         Ok(Some(_)) | Err(FsError::State { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(backup)
+}
+
+/// `gantry state pull`: the state exactly as stored. Reads only.
+pub fn pull(common: &Common, out: &mut dyn Write) -> Result<Outcome, Error> {
+    let store = common.store()?;
+    match store.read_raw()? {
+        Some(bytes) => {
+            emit(out, &String::from_utf8_lossy(&bytes))?;
+            Ok(Outcome::Done)
+        }
+        None => Err(Error::Message(format!(
+            "there is no state in {}: nothing was applied there yet",
+            store.location()
+        ))),
+    }
+}
+
+/// `gantry state push FILE [--force]`: replaces the state, under the lock, when FILE is of
+/// the same project and lineage and newer than the current state (or `force`).
+pub fn push(
+    common: &Common,
+    file: &std::path::Path,
+    force: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Outcome, Error> {
+    let loaded = load(common)?;
+    let text = crate::drivers::fs::read_to_string(file)?;
+    let mut state = crate::state::State::from_json(&text).map_err(|e| {
+        Error::Message(format!(
+            "{} is not a gantry state file: {e}; nothing was changed",
+            file.display()
+        ))
+    })?;
+    if state.project != loaded.model.project {
+        return Err(Error::Message(format!(
+            "{} is the state of project `{}`, but the configuration declares project `{}`; nothing was changed",
+            file.display(),
+            state.project,
+            loaded.model.project
+        )));
+    }
+    let session = super::session::Session::new(common)?;
+    let _lock = session.lock("state push", err)?;
+    let store = session.state_dir();
+    if let Some(journal) = session.pending()? {
+        return Err(super::outcome::Choices::error(&journal));
+    }
+    let current = store.read()?;
+    if let Some(current) = &current {
+        if !force && current.lineage != state.lineage {
+            return Err(Error::Message(format!(
+                "{} is of lineage {}, but {} is of lineage {}: it is the state of another deployment. Pass --force to replace it anyway; nothing was changed",
+                file.display(),
+                state.lineage,
+                store.state_location(),
+                current.lineage
+            )));
+        }
+        if !force && state.serial <= current.serial {
+            return Err(Error::Message(format!(
+                "{} has serial {}, but {} is at serial {}: pushing it would undo newer writes. Pass --force to replace it anyway; nothing was changed",
+                file.display(),
+                state.serial,
+                store.state_location(),
+                current.serial
+            )));
+        }
+        // Forced over a newer state: the serial still moves forward, so that plans saved
+        // against the replaced state are refused.
+        state.serial = state.serial.max(current.serial + 1);
+    }
+    store.write(&state)?;
+    emit(
+        out,
+        &format!(
+            "Pushed {} to {}: serial {}, revision {}.\n",
+            file.display(),
+            store.state_location(),
+            state.serial,
+            state.revision
+        ),
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// `gantry state migrate --to s3|local`: copies the state, its backup and the journal
+/// between the local directory and the configured S3 bucket, keeping the source.
+pub fn migrate(common: &Common, to_s3: bool, out: &mut dyn Write) -> Result<Outcome, Error> {
+    let loaded = load(common)?;
+    let crate::model::state_backend::StateBackend::S3(s3) = &loaded.model.state else {
+        return Err(Error::Message(
+            "`gantry state migrate` copies between the local directory and the S3 bucket of `[state]`: set `backend = \"s3\"` with its `bucket` (and `key`, `region`, `endpoint`) in the configuration first; nothing was copied".into(),
+        ));
+    };
+    let local: std::sync::Arc<dyn StateStore> = std::sync::Arc::new(common.state_dir());
+    let remote: std::sync::Arc<dyn StateStore> = std::sync::Arc::new(
+        crate::drivers::s3::S3Store::open(s3, common.state_dir().dir)?,
+    );
+    let (from, to) = match to_s3 {
+        true => (local, remote),
+        false => (remote, local),
+    };
+    let now = super::session::now();
+    let _lock = match from.lock("state migrate", &now) {
+        Ok(l) => l,
+        Err(held @ LockError::Held(..)) => return Err(Error::Locked(held)),
+        Err(LockError::Fs(e)) => return Err(e.into()),
+    };
+    let journal = from.read_journal()?;
+    if let Some(unfinished) = journal.as_ref().and_then(|j| j.unfinished()) {
+        return Err(Error::Message(format!(
+            "the run of revision {} in {} did not finish: finish it first (`gantry apply --resume`, `gantry apply --undo` or `gantry promote`); nothing was copied",
+            unfinished.revision,
+            from.location()
+        )));
+    }
+    let Some(state) = from.read_raw()? else {
+        return Err(Error::Message(format!(
+            "there is no state in {} to copy; nothing was copied",
+            from.location()
+        )));
+    };
+    let parsed = from.read()?.expect("read_raw found a state");
+    if parsed.project != loaded.model.project {
+        return Err(Error::Message(format!(
+            "{} holds the state of project `{}`, not `{}`; nothing was copied",
+            from.state_location(),
+            parsed.project,
+            loaded.model.project
+        )));
+    }
+    if to.read_raw()?.is_some() {
+        return Err(Error::Message(format!(
+            "{} already holds a state; gantry does not replace it (remove it, or use `gantry state push` to replace it with lineage and serial checks); nothing was copied",
+            to.state_location()
+        )));
+    }
+    let backup = from.read_backup().ok().flatten().map(|b| b.bytes);
+    to.import(&state, backup.as_deref(), journal.as_ref())?;
+    emit(
+        out,
+        &format!(
+            "Copied the state (serial {}, revision {}, {} revisions of history){}{} from {} to {}. The copy in {} is kept as it was.\n",
+            parsed.serial,
+            parsed.revision,
+            parsed.history.len(),
+            if backup.is_some() { ", its backup" } else { "" },
+            if journal.is_some() {
+                " and the journal"
+            } else {
+                ""
+            },
+            from.location(),
+            to.location(),
+            from.location(),
+        ),
+    )?;
+    if !to_s3 {
+        emit(
+            out,
+            "Set `backend = \"local\"` in [state] (or remove [state]) to use the local copy.\n",
+        )?;
+    }
+    Ok(Outcome::Done)
 }

@@ -16,7 +16,7 @@ use crate::state::ReplicaStatus;
 
 pub fn status(common: &Common, out: &mut dyn Write) -> Result<Outcome, Error> {
     let loaded = load(common)?;
-    let session = Session::new(common);
+    let session = Session::new(common)?;
     let state_dir = session.state_dir();
     let Some(state) = state_dir.read()? else {
         emit(out, "Nothing applied yet (no state).\n")?;

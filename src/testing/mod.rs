@@ -13,6 +13,7 @@ pub mod lb;
 pub mod prober;
 pub mod runtime;
 pub mod sink;
+pub mod store;
 pub mod swarm;
 
 pub use clock::FakeClock;
@@ -21,6 +22,7 @@ pub use lb::{FakeLb, SetCall};
 pub use prober::{FakeAnswer, FakeProber};
 pub use runtime::{FakeOp, FakeRuntime};
 pub use sink::MemorySink;
+pub use store::MemoryStore;
 pub use swarm::{FakeSwarm, FakeUpdate};
 
 /// The model of a gantry.toml given as text (env files are refused); panics with the

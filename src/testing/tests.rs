@@ -109,6 +109,22 @@ fn the_fake_clock_conforms() {
 }
 
 #[test]
+fn the_memory_store_conforms() {
+    let a = super::MemoryStore::new();
+    conformance::state::store(&a, &a.handle(), true);
+}
+
+/// The local state directory, through two handles on one directory (two commands).
+#[test]
+fn the_state_directory_conforms_as_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |_| crate::drivers::fs::StateDir {
+        dir: tmp.path().join(".gantry"),
+    };
+    conformance::state::store(&dir(0), &dir(1), false);
+}
+
+#[test]
 fn the_memory_sink_conforms() {
     let s = MemorySink::new();
     conformance::state::state_store(&s, &[]);

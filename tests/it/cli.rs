@@ -318,6 +318,7 @@ fn changed_env_file_rolls_the_service_without_showing_values() {
     }
     std::fs::create_dir(dir.path().join(".gantry")).unwrap();
     std::fs::write(dir.path().join(".gantry/state.json"), state.to_json()).unwrap();
+    crate::support::fixtures::private(&dir.path().join(".gantry"));
     assert_eq!(
         code(&gantry(dir.path(), &["plan", "--detailed-exitcode"])),
         0

@@ -669,3 +669,38 @@ async fn swarm_manager_conforms() {
     rt.ping().await.expect("the engine is still there");
     drop(guard);
 }
+
+/// The S3 backend against a real S3-compatible server (moto), through two stores with
+/// their own local directories (two machines), and the local directory through the same
+/// suite: the contract `ops` relies on, whichever backend `[state]` names.
+#[test]
+fn s3_state_store_conforms() {
+    use gantry::drivers::s3::S3Store;
+    use gantry::model::state_backend::S3Backend;
+    if !crate::support::moto::require_moto("s3_state_store_conforms") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = crate::support::moto::MotoServer::start(&tmp.path().join("moto"), None);
+    moto.create_bucket("gantry-conformance");
+    let cfg = S3Backend {
+        bucket: "gantry-conformance".into(),
+        key: "team/project".into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(moto.endpoint()),
+        stale_lock_after: gantry::model::Duration::from_secs(120),
+    };
+    let key = Some(("AKIDTEST".to_string(), "secret".to_string()));
+    let a = S3Store::open_with(&cfg, tmp.path().join("a"), key.clone()).unwrap();
+    let b = S3Store::open_with(&cfg, tmp.path().join("b"), key).unwrap();
+    conformance::state::store(&a, &b, true);
+}
+
+#[test]
+fn state_dir_conforms_as_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |_| StateDir {
+        dir: tmp.path().join(".gantry"),
+    };
+    conformance::state::store(&dir(0), &dir(1), false);
+}

@@ -29,6 +29,7 @@ mod ops_commands;
 mod plan_scenarios;
 mod registry;
 mod schemas;
+mod shared_state;
 mod ssh;
 mod stack;
 mod stack_images;

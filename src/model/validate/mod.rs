@@ -27,6 +27,8 @@ mod lb;
 mod registry;
 mod rollout;
 mod service;
+mod state;
+pub use state::state_backend;
 mod swarm;
 mod task;
 
@@ -132,6 +134,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
     }
     v.task_cycles(&raw.tasks, &dep_spans);
     let registries = v.registries(&raw.registries);
+    let state = v.state_backend(raw.state.as_ref(), &project);
 
     if v.diags.is_empty() {
         Ok(Model {
@@ -149,6 +152,7 @@ pub fn validate(raw: RawConfig, files: &dyn FileFacts) -> Result<Model, Vec<Diag
             tasks,
             hooks,
             registries,
+            state,
         })
     } else {
         v.diags

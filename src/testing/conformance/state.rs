@@ -143,3 +143,114 @@ pub fn state_store(store: &dyn StateStore, begun: &[Entry]) {
     expected.extend(entries);
     assert_eq!(store.read_journal().expect("read the journal"), expected);
 }
+
+/// The contract of a [`crate::drivers::store::StateStore`], through two handles `a` and
+/// `b` on the same store (two machines, or two commands one after the other).
+/// `conditional`: writes are conditional on what the handle last read (a shared backend and
+/// the fake; the local directory relies on its lock alone).
+pub fn store(
+    a: &dyn crate::drivers::store::StateStore,
+    b: &dyn crate::drivers::store::StateStore,
+    conditional: bool,
+) {
+    use crate::drivers::fs::{FsError, LockError};
+    assert_eq!(a.read().expect("read"), None, "a new store has no state");
+    assert!(a.read_raw().expect("raw").is_none());
+    assert!(a.lock_holder().expect("holder").is_none());
+    assert!(a.read_journal().expect("journal").is_none());
+    assert!(a.read_backup().expect("backup").is_none());
+
+    // Saves read back equal from the other handle; the previous one is the backup.
+    let first = sample_state(1);
+    a.write(&first).expect("first write");
+    assert_eq!(b.read().expect("read"), Some(first.clone()));
+    let mut second = sample_state(2);
+    second.services.clear();
+    b.write(&second).expect("second write");
+    assert_eq!(a.read().expect("read"), Some(second.clone()));
+    let raw = a.read_raw().expect("raw").expect("bytes");
+    assert_eq!(
+        crate::state::State::from_json(&String::from_utf8(raw).unwrap()).unwrap(),
+        second
+    );
+    let backup = a.read_backup().expect("backup").expect("a backup");
+    assert_eq!(
+        backup.state, first,
+        "the backup is the state before the last write"
+    );
+
+    // A write based on an outdated read is refused and changes nothing.
+    let third = sample_state(3);
+    b.write(&third).expect("b writes on what it wrote");
+    if conditional {
+        match a.write(&sample_state(4)) {
+            Err(FsError::Conflict { .. }) => {}
+            other => panic!("a write from an outdated read must be refused, got {other:?}"),
+        }
+        assert_eq!(b.read().expect("read"), Some(third.clone()));
+    }
+    assert_eq!(a.read().expect("re-read"), Some(third.clone()));
+    a.write(&sample_state(5))
+        .expect("a write after a fresh read");
+
+    // One lock holder at a time, named to the other; released on drop.
+    let held = a.lock("apply", "2026-01-01T00:00:00Z").expect("lock");
+    match b.lock("rollback", "2026-01-01T00:00:01Z") {
+        Err(LockError::Held(info, stale)) => {
+            assert_eq!(info.pid, std::process::id());
+            assert_eq!(info.operation, "apply");
+            assert!(!stale, "a live holder's lock is not stale");
+            assert!(!b.is_stale(&info));
+        }
+        other => panic!("expected the lock to be held, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        b.lock_holder().expect("holder").map(|i| i.operation),
+        Some("apply".to_string())
+    );
+    drop(held);
+    assert!(
+        b.lock_holder().expect("holder").is_none(),
+        "released on drop"
+    );
+    let held = b.lock("apply", "now").expect("free again");
+    assert_eq!(
+        a.force_unlock().expect("force-unlock").map(|i| i.pid),
+        Some(std::process::id())
+    );
+    assert!(a.lock_holder().expect("holder").is_none());
+    drop(held);
+    assert!(a.force_unlock().expect("nothing to unlock").is_none());
+
+    // The journal reads back in order from the other handle; a recovery appends to it; a
+    // new run replaces it.
+    let begin = |revision| Entry::Begin {
+        revision,
+        origin: crate::state::Origin::Apply,
+        pid: 7,
+        host: "conformance".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+        prior: Box::new(sample_state(5)),
+    };
+    let journal = a.begin_journal(&begin(6)).expect("begin");
+    let entries = sample_entries();
+    for e in &entries[..5] {
+        journal.append(e).expect("append");
+    }
+    drop(journal);
+    let reopened = b.reopen_journal().expect("reopen");
+    for e in &entries[5..] {
+        reopened.append(e).expect("append after reopening");
+    }
+    let mut expected = vec![begin(6)];
+    expected.extend(entries);
+    assert_eq!(
+        a.read_journal().expect("read").expect("journal").entries,
+        expected
+    );
+    b.begin_journal(&begin(7)).expect("a new run");
+    assert_eq!(
+        a.read_journal().expect("read").expect("journal").entries,
+        vec![begin(7)]
+    );
+}

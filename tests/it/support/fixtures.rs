@@ -24,7 +24,21 @@ pub fn scenario() -> tempfile::TempDir {
         dir.path().join(".gantry/state.json"),
     )
     .unwrap();
+    private(&dir.path().join(".gantry"));
     dir
+}
+
+/// Makes a state directory written by a test as private as gantry makes its own (`0700`,
+/// files `0600`), so that gantry does not warn about it.
+pub fn private(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    set(state_dir, 0o700).unwrap();
+    for entry in std::fs::read_dir(state_dir).unwrap().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            set(&entry.path(), 0o600).unwrap();
+        }
+    }
 }
 
 pub struct NoFiles;

@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod haproxy;
 pub mod http;
 pub mod load;
+pub mod moto;
 pub mod nginx;
 pub mod private_engine;
 pub mod process;
