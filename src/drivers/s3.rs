@@ -273,6 +273,30 @@ impl S3Store {
     }
 
     /// Holds the lock written with `e_tag`: starts its heartbeat.
+    /// Writes this process's lock with `mode` (created only if absent, or replacing the
+    /// lock read with its ETag); when the bucket refuses, the lock that is there now.
+    fn claim(
+        &self,
+        operation: &str,
+        now_rfc3339: &str,
+        mode: PutMode,
+    ) -> Result<StateLock, LockError> {
+        let mut info = LockInfo::mine(operation, now_rfc3339);
+        info.heartbeat = Some(now());
+        let body = serde_json::to_vec_pretty(&info).expect("lock info serialises");
+        match self.put("lock.json", body, mode)? {
+            Some(e_tag) => Ok(self.hold(info, e_tag)),
+            None => {
+                let held = self
+                    .read_lock()?
+                    .map(|(i, _)| i)
+                    .unwrap_or_else(LockInfo::unreadable);
+                let stale = self.is_stale(&held);
+                Err(LockError::Held(Box::new(held), stale))
+            }
+        }
+    }
+
     fn hold(&self, mut info: LockInfo, e_tag: Option<String>) -> StateLock {
         info.heartbeat = Some(now());
         let lock = Arc::new(S3Lock {
@@ -650,20 +674,7 @@ impl StateStore for S3Store {
     }
 
     fn lock(&self, operation: &str, now_rfc3339: &str) -> Result<StateLock, LockError> {
-        let mut info = LockInfo::mine(operation, now_rfc3339);
-        info.heartbeat = Some(now());
-        let body = serde_json::to_vec_pretty(&info).expect("lock info serialises");
-        match self.put("lock.json", body, PutMode::Create)? {
-            Some(e_tag) => Ok(self.hold(info, e_tag)),
-            None => {
-                let held = self
-                    .read_lock()?
-                    .map(|(i, _)| i)
-                    .unwrap_or_else(LockInfo::unreadable);
-                let stale = self.is_stale(&held);
-                Err(LockError::Held(Box::new(held), stale))
-            }
-        }
+        self.claim(operation, now_rfc3339, PutMode::Create)
     }
 
     fn take_over(
@@ -679,24 +690,11 @@ impl StateStore for S3Store {
             let stale = self.is_stale(&current);
             return Err(LockError::Held(Box::new(current), stale));
         }
-        let mut info = LockInfo::mine(operation, now_rfc3339);
-        info.heartbeat = Some(now());
-        let body = serde_json::to_vec_pretty(&info).expect("lock info serialises");
         let mode = PutMode::Update(UpdateVersion {
             e_tag,
             version: None,
         });
-        match self.put("lock.json", body, mode)? {
-            Some(e_tag) => Ok(self.hold(info, e_tag)),
-            None => {
-                let held = self
-                    .read_lock()?
-                    .map(|(i, _)| i)
-                    .unwrap_or_else(LockInfo::unreadable);
-                let stale = self.is_stale(&held);
-                Err(LockError::Held(Box::new(held), stale))
-            }
-        }
+        self.claim(operation, now_rfc3339, mode)
     }
 
     fn lock_holder(&self) -> Result<Option<LockInfo>, FsError> {
